@@ -1,0 +1,3 @@
+from autoorg.cli import main
+
+raise SystemExit(main())

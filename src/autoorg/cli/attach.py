@@ -1,0 +1,35 @@
+"""`autoorg attach [AGENT]` — jump to the org's session, or straight to one agent's pane."""
+
+from __future__ import annotations
+
+import argparse
+
+from autoorg import tmux
+from autoorg.cli import add_org_options
+from autoorg.cli.common import org_from_args, socket_from_args
+from autoorg.errors import StateError
+from autoorg.org import read_state
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("attach", help="attach to the org's tmux session, or to one agent's pane")
+    p.add_argument("agent", nargs="?", help="agent whose pane to focus")
+    add_org_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    paths = org_from_args(args)
+    state = read_state(paths)
+    socket = socket_from_args(args, state)
+    if not tmux.has_session(socket, state["session"]):
+        raise StateError(f"org '{paths.tag}' is not running (no tmux session {state['session']})")
+    target = state["session"]
+    if args.agent:
+        agents = state["agents"]
+        if args.agent not in agents:
+            raise StateError(f"no agent '{args.agent}' in org '{paths.tag}' (agents: {', '.join(agents)})")
+        target = agents[args.agent]["pane"]
+        tmux.select_pane(socket, target)
+    tmux.attach(socket, target)
+    return 0

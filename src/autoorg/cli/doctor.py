@@ -1,0 +1,63 @@
+"""`autoorg doctor` — what this machine has for running an org, and how to fix what is missing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+
+from autoorg import gpu
+from autoorg.backends import REGISTRY, get_backend
+
+
+def _version(binary: str, *args: str) -> str | None:
+    path = shutil.which(binary)
+    if path is None:
+        return None
+    try:
+        proc = subprocess.run([path, *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = (proc.stdout or proc.stderr).strip().splitlines()
+    return text[0] if text else path
+
+
+def checks() -> list[dict[str, object]]:
+    """One row per thing autoorg may need: name, ok, detail, fix."""
+    rows: list[dict[str, object]] = []
+    tmux_v = _version("tmux", "-V")
+    rows.append({"name": "tmux", "ok": tmux_v is not None, "detail": tmux_v or "not found",
+                 "fix": "" if tmux_v else "apt-get install tmux (3.0 or newer)"})
+    git_v = _version("git", "--version")
+    rows.append({"name": "git", "ok": git_v is not None, "detail": git_v or "not found",
+                 "fix": "" if git_v else "apt-get install git"})
+    found, method = gpu.discover()
+    detail = ", ".join(f"{g.index}: {g.name} ({g.memory_mb} MiB)" for g in found) or "none"
+    rows.append({"name": "gpus", "ok": True, "detail": f"{detail} (via {method})",
+                 "fix": "" if found else "no GPU: use a CPU org such as 4xcpu"})
+    get_backend("command")  # loads every backend module
+    for name in sorted(REGISTRY):
+        ok, why = REGISTRY[name].available()
+        rows.append({"name": f"backend {name}", "ok": ok, "detail": why, "fix": "" if ok else why})
+    return rows
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("doctor", help="check tmux, git, GPUs, agent CLIs and keys")
+    p.add_argument("--json", action="store_true", help="stable JSON for scripts")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = checks()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        mark = "ok  " if row["ok"] else "miss"
+        line = f"[{mark}] {row['name']:<18} {row['detail']}"
+        if row["fix"] and row["fix"] != row["detail"]:
+            line += f"  -> {row['fix']}"
+        print(line)
+    return 0

@@ -1,0 +1,42 @@
+"""`autoorg status [--json] [--watch]` — each agent's role, backend, slots, branch, head, pane and liveness."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from autoorg.cli import add_org_options
+from autoorg.cli.common import org_from_args
+from autoorg.org import org_status
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("status", help="show the org's agents: branch, slots, pane, state")
+    add_org_options(p)
+    p.add_argument("--json", action="store_true", help="stable JSON for scripts")
+    p.add_argument("--watch", action="store_true", help="refresh every few seconds (Ctrl-C to stop)")
+    p.add_argument("--interval", type=float, default=3.0, help=argparse.SUPPRESS)
+    p.set_defaults(func=run)
+
+
+def render(status: dict) -> str:  # type: ignore[type-arg]
+    head = (status.get("program_head") or "")[:10]
+    state = "running" if status["running"] else "stopped"
+    lines = [f"org {status['tag']} ({state}) · session {status['session']} · {status['program_branch']} @ {head}",
+             f"{'AGENT':<10} {'ROLE':<10} {'BACKEND':<9} {'SLOTS':<7} {'STATE':<9} {'PANE':<5} {'HEAD':<10} BRANCH"]
+    for a in status["agents"]:
+        lines.append(f"{a['name']:<10} {a['role'] or '-':<10} {a['backend']:<9} {','.join(a['slots']) or '-':<7} "
+                     f"{a['state']:<9} {a['pane']:<5} {(a['head'] or '-')[:10]:<10} {a['branch']}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    paths = org_from_args(args)
+    if not args.watch:
+        status = org_status(paths)
+        print(json.dumps(status, indent=2) if args.json else render(status))
+        return 0
+    while True:
+        print("\033[2J\033[H" + render(org_status(paths)), flush=True)
+        time.sleep(args.interval)

@@ -1,0 +1,52 @@
+"""`autoorg up ORG` — build an org: branches, worktrees, agent files, tmux grid; then attach."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from autoorg import tmux
+from autoorg.org import build_org, plan_org
+from autoorg.paths import tmux_socket
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("up", help="start an org (a preset such as 4xcpu, 8x1gpu, chief+7x1gpu, or a YAML file)",
+                       description="Start an org: one worktree, branch and tmux pane per agent.")
+    p.add_argument("org", nargs="?", default="4xcpu", help="preset (8x1gpu, 4x2gpu, 4xcpu, chief+7x1gpu) or "
+                   "an org YAML file (default: 4xcpu)")
+    p.add_argument("--tag", help="org name: branches org/<tag>, session autoorg-<tag> (default: preset/file name)")
+    p.add_argument("--task", help="nanochat, synthetic, or a path to a task.yaml (default: the org's, else nanochat)")
+    p.add_argument("--backend", help="override every agent's backend (auto, command, heuristic, claude, codex, ...)")
+    p.add_argument("--command", dest="agent_command", help="the command for --backend command")
+    p.add_argument("--from", dest="from_rev", default="HEAD", help="revision the program branch starts from")
+    p.add_argument("--socket", help="run on a private tmux server with this socket name (env AUTOORG_TMUX_SOCKET)")
+    p.add_argument("--allow-dirty", action="store_true", help="start even if the repository has uncommitted changes")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved spec and the plan; touch nothing")
+    p.add_argument("--no-attach", action="store_true", help="do not attach to the session")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    backend = args.backend
+    if args.agent_command and not backend:
+        backend = "command"
+    socket = tmux_socket(args.socket)
+    plan = plan_org(args.org, tag=args.tag, task=args.task, backend=backend, command=args.agent_command,
+                    from_rev=args.from_rev, socket=socket, allow_dirty=args.allow_dirty)
+    if args.dry_run:
+        print(plan.spec.to_yaml().rstrip())
+        print("---")
+        print(plan.describe())
+        return 0
+    for agent in plan.agents:
+        if agent.spec.backend == "auto":
+            print(f"{agent.spec.name}: backend auto -> {agent.backend} ({agent.reason})", file=sys.stderr)
+    state = build_org(plan, log=lambda line: print(line, file=sys.stderr))
+    print(f"org {plan.spec.tag} is up: {len(plan.agents)} agents in tmux session {state['session']}")
+    target = state["windows"].get("org", state["session"])
+    if args.no_attach or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        print(f"attach with: {tmux.attach_hint(socket, state['session'])}")
+        return 0
+    tmux.attach(socket, target)  # switch-client when already inside tmux
+    return 0

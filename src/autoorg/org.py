@@ -1,0 +1,274 @@
+"""An org's lifecycle: `build_org` (what `autoorg up` runs), `org_status`, `teardown_org` (what `down` runs).
+
+The CLI and the tests call exactly these functions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from autoorg import gpu, tmux, workspace
+from autoorg.backends import LaunchContext, get_backend, resolve_auto
+from autoorg.errors import AutoorgError, StateError
+from autoorg.paths import OrgPaths, atomic_write_text, org_paths
+from autoorg.spec import AgentSpec, OrgSpec, TaskSpec, find_task, load_org, load_task
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def autoorg_command(*args: str) -> str:
+    """A shell command running this same autoorg (same interpreter), independent of PATH."""
+    import shlex
+
+    return " ".join(shlex.quote(a) for a in (sys.executable, "-m", "autoorg", *args))
+
+
+@dataclass
+class PlannedAgent:
+    spec: AgentSpec
+    backend: str
+    reason: str
+    branch: str
+    worktree: Path
+    env: dict[str, str]
+
+
+@dataclass
+class Plan:
+    spec: OrgSpec
+    task: TaskSpec
+    paths: OrgPaths
+    base: str
+    socket: str | None
+    agents: list[PlannedAgent] = field(default_factory=list)
+
+    @property
+    def session(self) -> str:
+        return tmux.session_name(self.spec.tag)
+
+    def describe(self) -> str:
+        lines = [f"org {self.spec.tag}: task {self.task.name}, program branch {workspace.program_branch(self.spec.tag)}"
+                 f" from {self.base[:10]}", f"tmux session {self.session}"
+                 + (f" on socket {self.socket}" if self.socket else ""), "agents:"]
+        for a in self.agents:
+            slots = ",".join(a.spec.slots) or "none"
+            lines.append(f"  {a.spec.name:<10} {a.spec.role:<10} {a.backend:<9} slots={slots:<8} "
+                         f"{a.branch}  {a.worktree}")
+            if a.spec.backend == "auto":
+                lines.append(f"  {'':<10} auto -> {a.backend}: {a.reason}")
+        return "\n".join(lines)
+
+
+def read_state(paths: OrgPaths) -> dict[str, Any]:
+    try:
+        return dict(json.loads(paths.state_json.read_text()))
+    except FileNotFoundError:
+        raise StateError(f"no org state at {paths.home}") from None
+    except (OSError, ValueError) as exc:
+        raise StateError(f"cannot read {paths.state_json}: {exc}") from None
+
+
+def write_state(paths: OrgPaths, state: dict[str, Any]) -> None:
+    atomic_write_text(paths.state_json, json.dumps(state, indent=2) + "\n")
+
+
+def pane_environment(paths: OrgPaths, agent: AgentSpec, socket: str | None) -> dict[str, str]:
+    """What every agent's pane sees: who it is, where the org lives, its GPUs, and this autoorg on PATH."""
+    env = {
+        "AUTOORG_AGENT": agent.name,
+        "AUTOORG_HOME": str(paths.home),
+        "AUTOORG_TAG": paths.tag,
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        **gpu.pane_env(agent.gpus),
+    }
+    if socket:
+        env["AUTOORG_TMUX_SOCKET"] = socket
+    env.update(agent.env)
+    return env
+
+
+def plan_org(target: str, *, repo: Path | None = None, tag: str | None = None, task: str | None = None,
+             backend: str | None = None, command: str | None = None, from_rev: str = "HEAD",
+             socket: str | None = None, allow_dirty: bool = False) -> Plan:
+    """Resolve everything `up` would do, checking every precondition, without touching anything."""
+    spec = load_org(target, tag=tag, task=task, backend=backend, command=command)
+    repo = workspace.find_repo(repo)
+    paths = org_paths(repo, spec.tag)
+    task_spec = load_task(find_task(repo, spec.task))
+    wanted = {g for a in spec.agents for g in a.gpus}
+    if wanted:
+        found, method = gpu.discover()
+        gpu.check_gpus(wanted, found, method, len(spec.agents))
+    if paths.state_json.is_file():
+        state = read_state(paths)
+        if state.get("status") == "running":
+            if tmux.has_session(state.get("socket"), state.get("session", "")):
+                raise StateError(f"org '{spec.tag}' is already running; `autoorg attach --tag {spec.tag}` "
+                                 f"or `autoorg down --tag {spec.tag}`")
+            raise StateError(f"org '{spec.tag}' was running but its tmux session is gone; "
+                             f"`autoorg down --tag {spec.tag}` first")
+    if not allow_dirty:
+        dirty = [p for p in workspace.dirty_paths(repo) if not p.startswith(".autoorg")]
+        if dirty:
+            shown = ", ".join(dirty[:5]) + (" ..." if len(dirty) > 5 else "")
+            raise StateError(f"the repository has uncommitted changes ({shown}); commit them or pass "
+                             "--allow-dirty")
+    base = workspace.rev_parse(repo, from_rev)
+    plan = Plan(spec=spec, task=task_spec, paths=paths, base=base, socket=socket)
+    auto_index = 0
+    for agent in spec.agents:
+        name, reason = agent.backend, "set in the org spec"
+        if name == "auto":
+            name, reason = resolve_auto(auto_index)
+            auto_index += 1
+        get_backend(name)
+        plan.agents.append(PlannedAgent(spec=agent, backend=name, reason=reason,
+                                        branch=workspace.feature_branch(spec.tag, agent.name),
+                                        worktree=paths.worktree(agent.name),
+                                        env=pane_environment(paths, agent, socket)))
+    return plan
+
+
+def build_org(plan: Plan, *, log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Create branches, worktrees, agent files and the tmux session of a plan. Rolls back on failure."""
+    repo, paths, tag = plan.paths.repo, plan.paths, plan.spec.tag
+    undo: list[Callable[[], object]] = []
+    fresh_home = not paths.home.exists()
+    try:
+        workspace.ensure_excluded(repo)
+        paths.home.mkdir(parents=True, exist_ok=True)
+        if fresh_home:
+            undo.append(lambda: shutil.rmtree(paths.home, ignore_errors=True))
+        program = workspace.program_branch(tag)
+        if workspace.create_branch(repo, program, plan.base):
+            undo.append(lambda: workspace.delete_branch(repo, program))
+        else:
+            log(f"program branch {program} exists: continuing from it")
+        program_head = workspace.head_commit(repo, program)
+        for agent in plan.agents:
+            created = workspace.add_worktree(repo, agent.worktree, agent.branch, program_head)
+            undo.append(lambda a=agent: workspace.remove_worktree(repo, a.worktree, a.spec.name))
+            if created:
+                undo.append(lambda a=agent: workspace.delete_branch(repo, a.branch))
+        atomic_write_text(paths.org_yaml, plan.spec.to_yaml())
+        panes = []
+        for agent in plan.agents:
+            backend = get_backend(agent.backend)
+            ctx = LaunchContext(paths=paths, spec=plan.spec, worktree=agent.worktree, env=agent.env)
+            backend.prepare(agent.spec, ctx)
+            panes.append(tmux.PaneSpec(title=agent.spec.name, cwd=str(agent.worktree),
+                                       command=backend.command(agent.spec, ctx), env=agent.env))
+        base_env = {"AUTOORG_HOME": str(paths.home), "AUTOORG_TAG": tag}
+        if plan.socket:
+            base_env["AUTOORG_TMUX_SOCKET"] = plan.socket
+        layout = tmux.create_org_session(plan.socket, plan.session, cwd=str(repo), env=base_env, agents=panes,
+                                         dash_command=autoorg_command("status", "--watch"),
+                                         daemon_command=None)
+        undo.append(lambda: tmux.kill_session(plan.socket, plan.session))
+        state = {
+            "tag": tag, "status": "running", "repo": str(repo), "socket": plan.socket, "session": layout.session,
+            "session_id": layout.session_id, "windows": layout.windows, "created": now_iso(),
+            "program_branch": program, "base": plan.base, "task": str(plan.task.path),
+            "agents": {a.spec.name: {"pane": layout.panes[a.spec.name], "backend": a.backend,
+                                     "backend_reason": a.reason, "branch": a.branch,
+                                     "worktree": str(a.worktree), "slots": a.spec.slots}
+                       for a in plan.agents},
+        }
+        write_state(paths, state)
+        return state
+    except BaseException:
+        for step in reversed(undo):
+            try:
+                step()
+            except AutoorgError:
+                pass
+        raise
+
+
+def org_status(paths: OrgPaths) -> dict[str, Any]:
+    """The org as `autoorg status --json` prints it (a stable shape)."""
+    state = read_state(paths)
+    repo = Path(state["repo"])
+    socket = state.get("socket")
+    running = state.get("status") == "running" and tmux.has_session(socket, state["session"])
+    spec_agents = {}
+    if paths.org_yaml.is_file():
+        spec = load_org(str(paths.org_yaml))
+        spec_agents = {a.name: a for a in spec.agents}
+    program = state["program_branch"]
+    agents = []
+    for name, info in state["agents"].items():
+        worktree = Path(info["worktree"])
+        head = workspace.head_commit(repo, info["branch"]) if workspace.branch_exists(repo, info["branch"]) else None
+        alive = running and tmux.pane_alive(socket, info["pane"])
+        status_file = paths.comms / "status" / f"{name}.json"
+        agent_state = None
+        if status_file.is_file():
+            try:
+                agent_state = json.loads(status_file.read_text()).get("state")
+            except (OSError, ValueError):
+                agent_state = None
+        spec = spec_agents.get(name)
+        agents.append({
+            "name": name, "role": spec.role if spec else None, "backend": info["backend"],
+            "slots": info["slots"], "branch": info["branch"], "head": head, "pane": info["pane"],
+            "worktree": str(worktree), "alive": alive, "state": _agent_state(agent_state, running, alive),
+        })
+    return {
+        "tag": state["tag"], "session": state["session"], "socket": socket, "running": running,
+        "program_branch": program,
+        "program_head": workspace.head_commit(repo, program) if workspace.branch_exists(repo, program) else None,
+        "agents": agents,
+    }
+
+
+def _agent_state(reported: str | None, org_running: bool, alive: bool) -> str:
+    """What the agent says of itself, corrected by what tmux knows: a dead pane is crashed."""
+    if not org_running:
+        return "stopped"
+    if not alive:
+        return "crashed"
+    return reported or "working"
+
+
+@dataclass
+class Teardown:
+    killed_session: bool
+    saved: dict[str, str]  # agent -> commit made from uncommitted work
+    unmerged: dict[str, int]  # branch -> commits not on the program branch
+    deleted: list[str]
+
+
+def teardown_org(paths: OrgPaths, *, purge: bool = False) -> Teardown:
+    """Kill the session, remove the worktrees (committing leftovers first), keep every branch with work on it."""
+    state = read_state(paths)
+    repo = Path(state["repo"])
+    killed = tmux.kill_session(state.get("socket"), state["session"])
+    saved = {}
+    for name, info in state["agents"].items():
+        commit = workspace.remove_worktree(repo, Path(info["worktree"]), name)
+        if commit:
+            saved[name] = commit
+    program = state["program_branch"]
+    unmerged, deleted = {}, []
+    for branch in workspace.agent_branches(repo, state["tag"]):
+        ahead = workspace.commits_not_on(repo, branch, program)
+        if ahead:
+            unmerged[branch] = ahead
+        elif purge:
+            workspace.delete_branch(repo, branch)
+            deleted.append(branch)
+    state["status"] = "stopped"
+    state["stopped"] = now_iso()
+    write_state(paths, state)
+    return Teardown(killed_session=killed, saved=saved, unmerged=unmerged, deleted=deleted)

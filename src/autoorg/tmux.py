@@ -1,0 +1,237 @@
+"""The one place that talks to tmux (through libtmux): the org's session, its tiled grid, panes by id (%N)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+
+import libtmux
+from libtmux.exc import LibTmuxException
+
+from autoorg.errors import TmuxError
+
+PANES_PER_WINDOW = 8
+SESSION_SIZE = (240, 64)  # columns, rows: a real size so 8 tiled panes each get a usable terminal
+
+
+@dataclass
+class PaneSpec:
+    """One pane to create: a title (the agent name), a working directory, a command and its environment."""
+
+    title: str
+    cwd: str
+    command: str
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class SessionLayout:
+    session: str
+    session_id: str
+    windows: dict[str, str]  # window name -> @id
+    panes: dict[str, str]  # pane title (agent) -> %id
+
+
+def session_name(tag: str) -> str:
+    return f"autoorg-{tag}"
+
+
+def _server(socket: str | None) -> libtmux.Server:
+    if shutil.which("tmux") is None:
+        raise TmuxError("tmux not found on PATH; install tmux (apt-get install tmux)")
+    return libtmux.Server(socket_name=socket) if socket else libtmux.Server()
+
+
+def _cmd(server: libtmux.Server, *args: str) -> list[str]:
+    """Run one tmux command; a failure becomes a TmuxError with tmux's message."""
+    try:
+        result = server.cmd(*args)
+    except LibTmuxException as exc:
+        raise TmuxError(f"tmux {args[0]} failed: {exc}") from None
+    if result.stderr:
+        raise TmuxError(f"tmux {args[0]} failed: {' '.join(result.stderr).strip()}")
+    return list(result.stdout)
+
+
+def has_session(socket: str | None, name: str) -> bool:
+    server = _server(socket)
+    try:
+        return bool(server.has_session(name))
+    except LibTmuxException:
+        return False
+
+
+def _env_flags(env: dict[str, str]) -> list[str]:
+    flags: list[str] = []
+    for key, value in env.items():
+        flags += ["-e", f"{key}={value}"]
+    return flags
+
+
+def create_org_session(socket: str | None, name: str, *, cwd: str, env: dict[str, str],
+                       agents: list[PaneSpec], dash_command: str, daemon_command: str | None) -> SessionLayout:
+    """Session `name` with a `dash` window, `org` windows of at most 8 tiled agent panes, and a `daemon` window.
+
+    The whole grid is one chained tmux command, so `remain-on-exit` is set before any agent can exit (a crash
+    stays visible, and is detected as a dead pane) and 32 agents take one tmux call, not hundreds.
+    """
+    server = _server(socket)
+    if has_session(socket, name):
+        raise TmuxError(f"tmux session '{name}' already exists")
+    fmt = "#{window_name} #{window_id} #{pane_id}"
+    argv: list[str] = ["new-session", "-d", "-s", name, "-n", "dash", "-x", str(SESSION_SIZE[0]),
+                       "-y", str(SESSION_SIZE[1]), "-c", cwd, *_env_flags(env), "-P", "-F",
+                       "#{session_id} " + fmt, dash_command]
+    titles: list[str] = []
+    windows_wanted = []
+    for start in range(0, len(agents), PANES_PER_WINDOW):
+        windows_wanted.append(("org" if start == 0 else f"org-{start // PANES_PER_WINDOW + 1}",
+                               agents[start:start + PANES_PER_WINDOW]))
+    if daemon_command:
+        windows_wanted.append(("daemon", [PaneSpec("daemon", cwd, daemon_command)]))
+    for wname, group in windows_wanted:
+        target = f"{name}:{wname}"
+        first = group[0]
+        argv += [";", "new-window", "-d", "-t", f"{name}:", "-n", wname, "-c", first.cwd,
+                 *_env_flags({**env, **first.env}), "-P", "-F", fmt, first.command]
+        argv += [";", "set-option", "-w", "-t", target, "remain-on-exit", "on",
+                 ";", "set-option", "-w", "-t", target, "pane-border-status", "top",
+                 ";", "set-option", "-w", "-t", target, "pane-border-format",
+                 " #{?@autoorg_agent,#{@autoorg_agent},#{pane_title}}#{?pane_dead, [exited],} ",
+                 ";", "set-option", "-w", "-t", target, "automatic-rename", "off"]
+        titles.append(first.title)
+        for spec in group[1:]:
+            argv += [";", "split-window", "-d", "-t", target, "-c", spec.cwd, *_env_flags({**env, **spec.env}),
+                     "-P", "-F", fmt, spec.command, ";", "select-layout", "-t", target, "tiled"]
+            titles.append(spec.title)
+    try:
+        lines = _cmd(server, *argv)
+    except TmuxError as exc:
+        kill_session(socket, name)
+        raise TmuxError(f"cannot build tmux session '{name}': {exc}") from None
+    session_id, windows, pane_ids = "", {}, []
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 4:
+            session_id = parts.pop(0)
+        wname, window_id, pane_id = parts
+        windows.setdefault(wname, window_id)
+        pane_ids.append(pane_id)
+    panes = dict(zip(titles, pane_ids[1:], strict=True))
+    style: list[str] = []
+    for title, pane_id in panes.items():
+        style += [";", "set-option", "-p", "-t", pane_id, "@autoorg_agent", title,
+                  ";", "select-pane", "-t", pane_id, "-T", title]
+    if "org" in windows:
+        style += [";", "select-window", "-t", windows["org"]]
+    try:
+        _cmd(server, *style[1:])
+    except TmuxError as exc:
+        kill_session(socket, name)
+        raise TmuxError(f"cannot build tmux session '{name}': {exc}") from None
+    panes.pop("daemon", None)  # the daemon window is not an agent
+    return SessionLayout(session=name, session_id=session_id, windows=windows, panes=panes)
+
+
+def kill_session(socket: str | None, name: str) -> bool:
+    """Kill the session if it exists; returns whether it did."""
+    server = _server(socket)
+    if not has_session(socket, name):
+        return False
+    try:
+        server.kill_session(name)
+    except LibTmuxException:
+        return False
+    return True
+
+
+def pane_info(socket: str | None, pane_id: str) -> dict[str, str] | None:
+    """Live facts about a pane, or None when it no longer exists."""
+    server = _server(socket)
+    fmt = "#{pane_dead}\t#{pane_pid}\t#{pane_current_path}\t#{pane_current_command}\t#{pane_dead_status}"
+    try:
+        result = server.cmd("display-message", "-p", "-t", pane_id, fmt)
+    except LibTmuxException:
+        return None
+    if result.stderr or not result.stdout:
+        return None
+    dead, pid, path, command, status = (result.stdout[0].split("\t") + [""] * 5)[:5]
+    return {"dead": dead, "pid": pid, "path": path, "command": command, "exit_status": status}
+
+
+def pane_alive(socket: str | None, pane_id: str) -> bool:
+    info = pane_info(socket, pane_id)
+    return info is not None and info["dead"] != "1"
+
+
+def capture(socket: str | None, pane_id: str, lines: int = 200) -> list[str]:
+    server = _server(socket)
+    try:
+        result = server.cmd("capture-pane", "-p", "-J", "-t", pane_id, "-S", f"-{lines}")
+    except LibTmuxException as exc:
+        raise TmuxError(f"cannot capture pane {pane_id}: {exc}") from None
+    if result.stderr:
+        raise TmuxError(f"cannot capture pane {pane_id}: {' '.join(result.stderr)}")
+    return list(result.stdout)
+
+
+def send_text(socket: str | None, pane_id: str, text: str) -> None:
+    """Type text literally into a pane (no Enter)."""
+    _cmd(_server(socket), "send-keys", "-t", pane_id, "-l", text)
+
+
+def send_enter(socket: str | None, pane_id: str) -> None:
+    _cmd(_server(socket), "send-keys", "-t", pane_id, "Enter")
+
+
+def send_and_confirm(socket: str | None, pane_id: str, text: str, *, attempts: int = 4,
+                     settle_s: float = 0.05) -> bool:
+    """Type text, then Enter as a separate key, then confirm from the pane that the input was taken.
+
+    Confirmed means the text is no longer sitting unsent on the pane's last non-empty line. Enter is re-sent with
+    backoff when it was dropped. Returns whether the input was confirmed.
+    """
+    probe = text.strip().splitlines()[-1][-40:] if text.strip() else ""
+    send_text(socket, pane_id, text)
+    delay = settle_s
+    for _ in range(attempts):
+        time.sleep(delay)
+        send_enter(socket, pane_id)
+        time.sleep(delay)
+        screen = [ln for ln in capture(socket, pane_id, lines=50) if ln.strip()]
+        if not probe or not screen or not screen[-1].rstrip().endswith(probe):
+            return True
+        delay *= 2
+    return False
+
+
+def attach(socket: str | None, target: str) -> None:
+    """Attach this terminal to target (session, window or pane); inside tmux, switch the client instead."""
+    server = _server(socket)
+    base = ["tmux"] + (["-L", socket] if socket else [])
+    if os.environ.get("TMUX") and _same_server(server):
+        os.execvp("tmux", [*base, "switch-client", "-t", target])
+    os.execvp("tmux", [*base, "attach-session", "-t", target])
+
+
+def select_pane(socket: str | None, pane_id: str) -> None:
+    server = _server(socket)
+    _cmd(server, "select-window", "-t", pane_id)
+    _cmd(server, "select-pane", "-t", pane_id)
+
+
+def _same_server(server: libtmux.Server) -> bool:
+    """Is the tmux we are inside ($TMUX) the server we talk to?"""
+    ours = os.environ.get("TMUX", "").split(",")[0]
+    try:
+        result = server.cmd("display-message", "-p", "#{socket_path}")
+    except LibTmuxException:
+        return False
+    return bool(result.stdout) and result.stdout[0] == ours
+
+
+def attach_hint(socket: str | None, target: str) -> str:
+    flag = f"-L {socket} " if socket else ""
+    return f"tmux {flag}attach -t {target}"

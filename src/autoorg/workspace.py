@@ -1,0 +1,169 @@
+"""Git for the org: the program branch, one feature branch and worktree per agent, cleanup that never loses a
+commit. Every git call in autoorg goes through this module."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")  # a missing git is our error to report, not an ImportError
+
+import git  # noqa: E402
+
+from autoorg.errors import GitError  # noqa: E402
+from autoorg.paths import STATE_DIR  # noqa: E402
+
+
+def program_branch(tag: str) -> str:
+    return f"org/{tag}"
+
+
+def feature_branch(tag: str, agent: str) -> str:
+    """`org/<tag>.<agent>`: git cannot hold both `org/<tag>` and `org/<tag>/<agent>` (a ref is a file or a
+    folder, not both); tags and agent names never contain '.', so this is unambiguous."""
+    return f"org/{tag}.{agent}"
+
+
+def _require_git() -> None:
+    if shutil.which("git") is None:
+        raise GitError("git not found on PATH; install git (apt-get install git)")
+
+
+def _run(repo: Path, *args: str) -> str:
+    """Run `git <args>` in repo; a failure becomes a GitError with git's own message."""
+    _require_git()
+    try:
+        return str(git.Git(str(repo)).execute(["git", *args]))
+    except git.GitCommandError as exc:
+        detail = (exc.stderr or exc.stdout or str(exc)).strip().splitlines()
+        msg = next((ln.strip() for ln in detail if ln.strip()), "failed").removeprefix("stderr: ").strip("' ")
+        raise GitError(f"git {' '.join(args[:2])} failed: {msg}") from None
+
+
+def find_repo(start: Path | None = None) -> Path:
+    """The main repository's root, also when called from inside one of its worktrees."""
+    start = Path(start or Path.cwd())
+    _require_git()
+    try:
+        common = Path(_run(start, "rev-parse", "--path-format=absolute", "--git-common-dir"))
+    except GitError:
+        raise GitError(f"not a git repository: {start}; run autoorg inside your research repo "
+                       "(or `git init` one)") from None
+    if common.name == ".git":
+        return common.parent
+    raise GitError(f"{start} is inside a bare repository; autoorg needs a working tree")
+
+
+def toplevel(path: Path) -> Path:
+    """The root of the worktree containing path."""
+    return Path(_run(path, "rev-parse", "--show-toplevel"))
+
+
+def rev_parse(repo: Path, rev: str) -> str:
+    try:
+        return _run(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+    except GitError:
+        raise GitError(f"unknown revision '{rev}' in {repo}") from None
+
+
+def branch_exists(repo: Path, branch: str) -> bool:
+    try:
+        _run(repo, "show-ref", "--verify", "--quiet", f"refs/heads/{branch}")
+        return True
+    except GitError:
+        return False
+
+
+def dirty_paths(repo: Path) -> list[str]:
+    """Uncommitted changes (untracked files included), ignoring what git ignores."""
+    out = _run(repo, "status", "--porcelain", "--untracked-files=normal")
+    return [line[3:] for line in out.splitlines() if line.strip()]
+
+
+def ensure_excluded(repo: Path) -> None:
+    """Keep runtime state out of git: `.autoorg/` in `.git/info/exclude` (never touch the user's .gitignore)."""
+    exclude = Path(_run(repo, "rev-parse", "--path-format=absolute", "--git-path", "info/exclude"))
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    lines = exclude.read_text().splitlines() if exclude.exists() else []
+    if f"/{STATE_DIR}/" not in lines:
+        exclude.write_text("\n".join([*lines, f"/{STATE_DIR}/"]) + "\n")
+
+
+def create_branch(repo: Path, branch: str, rev: str) -> bool:
+    """Create branch at rev; an existing branch is kept as it is. Returns whether it was created."""
+    if branch_exists(repo, branch):
+        return False
+    _run(repo, "branch", branch, rev)
+    return True
+
+
+def add_worktree(repo: Path, path: Path, branch: str, base: str) -> bool:
+    """A worktree at path on branch (created from base when new). Returns whether the branch was created."""
+    created = not branch_exists(repo, branch)
+    if created:
+        _run(repo, "worktree", "add", "--quiet", "-b", branch, str(path), base)
+    else:
+        _run(repo, "worktree", "add", "--quiet", str(path), branch)
+    return created
+
+
+def commit_all(worktree: Path, message: str, author: str | None = None) -> str | None:
+    """Commit every change in a worktree; returns the new commit, or None when there was nothing to commit."""
+    if not dirty_paths(worktree):
+        return None
+    _run(worktree, "add", "--all")
+    args = [*_identity(worktree), "commit", "--quiet", "--no-verify", "-m", message]
+    if author:
+        args += ["--author", f"{author} <{author}@autoorg>"]
+    _run(worktree, *args)
+    return head_commit(worktree)
+
+
+def _identity(repo: Path) -> list[str]:
+    """A committer identity for machines where git has none configured (fresh CI machines, containers)."""
+    try:
+        _run(repo, "config", "user.email")
+        return []
+    except GitError:
+        return ["-c", "user.name=autoorg", "-c", "user.email=autoorg@localhost"]
+
+
+def head_commit(path: Path, rev: str = "HEAD") -> str:
+    return _run(path, "rev-parse", rev)
+
+
+def current_branch(worktree: Path) -> str:
+    return _run(worktree, "rev-parse", "--abbrev-ref", "HEAD")
+
+
+def remove_worktree(repo: Path, path: Path, agent: str) -> str | None:
+    """Remove an agent's worktree without losing work: uncommitted changes are first committed to its branch.
+
+    Returns the commit made for left-over changes, if any. Refuses any path outside `<repo>/.autoorg/`.
+    """
+    path = Path(path).resolve()
+    state_root = (Path(repo).resolve() / STATE_DIR)
+    if state_root not in path.parents:
+        raise GitError(f"refusing to remove {path}: it is outside {state_root}")
+    saved = None
+    if path.exists():
+        saved = commit_all(path, f"autoorg down: uncommitted work of {agent}", author=agent)
+        _run(repo, "worktree", "remove", "--force", str(path))
+    _run(repo, "worktree", "prune")
+    return saved
+
+
+def commits_not_on(repo: Path, branch: str, base: str) -> int:
+    """How many commits branch has that base does not."""
+    return int(_run(repo, "rev-list", "--count", f"{base}..{branch}"))
+
+
+def delete_branch(repo: Path, branch: str) -> None:
+    _run(repo, "branch", "-D", branch)
+
+
+def agent_branches(repo: Path, tag: str) -> list[str]:
+    """Every agent branch of an org, also those of agents no longer in its spec."""
+    out = _run(repo, "for-each-ref", "--format=%(refname:short)", f"refs/heads/{feature_branch(tag, '*')}")
+    return [b for b in out.splitlines() if b]
