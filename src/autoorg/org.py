@@ -157,9 +157,9 @@ def build_org(plan: Plan, *, log: Callable[[str], None] = lambda _: None) -> dic
         program_head = workspace.head_commit(repo, program)
         for agent in plan.agents:
             created = workspace.add_worktree(repo, agent.worktree, agent.branch, program_head)
-            undo.append(lambda a=agent: workspace.remove_worktree(repo, a.worktree, a.spec.name))
-            if created:
+            if created:  # undone after the worktree is removed (undo runs in reverse)
                 undo.append(lambda a=agent: workspace.delete_branch(repo, a.branch))
+            undo.append(lambda a=agent: workspace.remove_worktree(repo, a.worktree, a.spec.name))
         atomic_write_text(paths.org_yaml, plan.spec.to_yaml())
         panes = []
         for agent in plan.agents:

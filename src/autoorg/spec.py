@@ -359,7 +359,7 @@ def build_spec(raw: Any, *, source: str, tag: str | None = None, task: str | Non
     for a in agents:
         if a.name in seen:
             raise SpecError(f"agent name '{a.name}' appears twice", source=source)
-        if a.name in roles:
+        if a.name in roles and a.role != a.name:
             raise SpecError(f"agent name '{a.name}' is also a role name; messages to it would be ambiguous",
                             source=source)
         seen.add(a.name)

@@ -161,6 +161,15 @@ def pane_info(socket: str | None, pane_id: str) -> dict[str, str] | None:
     return {"dead": dead, "pid": pid, "path": path, "command": command, "exit_status": status}
 
 
+def pane_option(socket: str | None, pane_id: str, option: str) -> str | None:
+    """A pane's user option (such as @autoorg_agent), or None when unset or the pane is gone."""
+    try:
+        result = _server(socket).cmd("show-options", "-p", "-v", "-t", pane_id, option)
+    except LibTmuxException:
+        return None
+    return result.stdout[0] if result.stdout and not result.stderr else None
+
+
 def pane_alive(socket: str | None, pane_id: str) -> bool:
     info = pane_info(socket, pane_id)
     return info is not None and info["dead"] != "1"

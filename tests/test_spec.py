@@ -1,0 +1,135 @@
+"""Org and task specs: presets, YAML stages, and errors that name file, line and the nearest valid key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autoorg.errors import SpecError
+from autoorg.spec import expand_preset, find_task, load_org, load_task
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_preset_8x1gpu_pins_one_gpu_each() -> None:
+    spec = load_org("8x1gpu")
+    assert spec.tag == "8x1gpu"
+    assert [a.name for a in spec.agents][:3] == ["alice", "bob", "carol"]
+    assert [a.slots for a in spec.agents] == [[str(i)] for i in range(8)]
+    assert all(a.backend == "auto" and a.role == "researcher" for a in spec.agents)
+
+
+def test_preset_4x2gpu_gives_disjoint_pairs() -> None:
+    spec = load_org("4x2gpu")
+    assert [a.gpus for a in spec.agents] == [[0, 1], [2, 3], [4, 5], [6, 7]]
+
+
+def test_preset_cpu_and_chief() -> None:
+    spec = load_org("chief+3xcpu")
+    assert spec.tag == "chief-3xcpu"
+    assert [(a.name, a.role, a.slot_class) for a in spec.agents] == [
+        ("chief", "chief", "none"), ("r1", "researcher", "cpu"), ("r2", "researcher", "cpu"),
+        ("r3", "researcher", "cpu")]
+
+
+def test_large_preset_names_stay_unique() -> None:
+    spec = load_org("32xcpu")
+    assert len(set(spec.names)) == 32
+
+
+def test_backend_override_and_command() -> None:
+    spec = load_org("2xcpu", backend="command", command="bash")
+    assert {(a.backend, a.command) for a in spec.agents} == {("command", "bash")}
+
+
+def test_resolved_spec_round_trips(tmp_path: Path) -> None:
+    spec = load_org(str(EXAMPLES / "cpu-team.yaml"))
+    out = tmp_path / "org.yaml"
+    out.write_text(spec.to_yaml())
+    again = load_org(str(out))
+    assert again.to_dict() == spec.to_dict()
+
+
+def test_every_example_loads() -> None:
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        load_org(str(path))
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("agents:\n  - {name: alice, slotz: [0]}\n", ":2: unknown key 'slotz' in agents[0]; did you mean 'slots'?"),
+    ("tag: x\nagnets: []\n", ":2: unknown key 'agnets' in the org; did you mean 'agents'?"),
+    ("agents:\n  - {name: Alice}\n", "not a safe identifier"),
+    ("agents:\n  - {name: ../x}\n", "not a safe identifier"),
+    ("agents:\n  - {name: all}\n", "reserved"),
+    ("agents:\n  - alice\n  - alice\n", "appears twice"),
+    ("agents:\n  - {name: alice, backend: claud}\n", "did you mean 'claude'?"),
+    ("agents:\n  - {name: alice, backend: command}\n", "needs a command"),
+    ("agents:\n  - {name: alice, slots: [gpu0]}\n", "bad slot 'gpu0'"),
+    ("agents:\n  - {name: alice, slots: [cpu, 1]}\n", "cannot be mixed"),
+    ("agents:\n  - {name: alice, role: boss}\n", "unknown role 'boss'"),
+    ("agents: []\n", "non-empty list of agents"),
+    ("tag: Bad Tag\nagents: [alice]\n", "not a safe name"),
+    ("agents: [alice]\nprocesses:\n  standup: {every: soon}\n", "bad interval 'soon'"),
+    ("agents: [alice]\nprocesses:\n  standpu: {}\n", "did you mean 'standup'?"),
+    ("agents:\n  - {name: alice\n", "YAML syntax error"),
+    ("- just\n- a list\n", "the org must be a mapping"),
+])
+def test_spec_errors_name_file_line_and_fix(tmp_path: Path, text: str, fragment: str) -> None:
+    path = tmp_path / "org.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as err:
+        load_org(str(path))
+    assert fragment in str(err.value)
+    assert str(path) in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_yaml_syntax_error_has_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "org.yaml"
+    path.write_text("tag: x\nagents:\n  - {name: alice\n")
+    with pytest.raises(SpecError, match=r"org\.yaml:\d+:\d+: YAML syntax error"):
+        load_org(str(path))
+
+
+@pytest.mark.parametrize("preset", ["8x0gpu", "0xcpu", "x1gpu", "8xtpu", "999xcpu"])
+def test_bad_presets(preset: str) -> None:
+    with pytest.raises(SpecError):
+        expand_preset(preset)
+
+
+def test_unknown_target_is_unknown_preset() -> None:
+    with pytest.raises(SpecError, match="unknown preset 'eightgpus'"):
+        load_org("eightgpus")
+
+
+def test_missing_yaml_file() -> None:
+    with pytest.raises(SpecError, match="no such file"):
+        load_org("nope/org.yaml")
+
+
+def test_task_loads_and_finds(repo: Path) -> None:
+    task = load_task(find_task(repo, "tiny"))
+    assert task.name == "tiny"
+    assert task.editable == ["tiny/train.py"]
+    assert task.budget == {"cpu": 10.0, "gpu": 10.0}
+    assert task.better(0.5, 1.0)
+    assert task.knobs[0].file == "tiny/train.py"
+
+
+def test_unknown_task(repo: Path) -> None:
+    with pytest.raises(SpecError, match="no task 'nope'"):
+        find_task(repo, "nope")
+
+
+def test_task_errors(tmp_path: Path) -> None:
+    path = tmp_path / "task.yaml"
+    path.write_text("name: t\neditable: [a.py]\nrun: x\nmetric: {name: m, direction: down}\nbudget: 5\n")
+    with pytest.raises(SpecError, match="direction 'down'"):
+        load_task(path)
+    path.write_text("name: t\neditable: [a.py]\nrun: x\nmetric: m\nbudget: 0\n")
+    with pytest.raises(SpecError, match="positive number of seconds"):
+        load_task(path)
+    path.write_text("name: t\neditable: [a.py]\nrun: x\nmetric: m\nbudget: 5\nknobs:\n  - {name: K, type: float}\n")
+    with pytest.raises(SpecError, match="needs low and high"):
+        load_task(path)
