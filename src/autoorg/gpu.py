@@ -26,7 +26,7 @@ class GpuUsage:
 
 def _nvml_gpus() -> list[Gpu] | None:
     try:
-        import pynvml  # type: ignore[import-not-found]
+        import pynvml
     except ImportError:
         return None
     try:

@@ -5,6 +5,8 @@ The CLI and the tests call exactly these functions.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import shutil
@@ -31,6 +33,12 @@ def autoorg_command(*args: str) -> str:
     import shlex
 
     return " ".join(shlex.quote(a) for a in (sys.executable, "-m", "autoorg", *args))
+
+
+def default_org() -> str:
+    """What `autoorg up` starts with no org named: one agent per GPU when there are GPUs, else 4 CPU agents."""
+    found, _ = gpu.discover()
+    return f"{len(found)}x1gpu" if found else "4xcpu"
 
 
 @dataclass
@@ -158,8 +166,8 @@ def build_org(plan: Plan, *, log: Callable[[str], None] = lambda _: None) -> dic
         for agent in plan.agents:
             created = workspace.add_worktree(repo, agent.worktree, agent.branch, program_head)
             if created:  # undone after the worktree is removed (undo runs in reverse)
-                undo.append(lambda a=agent: workspace.delete_branch(repo, a.branch))
-            undo.append(lambda a=agent: workspace.remove_worktree(repo, a.worktree, a.spec.name))
+                undo.append(functools.partial(workspace.delete_branch, repo, agent.branch))
+            undo.append(functools.partial(workspace.remove_worktree, repo, agent.worktree, agent.spec.name))
         atomic_write_text(paths.org_yaml, plan.spec.to_yaml())
         panes = []
         for agent in plan.agents:
@@ -188,10 +196,8 @@ def build_org(plan: Plan, *, log: Callable[[str], None] = lambda _: None) -> dic
         return state
     except BaseException:
         for step in reversed(undo):
-            try:
+            with contextlib.suppress(AutoorgError):
                 step()
-            except AutoorgError:
-                pass
         raise
 
 
@@ -218,9 +224,9 @@ def org_status(paths: OrgPaths) -> dict[str, Any]:
                 agent_state = json.loads(status_file.read_text()).get("state")
             except (OSError, ValueError):
                 agent_state = None
-        spec = spec_agents.get(name)
+        agent_spec = spec_agents.get(name)
         agents.append({
-            "name": name, "role": spec.role if spec else None, "backend": info["backend"],
+            "name": name, "role": agent_spec.role if agent_spec else None, "backend": info["backend"],
             "slots": info["slots"], "branch": info["branch"], "head": head, "pane": info["pane"],
             "worktree": str(worktree), "alive": alive, "state": _agent_state(agent_state, running, alive),
         })

@@ -127,7 +127,7 @@ class OrgSpec:
 # Stage 1: read (YAML with line numbers kept for every mapping key)
 
 
-class _Mapping(dict):  # type: ignore[type-arg]
+class _Mapping(dict):
     line: int = 0
     key_lines: dict[str, int]
 

@@ -74,17 +74,17 @@ def create_org_session(socket: str | None, name: str, *, cwd: str, env: dict[str
                        agents: list[PaneSpec], dash_command: str, daemon_command: str | None) -> SessionLayout:
     """Session `name` with a `dash` window, `org` windows of at most 8 tiled agent panes, and a `daemon` window.
 
-    The whole grid is one chained tmux command, so `remain-on-exit` is set before any agent can exit (a crash
-    stays visible, and is detected as a dead pane) and 32 agents take one tmux call, not hundreds.
+    Each window is one chained tmux command, so `remain-on-exit` is set before any agent can exit (a crash stays
+    visible, and is detected as a dead pane) and a window of 8 agents costs one tmux call, not dozens.
     """
     server = _server(socket)
     if has_session(socket, name):
         raise TmuxError(f"tmux session '{name}' already exists")
     fmt = "#{window_name} #{window_id} #{pane_id}"
-    argv: list[str] = ["new-session", "-d", "-s", name, "-n", "dash", "-x", str(SESSION_SIZE[0]),
-                       "-y", str(SESSION_SIZE[1]), "-c", cwd, *_env_flags(env), "-P", "-F",
-                       "#{session_id} " + fmt, dash_command]
-    titles: list[str] = []
+    calls: list[list[str]] = [["new-session", "-d", "-s", name, "-n", "dash", "-x", str(SESSION_SIZE[0]),
+                               "-y", str(SESSION_SIZE[1]), "-c", cwd, *_env_flags(env), "-P", "-F", fmt,
+                               dash_command]]
+    titles: list[str] = ["dash"]
     windows_wanted = []
     for start in range(0, len(agents), PANES_PER_WINDOW):
         windows_wanted.append(("org" if start == 0 else f"org-{start // PANES_PER_WINDOW + 1}",
@@ -94,44 +94,39 @@ def create_org_session(socket: str | None, name: str, *, cwd: str, env: dict[str
     for wname, group in windows_wanted:
         target = f"{name}:{wname}"
         first = group[0]
-        argv += [";", "new-window", "-d", "-t", f"{name}:", "-n", wname, "-c", first.cwd,
-                 *_env_flags({**env, **first.env}), "-P", "-F", fmt, first.command]
-        argv += [";", "set-option", "-w", "-t", target, "remain-on-exit", "on",
-                 ";", "set-option", "-w", "-t", target, "pane-border-status", "top",
-                 ";", "set-option", "-w", "-t", target, "pane-border-format",
-                 " #{?@autoorg_agent,#{@autoorg_agent},#{pane_title}}#{?pane_dead, [exited],} ",
-                 ";", "set-option", "-w", "-t", target, "automatic-rename", "off"]
+        argv = ["new-window", "-d", "-t", f"{name}:", "-n", wname, "-c", first.cwd,
+                *_env_flags({**env, **first.env}), "-P", "-F", fmt, first.command]
+        for option, value in (("remain-on-exit", "on"), ("pane-border-status", "top"), ("automatic-rename", "off"),
+                              ("pane-border-format",
+                               " #{?@autoorg_agent,#{@autoorg_agent},#{pane_title}}#{?pane_dead, [exited],} ")):
+            argv += [";", "set-option", "-w", "-t", target, option, value]
         titles.append(first.title)
         for spec in group[1:]:
-            argv += [";", "split-window", "-d", "-t", target, "-c", spec.cwd, *_env_flags({**env, **spec.env}),
+            # no -d: the new pane becomes active and the next split divides it, so panes keep creation order
+            argv += [";", "split-window", "-t", target, "-c", spec.cwd, *_env_flags({**env, **spec.env}),
                      "-P", "-F", fmt, spec.command, ";", "select-layout", "-t", target, "tiled"]
             titles.append(spec.title)
+        calls.append(argv)
+    windows: dict[str, str] = {}
+    pane_ids: list[str] = []
     try:
-        lines = _cmd(server, *argv)
-    except TmuxError as exc:
+        for argv in calls:
+            for line in _cmd(server, *argv):
+                wname, window_id, pane_id = line.split()
+                windows.setdefault(wname, window_id)
+                pane_ids.append(pane_id)
+        panes = dict(zip(titles, pane_ids, strict=True))
+        panes.pop("dash")
+        panes.pop("daemon", None)  # the daemon window is not an agent
+        style: list[str] = ["select-window", "-t", windows["org"]]
+        for title, pane_id in panes.items():
+            style += [";", "set-option", "-p", "-t", pane_id, "@autoorg_agent", title,
+                      ";", "select-pane", "-t", pane_id, "-T", title]
+        _cmd(server, *style)
+        session_id = _cmd(server, "display-message", "-p", "-t", name, "#{session_id}")[0]
+    except (TmuxError, ValueError) as exc:
         kill_session(socket, name)
         raise TmuxError(f"cannot build tmux session '{name}': {exc}") from None
-    session_id, windows, pane_ids = "", {}, []
-    for line in lines:
-        parts = line.split()
-        if len(parts) == 4:
-            session_id = parts.pop(0)
-        wname, window_id, pane_id = parts
-        windows.setdefault(wname, window_id)
-        pane_ids.append(pane_id)
-    panes = dict(zip(titles, pane_ids[1:], strict=True))
-    style: list[str] = []
-    for title, pane_id in panes.items():
-        style += [";", "set-option", "-p", "-t", pane_id, "@autoorg_agent", title,
-                  ";", "select-pane", "-t", pane_id, "-T", title]
-    if "org" in windows:
-        style += [";", "select-window", "-t", windows["org"]]
-    try:
-        _cmd(server, *style[1:])
-    except TmuxError as exc:
-        kill_session(socket, name)
-        raise TmuxError(f"cannot build tmux session '{name}': {exc}") from None
-    panes.pop("daemon", None)  # the daemon window is not an agent
     return SessionLayout(session=name, session_id=session_id, windows=windows, panes=panes)
 
 

@@ -70,7 +70,8 @@ AUTO_ORDER = ("claude", "codex", "anthropic", "openai", "heuristic")
 def resolve_auto(index: int = 0) -> tuple[str, str]:
     """The backend `auto` picks for the index-th auto agent, and why. Alternates when two CLIs are ready."""
     _load_all()
-    ready, skipped = [], []
+    ready: list[tuple[str, str]] = []
+    skipped: list[tuple[str, str]] = []
     for name in AUTO_ORDER:
         backend = REGISTRY.get(name)
         if backend is None:

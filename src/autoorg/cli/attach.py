@@ -11,7 +11,7 @@ from autoorg.errors import StateError
 from autoorg.org import read_state
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("attach", help="attach to the org's tmux session, or to one agent's pane")
     p.add_argument("agent", nargs="?", help="agent whose pane to focus")
     add_org_options(p)

@@ -43,7 +43,7 @@ def checks() -> list[dict[str, object]]:
     return rows
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="check tmux, git, GPUs, agent CLIs and keys")
     p.add_argument("--json", action="store_true", help="stable JSON for scripts")
     p.set_defaults(func=run)

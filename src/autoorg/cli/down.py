@@ -9,7 +9,7 @@ from autoorg.cli.common import org_from_args
 from autoorg.org import teardown_org
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("down", help="stop an org: kill its session, remove worktrees, keep branches")
     add_org_options(p)
     p.add_argument("--purge", action="store_true",

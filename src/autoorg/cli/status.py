@@ -11,7 +11,7 @@ from autoorg.cli.common import org_from_args
 from autoorg.org import org_status
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="show the org's agents: branch, slots, pane, state")
     add_org_options(p)
     p.add_argument("--json", action="store_true", help="stable JSON for scripts")
@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
-def render(status: dict) -> str:  # type: ignore[type-arg]
+def render(status: dict) -> str:
     head = (status.get("program_head") or "")[:10]
     state = "running" if status["running"] else "stopped"
     lines = [f"org {status['tag']} ({state}) · session {status['session']} · {status['program_branch']} @ {head}",

@@ -6,15 +6,15 @@ import argparse
 import sys
 
 from autoorg import tmux
-from autoorg.org import build_org, plan_org
+from autoorg.org import build_org, default_org, plan_org
 from autoorg.paths import tmux_socket
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("up", help="start an org (a preset such as 4xcpu, 8x1gpu, chief+7x1gpu, or a YAML file)",
                        description="Start an org: one worktree, branch and tmux pane per agent.")
-    p.add_argument("org", nargs="?", default="4xcpu", help="preset (8x1gpu, 4x2gpu, 4xcpu, chief+7x1gpu) or "
-                   "an org YAML file (default: 4xcpu)")
+    p.add_argument("org", nargs="?", help="preset (8x1gpu, 4x2gpu, 4xcpu, chief+7x1gpu) or an org YAML file "
+                   "(default: one agent per GPU, or 4xcpu without GPUs)")
     p.add_argument("--tag", help="org name: branches org/<tag>, session autoorg-<tag> (default: preset/file name)")
     p.add_argument("--task", help="nanochat, synthetic, or a path to a task.yaml (default: the org's, else nanochat)")
     p.add_argument("--backend", help="override every agent's backend (auto, command, heuristic, claude, codex, ...)")
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     if args.agent_command and not backend:
         backend = "command"
     socket = tmux_socket(args.socket)
-    plan = plan_org(args.org, tag=args.tag, task=args.task, backend=backend, command=args.agent_command,
+    plan = plan_org(args.org or default_org(), tag=args.tag, task=args.task, backend=backend, command=args.agent_command,
                     from_rev=args.from_rev, socket=socket, allow_dirty=args.allow_dirty)
     if args.dry_run:
         print(plan.spec.to_yaml().rstrip())
