@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -172,7 +175,7 @@ def test_no_gpus_is_a_clear_error_suggesting_cpu(repo: Path, tmux_socket: str, t
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no nvidia-smi
     result = run_cli("up", "8x1gpu", "--task", "tiny", "--backend", "command", "--command", "bash",
-                     "--no-attach", env={"PATH": f"{Path(os.sys.executable).parent}:/usr/bin:/bin"})
+                     "--no-attach", env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"})
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
     assert "no GPUs" in result.stderr and "use 8xcpu" in result.stderr
@@ -247,3 +250,45 @@ def test_crashed_agent_is_reported(repo: Path, tmux_socket: str) -> None:
 def test_git_errors_are_named(tmp_path: Path) -> None:
     with pytest.raises(GitError, match="not a git repository"):
         workspace.find_repo(tmp_path)
+
+
+def outer_terminal() -> tuple[str, str]:
+    """A second tmux server whose pane is the 'terminal' a user types into."""
+    socket = f"outer-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["tmux", "-L", socket, "new-session", "-d", "-s", "term", "-x", "200", "-y", "50"], check=True)
+    return socket, "term"
+
+
+def test_attach_to_an_agent_pane_from_a_terminal(repo: Path, tmux_socket: str, tmp_path: Path) -> None:
+    plan = plan_org("3xcpu", task="tiny", backend="command", command="sh -c 'echo I am $AUTOORG_AGENT; exec sleep 600'",
+                    socket=tmux_socket)
+    state = build_org(plan)
+    outer, session = outer_terminal()
+    try:
+        cmd = f"cd {repo} && {sys.executable} -m autoorg attach bob"
+        subprocess.run(["tmux", "-L", outer, "send-keys", "-t", session, cmd, "Enter"], check=True)
+        clients = retry_until(lambda: subprocess.run(["tmux", "-L", tmux_socket, "list-clients", "-F",
+                                                      "#{client_session} #{pane_id}"],
+                                                     capture_output=True, text=True).stdout.strip(),
+                              message="a client attached to the org")
+        assert clients == f"{state['session']} {state['agents']['bob']['pane']}"
+        screen = retry_until(lambda: "\n".join(tmux.capture(outer, session)) if "I am bob" in
+                             "\n".join(tmux.capture(outer, session)) else "", message="bob's pane on screen")
+        assert " bob " in screen  # the pane border names the agent
+    finally:
+        subprocess.run(["tmux", "-L", outer, "kill-server"], capture_output=True)
+
+
+def test_up_from_a_terminal_attaches(repo: Path, tmux_socket: str, tmp_path: Path) -> None:
+    outer, session = outer_terminal()
+    try:
+        cmd = (f"cd {repo} && {sys.executable} -m autoorg up 2xcpu --task tiny --command 'sleep 600' "
+               f"--socket {tmux_socket}")
+        subprocess.run(["tmux", "-L", outer, "send-keys", "-t", session, cmd, "Enter"], check=True)
+        clients = retry_until(lambda: subprocess.run(["tmux", "-L", tmux_socket, "list-clients", "-F",
+                                                      "#{client_session} #{window_name}"],
+                                                     capture_output=True, text=True).stdout.strip(),
+                              timeout=30, message="up to attach")
+        assert clients == "autoorg-2xcpu org"
+    finally:
+        subprocess.run(["tmux", "-L", outer, "kill-server"], capture_output=True)

@@ -192,32 +192,48 @@ def send_enter(socket: str | None, pane_id: str) -> None:
 
 def send_and_confirm(socket: str | None, pane_id: str, text: str, *, attempts: int = 4,
                      settle_s: float = 0.05) -> bool:
-    """Type text, then Enter as a separate key, then confirm from the pane that the input was taken.
+    """Type one line of text, then Enter as a separate key, then confirm from the pane that the input was taken.
 
-    Confirmed means the text is no longer sitting unsent on the pane's last non-empty line. Enter is re-sent with
-    backoff when it was dropped. Returns whether the input was confirmed.
+    Nothing is typed into a dead pane or one in copy mode (keys would drive the mode, not the program). Taken
+    means: after Enter the screen changed and the text no longer sits just before the cursor. A dropped Enter is
+    re-sent with backoff. Returns whether the input was confirmed.
     """
-    probe = text.strip().splitlines()[-1][-40:] if text.strip() else ""
+    text = text.rstrip()
+    view = input_view(socket, pane_id)
+    if view is None or view.dead or view.in_mode:
+        return False
     send_text(socket, pane_id, text)
-    delay = settle_s
+    time.sleep(settle_s)
+    typed = input_view(socket, pane_id)
+    wait = max(settle_s, 0.05) * 2
     for _ in range(attempts):
-        time.sleep(delay)
         send_enter(socket, pane_id)
-        time.sleep(delay)
-        screen = [ln for ln in capture(socket, pane_id, lines=50) if ln.strip()]
-        if not probe or not screen or not screen[-1].rstrip().endswith(probe):
-            return True
-        delay *= 2
+        deadline = time.monotonic() + wait
+        while True:
+            time.sleep(0.01)
+            now = input_view(socket, pane_id)
+            if now is None or now.dead:
+                return False
+            if now != typed and not now.unsent(text):
+                return True
+            if time.monotonic() > deadline:
+                break
+        wait *= 2
     return False
 
 
 def attach(socket: str | None, target: str) -> None:
-    """Attach this terminal to target (session, window or pane); inside tmux, switch the client instead."""
+    """Attach this terminal to target (session, window or pane); inside the same tmux, switch the client instead.
+
+    Inside a different tmux server (the org runs on a private socket) the org's session is nested in this pane:
+    TMUX is dropped for the child, which is how tmux asks to be told that nesting is intended.
+    """
     server = _server(socket)
     base = ["tmux"] + (["-L", socket] if socket else [])
     if os.environ.get("TMUX") and _same_server(server):
         os.execvp("tmux", [*base, "switch-client", "-t", target])
-    os.execvp("tmux", [*base, "attach-session", "-t", target])
+    env = {k: v for k, v in os.environ.items() if k != "TMUX"}
+    os.execvpe("tmux", [*base, "attach-session", "-t", target], env)
 
 
 def select_pane(socket: str | None, pane_id: str) -> None:
@@ -239,3 +255,66 @@ def _same_server(server: libtmux.Server) -> bool:
 def attach_hint(socket: str | None, target: str) -> str:
     flag = f"-L {socket} " if socket else ""
     return f"tmux {flag}attach -t {target}"
+
+
+@dataclass(frozen=True)
+class InputView:
+    """What decides whether typed input was taken: the visible screen, the cursor, and the pane's mode."""
+
+    lines: tuple[str, ...]
+    cursor_x: int
+    cursor_y: int
+    in_mode: bool
+    dead: bool
+
+    def unsent(self, text: str) -> bool:
+        """Does text (its last characters) sit just before the cursor, typed but not yet entered?"""
+        probe = text.rstrip()[-12:]
+        if not probe or not 0 <= self.cursor_y < len(self.lines):
+            return False
+        before = self.lines[self.cursor_y][: self.cursor_x]
+        if self.cursor_x < len(probe) and self.cursor_y > 0:  # the text wrapped onto this row
+            before = self.lines[self.cursor_y - 1] + before
+        return before.endswith(probe)
+
+
+def input_view(socket: str | None, pane_id: str) -> InputView | None:
+    """The pane's screen and cursor in one tmux call; None when the pane is gone."""
+    fmt = "#{cursor_x} #{cursor_y} #{pane_in_mode} #{pane_dead}"
+    try:
+        result = _server(socket).cmd("display-message", "-p", "-t", pane_id, fmt, ";",
+                                     "capture-pane", "-p", "-t", pane_id)
+    except LibTmuxException:
+        return None
+    if result.stderr or not result.stdout:
+        return None
+    x, y, mode, dead = (result.stdout[0].split() + ["0"] * 4)[:4]
+    return InputView(lines=tuple(result.stdout[1:]), cursor_x=int(x), cursor_y=int(y), in_mode=mode == "1",
+                     dead=dead == "1")
+
+
+@dataclass(frozen=True)
+class PaneState:
+    dead: bool
+    exit_status: str  # empty while alive, or when killed by a signal
+
+
+def pane_states(socket: str | None, session: str) -> dict[str, PaneState] | None:
+    """Every pane of a session (%id -> state) in one call; None when the session is gone."""
+    try:
+        result = _server(socket).cmd("list-panes", "-s", "-t", session, "-F",
+                                     "#{pane_id} #{pane_dead} #{pane_dead_status}")
+    except LibTmuxException:
+        return None
+    if result.stderr:
+        return None
+    states = {}
+    for line in result.stdout:
+        pane_id, dead, *status = line.split()
+        states[pane_id] = PaneState(dead=dead == "1", exit_status=status[0] if status else "")
+    return states
+
+
+def respawn_pane(socket: str | None, pane_id: str, env: dict[str, str]) -> None:
+    """Run a dead pane's original command again, in its original directory, with env."""
+    _cmd(_server(socket), "respawn-pane", "-t", pane_id, *_env_flags(env))
