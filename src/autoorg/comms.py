@@ -725,3 +725,28 @@ def human_or_agent() -> str:
         except AutoorgError:
             raise CommsError(f"AUTOORG_AGENT={agent!r} is not an agent name") from None
     return "human"
+
+
+def known_agent(paths: OrgPaths, name: str) -> str:
+    """name, checked to be an agent of the org."""
+    check_name(name, "agent name")
+    agents = roster(paths).agents
+    if name not in agents:
+        raise CommsError(f"no agent '{name}' in org '{paths.tag}' (agents: {', '.join(agents)})")
+    return name
+
+
+def not_running_reason(paths: OrgPaths, agent: str) -> str | None:
+    """Why a message to this agent will wait (org down, agent stopped, crashed or held); None when it won't."""
+    if agent == "human":
+        return None
+    try:
+        org_state = json.loads(paths.state_json.read_text()).get("status")
+    except (OSError, ValueError):
+        org_state = None
+    if org_state not in (None, "running"):
+        return f"stopped (org {paths.tag} is {org_state})"
+    status = read_status(paths, agent)
+    if status and status["state"] in ("stopped", "crashed", *HELD_STATES):
+        return status["state"]
+    return None

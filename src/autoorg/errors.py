@@ -57,3 +57,7 @@ class RunnerError(AutoorgError):
 
 class TaskError(AutoorgError):
     """A task file that is missing or whose command cannot run."""
+
+
+class DaemonError(AutoorgError):
+    """The daemon cannot start (another one runs for the org, or the org is missing)."""

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from autoorg import gpu, tmux, workspace
+from autoorg import comms, gpu, tmux, workspace
 from autoorg.backends import LaunchContext, get_backend, resolve_auto
 from autoorg.errors import AutoorgError, StateError
 from autoorg.paths import OrgPaths, atomic_write_text, org_paths
@@ -124,6 +124,7 @@ def plan_org(target: str, *, repo: Path | None = None, tag: str | None = None, t
                 raise StateError(f"org '{spec.tag}' is already running; `autoorg attach --tag {spec.tag}` "
                                  f"or `autoorg down --tag {spec.tag}`")
             raise StateError(f"org '{spec.tag}' was running but its tmux session is gone; "
+                             f"`autoorg up --resume --tag {spec.tag}` to restart it, or "
                              f"`autoorg down --tag {spec.tag}` first")
     if not allow_dirty:
         dirty = [p for p in workspace.dirty_paths(repo) if not p.startswith(".autoorg")]
@@ -169,19 +170,8 @@ def build_org(plan: Plan, *, log: Callable[[str], None] = lambda _: None) -> dic
                 undo.append(functools.partial(workspace.delete_branch, repo, agent.branch))
             undo.append(functools.partial(workspace.remove_worktree, repo, agent.worktree, agent.spec.name))
         atomic_write_text(paths.org_yaml, plan.spec.to_yaml())
-        panes = []
-        for agent in plan.agents:
-            backend = get_backend(agent.backend)
-            ctx = LaunchContext(paths=paths, spec=plan.spec, worktree=agent.worktree, env=agent.env)
-            backend.prepare(agent.spec, ctx)
-            panes.append(tmux.PaneSpec(title=agent.spec.name, cwd=str(agent.worktree),
-                                       command=backend.command(agent.spec, ctx), env=agent.env))
-        base_env = {"AUTOORG_HOME": str(paths.home), "AUTOORG_TAG": tag}
-        if plan.socket:
-            base_env["AUTOORG_TMUX_SOCKET"] = plan.socket
-        layout = tmux.create_org_session(plan.socket, plan.session, cwd=str(repo), env=base_env, agents=panes,
-                                         dash_command=autoorg_command("status", "--watch"),
-                                         daemon_command=None)
+        launches = [(a.spec, a.backend, a.worktree, a.env) for a in plan.agents]
+        layout = _start_session(paths, plan.spec, plan.socket, launches)
         undo.append(lambda: tmux.kill_session(plan.socket, plan.session))
         state = {
             "tag": tag, "status": "running", "repo": str(repo), "socket": plan.socket, "session": layout.session,
@@ -199,6 +189,63 @@ def build_org(plan: Plan, *, log: Callable[[str], None] = lambda _: None) -> dic
             with contextlib.suppress(AutoorgError):
                 step()
         raise
+
+
+def _start_session(paths: OrgPaths, spec: OrgSpec, socket: str | None,
+                   launches: list[tuple[AgentSpec, str, Path, dict[str, str]]]) -> tmux.SessionLayout:
+    """Prepare each agent's worktree for its backend, mark it `starting`, and start the tmux session with the
+    agents' panes, the dashboard and the daemon."""
+    panes = []
+    for agent, backend_name, worktree, env in launches:
+        backend = get_backend(backend_name)
+        ctx = LaunchContext(paths=paths, spec=spec, worktree=worktree, env=env)
+        backend.prepare(agent, ctx)
+        panes.append(tmux.PaneSpec(title=agent.name, cwd=str(worktree), command=backend.command(agent, ctx),
+                                   env=env))
+        held = (comms.read_status(paths, agent.name) or {}).get("state") in comms.HELD_STATES
+        if not held:  # before the pane starts, so the agent's own first report is never overwritten
+            comms.write_status(paths, agent.name, "starting", "launching")
+    base_env = {"AUTOORG_HOME": str(paths.home), "AUTOORG_TAG": spec.tag}
+    if socket:
+        base_env["AUTOORG_TMUX_SOCKET"] = socket
+    return tmux.create_org_session(socket, tmux.session_name(spec.tag), cwd=str(paths.repo), env=base_env,
+                                   agents=panes, dash_command=autoorg_command("status", "--watch"),
+                                   daemon_command=autoorg_command("daemon"))
+
+
+def resume_org(paths: OrgPaths, *, socket: str | None = None,
+               log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """`up --resume`: rebuild the tmux session of an org whose session died (or that is down), on the same
+    branches, worktrees (re-created from their branches when removed) and comms; the daemon starts again."""
+    state = read_state(paths)
+    old_socket = state.get("socket")
+    if state.get("status") == "running" and tmux.has_session(old_socket, state["session"]):
+        raise StateError(f"org '{paths.tag}' is running; `autoorg attach --tag {paths.tag}`")
+    socket = socket or old_socket
+    if tmux.has_session(socket, state["session"]):
+        raise StateError(f"tmux session '{state['session']}' already exists; `autoorg attach --tag {paths.tag}`")
+    spec = load_org(str(paths.org_yaml))
+    repo = Path(state["repo"])
+    launches = []
+    for agent in spec.agents:
+        info = state["agents"].get(agent.name)
+        if info is None:
+            raise StateError(f"agent '{agent.name}' of {paths.org_yaml} is not in {paths.state_json}")
+        worktree = Path(info["worktree"])
+        if not worktree.exists():
+            if not workspace.branch_exists(repo, info["branch"]):
+                raise StateError(f"cannot resume {agent.name}: its branch {info['branch']} is gone")
+            workspace.add_worktree(repo, worktree, info["branch"], info["branch"])
+            log(f"{agent.name}: worktree re-created from {info['branch']}")
+        launches.append((agent, info["backend"], worktree, pane_environment(paths, agent, socket)))
+    layout = _start_session(paths, spec, socket, launches)
+    state.update({"status": "running", "socket": socket, "session": layout.session,
+                  "session_id": layout.session_id, "windows": layout.windows, "resumed": now_iso()})
+    state.pop("stopped", None)
+    for name, pane in layout.panes.items():
+        state["agents"][name]["pane"] = pane
+    write_state(paths, state)
+    return state
 
 
 def org_status(paths: OrgPaths) -> dict[str, Any]:

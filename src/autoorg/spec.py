@@ -53,6 +53,8 @@ PROCESS_KEYS = {
     "gate": {"repeats": "verification re-runs per candidate", "z": "one-sided z for the noise band",
              "floor": "minimum band as a fraction of the metric"},
     "baseline": {"repeats": "runs of the program head when the org starts"},
+    "restart": {"limit": "restarts of a crashed agent before it is left crashed (default 3)",
+                "backoff": "wait before the first restart, doubled each time (default 2s)"},
 }
 BUILTIN_ROLES: dict[str, dict[str, Any]] = {
     "researcher": {"prompt": "prompts/researcher.md"},
@@ -304,6 +306,11 @@ def _fill_processes(raw: Any, source: str) -> dict[str, dict[str, Any]]:
         out[name] = dict(body)
     if "standup" in out and "every" in out["standup"]:
         parse_interval(out["standup"]["every"], source=source)
+    if "backoff" in out.get("restart", {}):
+        parse_interval(out["restart"]["backoff"], source=source)
+    limit = out.get("restart", {}).get("limit", 0)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise SpecError(f"processes.restart.limit must be a whole number >= 0, got {limit!r}", source=source)
     return out
 
 

@@ -194,9 +194,8 @@ def send_and_confirm(socket: str | None, pane_id: str, text: str, *, attempts: i
                      settle_s: float = 0.05) -> bool:
     """Type one line of text, then Enter as a separate key, then confirm from the pane that the input was taken.
 
-    Nothing is typed into a dead pane or one in copy mode (keys would drive the mode, not the program). Taken
-    means: after Enter the screen changed and the text no longer sits just before the cursor. A dropped Enter is
-    re-sent with backoff. Returns whether the input was confirmed.
+    Nothing is typed into a dead pane or one in copy mode (keys would drive the mode, not the program). Returns
+    whether the input was confirmed (see `enter_and_confirm`).
     """
     text = text.rstrip()
     view = input_view(socket, pane_id)
@@ -205,6 +204,15 @@ def send_and_confirm(socket: str | None, pane_id: str, text: str, *, attempts: i
     send_text(socket, pane_id, text)
     time.sleep(settle_s)
     typed = input_view(socket, pane_id)
+    if typed is None:
+        return False
+    return enter_and_confirm(socket, pane_id, text, typed, attempts=attempts, settle_s=settle_s)
+
+
+def enter_and_confirm(socket: str | None, pane_id: str, text: str, typed: InputView, *, attempts: int = 4,
+                      settle_s: float = 0.05) -> bool:
+    """Press Enter after typed text and confirm it was taken: the screen changed and the text no longer sits just
+    before the cursor. A dropped Enter is re-sent with backoff."""
     wait = max(settle_s, 0.05) * 2
     for _ in range(attempts):
         send_enter(socket, pane_id)
@@ -295,23 +303,26 @@ def input_view(socket: str | None, pane_id: str) -> InputView | None:
 
 @dataclass(frozen=True)
 class PaneState:
+    agent: str  # the pane's @autoorg_agent option ("" for dash and daemon panes)
     dead: bool
-    exit_status: str  # empty while alive, or when killed by a signal
+    exit_status: str  # the exit code; empty while alive, when killed by a signal, or not yet collected by tmux
+    exit_signal: str = ""  # the signal number that killed it
 
 
 def pane_states(socket: str | None, session: str) -> dict[str, PaneState] | None:
     """Every pane of a session (%id -> state) in one call; None when the session is gone."""
     try:
-        result = _server(socket).cmd("list-panes", "-s", "-t", session, "-F",
-                                     "#{pane_id} #{pane_dead} #{pane_dead_status}")
+        result = _server(socket).cmd("list-panes", "-s", "-t", f"={session}", "-F",
+                                     "#{pane_id}\t#{@autoorg_agent}\t#{pane_dead}\t#{pane_dead_status}\t"
+                                     "#{pane_dead_signal}")
     except LibTmuxException:
         return None
     if result.stderr:
         return None
     states = {}
     for line in result.stdout:
-        pane_id, dead, *status = line.split()
-        states[pane_id] = PaneState(dead=dead == "1", exit_status=status[0] if status else "")
+        pane_id, agent, dead, status, signal = (line.split("\t") + [""] * 5)[:5]
+        states[pane_id] = PaneState(agent=agent, dead=dead == "1", exit_status=status, exit_signal=signal)
     return states
 
 

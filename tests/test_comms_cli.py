@@ -1,0 +1,137 @@
+"""The comms commands as agents and people run them: the real `autoorg` entry point, one line and exit 2 on bad
+input, nothing lost."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from autoorg import comms
+from autoorg.paths import OrgPaths
+from autoorg.spec import build_spec
+from tests.conftest import run_cli
+
+ORG = {"tag": "t", "task": "tiny", "agents": [{"name": "chief", "role": "chief"}, "alice", "bob"]}
+
+
+@pytest.fixture
+def org(tmp_path: Path) -> OrgPaths:
+    paths = OrgPaths(tmp_path / "repo" / ".autoorg" / "t")
+    paths.home.mkdir(parents=True)
+    paths.org_yaml.write_text(build_spec(ORG, source="test", backend="command", command="true").to_yaml())
+    paths.state_json.write_text(json.dumps({"tag": "t", "status": "running", "agents": {}}))
+    return paths
+
+
+def cli(org: OrgPaths, *args: str, agent: str | None = None, stdin: str | None = None) -> tuple[int, str, str]:
+    env = {"AUTOORG_HOME": str(org.home)}
+    if agent:
+        env["AUTOORG_AGENT"] = agent
+    if stdin is None:
+        proc = run_cli(*args, env=env, cwd=org.home)
+    else:
+        import os
+        import subprocess
+        import sys
+
+        proc = subprocess.run([sys.executable, "-m", "autoorg", *args], input=stdin, capture_output=True, text=True,
+                              env={**os.environ, **env}, cwd=org.home, timeout=60)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_send_inbox_and_read_marks(org: OrgPaths) -> None:
+    assert cli(org, "msg", "send", "bob", "lr", "0.02", "helps", agent="alice")[:2] == (0, "sent to bob\n")
+    assert cli(org, "msg", "send", "bob", "-", agent="chief", stdin="line one\nline two\n")[0] == 0
+    code, out, _ = cli(org, "inbox", agent="bob")
+    assert code == 0
+    assert "from alice to bob · note" in out and "lr 0.02 helps" in out and "line one\nline two" in out
+    assert cli(org, "inbox", agent="bob")[1] == "no unread messages for bob\n"
+    code, out, _ = cli(org, "inbox", "--all", "--json", agent="bob")
+    shown = json.loads(out)
+    assert [(m["from"], m["read"]) for m in shown] == [("alice", True), ("chief", True)]
+
+
+def test_people_at_the_repo_root_are_human(org: OrgPaths) -> None:
+    assert cli(org, "msg", "send", "all", "stand", "by")[1] == "sent to chief, alice, bob\n"
+    [msg] = comms.read_inbox(org, "alice")
+    assert msg.sender == "human" and msg.to == "all"
+    assert cli(org, "msg", "send", "human", "need", "a", "GPU", agent="chief")[0] == 0
+    assert "need a GPU" in cli(org, "inbox")[1]
+
+
+@pytest.mark.parametrize(("args", "stdin", "message"), [
+    (("msg", "send", "zed", "hi"), None, "autoorg: unknown recipient 'zed' (agents: chief, alice, bob; "
+                                        "roles: chief, researcher; or all, human)\n"),
+    (("msg", "send", "../x", "hi"), None, "autoorg: bad recipient '../x': use a plain name like 'alice' "
+                                          "(lowercase letters, digits, - or _)\n"),
+    (("msg", "send", "a/b", "hi"), None, "autoorg: bad recipient 'a/b': use a plain name like 'alice' "
+                                         "(lowercase letters, digits, - or _)\n"),
+    (("msg", "send", "bob", "-"), "   \n", "autoorg: empty message: nothing to send\n"),
+    (("msg", "send", "bob", "-"), "y" * 70000, "autoorg: message is 70000 bytes, over the 64 KiB cap; put the "
+                                             "details in a file in your worktree and send its path\n"),
+    (("take", "zed"), None, "autoorg: no agent 'zed' in org 't' (agents: chief, alice, bob)\n"),
+    (("release", "../bob"), None, "autoorg: bad agent name '../bob': use a plain name like 'alice' "
+                                  "(lowercase letters, digits, - or _)\n"),
+    (("idea", "claim", "7"), None, "autoorg: no idea 7 in the queue (see `autoorg idea list`)\n"),
+    (("idea", "done", "x1"), None, "autoorg: bad idea id 'x1': ideas are numbered (see `autoorg idea list`)\n"),
+    (("standup", "did", "things"), None, "autoorg: standup notes are written by agents (AUTOORG_AGENT is not set "
+                                        "in this shell)\n"),
+    (("board", "post", "-"), "", "autoorg: empty post: nothing to put on the board\n"),
+])
+def test_bad_input_is_one_line_and_exit_2(org: OrgPaths, args: tuple[str, ...], stdin: str | None,
+                                          message: str) -> None:
+    code, out, err = cli(org, *args, stdin=stdin)
+    assert (code, out, err) == (2, "", message)
+    assert not (org.comms / "inbox").exists() or not list((org.comms / "inbox").rglob("*.md"))
+
+
+def test_message_to_a_stopped_agent_is_kept(org: OrgPaths) -> None:
+    comms.write_status(org, "bob", "stopped", "exited with status 0")
+    code, out, err = cli(org, "msg", "send", "bob", "wake", "up", agent="alice")
+    assert (code, out) == (0, "sent to bob\n")
+    assert err == "autoorg: bob is stopped: the message is kept in its inbox and delivered when it runs again\n"
+    assert [m.body for m in comms.read_inbox(org, "bob")] == ["wake up"]
+
+
+def test_hook_status_take_and_release(org: OrgPaths) -> None:
+    assert cli(org, "hook", "status", "working", "--detail", "exp 4", agent="alice")[0] == 0
+    assert comms.read_status(org, "alice") == {**comms.read_status(org, "alice"), "state": "working",  # type: ignore
+                                              "detail": "exp 4"}
+    assert cli(org, "take", "alice")[0] == 0
+    assert cli(org, "hook", "status", "idle", agent="alice")[0] == 0  # the hook fires while a person drives
+    status = comms.read_status(org, "alice")
+    assert status and (status["state"], status["reported"]) == ("human", "idle")
+    code, out, _ = cli(org, "release", "alice")
+    assert (code, out) == (0, "alice is back with the org (idle)\n")
+    # a broken hook call must not look like an instruction to the agent CLI: exit 1, one line
+    code, _, err = cli(org, "hook", "status", "sleeping", agent="alice")
+    assert code == 1 and err.startswith("autoorg: unknown state 'sleeping'") and err.count("\n") == 1
+    code, _, err = cli(org, "hook", "status", "idle")
+    assert code == 1 and "AUTOORG_AGENT is not set" in err
+
+
+def test_idea_commands(org: OrgPaths) -> None:
+    assert cli(org, "idea", "add", "double", "the", "lr", agent="alice")[1] == "idea 1 queued\n"
+    assert cli(org, "idea", "add", "rope", "--body", "-", agent="bob", stdin="base 50k\n")[1] == "idea 2 queued\n"
+    code, out, _ = cli(org, "idea", "list")
+    assert code == 0 and "   1  double the lr  (from alice)" in out and "   2  rope  (from bob)" in out
+    assert cli(org, "idea", "claim", "2", agent="alice")[0] == 0
+    code, _, err = cli(org, "idea", "claim", "2", agent="bob")
+    assert (code, err) == (2, "autoorg: idea 2 is already claimed by alice\n")
+    assert cli(org, "idea", "done", "2", "exp", "9:", "no", "gain", agent="alice")[1] == "idea 2 done\n"
+    ideas = json.loads(cli(org, "idea", "list", "--state", "all", "--json")[1])
+    assert [(i["id"], i["state"], i["claimed_by"], i["note"]) for i in ideas] == [
+        ("1", "queue", None, None), ("2", "done", "alice", "exp 9: no gain")]
+    assert json.loads(cli(org, "idea", "list", "--state", "done", "--json")[1])[0]["body"] == "base 50k"
+
+
+def test_board_and_standup(org: OrgPaths) -> None:
+    assert "**alice**: warmup 0 is fine" in cli(org, "board", "post", "warmup", "0", "is", "fine", agent="alice")[1]
+    comms.update_board(org, "Current best", "val_bpb 0.97")
+    code, out, _ = cli(org, "board")
+    assert code == 0 and out.index("## Current best") < out.index("val_bpb 0.97") < out.index("## Posts")
+    code, out, _ = cli(org, "standup", "-", agent="bob", stdin="tried lr; next warmup\n")
+    assert code == 0 and out.startswith("standup note written to ")
+    assert "tried lr; next warmup" in comms.standup_path(org, "bob").read_text()

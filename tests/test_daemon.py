@@ -1,0 +1,232 @@
+"""The daemon end to end: `autoorg up` on a private tmux server, real echo agents (tests/comms_echo_agent.py) that
+report idle through `autoorg hook status idle`, the real daemon in the session's `daemon` window, real inotify."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from autoorg import comms, tmux
+from autoorg.paths import OrgPaths, org_paths
+from tests.conftest import retry_until, run_cli
+
+ECHO = f"{sys.executable} {Path(__file__).with_name('comms_echo_agent.py')}"
+
+
+def up(repo: Path, *args: str) -> OrgPaths:
+    proc = run_cli("up", *args, "--task", "tiny", "--no-attach", cwd=repo)
+    assert proc.returncode == 0, proc.stderr
+    tag = re.search(r"org (\S+) is up", proc.stdout)
+    assert tag, proc.stdout
+    return org_paths(repo, tag[1])
+
+
+def state_of(paths: OrgPaths, agent: str) -> str | None:
+    status = comms.read_status(paths, agent)
+    return status["state"] if status else None
+
+
+def wait_idle(paths: OrgPaths, *agents: str) -> None:
+    for agent in agents:
+        retry_until(lambda a=agent: state_of(paths, a) == "idle", timeout=30, message=f"{agent} idle")
+
+
+def echo_log(paths: OrgPaths, agent: str) -> str:
+    path = paths.home / "echo" / f"{agent}.log"
+    return path.read_text() if path.exists() else ""
+
+
+def daemon_pid(paths: OrgPaths) -> int:
+    text = retry_until(lambda: (paths.locks / "daemon.lock").exists() and (paths.locks / "daemon.lock").read_text(),
+                       timeout=30, message="daemon pid")
+    return int(text.strip())
+
+
+def pane_of(paths: OrgPaths, socket: str, agent: str) -> str:
+    states = tmux.pane_states(socket, tmux.session_name(paths.tag)) or {}
+    return next(p for p, s in states.items() if s.agent == agent)
+
+
+def test_message_reaches_echo_agent_at_its_next_idle(repo: Path, tmux_socket: str) -> None:
+    paths = up(repo, "2xcpu", "--command", ECHO)
+    wait_idle(paths, "alice", "bob")
+    comms.write_status(paths, "alice", "working", "busy with exp 3")  # mid-turn: no doorbell now
+    proc = run_cli("msg", "send", "alice", "try", "lr", "0.02", cwd=repo)
+    assert proc.returncode == 0 and proc.stdout.strip() == "sent to alice", proc.stderr
+    time.sleep(1.0)
+    assert "lr 0.02" not in echo_log(paths, "alice")
+    assert len(comms.read_inbox(paths, "alice")) == 1
+    proc = run_cli("hook", "status", "idle", env={"AUTOORG_AGENT": "alice"}, cwd=repo)
+    assert proc.returncode == 0, proc.stderr
+    retry_until(lambda: "lr 0.02" in echo_log(paths, "alice"), timeout=20, message="doorbell in alice's log")
+    assert re.search(r"^doorbell: \[human \d\d:\d\d:\d\d\] try lr 0.02$", echo_log(paths, "alice"), re.M)
+    retry_until(lambda: comms.read_inbox(paths, "alice") == [], message="typed in full: marked read")
+    assert echo_log(paths, "bob") == ""
+    # a long (multi-line) message rings "N new messages"; the agent runs `autoorg inbox` and sees it all
+    comms.send_message(paths, sender="bob", to="alice", kind="result", body="exp 7\nval_bpb 0.97\n" + "x" * 300)
+    retry_until(lambda: "val_bpb 0.97" in echo_log(paths, "alice"), timeout=20, message="inbox shown")
+    assert "1 new message from bob — run `autoorg inbox`" in echo_log(paths, "alice")
+    log = (paths.logs / "daemon.log").read_text()
+    assert "alice: rang:" in log
+
+
+def test_human_pane_receives_nothing_until_released(repo: Path, tmux_socket: str) -> None:
+    paths = up(repo, "2xcpu", "--command", ECHO)
+    wait_idle(paths, "alice")
+    assert run_cli("take", "alice", cwd=repo).returncode == 0
+    assert state_of(paths, "alice") == "human"
+    for i in range(3):
+        assert run_cli("msg", "send", "alice", f"while-held-{i}", cwd=repo).returncode == 0
+    comms.send_message(paths, sender="bob", to="alice", kind="note", body="and one from bob")
+    time.sleep(2.5)  # longer than the daemon's sweep: it had every chance to type
+    pane = pane_of(paths, tmux_socket, "alice")
+    assert not any("while-held" in line for line in tmux.capture(tmux_socket, pane))
+    assert echo_log(paths, "alice") == "" and len(comms.read_inbox(paths, "alice")) == 4
+    proc = run_cli("release", "alice", cwd=repo)
+    assert proc.returncode == 0 and "back with the org (idle)" in proc.stdout
+    retry_until(lambda: all(f"while-held-{i}" in echo_log(paths, "alice") for i in range(3)), timeout=20,
+                message="held messages after release")
+    assert "4 new messages from human, bob" in echo_log(paths, "alice")
+
+
+def test_200_messages_each_delivered_once_across_daemon_sigkills(repo: Path, tmux_socket: str) -> None:
+    paths = up(repo, "2xcpu", "--command", ECHO)
+    wait_idle(paths, "alice", "bob")
+    session = tmux.session_name(paths.tag)
+    tokens = [f"tok{i:03d}!" for i in range(200)]
+
+    def write_all() -> None:
+        for i, token in enumerate(tokens):
+            comms.send_message(paths, sender="human", to="alice" if i % 2 else "bob", kind="note",
+                               body=f"msg {token}")
+            time.sleep(0.01)
+
+    writer = threading.Thread(target=write_all)
+    writer.start()
+    try:
+        for _ in range(3):  # kill -9 the daemon three times while messages flow, restart it in its window
+            time.sleep(0.6)
+            os.kill(daemon_pid(paths), signal.SIGKILL)
+            retry_until(lambda: (tmux.pane_states(tmux_socket, session) or {}) and any(
+                s.dead for s in (tmux.pane_states(tmux_socket, session) or {}).values()), message="daemon dead")
+            tmux.respawn_pane(tmux_socket, f"{session}:daemon", {})
+    finally:
+        writer.join(timeout=60)
+
+    def delivered() -> bool:
+        text = echo_log(paths, "alice") + echo_log(paths, "bob")
+        return all(t in text for t in tokens)
+
+    retry_until(delivered, timeout=90, interval=0.2, message="all 200 messages delivered")
+    text = echo_log(paths, "alice") + echo_log(paths, "bob")
+    counts = {t: text.count(t) for t in tokens}
+    assert {t: n for t, n in counts.items() if n != 1} == {}
+    assert comms.read_inbox(paths, "alice") == [] and comms.read_inbox(paths, "bob") == []
+    assert (paths.logs / "daemon.log").read_text().count("daemon for org") == 4
+
+
+def test_crashed_agent_is_restarted_then_left_crashed_with_reason(repo: Path, tmux_socket: str) -> None:
+    marker = repo / "starts.log"
+    crash = f"{sys.executable} -c \"open('{marker}', 'a').write('start\\n'); import time; time.sleep(0.3); raise SystemExit(3)\""
+    org = repo / "crashy.yaml"
+    org.write_text(json.dumps({"tag": "crashy", "agents": [{"name": "alice", "backend": "command", "command": crash}],
+                               "processes": {"restart": {"limit": 2, "backoff": "0.2s"}}}))
+    subprocess.run(["git", "add", "crashy.yaml"], cwd=repo, check=True)
+    subprocess.run(["git", "commit", "-qm", "org"], cwd=repo, check=True)
+    paths = up(repo, str(org))
+    retry_until(lambda: (comms.read_status(paths, "alice") or {}).get("detail", "").endswith(
+        "gave up after 2 restarts (see its pane)"), timeout=30, message="alice given up")
+    assert marker.read_text().count("start") == 3  # the first run and two restarts
+    status = comms.read_status(paths, "alice")
+    assert status and status["state"] == "crashed"
+    assert "alice: exited with status 3; restarting in 0.2s (1/2)" in (paths.logs / "daemon.log").read_text()
+    proc = run_cli("status", "--json", cwd=repo)
+    assert '"state": "crashed"' in proc.stdout
+
+
+def test_standup_requests_notes_and_digests_them_to_the_chief(repo: Path, tmux_socket: str) -> None:
+    org = repo / "standup.yaml"
+    org.write_text(json.dumps({"tag": "su", "defaults": {"backend": "command", "command": ECHO},
+                               "agents": [{"name": "chief", "role": "chief"}, "alice", "bob"],
+                               "processes": {"standup": {"every": "3s"}}}))
+    subprocess.run(["git", "add", "standup.yaml"], cwd=repo, check=True)
+    subprocess.run(["git", "commit", "-qm", "org"], cwd=repo, check=True)
+    paths = up(repo, str(org))
+    retry_until(lambda: "notes of alice" in echo_log(paths, "chief") and "notes of bob" in echo_log(paths, "chief"),
+                timeout=40, interval=0.2, message="standup digest in the chief's inbox")
+    log = echo_log(paths, "chief")
+    assert "Standup digest" in log and "### alice" in log and "### bob" in log
+    assert "Standup:" in echo_log(paths, "alice")
+    assert comms.standup_notes_since(paths, "bob", "2000-01-01T00:00:00.000000Z") is not None
+
+
+def test_quarantine_keeps_junk_and_good_messages_still_arrive(repo: Path, tmux_socket: str) -> None:
+    paths = up(repo, "2xcpu", "--command", ECHO)
+    wait_idle(paths, "alice")
+    junk = paths.comms / "inbox" / "alice" / "20200101T000000.000000Z-x-junk.md"
+    junk.parent.mkdir(parents=True, exist_ok=True)
+    junk.write_bytes(b"\x89PNG\x00\x00binary")
+    old = time.time() - 60
+    os.utime(junk, (old, old))
+    comms.send_message(paths, sender="bob", to="alice", kind="note", body="good one")
+    retry_until(lambda: "good one" in echo_log(paths, "alice"), timeout=20, message="good message")
+    kept = paths.comms / "quarantine" / "inbox__alice__20200101T000000.000000Z-x-junk.md"
+    assert kept.read_bytes() == b"\x89PNG\x00\x00binary"
+    assert "binary content" in kept.with_name(kept.name + ".reason").read_text()
+
+
+def test_resume_rebuilds_a_dead_session_and_delivers_what_waited(repo: Path, tmux_socket: str) -> None:
+    paths = up(repo, "2xcpu", "--command", ECHO)
+    wait_idle(paths, "alice")
+    heads = {a: subprocess.run(["git", "rev-parse", f"org/2xcpu.{a}"], cwd=repo, capture_output=True, text=True)
+             .stdout for a in ("alice", "bob")}
+    subprocess.run(["tmux", "-L", tmux_socket, "kill-server"], check=True)
+    proc = run_cli("msg", "send", "alice", "sent-while-dead", cwd=repo)
+    assert proc.returncode == 0
+    assert "stopped" not in proc.stderr or "kept in its inbox" in proc.stderr
+    assert "already running" not in run_cli("up", "2xcpu", "--task", "tiny", "--no-attach", cwd=repo).stderr
+    proc = run_cli("up", "--resume", "--tag", "2xcpu", "--no-attach", cwd=repo)
+    assert proc.returncode == 0, proc.stderr
+    assert "org 2xcpu resumed: 2 agents" in proc.stdout
+    retry_until(lambda: "sent-while-dead" in echo_log(paths, "alice"), timeout=30, message="waiting message")
+    assert {a: subprocess.run(["git", "rev-parse", f"org/2xcpu.{a}"], cwd=repo, capture_output=True,
+                              text=True).stdout for a in ("alice", "bob")} == heads
+    proc = run_cli("up", "--resume", "--tag", "2xcpu", "--no-attach", cwd=repo)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "is running" in proc.stderr
+
+
+def test_a_second_daemon_refuses_to_start(repo: Path, tmux_socket: str) -> None:
+    paths = up(repo, "2xcpu", "--command", ECHO)
+    pid = daemon_pid(paths)
+    proc = run_cli("daemon", cwd=repo, timeout=30)
+    assert proc.returncode == 2
+    assert proc.stderr == f"autoorg: a daemon already runs for org '2xcpu' (pid {pid})\n"
+
+
+@pytest.mark.parametrize("polling", [True])
+def test_polling_daemon_delivers(repo: Path, tmux_socket: str, polling: bool) -> None:
+    paths = up(repo, "2xcpu", "--command", ECHO)
+    wait_idle(paths, "alice")
+    session = tmux.session_name(paths.tag)
+    os.kill(daemon_pid(paths), signal.SIGTERM)
+    retry_until(lambda: "daemon stopped" in (paths.logs / "daemon.log").read_text(), message="daemon stopped")
+    daemon = subprocess.Popen([sys.executable, "-m", "autoorg", "daemon", "--polling"], cwd=repo,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        retry_until(lambda: "polling" in (paths.logs / "daemon.log").read_text(), message="polling daemon")
+        comms.send_message(paths, sender="bob", to="alice", kind="note", body="polled hello")
+        retry_until(lambda: "polled hello" in echo_log(paths, "alice"), timeout=20, message="polled delivery")
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+    assert daemon.returncode == 0, daemon.stderr.read() if daemon.stderr else ""
+    assert tmux.has_session(tmux_socket, session)
