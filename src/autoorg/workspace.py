@@ -167,3 +167,132 @@ def agent_branches(repo: Path, tag: str) -> list[str]:
     """Every agent branch of an org, also those of agents no longer in its spec."""
     out = _run(repo, "for-each-ref", "--format=%(refname:short)", f"refs/heads/{feature_branch(tag, '*')}")
     return [b for b in out.splitlines() if b]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Experiments and the gate: what changed, exact snapshots, squashing a candidate onto the program head
+
+
+def pending_paths(worktree: Path) -> list[str]:
+    """Every uncommitted path of a worktree, one per file (untracked files listed one by one, renames as both)."""
+    out = _run(worktree, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames")
+    return sorted({entry[3:] for entry in out.split("\0") if len(entry) > 3})
+
+
+def changed_paths(repo: Path, old: str, new: str) -> list[str]:
+    """Paths whose content differs between two revisions (a rename counts as both names)."""
+    out = _run(repo, "diff", "--name-only", "-z", "--no-renames", old, new, "--")
+    return sorted(p for p in out.split("\0") if p)
+
+
+def diff_text(repo: Path, old: str, new: str) -> str:
+    """The full patch from old to new (binary files included), as `git apply` reads it."""
+    return _run(repo, "diff", "--binary", "--no-color", old, new, "--")
+
+
+def diff_stat(repo: Path, old: str, new: str) -> str:
+    """`1 file changed, 2 insertions(+), 1 deletion(-)`, or '' when the trees are equal."""
+    return _run(repo, "diff", "--shortstat", old, new, "--").strip()
+
+
+def tree_of(repo: Path, rev: str) -> str:
+    """The tree id of a commit: two commits with the same tree run the same code."""
+    return _run(repo, "rev-parse", f"{rev}^{{tree}}")
+
+
+def parent_of(repo: Path, rev: str) -> str | None:
+    try:
+        return _run(repo, "rev-parse", "--verify", "--quiet", f"{rev}^")
+    except GitError:
+        return None
+
+
+def path_fingerprint(repo: Path, rev: str, paths: list[str]) -> str:
+    """The blob ids of paths at rev (`git ls-tree`), as one text: equal text means equal files."""
+    if not paths:
+        return ""
+    return _run(repo, "ls-tree", "-r", "--full-tree", rev, "--", *paths)
+
+
+def read_file_at(repo: Path, rev: str, path: str) -> str | None:
+    """A file's text at a revision, or None when it does not exist there."""
+    try:
+        return _run(repo, "show", f"{rev}:{path}")
+    except GitError:
+        return None
+
+
+def export_tree(repo: Path, rev: str, dest: Path) -> None:
+    """Write the exact tree of rev into dest (a fresh folder): what a run executes, whatever the worktree holds."""
+    import subprocess
+    import tarfile
+
+    _require_git()
+    dest.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(["git", "archive", "--format=tar", rev], cwd=repo, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    try:
+        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+            tar.extractall(dest, filter="data")
+    except tarfile.TarError as exc:
+        proc.kill()
+        raise GitError(f"git archive {rev[:10]} failed: {exc}") from None
+    finally:
+        _, err = proc.communicate()
+    if proc.returncode != 0:
+        raise GitError(f"git archive {rev[:10]} failed: {err.decode(errors='replace').strip()}")
+
+
+def checkout_paths(worktree: Path, rev: str, paths: list[str]) -> None:
+    """Make paths in a worktree equal to rev's version (index and files); others are left alone."""
+    if paths:
+        _run(worktree, "checkout", rev, "--", *paths)
+
+
+def keep_ref(repo: Path, ref: str, commit: str) -> None:
+    """Point a ref (under refs/autoorg/) at a commit so gc never prunes it while the ledger names it."""
+    _run(repo, "update-ref", ref, commit)
+
+
+def squash_onto(repo: Path, commit: str, onto: str, workdir: Path, message: str,
+                author: str | None = None) -> str | None:
+    """One commit on top of onto carrying commit's own changes (since their merge base), made in a temporary
+    worktree at workdir. Returns the new commit; onto itself when the changes are already there; None on a
+    conflict. The temporary worktree is always removed."""
+    if workdir.exists():
+        _run(repo, "worktree", "remove", "--force", str(workdir))
+    _run(repo, "worktree", "prune")
+    workdir.parent.mkdir(parents=True, exist_ok=True)
+    _run(repo, "worktree", "add", "--quiet", "--detach", str(workdir), onto)
+    try:
+        try:
+            _run(workdir, *_identity(workdir), "merge", "--squash", "--quiet", commit)
+        except GitError:
+            return None
+        if not _run(workdir, "status", "--porcelain", "--untracked-files=no").strip():
+            return onto
+        args = [*_identity(workdir), "commit", "--quiet", "--no-verify", "-m", message]
+        if author:
+            args += ["--author", f"{author} <{author}@autoorg>"]
+        _run(workdir, *args)
+        return head_commit(workdir)
+    finally:
+        _run(repo, "worktree", "remove", "--force", str(workdir))
+
+
+def advance_branch(repo: Path, branch: str, new: str, old: str) -> bool:
+    """Compare-and-swap: move branch from old to new only if it still points at old. Returns whether it moved."""
+    try:
+        _run(repo, "update-ref", "-m", "autoorg gate: promote", f"refs/heads/{branch}", new, old)
+        return True
+    except GitError:
+        return False
+
+
+def is_ancestor(repo: Path, ancestor: str, rev: str) -> bool:
+    try:
+        _run(repo, "merge-base", "--is-ancestor", ancestor, rev)
+        return True
+    except GitError:
+        return False

@@ -1,0 +1,49 @@
+"""The synthetic task's hidden truth: knobs and compute → val_loss, plus seeded noise. Protected.
+
+val_loss = 1.0 + Σ knob penalties (each a bowl around a good value) + capacity (shrinks with depth) + data (shrinks
+with the tokens seen), + noise. The noise is Gaussian with the task's sigma, drawn from (seed, knobs): the same
+run twice gives the same number, another seed another draw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from pathlib import Path
+
+import yaml
+
+STEPS_PER_S_AT_DEPTH_4 = 100.0  # simulated throughput: a step costs time in proportion to depth
+SEQ_LEN = 128
+
+
+def sigma() -> float:
+    """The noise level from task.yaml (`noise: {sigma: ...}`)."""
+    task = yaml.safe_load(Path(__file__).with_name("task.yaml").read_text())
+    return float((task.get("noise") or {}).get("sigma", 0.01))
+
+
+def steps_in(seconds: float, depth: int) -> int:
+    return int(seconds * STEPS_PER_S_AT_DEPTH_4 * 4 / depth)
+
+
+def expected_loss(knobs: dict[str, float], tokens: float) -> float:
+    """The noise-free loss of a recipe trained on `tokens` tokens."""
+    lr, warmup, wd = knobs["LEARNING_RATE"], knobs["WARMUP_FRAC"], knobs["WEIGHT_DECAY"]
+    depth, batch = knobs["DEPTH"], knobs["BATCH_SIZE"]
+    assert lr > 0 and batch > 0 and depth >= 1, "learning rate, batch size and depth must be positive"
+    loss = 1.0
+    loss += 0.10 * math.log10(lr / 6e-3) ** 2
+    loss += 0.40 * (warmup - 0.05) ** 2
+    loss += 0.50 * (wd - 0.10) ** 2
+    loss += 0.02 * math.log2(batch / 128) ** 2
+    loss += 0.24 / depth
+    loss += 0.08 * math.sqrt(1e6 / max(tokens, 1.0))
+    return loss
+
+
+def noisy_loss(knobs: dict[str, float], tokens: float, seed: int, noise: float) -> float:
+    key = repr((seed, sorted(knobs.items()))).encode()
+    rng = random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
+    return expected_loss(knobs, tokens) + rng.gauss(0.0, noise)
