@@ -38,9 +38,20 @@ def checks() -> list[dict[str, object]]:
                  "fix": "" if found else "no GPU: use a CPU org such as 4xcpu"})
     get_backend("command")  # loads every backend module
     for name in sorted(REGISTRY):
-        ok, why = REGISTRY[name].available()
-        rows.append({"name": f"backend {name}", "ok": ok, "detail": why, "fix": "" if ok else why})
+        rows.append(backend_row(name))
     return rows
+
+
+def backend_row(name: str) -> dict[str, object]:
+    """A backend's readiness: available or why not, and for LLM backends the CLI or SDK version, which
+    credentials it would use, and which first-start dialogs autoorg answers for it."""
+    backend = REGISTRY[name]
+    ok, why = backend.available()
+    row: dict[str, object] = {"name": f"backend {name}", "ok": ok, "detail": why, "fix": "" if ok else why}
+    details = getattr(backend, "details", None)
+    if details is not None:
+        row.update(details())
+    return row
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,4 +71,6 @@ def run(args: argparse.Namespace) -> int:
         if row["fix"] and row["fix"] != row["detail"]:
             line += f"  -> {row['fix']}"
         print(line)
+        if "version" in row:
+            print(f"       {'':<18} version {row['version']}; first-start dialogs: {row['dialogs']}")
     return 0
