@@ -248,3 +248,32 @@ def test_standup_notes_append_and_filter_by_time(org: OrgPaths) -> None:
     assert comms.standup_notes_since(org, "alice", mark) == "today: warmup"
     text = comms.standup_path(org, "alice").read_text()
     assert "lr sweep" in text and "warmup" in text
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the documented templates are valid files of the protocol
+
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "comms" / "templates"
+
+
+@pytest.mark.parametrize("name", ["message.md", "result.md", "standup-request.md"])
+def test_message_templates_parse(name: str) -> None:
+    msg = comms.parse_message(TEMPLATES / name)
+    assert msg.kind in comms.KINDS and msg.body
+
+
+def test_standup_request_template_is_what_the_daemon_sends() -> None:
+    from autoorg.daemon import STANDUP_REQUEST
+
+    assert comms.parse_message(TEMPLATES / "standup-request.md").body == STANDUP_REQUEST
+
+
+def test_idea_and_status_templates_parse(org: OrgPaths) -> None:
+    queue = comms.ideas_dir(org, "queue")
+    queue.mkdir(parents=True)
+    (queue / "7.md").write_text((TEMPLATES / "idea.md").read_text())
+    [idea] = comms.list_ideas(org, "queue")
+    assert (idea.id, idea.author) == ("7", "bob")
+    status = json.loads((TEMPLATES / "status.json").read_text())
+    assert set(status) == {"agent", "state", "since", "detail"} and status["state"] in comms.STATES

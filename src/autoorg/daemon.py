@@ -47,6 +47,7 @@ STABLE_AFTER_S = 60.0  # an agent alive this long after a restart has its failur
 PANES_EVERY_S = 1.0
 SWEEP_EVERY_S = 2.0  # safety net for missed events and retries
 GATE_EVERY_S = 10.0
+GATE_STEPS_PER_WAKE = 20
 STANDUP_REQUEST = ("Standup: in a few lines, what you tried since the last standup, what you learned (with exp "
                    "ids) and what you will try next; send it with `autoorg standup \"...\"`.")
 
@@ -61,18 +62,20 @@ def _utc(text: str) -> datetime:
 
 @dataclass
 class Cursor:
-    """What was rung for one agent: `notified` (unread message names already announced) and `inflight` (a
-    doorbell being typed: {"names", "text", "full"}). Written atomically before and after every doorbell."""
+    """What was rung for one agent process: `pid` (the pane's process), `notified` (unread message names already
+    announced to it) and `inflight` (a doorbell being typed: {"names", "text", "full"}). Written atomically
+    before and after every doorbell."""
 
     path: Path
     notified: set[str] = field(default_factory=set)
     inflight: dict[str, Any] | None = None
+    pid: str = ""
 
     @classmethod
     def load(cls, path: Path) -> Cursor:
         try:
             data = json.loads(path.read_text())
-            return cls(path, set(data.get("notified", [])), data.get("inflight"))
+            return cls(path, set(data.get("notified", [])), data.get("inflight"), str(data.get("pid", "")))
         except FileNotFoundError:
             return cls(path)
         except (OSError, ValueError):
@@ -84,7 +87,8 @@ class Cursor:
     def save(self, unread: set[str] | None = None) -> None:
         if unread is not None:  # read (or quarantined) messages need no memory
             self.notified &= unread
-        atomic_write_text(self.path, json.dumps({"notified": sorted(self.notified), "inflight": self.inflight}))
+        atomic_write_text(self.path, json.dumps({"pid": self.pid, "notified": sorted(self.notified),
+                                                 "inflight": self.inflight}))
 
 
 def doorbell_text(messages: list[comms.Message]) -> tuple[str, bool]:
@@ -131,6 +135,7 @@ class Daemon:
         self.stop = threading.Event()
         self.dirty: queue.SimpleQueue[str] = queue.SimpleQueue()
         self.panes: dict[str, str] = {}  # agent -> %pane, from the panes' @autoorg_agent option
+        self.pids: dict[str, str] = {}  # agent -> its pane's process id
         self.cursors: dict[str, Cursor] = {}
         self.retry_at: dict[str, float] = {}
         self.backoff: dict[str, float] = {}
@@ -307,10 +312,13 @@ class Daemon:
 
     def deliver_pending(self, agent: str) -> None:
         """Ring agent's doorbell if it is idle and has messages it was not told about yet."""
-        pane = self.panes.get(agent)
+        pane, pid = self.panes.get(agent), self.pids.get(agent, "")
         if pane is None or time.monotonic() < self.retry_at.get(agent, 0.0):
             return
         cursor = self.cursor(agent)
+        if cursor.pid != pid:  # a new process (started, restarted, resumed) has heard nothing yet
+            cursor.pid, cursor.notified, cursor.inflight = pid, set(), None
+            cursor.save()
         if cursor.inflight and not self._finish_inflight(agent, pane, cursor):
             return
         status = comms.read_status(self.paths, agent)
@@ -345,13 +353,18 @@ class Daemon:
         view = tmux.input_view(self.socket, pane)
         if view is None or view.dead or view.in_mode:
             return False
+        detail = f"doorbell: {text[:80]}"
         if view.unsent(text):  # typed, but its Enter was lost
             taken = tmux.enter_and_confirm(self.socket, pane, text, view)
         elif any(text in line for line in tmux.capture(self.socket, pane, lines=5000)):
             taken = True
-        else:
-            comms.swap_status(self.paths, agent, "idle", "working", f"doorbell: {text[:80]}")
-            taken = self._type(agent, pane, text)
+        elif (status and status["state"] == "working" and status["detail"] == detail) or \
+                comms.swap_status(self.paths, agent, "idle", "working", detail):
+            taken = self._type(agent, pane, text)  # never typed: the agent still waits for it
+        else:  # the agent is not waiting for input: drop this doorbell, its messages ring at the next idle
+            cursor.inflight = None
+            cursor.save()
+            return True
         if taken:
             self._delivered(agent, cursor)
             return True
@@ -396,6 +409,7 @@ class Daemon:
             return
         known = set(self.agents)
         self.panes = {s.agent: pane for pane, s in states.items() if s.agent in known}
+        self.pids = {s.agent: s.pid for s in states.values() if s.agent in known}
         now = time.monotonic()
         for agent, pane in self.panes.items():
             state = states[pane]
@@ -502,8 +516,10 @@ class Daemon:
     # -- the verification gate ----------------------------------------------------------------------------------
 
     def _gate_loop(self) -> None:
-        """The gate's own thread: `gate.step` when a result lands and every GATE_EVERY_S, one call at a time."""
+        """The gate's own thread: `gate.step` when a result lands and every GATE_EVERY_S, one call at a time; while
+        a step reports it did something, step again (bounded) so a verification moves on without waiting."""
         step: Callable[..., Any] | None = None
+        last_error = ""
         while not self.stop.is_set():
             self._gate_wake.wait(timeout=GATE_EVERY_S)
             self._gate_wake.clear()
@@ -517,9 +533,14 @@ class Daemon:
                     continue
                 self.log("gate: found autoorg.gate.step")
             try:
-                step(self.paths, log=self.log)
+                for _ in range(GATE_STEPS_PER_WAKE):
+                    if self.stop.is_set() or not step(self.paths, log=lambda line: self.log(f"gate: {line}")):
+                        break
+                last_error = ""
             except AutoorgError as exc:
-                self.log(f"gate: {exc}")
+                if str(exc) != last_error:  # the same complaint every 10 s helps no one
+                    self.log(f"gate: {exc}")
+                last_error = str(exc)
             except Exception:
                 self.log(f"gate: unexpected error (kept running):\n{traceback.format_exc()}")
 

@@ -264,18 +264,13 @@ def org_status(paths: OrgPaths) -> dict[str, Any]:
         worktree = Path(info["worktree"])
         head = workspace.head_commit(repo, info["branch"]) if workspace.branch_exists(repo, info["branch"]) else None
         alive = running and tmux.pane_alive(socket, info["pane"])
-        status_file = paths.comms / "status" / f"{name}.json"
-        agent_state = None
-        if status_file.is_file():
-            try:
-                agent_state = json.loads(status_file.read_text()).get("state")
-            except (OSError, ValueError):
-                agent_state = None
+        reported = comms.read_status(paths, name) or {}
         agent_spec = spec_agents.get(name)
         agents.append({
             "name": name, "role": agent_spec.role if agent_spec else None, "backend": info["backend"],
             "slots": info["slots"], "branch": info["branch"], "head": head, "pane": info["pane"],
-            "worktree": str(worktree), "alive": alive, "state": _agent_state(agent_state, running, alive),
+            "worktree": str(worktree), "alive": alive,
+            "state": _agent_state(reported.get("state"), running, alive), "detail": reported.get("detail", ""),
         })
     return {
         "tag": state["tag"], "session": state["session"], "socket": socket, "running": running,
@@ -290,7 +285,7 @@ def _agent_state(reported: str | None, org_running: bool, alive: bool) -> str:
     if not org_running:
         return "stopped"
     if not alive:
-        return "crashed"
+        return "stopped" if reported == "stopped" else "crashed"  # the daemon knows a clean exit from a crash
     return reported or "working"
 
 

@@ -307,6 +307,7 @@ class PaneState:
     dead: bool
     exit_status: str  # the exit code; empty while alive, when killed by a signal, or not yet collected by tmux
     exit_signal: str = ""  # the signal number that killed it
+    pid: str = ""  # the pane's process: a new one after a respawn
 
 
 def pane_states(socket: str | None, session: str) -> dict[str, PaneState] | None:
@@ -314,15 +315,15 @@ def pane_states(socket: str | None, session: str) -> dict[str, PaneState] | None
     try:
         result = _server(socket).cmd("list-panes", "-s", "-t", f"={session}", "-F",
                                      "#{pane_id}\t#{@autoorg_agent}\t#{pane_dead}\t#{pane_dead_status}\t"
-                                     "#{pane_dead_signal}")
+                                     "#{pane_dead_signal}\t#{pane_pid}")
     except LibTmuxException:
         return None
     if result.stderr:
         return None
     states = {}
     for line in result.stdout:
-        pane_id, agent, dead, status, signal = (line.split("\t") + [""] * 5)[:5]
-        states[pane_id] = PaneState(agent=agent, dead=dead == "1", exit_status=status, exit_signal=signal)
+        pane_id, agent, dead, status, signal, pid = (line.split("\t") + [""] * 6)[:6]
+        states[pane_id] = PaneState(agent=agent, dead=dead == "1", exit_status=status, exit_signal=signal, pid=pid)
     return states
 
 

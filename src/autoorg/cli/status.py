@@ -28,6 +28,8 @@ def render(status: dict) -> str:
     for a in status["agents"]:
         lines.append(f"{a['name']:<10} {a['role'] or '-':<10} {a['backend']:<9} {','.join(a['slots']) or '-':<7} "
                      f"{a['state']:<9} {a['pane']:<5} {(a['head'] or '-')[:10]:<10} {a['branch']}")
+        if a.get("detail") and a["state"] in ("crashed", "stopped", "human", "paused"):
+            lines.append(f"{'':<10} {a['state']}: {a['detail']}")  # why, e.g. "exited with status 3; gave up ..."
     return "\n".join(lines)
 
 
