@@ -6,7 +6,9 @@ import argparse
 import sys
 
 from autoorg import tmux
-from autoorg.org import build_org, default_org, plan_org
+from autoorg.cli.common import org_from_args
+from autoorg.errors import StateError
+from autoorg.org import build_org, default_org, plan_org, resume_org
 from autoorg.paths import tmux_socket
 
 
@@ -24,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-dirty", action="store_true", help="start even if the repository has uncommitted changes")
     p.add_argument("--dry-run", action="store_true", help="print the resolved spec and the plan; touch nothing")
     p.add_argument("--no-attach", action="store_true", help="do not attach to the session")
+    p.add_argument("--resume", action="store_true", help="restart an org whose session died (or that is down): "
+                   "same branches, worktrees and comms; pick it with --tag")
     p.set_defaults(func=run)
 
 
@@ -32,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
     if args.agent_command and not backend:
         backend = "command"
     socket = tmux_socket(args.socket)
+    if args.resume:
+        return run_resume(args, socket)
     plan = plan_org(args.org or default_org(), tag=args.tag, task=args.task, backend=backend, command=args.agent_command,
                     from_rev=args.from_rev, socket=socket, allow_dirty=args.allow_dirty)
     if args.dry_run:
@@ -49,4 +55,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"attach with: {tmux.attach_hint(socket, state['session'])}")
         return 0
     tmux.attach(socket, target)  # switch-client when already inside tmux
+    return 0
+
+
+def run_resume(args: argparse.Namespace, socket: str | None) -> int:
+    """`up --resume`: the org named by --tag (or the only one here) gets its session back."""
+    paths = org_from_args(args)
+    if args.dry_run:
+        raise StateError("--dry-run cannot be combined with --resume")
+    state = resume_org(paths, socket=socket, log=lambda line: print(line, file=sys.stderr))
+    print(f"org {paths.tag} resumed: {len(state['agents'])} agents in tmux session {state['session']}")
+    if args.no_attach or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        print(f"attach with: {tmux.attach_hint(state['socket'], state['session'])}")
+        return 0
+    tmux.attach(state["socket"], state["windows"].get("org", state["session"]))
     return 0
