@@ -218,9 +218,11 @@ def openai_output_item(kind: str, payload: Any) -> dict[str, Any]:
             "content": [{"type": "output_text", "text": str(payload), "annotations": []}]}
 
 
-def openai_response(model: str, item: dict[str, Any], input_tokens: int, status: str) -> dict[str, Any]:
+def openai_response(model: str, item: dict[str, Any], input_tokens: int, status: str,
+                    response_id: str | None = None) -> dict[str, Any]:
     out_tokens = _tokens(item)
-    return {"id": f"resp_{uuid.uuid4().hex[:24]}", "object": "response", "created_at": int(time.time()),
+    return {"id": response_id or f"resp_{uuid.uuid4().hex[:24]}", "object": "response",
+            "created_at": int(time.time()),
             "status": status, "model": model, "output": [item] if status == "completed" else [],
             "parallel_tool_calls": False, "tool_choice": "auto", "tools": [], "error": None,
             "incomplete_details": None,
@@ -231,7 +233,8 @@ def openai_response(model: str, item: dict[str, Any], input_tokens: int, status:
 
 def openai_stream(model: str, item: dict[str, Any], input_tokens: int) -> Iterator[bytes]:
     seq = iter(range(1_000_000))
-    created = openai_response(model, item, input_tokens, "in_progress")
+    response_id = f"resp_{uuid.uuid4().hex[:24]}"
+    created = openai_response(model, item, input_tokens, "in_progress", response_id)
     yield _sse("response.created", {"type": "response.created", "sequence_number": next(seq), "response": created})
     yield _sse("response.in_progress", {"type": "response.in_progress", "sequence_number": next(seq),
                                         "response": created})
@@ -265,7 +268,7 @@ def openai_stream(model: str, item: dict[str, Any], input_tokens: int) -> Iterat
                                                   "part": {**part, "text": text}})
     yield _sse("response.output_item.done", {"type": "response.output_item.done", "sequence_number": next(seq),
                                              "output_index": 0, "item": item})
-    done = openai_response(model, item, input_tokens, "completed")
+    done = openai_response(model, item, input_tokens, "completed", response_id)
     yield _sse("response.completed", {"type": "response.completed", "sequence_number": next(seq), "response": done})
 
 

@@ -294,6 +294,7 @@ class AgentLoop:
     folder: Path  # <home>/agents/<agent>/: transcript.md, usage.json
     out: TextIO = field(default_factory=lambda: sys.stdout)
     lines: queue.Queue[Any] = field(default_factory=queue.Queue)
+    exiting: bool = False
 
     def say(self, text: str = "", end: str = "\n") -> None:
         self.out.write(text + end)
@@ -320,19 +321,22 @@ class AgentLoop:
 
     def pending_lines(self) -> list[str]:
         got: list[str] = []
-        while True:
+        while not self.exiting:
             try:
                 item = self.lines.get_nowait()
             except queue.Empty:
                 return got
-            if item is EXIT:
-                self.lines.put(EXIT)
+            if item is EXIT or str(item).strip() == "/exit":
+                self.exiting = True  # ends the agent once this turn is over; never shown to the model
                 return got
             if str(item).strip():
                 got.append(str(item))
+        return got
 
     def next_prompt(self) -> str | None:
         """Wait (idle) for the next non-empty line; None to exit."""
+        if self.exiting:
+            return None
         self.report("idle")
         self.say("\n> ", end="")
         while True:
