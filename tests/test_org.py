@@ -292,3 +292,24 @@ def test_up_from_a_terminal_attaches(repo: Path, tmux_socket: str, tmp_path: Pat
         assert clients == "autoorg-2xcpu org"
     finally:
         subprocess.run(["tmux", "-L", outer, "kill-server"], capture_output=True)
+
+
+def test_up_inside_tmux_switches_the_client(repo: Path, tmux_socket: str) -> None:
+    # a real client on the org's own server: a terminal (outer server) attached to session "work" on tmux_socket
+    subprocess.run(["tmux", "-L", tmux_socket, "new-session", "-d", "-s", "work", "-x", "200", "-y", "50"], check=True)
+    outer, session = outer_terminal()
+    try:
+        subprocess.run(["tmux", "-L", outer, "send-keys", "-t", session,
+                        f"TMUX= tmux -L {tmux_socket} attach -t work", "Enter"], check=True)
+
+        def client_session() -> str:
+            return subprocess.run(["tmux", "-L", tmux_socket, "list-clients", "-F", "#{client_session}"],
+                                  capture_output=True, text=True).stdout.strip()
+
+        retry_until(lambda: client_session() == "work", timeout=30, message="the terminal to attach")
+        subprocess.run(["tmux", "-L", tmux_socket, "send-keys", "-t", "work",
+                        f"cd {repo} && {sys.executable} -m autoorg up 2xcpu --task tiny --command 'sleep 600'",
+                        "Enter"], check=True)
+        retry_until(lambda: client_session() == "autoorg-2xcpu", timeout=30, message="switch-client to the org")
+    finally:
+        subprocess.run(["tmux", "-L", outer, "kill-server"], capture_output=True)

@@ -230,16 +230,17 @@ def enter_and_confirm(socket: str | None, pane_id: str, text: str, typed: InputV
     return False
 
 
-def attach(socket: str | None, target: str) -> None:
+def attach(socket: str | None, target: str) -> bool:
     """Attach this terminal to target (session, window or pane); inside the same tmux, switch the client instead.
 
     Inside a different tmux server (the org runs on a private socket) the org's session is nested in this pane:
-    TMUX is dropped for the child, which is how tmux asks to be told that nesting is intended.
+    TMUX is dropped for the child, which is how tmux asks to be told that nesting is intended. Returns False
+    only when switching was impossible (no client to switch); attaching replaces this process.
     """
     server = _server(socket)
     base = ["tmux"] + (["-L", socket] if socket else [])
     if os.environ.get("TMUX") and _same_server(server):
-        os.execvp("tmux", [*base, "switch-client", "-t", target])
+        return not server.cmd("switch-client", "-t", target).stderr
     env = {k: v for k, v in os.environ.items() if k != "TMUX"}
     os.execvpe("tmux", [*base, "attach-session", "-t", target], env)
 

@@ -31,5 +31,6 @@ def run(args: argparse.Namespace) -> int:
             raise StateError(f"no agent '{args.agent}' in org '{paths.tag}' (agents: {', '.join(agents)})")
         target = agents[args.agent]["pane"]
         tmux.select_pane(socket, target)
-    tmux.attach(socket, target)
+    if not tmux.attach(socket, target):
+        raise StateError(f"cannot switch to {target}: no tmux client here; {tmux.attach_hint(socket, target)}")
     return 0

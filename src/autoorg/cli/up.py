@@ -51,10 +51,8 @@ def run(args: argparse.Namespace) -> int:
     state = build_org(plan, log=lambda line: print(line, file=sys.stderr))
     print(f"org {plan.spec.tag} is up: {len(plan.agents)} agents in tmux session {state['session']}")
     target = state["windows"].get("org", state["session"])
-    if args.no_attach or not (sys.stdin.isatty() and sys.stdout.isatty()):
+    if args.no_attach or not (sys.stdin.isatty() and sys.stdout.isatty()) or not tmux.attach(socket, target):
         print(f"attach with: {tmux.attach_hint(socket, state['session'])}")
-        return 0
-    tmux.attach(socket, target)  # switch-client when already inside tmux
     return 0
 
 
@@ -65,8 +63,7 @@ def run_resume(args: argparse.Namespace, socket: str | None) -> int:
         raise StateError("--dry-run cannot be combined with --resume")
     state = resume_org(paths, socket=socket, log=lambda line: print(line, file=sys.stderr))
     print(f"org {paths.tag} resumed: {len(state['agents'])} agents in tmux session {state['session']}")
-    if args.no_attach or not (sys.stdin.isatty() and sys.stdout.isatty()):
+    target = state["windows"].get("org", state["session"])
+    if args.no_attach or not (sys.stdin.isatty() and sys.stdout.isatty()) or not tmux.attach(state["socket"], target):
         print(f"attach with: {tmux.attach_hint(state['socket'], state['session'])}")
-        return 0
-    tmux.attach(state["socket"], state["windows"].get("org", state["session"]))
     return 0
