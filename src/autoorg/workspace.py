@@ -259,7 +259,11 @@ def squash_onto(repo: Path, commit: str, onto: str, workdir: Path, message: str,
                 author: str | None = None) -> str | None:
     """One commit on top of onto carrying commit's own changes (since their merge base), made in a temporary
     worktree at workdir. Returns the new commit; onto itself when the changes are already there; None on a
-    conflict. The temporary worktree is always removed."""
+    conflict. The temporary worktree is always removed.
+
+    A three-way merge first; when it conflicts only because both sides changed *neighbouring* lines (two knobs
+    on adjacent lines), the candidate's hunks are applied without context, which succeeds exactly when every
+    line it replaced is still unchanged on onto."""
     if workdir.exists():
         _run(repo, "worktree", "remove", "--force", str(workdir))
     _run(repo, "worktree", "prune")
@@ -269,7 +273,16 @@ def squash_onto(repo: Path, commit: str, onto: str, workdir: Path, message: str,
         try:
             _run(workdir, *_identity(workdir), "merge", "--squash", "--quiet", commit)
         except GitError:
-            return None
+            _run(workdir, "reset", "--hard", "--quiet", onto)
+            base = _run(repo, "merge-base", onto, commit)
+            patch = workdir.parent / f"{workdir.name}.patch"
+            patch.write_text(_run(repo, "diff", "--binary", "-U0", base, commit, "--") + "\n")
+            try:
+                _run(workdir, "apply", "--index", "--unidiff-zero", "-C0", str(patch))
+            except GitError:
+                return None
+            finally:
+                patch.unlink(missing_ok=True)
         if not _run(workdir, "status", "--porcelain", "--untracked-files=no").strip():
             return onto
         args = [*_identity(workdir), "commit", "--quiet", "--no-verify", "-m", message]
@@ -296,3 +309,10 @@ def is_ancestor(repo: Path, ancestor: str, rev: str) -> bool:
         return True
     except GitError:
         return False
+
+
+def branch_heads(repo: Path, tag: str) -> dict[str, str]:
+    """The head commit of an org's program branch and every agent branch, in one git call."""
+    out = _run(repo, "for-each-ref", "--format=%(refname:short) %(objectname)",
+               f"refs/heads/{program_branch(tag)}", f"refs/heads/{feature_branch(tag, '*')}")
+    return dict(line.split(" ", 1) for line in out.splitlines() if line)

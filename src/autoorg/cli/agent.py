@@ -1,0 +1,45 @@
+"""`autoorg agent --backend B` — run a built-in agent in this pane (AUTOORG_AGENT names the agent):
+`heuristic` (the offline researcher, autoorg.heuristic) or `anthropic` / `openai` (the SDK tool loop,
+autoorg.agent_loop)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from autoorg import runner
+from autoorg.cli import add_org_options
+from autoorg.cli.common import org_from_args
+from autoorg.errors import BackendError
+
+BUILT_IN = ("heuristic", "anthropic", "openai")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("agent", help="run a built-in agent in this pane (heuristic, anthropic, openai)")
+    p.add_argument("--backend", default="heuristic", help="which built-in agent: " + ", ".join(BUILT_IN))
+    p.add_argument("--max-experiments", type=int, help="heuristic: stop after this many experiments")
+    p.add_argument("--seed", type=int, help="heuristic: seed of its own choices (default: name and time)")
+    p.add_argument("--kickoff", help="anthropic/openai: the first user message")
+    p.add_argument("--model", help="anthropic/openai: model id (default: the agent's, else the backend's)")
+    p.add_argument("--system-file", type=Path, help="anthropic/openai: role prompt file")
+    add_org_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.backend in ("anthropic", "openai"):
+        from autoorg.agent_loop import run_in_pane
+
+        return run_in_pane(args.backend, model=args.model, system_file=args.system_file, kickoff=args.kickoff)
+    if args.backend != "heuristic":
+        raise BackendError(f"`autoorg agent` runs the built-in agents ({', '.join(BUILT_IN)}); backend "
+                           f"'{args.backend}' runs in its own CLI")
+    from autoorg.heuristic import Researcher
+
+    paths = org_from_args(args)
+    ctx = runner.load_context(paths)
+    agent = runner.current_agent(paths, ctx.state)
+    researcher = Researcher(paths, agent, say=lambda line: print(line, flush=True), seed=args.seed)
+    researcher.run(max_experiments=args.max_experiments)
+    return 0
