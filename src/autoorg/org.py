@@ -249,34 +249,33 @@ def resume_org(paths: OrgPaths, *, socket: str | None = None,
 
 
 def org_status(paths: OrgPaths) -> dict[str, Any]:
-    """The org as `autoorg status --json` prints it (a stable shape)."""
+    """The org as `autoorg status --json` prints it (a stable shape). One git and one tmux call, whatever its size."""
     state = read_state(paths)
     repo = Path(state["repo"])
     socket = state.get("socket")
-    running = state.get("status") == "running" and tmux.has_session(socket, state["session"])
+    panes = tmux.pane_states(socket, state["session"]) if state.get("status") == "running" else None
+    running = panes is not None
     spec_agents = {}
     if paths.org_yaml.is_file():
         spec = load_org(str(paths.org_yaml))
         spec_agents = {a.name: a for a in spec.agents}
     program = state["program_branch"]
+    heads = workspace.branch_heads(repo, state["tag"])
     agents = []
     for name, info in state["agents"].items():
-        worktree = Path(info["worktree"])
-        head = workspace.head_commit(repo, info["branch"]) if workspace.branch_exists(repo, info["branch"]) else None
-        alive = running and tmux.pane_alive(socket, info["pane"])
+        pane = (panes or {}).get(info["pane"])
+        alive = pane is not None and not pane.dead
         reported = comms.read_status(paths, name) or {}
         agent_spec = spec_agents.get(name)
         agents.append({
             "name": name, "role": agent_spec.role if agent_spec else None, "backend": info["backend"],
-            "slots": info["slots"], "branch": info["branch"], "head": head, "pane": info["pane"],
-            "worktree": str(worktree), "alive": alive,
+            "slots": info["slots"], "branch": info["branch"], "head": heads.get(info["branch"]),
+            "pane": info["pane"], "worktree": info["worktree"], "alive": alive,
             "state": _agent_state(reported.get("state"), running, alive), "detail": reported.get("detail", ""),
         })
     return {
         "tag": state["tag"], "session": state["session"], "socket": socket, "running": running,
-        "program_branch": program,
-        "program_head": workspace.head_commit(repo, program) if workspace.branch_exists(repo, program) else None,
-        "agents": agents,
+        "program_branch": program, "program_head": heads.get(program), "agents": agents,
     }
 
 
