@@ -209,7 +209,7 @@ def _start_session(paths: OrgPaths, spec: OrgSpec, socket: str | None,
     if socket:
         base_env["AUTOORG_TMUX_SOCKET"] = socket
     return tmux.create_org_session(socket, tmux.session_name(spec.tag), cwd=str(paths.repo), env=base_env,
-                                   agents=panes, dash_command=autoorg_command("status", "--watch"),
+                                   agents=panes, dash_command=autoorg_command("dash"),
                                    daemon_command=autoorg_command("daemon"))
 
 

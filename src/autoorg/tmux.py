@@ -331,3 +331,8 @@ def pane_states(socket: str | None, session: str) -> dict[str, PaneState] | None
 def respawn_pane(socket: str | None, pane_id: str, env: dict[str, str]) -> None:
     """Run a dead pane's original command again, in its original directory, with env."""
     _cmd(_server(socket), "respawn-pane", "-t", pane_id, *_env_flags(env))
+
+
+def popup(socket: str | None, command: str) -> None:
+    """Run command in a tmux popup over the current client (closes when the command exits)."""
+    _cmd(_server(socket), "display-popup", "-E", "-w", "90%", "-h", "80%", command)

@@ -1,0 +1,31 @@
+"""`autoorg dash` — the live dashboard: each agent's state, slots, branch and loss; Enter jumps to its pane."""
+
+from __future__ import annotations
+
+import argparse
+
+from autoorg import tmux
+from autoorg.cli import add_org_options
+from autoorg.cli.common import org_from_args, socket_from_args
+from autoorg.org import autoorg_command, read_state
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dash", help="live dashboard of the org (Enter on an agent jumps to its pane)")
+    add_org_options(p)
+    p.add_argument("--refresh", type=float, default=2.0, help="seconds between refreshes (default 2)")
+    p.add_argument("--popup", action="store_true",
+                   help="open the dashboard as a tmux popup over the current pane (bind it to a key)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from autoorg.dash import make_app  # Textual loads only for this command
+
+    paths = org_from_args(args)
+    socket = socket_from_args(args, read_state(paths))
+    if args.popup:
+        tmux.popup(socket, autoorg_command("dash", "--tag", paths.tag, "--refresh", str(args.refresh)))
+        return 0
+    make_app(paths, socket=socket, refresh_s=args.refresh).run()
+    return 0

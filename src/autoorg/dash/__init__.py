@@ -1,0 +1,14 @@
+"""The Textual dashboard. `make_app` is what `autoorg dash` runs and what the tests drive."""
+
+from __future__ import annotations
+
+from autoorg.dash.app import DashApp
+from autoorg.org import read_state
+from autoorg.paths import OrgPaths
+
+
+def make_app(paths: OrgPaths, *, socket: str | None = None, refresh_s: float = 2.0) -> DashApp:
+    """The dashboard for one org; the tmux socket defaults to the one the org runs on."""
+    if socket is None:
+        socket = read_state(paths).get("socket")
+    return DashApp(paths, socket=socket, refresh_s=refresh_s)
