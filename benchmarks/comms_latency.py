@@ -42,6 +42,7 @@ for raw in sys.stdin:
     comms.report_status(paths, agent, "idle")
 """
 
+IDLE_S = 10.0
 TASK = """name: tiny
 editable: [tiny/train.py]
 run: "{python} tiny/train.py"
@@ -125,6 +126,9 @@ def throughput(repo: Path, agents: int, per_agent: int, agent_script: Path) -> d
     names = comms.roster(paths).agents
     wait_for(lambda: all_idle(paths, names), 300, f"{agents} agents idle", 0.2)
     ready = time.perf_counter() - started
+    idle0 = cpu_seconds(pid)
+    time.sleep(IDLE_S)  # what the daemon costs while nothing happens
+    idle_cpu = cpu_seconds(pid) - idle0
     cpu0, t0 = cpu_seconds(pid), time.perf_counter()
     for _ in range(per_agent):
         for name in names:
@@ -140,7 +144,7 @@ def throughput(repo: Path, agents: int, per_agent: int, agent_script: Path) -> d
     rings = (paths.logs / "daemon.log").read_text().count(": rang: ")
     subprocess.run([sys.executable, "-m", "autoorg", "down", "--tag", preset], cwd=repo, capture_output=True)
     return {"ready": ready, "written": written, "total": total, "cpu": cpu, "rings": rings,
-            "messages": agents * per_agent}
+            "messages": agents * per_agent, "idle_cpu": idle_cpu}
 
 
 def main() -> None:
@@ -169,6 +173,7 @@ def main() -> None:
         print(f"throughput, {args.agents} agents x {args.per_agent} messages = {r['messages']:.0f} through one "
               f"daemon: all read {r['total']:.1f} s after the first write (writing took {r['written']:.1f} s); "
               f"{r['rings']:.0f} doorbells; daemon CPU {r['cpu']:.1f} s (org ready in {r['ready']:.1f} s)")
+        print(f"idle, {args.agents} agents and no messages: daemon CPU {r['idle_cpu']:.2f} s over {IDLE_S:.0f} s")
         load = os.getloadavg()
         print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     finally:

@@ -3,12 +3,16 @@ input, nothing lost."""
 
 from __future__ import annotations
 
+import io
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from autoorg import comms
+from autoorg.cli import main
 from autoorg.paths import OrgPaths
 from autoorg.spec import build_spec
 from tests.conftest import run_cli
@@ -25,40 +29,45 @@ def org(tmp_path: Path) -> OrgPaths:
     return paths
 
 
-def cli(org: OrgPaths, *args: str, agent: str | None = None, stdin: str | None = None) -> tuple[int, str, str]:
-    env = {"AUTOORG_HOME": str(org.home)}
-    if agent:
-        env["AUTOORG_AGENT"] = agent
-    if stdin is None:
-        proc = run_cli(*args, env=env, cwd=org.home)
-    else:
-        import os
-        import subprocess
-        import sys
+@pytest.fixture
+def cli(org: OrgPaths, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+        ) -> Callable[..., tuple[int, str, str]]:
+    """Run `autoorg ARGS` in this process (the same `main` the entry point calls): (exit code, stdout, stderr)."""
 
-        proc = subprocess.run([sys.executable, "-m", "autoorg", *args], input=stdin, capture_output=True, text=True,
-                              env={**os.environ, **env}, cwd=org.home, timeout=60)
-    return proc.returncode, proc.stdout, proc.stderr
+    def run(*args: str, agent: str | None = None, stdin: str | None = None) -> tuple[int, str, str]:
+        with monkeypatch.context() as m:
+            m.setenv("AUTOORG_HOME", str(org.home))
+            if agent:
+                m.setenv("AUTOORG_AGENT", agent)
+            m.setattr(sys, "stdin", io.StringIO(stdin or ""))
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse usage errors
+                code = int(exc.code or 0)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
 
 
-def test_send_inbox_and_read_marks(org: OrgPaths) -> None:
-    assert cli(org, "msg", "send", "bob", "lr", "0.02", "helps", agent="alice")[:2] == (0, "sent to bob\n")
-    assert cli(org, "msg", "send", "bob", "-", agent="chief", stdin="line one\nline two\n")[0] == 0
-    code, out, _ = cli(org, "inbox", agent="bob")
+def test_send_inbox_and_read_marks(org: OrgPaths, cli: Callable[..., tuple[int, str, str]]) -> None:
+    assert cli("msg", "send", "bob", "lr", "0.02", "helps", agent="alice")[:2] == (0, "sent to bob\n")
+    assert cli("msg", "send", "bob", "-", agent="chief", stdin="line one\nline two\n")[0] == 0
+    code, out, _ = cli("inbox", agent="bob")
     assert code == 0
     assert "from alice to bob · note" in out and "lr 0.02 helps" in out and "line one\nline two" in out
-    assert cli(org, "inbox", agent="bob")[1] == "no unread messages for bob\n"
-    code, out, _ = cli(org, "inbox", "--all", "--json", agent="bob")
+    assert cli("inbox", agent="bob")[1] == "no unread messages for bob\n"
+    code, out, _ = cli("inbox", "--all", "--json", agent="bob")
     shown = json.loads(out)
     assert [(m["from"], m["read"]) for m in shown] == [("alice", True), ("chief", True)]
 
 
-def test_people_at_the_repo_root_are_human(org: OrgPaths) -> None:
-    assert cli(org, "msg", "send", "all", "stand", "by")[1] == "sent to chief, alice, bob\n"
+def test_people_at_the_repo_root_are_human(org: OrgPaths, cli: Callable[..., tuple[int, str, str]]) -> None:
+    assert cli("msg", "send", "all", "stand", "by")[1] == "sent to chief, alice, bob\n"
     [msg] = comms.read_inbox(org, "alice")
     assert msg.sender == "human" and msg.to == "all"
-    assert cli(org, "msg", "send", "human", "need", "a", "GPU", agent="chief")[0] == 0
-    assert "need a GPU" in cli(org, "inbox")[1]
+    assert cli("msg", "send", "human", "need", "a", "GPU", agent="chief")[0] == 0
+    assert "need a GPU" in cli("inbox")[1]
 
 
 @pytest.mark.parametrize(("args", "stdin", "message"), [
@@ -80,58 +89,67 @@ def test_people_at_the_repo_root_are_human(org: OrgPaths) -> None:
                                         "in this shell)\n"),
     (("board", "post", "-"), "", "autoorg: empty post: nothing to put on the board\n"),
 ])
-def test_bad_input_is_one_line_and_exit_2(org: OrgPaths, args: tuple[str, ...], stdin: str | None,
-                                          message: str) -> None:
-    code, out, err = cli(org, *args, stdin=stdin)
+def test_bad_input_is_one_line_and_exit_2(org: OrgPaths, cli: Callable[..., tuple[int, str, str]],
+                                          args: tuple[str, ...], stdin: str | None, message: str) -> None:
+    code, out, err = cli(*args, stdin=stdin)
     assert (code, out, err) == (2, "", message)
     assert not (org.comms / "inbox").exists() or not list((org.comms / "inbox").rglob("*.md"))
 
 
-def test_message_to_a_stopped_agent_is_kept(org: OrgPaths) -> None:
+def test_message_to_a_stopped_agent_is_kept(org: OrgPaths, cli: Callable[..., tuple[int, str, str]]) -> None:
     comms.write_status(org, "bob", "stopped", "exited with status 0")
-    code, out, err = cli(org, "msg", "send", "bob", "wake", "up", agent="alice")
+    code, out, err = cli("msg", "send", "bob", "wake", "up", agent="alice")
     assert (code, out) == (0, "sent to bob\n")
     assert err == "autoorg: bob is stopped: the message is kept in its inbox and delivered when it runs again\n"
     assert [m.body for m in comms.read_inbox(org, "bob")] == ["wake up"]
 
 
-def test_hook_status_take_and_release(org: OrgPaths) -> None:
-    assert cli(org, "hook", "status", "working", "--detail", "exp 4", agent="alice")[0] == 0
-    assert comms.read_status(org, "alice") == {**comms.read_status(org, "alice"), "state": "working",  # type: ignore
-                                              "detail": "exp 4"}
-    assert cli(org, "take", "alice")[0] == 0
-    assert cli(org, "hook", "status", "idle", agent="alice")[0] == 0  # the hook fires while a person drives
+def test_hook_status_take_and_release(org: OrgPaths, cli: Callable[..., tuple[int, str, str]]) -> None:
+    assert cli("hook", "status", "working", "--detail", "exp 4", agent="alice")[0] == 0
+    status = comms.read_status(org, "alice")
+    assert status and (status["state"], status["detail"]) == ("working", "exp 4")
+    assert cli("take", "alice")[0] == 0
+    assert cli("hook", "status", "idle", agent="alice")[0] == 0  # the hook fires while a person drives
     status = comms.read_status(org, "alice")
     assert status and (status["state"], status["reported"]) == ("human", "idle")
-    code, out, _ = cli(org, "release", "alice")
+    code, out, _ = cli("release", "alice")
     assert (code, out) == (0, "alice is back with the org (idle)\n")
     # a broken hook call must not look like an instruction to the agent CLI: exit 1, one line
-    code, _, err = cli(org, "hook", "status", "sleeping", agent="alice")
+    code, _, err = cli("hook", "status", "sleeping", agent="alice")
     assert code == 1 and err.startswith("autoorg: unknown state 'sleeping'") and err.count("\n") == 1
-    code, _, err = cli(org, "hook", "status", "idle")
+    code, _, err = cli("hook", "status", "idle")
     assert code == 1 and "AUTOORG_AGENT is not set" in err
 
 
-def test_idea_commands(org: OrgPaths) -> None:
-    assert cli(org, "idea", "add", "double", "the", "lr", agent="alice")[1] == "idea 1 queued\n"
-    assert cli(org, "idea", "add", "rope", "--body", "-", agent="bob", stdin="base 50k\n")[1] == "idea 2 queued\n"
-    code, out, _ = cli(org, "idea", "list")
+def test_idea_commands(org: OrgPaths, cli: Callable[..., tuple[int, str, str]]) -> None:
+    assert cli("idea", "add", "double", "the", "lr", agent="alice")[1] == "idea 1 queued\n"
+    assert cli("idea", "add", "rope", "--body", "-", agent="bob", stdin="base 50k\n")[1] == "idea 2 queued\n"
+    code, out, _ = cli("idea", "list")
     assert code == 0 and "   1  double the lr  (from alice)" in out and "   2  rope  (from bob)" in out
-    assert cli(org, "idea", "claim", "2", agent="alice")[0] == 0
-    code, _, err = cli(org, "idea", "claim", "2", agent="bob")
+    assert cli("idea", "claim", "2", agent="alice")[0] == 0
+    code, _, err = cli("idea", "claim", "2", agent="bob")
     assert (code, err) == (2, "autoorg: idea 2 is already claimed by alice\n")
-    assert cli(org, "idea", "done", "2", "exp", "9:", "no", "gain", agent="alice")[1] == "idea 2 done\n"
-    ideas = json.loads(cli(org, "idea", "list", "--state", "all", "--json")[1])
+    assert cli("idea", "done", "2", "exp", "9:", "no", "gain", agent="alice")[1] == "idea 2 done\n"
+    ideas = json.loads(cli("idea", "list", "--state", "all", "--json")[1])
     assert [(i["id"], i["state"], i["claimed_by"], i["note"]) for i in ideas] == [
         ("1", "queue", None, None), ("2", "done", "alice", "exp 9: no gain")]
-    assert json.loads(cli(org, "idea", "list", "--state", "done", "--json")[1])[0]["body"] == "base 50k"
+    assert json.loads(cli("idea", "list", "--state", "done", "--json")[1])[0]["body"] == "base 50k"
 
 
-def test_board_and_standup(org: OrgPaths) -> None:
-    assert "**alice**: warmup 0 is fine" in cli(org, "board", "post", "warmup", "0", "is", "fine", agent="alice")[1]
+def test_board_and_standup(org: OrgPaths, cli: Callable[..., tuple[int, str, str]]) -> None:
+    assert "**alice**: warmup 0 is fine" in cli("board", "post", "warmup", "0", "is", "fine", agent="alice")[1]
     comms.update_board(org, "Current best", "val_bpb 0.97")
-    code, out, _ = cli(org, "board")
+    code, out, _ = cli("board")
     assert code == 0 and out.index("## Current best") < out.index("val_bpb 0.97") < out.index("## Posts")
-    code, out, _ = cli(org, "standup", "-", agent="bob", stdin="tried lr; next warmup\n")
+    code, out, _ = cli("standup", "-", agent="bob", stdin="tried lr; next warmup\n")
     assert code == 0 and out.startswith("standup note written to ")
     assert "tried lr; next warmup" in comms.standup_path(org, "bob").read_text()
+
+
+def test_the_real_entry_point_reports_bad_input_in_one_line(org: OrgPaths) -> None:
+    env = {"AUTOORG_HOME": str(org.home), "AUTOORG_AGENT": "alice"}
+    proc = run_cli("msg", "send", "../x", "hi", env=env)
+    assert (proc.returncode, proc.stdout, proc.stderr.count("\n")) == (2, "", 1)
+    proc = run_cli("msg", "send", "bob", "hello", env=env)
+    assert (proc.returncode, proc.stdout) == (0, "sent to bob\n")
+    assert [m.body for m in comms.read_inbox(org, "bob")] == ["hello"]

@@ -48,29 +48,35 @@ def parse_iso(text: str) -> datetime:
 # Files: exclusive create, locks, front matter
 
 
-def _write_new(folder: Path, stem: str, text: str) -> Path:
-    """Write `<stem>.md` in folder without ever replacing an existing file (`<stem>-2.md`, ... on a clash).
+def _write_new(folders: list[Path], stem: str, text: str) -> list[Path]:
+    """Write `<stem>.md` into each folder without ever replacing an existing file (`<stem>-2.md`, ... on a clash).
 
-    The content goes to a temporary file first and is hard-linked into place: the name appears complete, and
-    `link` fails instead of overwriting when two writers pick the same name.
+    The content is written (and synced) once to a temporary file, then hard-linked into each folder: every name
+    appears complete, `link` fails instead of overwriting when two writers pick the same name, and a message to
+    all 64 agents costs one write, not 64.
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=folder)
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=folders[0])
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
-        for n in range(1, 1000):
-            target = folder / (f"{stem}.md" if n == 1 else f"{stem}-{n}.md")
-            try:
-                os.link(tmp, target)
-                return target
-            except FileExistsError:
-                continue
-        raise CommsError(f"cannot find a free name for {stem}.md in {folder}")
+        return [_link_free(tmp, folder, stem) for folder in folders]
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def _link_free(source: str, folder: Path, stem: str) -> Path:
+    for n in range(1, 1000):
+        target = folder / (f"{stem}.md" if n == 1 else f"{stem}-{n}.md")
+        try:
+            os.link(source, target)
+            return target
+        except FileExistsError:
+            continue
+    raise CommsError(f"cannot find a free name for {stem}.md in {folder}")
 
 
 @contextmanager
@@ -299,8 +305,8 @@ def send_message(paths: OrgPaths, *, sender: str, to: str, kind: str, body: str,
         meta[str(key)] = value
     text = render_front_matter(meta, body)
     stem = f"{_file_ts(ts)}-{sender}-{_slug(body.strip().splitlines()[0], kind)}"
-    written = [_write_new(paths.comms / "inbox" / r, stem, text) for r in recipients]
-    _write_new(paths.comms / "outbox" / sender, stem, text)
+    *written, _outbox = _write_new([*(paths.comms / "inbox" / r for r in recipients),
+                                    paths.comms / "outbox" / sender], stem, text)
     return written
 
 

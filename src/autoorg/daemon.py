@@ -202,6 +202,7 @@ class Daemon:
         observer.schedule(handler, str(self.paths.comms), recursive=True)
         observer.schedule(handler, str(self.paths.runs), recursive=True)
         observer.start()
+        self._gate_wake.set()  # a first gate step at once: baselines of a new org start without waiting
         gate = threading.Thread(target=self._gate_loop, name="gate", daemon=True)
         gate.start()
         self.log(f"daemon for org {self.paths.tag} (pid {os.getpid()}, {'polling' if self.polling else 'inotify'}"
