@@ -124,3 +124,20 @@ def test_toml_writer_round_trips_what_codex_config_needs() -> None:
               "projects": {"/tmp/a b/ü\"q": {"trust_level": "trusted"}},
               "model_providers": {"autoorg": {"base_url": "http://x/v1"}}, "empty": {}}
     assert tomllib.loads(to_toml(config)) == config
+
+
+def test_auto_alternates_claude_and_codex_when_both_are_ready(home: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from autoorg.backends import resolve_auto
+
+    fake_codex(tmp_path, monkeypatch)
+    claude = tmp_path / "bin" / "claude"
+    claude.write_text("#!/bin/sh\necho '9.9.9 (Claude Code)'\n")
+    claude.chmod(0o755)
+    monkeypatch.setenv("AUTOORG_CLAUDE_BIN", str(claude))
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant")
+    assert resolve_auto(0)[0] == "claude"  # only claude has credentials
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai")
+    picks = [resolve_auto(i) for i in range(4)]
+    assert [name for name, _ in picks] == ["claude", "codex", "claude", "codex"]
+    assert "alternating" in picks[1][1] and "OPENAI_API_KEY" in picks[1][1]
