@@ -9,7 +9,8 @@ one server:
   regex matches it;
 - the tool calls the assistant made since that text say how far the rule has got: the next of its `commands`
   is returned as one call of the client's own shell tool (Claude Code's `Bash`, Codex's `exec_command` /
-  `shell_command` / `shell`, autoorg's `shell`), with arguments shaped by that tool's schema;
+  `shell_command` / `shell`, autoorg's `shell`), with arguments shaped by that tool's schema — or, for Codex's
+  code-mode models (tools offered as `additional_tools`), as JavaScript for its `exec` tool;
 - when every command has run, the rule's `reply` ends the turn.
 
 Requests without tools (titles, summaries, quota probes) get a short text. Every request is recorded.
@@ -130,7 +131,28 @@ def _schema_props(schema: dict[str, Any]) -> dict[str, Any]:
     return dict(schema.get("properties") or {})
 
 
-def shell_call(tools: list[dict[str, Any]], command: str, *, api: str) -> tuple[str, dict[str, Any]] | None:
+def offered_tools(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every tool a request offers: `tools`, plus Codex's `additional_tools` input items (namespaces flattened)."""
+    found = list(body.get("tools") or [])
+    stack = [t for item in body.get("input") or [] if isinstance(item, dict) and item.get("type") == "additional_tools"
+             for t in item.get("tools") or []]
+    while stack:
+        tool = stack.pop(0)
+        if tool.get("type") == "namespace":
+            stack += tool.get("tools") or []
+        else:
+            found.append(tool)
+    return found
+
+
+def code_mode_source(command: str) -> str:
+    """JavaScript for Codex's code-mode `exec` tool that runs command through its nested exec_command."""
+    return ('// @exec: {"yield_time_ms": 120000}\n'
+            f"const out = await tools.exec_command({{cmd: {json.dumps(command)}, yield_time_ms: 120000}});\n"
+            'text(typeof out === "string" ? out : JSON.stringify(out));\n')
+
+
+def shell_call(tools: list[dict[str, Any]], command: str, *, api: str) -> tuple[str, Any] | None:
     """The client's shell tool and arguments that run `command`, shaped by that tool's own schema."""
     by_name: dict[str, dict[str, Any]] = {}
     for tool in tools:
@@ -155,6 +177,8 @@ def shell_call(tools: list[dict[str, Any]], command: str, *, api: str) -> tuple[
         if "timeout" in props and name == "Bash":
             args["timeout"] = 120000
         return name, args
+    if api == "openai" and by_name.get("exec", {}).get("type") == "custom":
+        return "exec", code_mode_source(command)  # a custom tool takes raw text, not JSON arguments
     return None
 
 
@@ -211,6 +235,9 @@ def anthropic_message(model: str, kind: str, payload: Any, input_tokens: int) ->
 def openai_output_item(kind: str, payload: Any) -> dict[str, Any]:
     if kind == "tool":
         name, args = payload
+        if isinstance(args, str):
+            return {"type": "custom_tool_call", "id": f"ctc_{uuid.uuid4().hex[:24]}",
+                    "call_id": f"call_{uuid.uuid4().hex[:24]}", "name": name, "input": args, "status": "completed"}
         return {"type": "function_call", "id": f"fc_{uuid.uuid4().hex[:24]}",
                 "call_id": f"call_{uuid.uuid4().hex[:24]}", "name": name, "arguments": json.dumps(args),
                 "status": "completed"}
@@ -248,6 +275,16 @@ def openai_stream(model: str, item: dict[str, Any], input_tokens: int) -> Iterat
         yield _sse("response.function_call_arguments.done", {
             "type": "response.function_call_arguments.done", "sequence_number": next(seq), "item_id": item["id"],
             "output_index": 0, "arguments": item["arguments"]})
+    elif item["type"] == "custom_tool_call":
+        added = {**item, "input": "", "status": "in_progress"}
+        yield _sse("response.output_item.added", {"type": "response.output_item.added", "sequence_number": next(seq),
+                                                  "output_index": 0, "item": added})
+        yield _sse("response.custom_tool_call_input.delta", {
+            "type": "response.custom_tool_call_input.delta", "sequence_number": next(seq), "item_id": item["id"],
+            "output_index": 0, "delta": item["input"]})
+        yield _sse("response.custom_tool_call_input.done", {
+            "type": "response.custom_tool_call_input.done", "sequence_number": next(seq), "item_id": item["id"],
+            "output_index": 0, "input": item["input"]})
     else:
         text = item["content"][0]["text"]
         added = {**item, "status": "in_progress", "content": []}
@@ -352,7 +389,7 @@ class ScriptedModelServer:
                     self._json(200, anthropic_message(model, kind, payload, tokens))
 
             def _openai(self, path: str, body: dict[str, Any]) -> None:
-                tools = body.get("tools") or []
+                tools = offered_tools(body)
                 kind, payload, answer = owner._answer(tools, openai_events(body), api="openai")
                 owner._record("openai", path, body, answer)
                 model, tokens = str(body.get("model", "scripted")), _tokens(body)
