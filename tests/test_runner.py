@@ -95,6 +95,18 @@ def test_a_protected_or_outside_path_is_refused_and_nothing_is_committed(org: Or
     assert ledger.experiments(org, kinds=("exp",)) == []
 
 
+def test_new_files_outside_the_editable_paths_are_left_alone(org: OrgPaths) -> None:
+    worktree = org.worktree("alice")
+    (worktree / "notes.txt").write_text("ideas\n")
+    (worktree / "examples/synthetic/__pycache__").mkdir()
+    (worktree / "examples/synthetic/__pycache__/landscape.cpython-311.pyc").write_bytes(b"\0")
+    set_knobs(worktree, WEIGHT_DECAY=0.1)
+    rc, _, err = exp_run(org, "alice", "-m", "wd 0.1")
+    assert rc == 0, err
+    assert git(worktree, "show", "--name-only", "--format=", "HEAD") == TRAIN
+    assert (worktree / "notes.txt").exists() and "notes.txt" in git(worktree, "status", "--porcelain")
+
+
 def test_outside_an_agent_worktree_is_one_line(org: OrgPaths) -> None:
     proc = run_cli("exp", "run", "-m", "x", cwd=org.repo)
     assert proc.returncode == 2

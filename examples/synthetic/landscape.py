@@ -25,6 +25,7 @@ def sigma() -> float:
 
 
 def steps_in(seconds: float, depth: int) -> int:
+    """Steps a model of this depth makes in `seconds` of training (simulated throughput: deeper is slower)."""
     return int(seconds * STEPS_PER_S_AT_DEPTH_4 * 4 / depth)
 
 

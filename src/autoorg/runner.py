@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import math
@@ -348,14 +349,18 @@ def queue_experiment(ctx: OrgContext, agent: str, description: str, *, budget: f
     if not worktree.is_dir():
         raise StateError(f"agent {agent}'s worktree {worktree} is gone; `autoorg up` the org again")
     head = ctx.program_head()
-    changed = set(workspace.pending_paths(worktree)) | set(workspace.changed_paths(worktree, head, "HEAD"))
+    tracked, untracked = workspace.pending_paths(worktree)
+    # New files outside the editable paths (caches, outputs, notes) are not part of the change: left alone.
+    new_files = [p for p in untracked if not boundary_violations(ctx.task, [p])]
+    changed = set(tracked) | set(new_files) | set(workspace.changed_paths(worktree, head, "HEAD"))
     bad = boundary_violations(ctx.task, sorted(changed))
     if bad:
         shown = ", ".join(bad[:8]) + (f" and {len(bad) - 8} more" if len(bad) > 8 else "")
         raise RunnerError(f"refused: the change touches paths agents may not edit: {shown}; editable: "
                           f"{', '.join(ctx.task.editable)}. Restore them (git checkout {ctx.program_branch} -- "
                           "PATH) and run again; nothing was committed")
-    commit = workspace.commit_all(worktree, description, author=agent) or workspace.head_commit(worktree)
+    commit = (workspace.commit_paths(worktree, [*tracked, *new_files], description, author=agent)
+              or workspace.head_commit(worktree))
     return queue_run(ctx, kind="exp", agent=agent, commit=commit, head=head, description=description,
                      seed=new_seed() if seed is None else seed,
                      budget=ctx.task.budget[cls] if budget is None else float(budget), slot_class=cls)
@@ -487,9 +492,11 @@ def _kill_group(pgid: int) -> None:
 
 
 def run_command(command: str, *, cwd: Path, env: dict[str, str], limit_s: float, log_path: Path,
-                metrics_path: Path, keep_fd: int | None = None, cores: tuple[int, ...] = ()) -> Outcome:
+                metrics_path: Path, keep_fd: int | None = None, cores: tuple[int, ...] = (),
+                on_started: Callable[[], None] | None = None) -> Outcome:
     """Run command (sh -c) in its own process group; stream its output to log_path and @metric lines to
-    metrics_path; kill the group at limit_s. The slot's lock descriptor (keep_fd) is inherited by the run."""
+    metrics_path; kill the group at limit_s. The slot's lock descriptor (keep_fd) is inherited by the run;
+    on_started is called once it is running."""
     def pin() -> None:
         if cores:
             os.sched_setaffinity(0, cores)
@@ -507,6 +514,8 @@ def run_command(command: str, *, cwd: Path, env: dict[str, str], limit_s: float,
         buffer = b""
         exited_at: float | None = None
         try:
+            if on_started is not None:
+                on_started()
             while True:
                 now = time.monotonic()
                 if now - start > limit_s and outcome.killed is None:
@@ -689,21 +698,27 @@ def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float 
             raise TaskError(f"task '{ctx.task.name}' has no run command for {row['slot_class']} slots")
         command = substitute(command, budget=row["budget"], seed=row["seed"], task_dir=ctx.task_dir)
         holder = {"exp": exp, "agent": row["agent"], "kind": row["kind"]}
-        with lease_slot(paths, slots, holder=holder, wait_s=wait_s, say=say, gate=row["kind"] != "exp") \
-                as (slot, fd):
-            times["leased"] = time.time()
+        before: list[str | None] = [None]
+
+        def on_started(slot: Slot) -> None:
+            # after the spawn, not before: a freed slot goes straight back to work
             ledger.update_experiment(paths, exp, verdict="running", slot=slot.name, started=_iso(times["leased"]))
-            before = _set_running(ctx, row, slot)
-            try:
-                if say:
-                    say(f"{exp} on {slot.name}: {command}  (budget {row['budget']:g}s, log {run_dir / 'log'})")
+            before[0] = _set_running(ctx, row, slot)
+            if say:
+                say(f"{exp} on {slot.name}: {command}  (budget {row['budget']:g}s, log {run_dir / 'log'})")
+
+        times["lease_wait"] = time.time()
+        try:
+            with lease_slot(paths, slots, holder=holder, wait_s=wait_s, say=say, gate=row["kind"] != "exp") \
+                    as (slot, fd):
+                times["leased"] = time.time()
                 env = _run_env({**slot.env(), "AUTOORG_EXP": exp, "AUTOORG_SEED": str(row["seed"]),
                                 "AUTOORG_BUDGET": f"{row['budget']:g}"})
                 out = run_command(command, cwd=src, env=env, limit_s=row["budget"] + ctx.task.grace,
                                   log_path=run_dir / "log", metrics_path=run_dir / "metrics.jsonl", keep_fd=fd,
-                                  cores=slot.cores)
-            finally:
-                _restore_status(ctx, row, before)
+                                  cores=slot.cores, on_started=functools.partial(on_started, slot))
+        finally:
+            _restore_status(ctx, row, before[0])
     except (Interrupted, KeyboardInterrupt):
         _finish_crash(ctx, exp, "crash: interrupted")
         raise

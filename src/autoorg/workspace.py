@@ -173,10 +173,26 @@ def agent_branches(repo: Path, tag: str) -> list[str]:
 # Experiments and the gate: what changed, exact snapshots, squashing a candidate onto the program head
 
 
-def pending_paths(worktree: Path) -> list[str]:
-    """Every uncommitted path of a worktree, one per file (untracked files listed one by one, renames as both)."""
+def pending_paths(worktree: Path) -> tuple[list[str], list[str]]:
+    """Uncommitted changes of a worktree, one path per file: (changed tracked files, untracked files)."""
     out = _run(worktree, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames")
-    return sorted({entry[3:] for entry in out.split("\0") if len(entry) > 3})
+    entries = [e for e in out.split("\0") if len(e) > 3]
+    tracked = sorted({e[3:] for e in entries if not e.startswith("??")})
+    untracked = sorted({e[3:] for e in entries if e.startswith("??")})
+    return tracked, untracked
+
+
+def commit_paths(worktree: Path, paths: list[str], message: str, author: str | None = None) -> str | None:
+    """Commit exactly these paths (additions, changes, deletions); None when they hold no change."""
+    if paths:
+        _run(worktree, "add", "--all", "--", *paths)
+    if not _run(worktree, "diff", "--cached", "--name-only").strip():
+        return None
+    args = [*_identity(worktree), "commit", "--quiet", "--no-verify", "-m", message]
+    if author:
+        args += ["--author", f"{author} <{author}@autoorg>"]
+    _run(worktree, *args)
+    return head_commit(worktree)
 
 
 def changed_paths(repo: Path, old: str, new: str) -> list[str]:
