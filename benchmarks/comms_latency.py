@@ -126,9 +126,6 @@ def throughput(repo: Path, agents: int, per_agent: int, agent_script: Path) -> d
     names = comms.roster(paths).agents
     wait_for(lambda: all_idle(paths, names), 300, f"{agents} agents idle", 0.2)
     ready = time.perf_counter() - started
-    idle0 = cpu_seconds(pid)
-    time.sleep(IDLE_S)  # what the daemon costs while nothing happens
-    idle_cpu = cpu_seconds(pid) - idle0
     cpu0, t0 = cpu_seconds(pid), time.perf_counter()
     for _ in range(per_agent):
         for name in names:
@@ -142,6 +139,10 @@ def throughput(repo: Path, agents: int, per_agent: int, agent_script: Path) -> d
     total = time.perf_counter() - t0
     cpu = cpu_seconds(pid) - cpu0
     rings = (paths.logs / "daemon.log").read_text().count(": rang: ")
+    time.sleep(2.0)
+    idle0 = cpu_seconds(pid)
+    time.sleep(IDLE_S)  # what the daemon costs while nothing happens (the gate's start-up baselines are done)
+    idle_cpu = cpu_seconds(pid) - idle0
     subprocess.run([sys.executable, "-m", "autoorg", "down", "--tag", preset], cwd=repo, capture_output=True)
     return {"ready": ready, "written": written, "total": total, "cpu": cpu, "rings": rings,
             "messages": agents * per_agent, "idle_cpu": idle_cpu}

@@ -100,6 +100,7 @@ def test_mark_read_moves_and_include_read_shows_both(org: OrgPaths) -> None:
     (b"---\nfrom: [unclosed\n---\nbody\n", "not valid YAML"),
     (b"no front matter here\n", "no front matter"),
     (b"---\nfrom: alice\n---\nbody\n", "lacks to, kind, ts"),
+    (b"---\nfrom: \"\\e[2J\"\nto: bob\nkind: note\nts: x\n---\nbody\n", "bad sender"),
 ])
 def test_bad_files_are_quarantined_with_reason(org: OrgPaths, content: bytes, reason: str) -> None:
     folder = org.comms / "inbox" / "bob"
@@ -142,6 +143,19 @@ def test_status_since_changes_only_with_state(org: OrgPaths) -> None:
     assert comms.read_status(org, "bob") is None
     with pytest.raises(CommsError, match="unknown state 'asleep'"):
         comms.write_status(org, "alice", "asleep")
+
+
+def test_broken_status_file_is_quarantined(org: OrgPaths) -> None:
+    path = comms.status_path(org, "alice")
+    path.parent.mkdir(parents=True)
+    path.write_text('{"agent": "alice", "state": "sle')
+    assert comms.read_status(org, "alice") is None and path.exists()  # young: maybe mid-write
+    old = time.time() - 10
+    os.utime(path, (old, old))
+    assert comms.read_status(org, "alice") is None and not path.exists()
+    reason = (org.comms / "quarantine" / "status__alice.json.reason").read_text()
+    assert "unreadable status file" in reason
+    assert comms.write_status(org, "alice", "idle")["state"] == "idle"
 
 
 def test_hold_keeps_reports_and_release_restores(org: OrgPaths) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from autoorg import comms, tmux
-from autoorg.daemon import SWEEP_EVERY_S, Cursor, doorbell_text
+from autoorg.daemon import Cursor, doorbell_text
 from autoorg.paths import OrgPaths, org_paths
 from tests.conftest import retry_until, run_cli
 
@@ -90,7 +90,7 @@ def test_human_pane_receives_nothing_until_released(repo: Path, tmux_socket: str
     for i in range(3):
         assert run_cli("msg", "send", "alice", f"while-held-{i}", cwd=repo).returncode == 0
     comms.send_message(paths, sender="bob", to="alice", kind="note", body="and one from bob")
-    time.sleep(2.5)  # longer than the daemon's sweep: it had every chance to type
+    time.sleep(1.5)  # the daemon handled these files' events by now: it had every chance to type
     pane = pane_of(paths, tmux_socket, "alice")
     assert not any("while-held" in line for line in tmux.capture(tmux_socket, pane))
     assert echo_log(paths, "alice") == "" and len(comms.read_inbox(paths, "alice")) == 4
@@ -272,6 +272,6 @@ def test_restarted_daemon_settles_a_half_done_doorbell_without_repeating_it(
     retry_until(lambda: (comms.inbox_dir(paths, "alice") / "read" / path.name).exists(), timeout=30,
                 message="message marked read")
     retry_until(lambda: state_of(paths, "alice") == "idle", timeout=30, message="alice idle again")
-    time.sleep(SWEEP_EVERY_S + 0.5)  # a full sweep: any repeat would have been typed by now
+    time.sleep(1.0)  # alice's idle report was an event: a repeat would be typed by now
     assert echo_log(paths, "alice").count("half-done doorbell") == 1
     assert f"doorbell: {text}\n" in echo_log(paths, "alice")  # typed once, not twice on one line

@@ -319,6 +319,8 @@ def parse_message(path: Path, *, read: bool = False) -> Message:
     kind = str(meta.pop("kind"))
     if kind not in KINDS:
         raise ValueError(f"unknown kind '{kind}'")
+    if not NAME_RE.match(str(meta["from"])):  # it is typed into panes: a plain name, never control characters
+        raise ValueError(f"bad sender {str(meta['from'])[:40]!r}")
     ts = meta.pop("ts")
     ts = ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if isinstance(ts, datetime) else str(ts)
     return Message(path=path, sender=str(meta.pop("from")), to=str(meta.pop("to")), kind=kind, ts=ts,
@@ -394,12 +396,18 @@ def read_status(paths: OrgPaths, agent: str) -> dict[str, Any] | None:
     """`{"agent", "state", "since", "detail"}` (plus `reported` while held), or None when there is none yet."""
     path = status_path(paths, agent)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(_read_text(path))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError):
+    except (OSError, ValueError) as exc:
+        if not _is_young(path):
+            quarantine(paths, path, f"unreadable status file: {exc}")
         return None
-    return data if isinstance(data, dict) and data.get("state") in STATES else None
+    if not isinstance(data, dict) or data.get("state") not in STATES:
+        if not _is_young(path):
+            quarantine(paths, path, f"not a status (needs a state among {', '.join(STATES)})")
+        return None
+    return data
 
 
 def _check_state(state: str) -> None:

@@ -45,7 +45,7 @@ RESTART_LIMIT = 3  # defaults of `processes: {restart: {limit, backoff}}`
 RESTART_BACKOFF_S = 2.0  # doubles per restart
 STABLE_AFTER_S = 60.0  # an agent alive this long after a restart has its failure count reset
 PANES_EVERY_S = 1.0
-SWEEP_EVERY_S = 2.0  # safety net for missed events and retries
+SWEEP_EVERY_S = 5.0  # safety net for missed events (inotify queue overflow, a file written before we watched)
 GATE_EVERY_S = 10.0
 GATE_STEPS_PER_WAKE = 20
 STANDUP_REQUEST = ("Standup: in a few lines, what you tried since the last standup, what you learned (with exp "
@@ -398,6 +398,9 @@ class Daemon:
         delay = min(self.backoff.get(agent, 0.25) * 2, 30.0)
         self.backoff[agent] = delay
         self.retry_at[agent] = time.monotonic() + delay
+        timer = threading.Timer(delay + 0.01, self.dirty.put, args=(agent,))
+        timer.daemon = True
+        timer.start()
         self.log(f"{agent}: {why}; retrying in {delay:.1f}s")
 
     # -- panes: liveness and restarts ---------------------------------------------------------------------------
