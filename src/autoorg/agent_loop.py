@@ -434,7 +434,6 @@ def run_agent(backend: str, *, model: str | None, system: str, kickoff: str | No
                      agent=agent, folder=folder)
     loop.say(f"autoorg {backend} agent {agent} · {chosen} · {worktree}")
     loop.say("type at any time: a line reaches the model at its next step · Ctrl-C stops a turn · Ctrl-D ends")
-    os.environ.setdefault("AUTOORG_AGENT", agent)
     return loop.run(kickoff)
 
 

@@ -135,7 +135,7 @@ class ClaudeBackend:
         return {"binary": binary or "not found", "version": (cli_version(binary) if binary else None) or "?",
                 "credentials": credentials() or "none",
                 "dialogs": "onboarding, API key, folder trust, bypass warning: pre-accepted per agent"
-                           + ("; root: needs allow_skip_permissions" if is_root() else "")}
+                           + ("; as root only with allow_skip_permissions: true (IS_SANDBOX=1)" if is_root() else "")}
 
     def prepare(self, agent: AgentSpec, ctx: LaunchContext) -> None:
         if is_root() and not ctx.spec.allow_skip_permissions:
