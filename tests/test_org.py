@@ -51,6 +51,7 @@ def test_up_4xcpu_gives_each_agent_its_worktree_branch_and_env(repo: Path, tmux_
         assert env["AUTOORG_TMUX_SOCKET"] == tmux_socket
         assert env["CUDA_VISIBLE_DEVICES"] == ""
         assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+        assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)  # this autoorg comes first
         pane = state["agents"][name]["pane"]
         assert pane.startswith("%")
         assert tmux.pane_alive(tmux_socket, pane)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -63,6 +64,13 @@ def has_session(socket: str | None, name: str) -> bool:
         return False
 
 
+def _with_path(command: str, env: dict[str, str]) -> str:
+    """tmux gives a new pane the PATH of the client that asked for it, ignoring `-e PATH=…`: set it in the shell."""
+    if "PATH" not in env:
+        return command
+    return f"export PATH={shlex.quote(env['PATH'])}; {command}"
+
+
 def _env_flags(env: dict[str, str]) -> list[str]:
     flags: list[str] = []
     for key, value in env.items():
@@ -95,7 +103,7 @@ def create_org_session(socket: str | None, name: str, *, cwd: str, env: dict[str
         target = f"{name}:{wname}"
         first = group[0]
         argv = ["new-window", "-d", "-t", f"{name}:", "-n", wname, "-c", first.cwd,
-                *_env_flags({**env, **first.env}), "-P", "-F", fmt, first.command]
+                *_env_flags({**env, **first.env}), "-P", "-F", fmt, _with_path(first.command, {**env, **first.env})]
         for option, value in (("remain-on-exit", "on"), ("pane-border-status", "top"), ("automatic-rename", "off"),
                               ("pane-border-format",
                                " #{?@autoorg_agent,#{@autoorg_agent},#{pane_title}}#{?pane_dead, [exited],} ")):
@@ -104,7 +112,8 @@ def create_org_session(socket: str | None, name: str, *, cwd: str, env: dict[str
         for spec in group[1:]:
             # no -d: the new pane becomes active and the next split divides it, so panes keep creation order
             argv += [";", "split-window", "-t", target, "-c", spec.cwd, *_env_flags({**env, **spec.env}),
-                     "-P", "-F", fmt, spec.command, ";", "select-layout", "-t", target, "tiled"]
+                     "-P", "-F", fmt, _with_path(spec.command, {**env, **spec.env}),
+                     ";", "select-layout", "-t", target, "tiled"]
             titles.append(spec.title)
         calls.append(argv)
     windows: dict[str, str] = {}
