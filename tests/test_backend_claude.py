@@ -131,6 +131,9 @@ def test_as_root_without_the_orgs_allowance_up_fails_with_the_fix_and_leaves_not
     assert "as root" in lines[0] and "allow_skip_permissions: true" in lines[0] and "non-root" in lines[0]
     assert not (repo / ".autoorg" / "cc" / "worktrees" / "alice").exists()
     assert "org/cc.alice" not in git(repo, "branch", "--list")
+    dry = run_cli("up", "org.yaml", "--dry-run", "--socket", tmux_socket, cwd=repo)  # the plan says it too
+    assert dry.returncode == 2 and "allow_skip_permissions: true" in dry.stderr
+    assert not (repo / ".autoorg").exists()
 
 
 def test_prepare_as_root_without_allowance_raises_before_writing(repo: Path, home: Path,

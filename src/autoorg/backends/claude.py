@@ -29,7 +29,7 @@ from autoorg import roles
 from autoorg.backends import LaunchContext, register
 from autoorg.errors import BackendError
 from autoorg.paths import atomic_write_text
-from autoorg.spec import AgentSpec
+from autoorg.spec import AgentSpec, OrgSpec
 
 # Claude Code hook event (and Notification matcher) -> the state it reports.
 HOOK_STATES: list[tuple[str, str | None, str]] = [
@@ -137,14 +137,18 @@ class ClaudeBackend:
                 "dialogs": "onboarding, API key, folder trust, bypass warning: pre-accepted per agent"
                            + ("; as root only with allow_skip_permissions: true (IS_SANDBOX=1)" if is_root() else "")}
 
-    def prepare(self, agent: AgentSpec, ctx: LaunchContext) -> None:
-        if is_root() and not ctx.spec.allow_skip_permissions:
+    def check(self, agent: AgentSpec, spec: OrgSpec) -> None:
+        """Refuse, before anything is created (so `up --dry-run` says it too), what cannot start."""
+        if is_root() and not spec.allow_skip_permissions:
             raise BackendError(
                 f"agent '{agent.name}': Claude Code refuses --dangerously-skip-permissions as root; if this "
                 "machine is a sandbox, add `allow_skip_permissions: true` to the org YAML (autoorg then sets "
                 "IS_SANDBOX=1), or run autoorg as a non-root user")
         if roles.find_cli("claude") is None:
             raise BackendError(self.available()[1])
+
+    def prepare(self, agent: AgentSpec, ctx: LaunchContext) -> None:
+        self.check(agent, ctx.spec)
         agent_dir = roles.agent_home(ctx.paths, agent.name)
         home = config_home(ctx, agent.name)
         home.mkdir(parents=True, exist_ok=True)
