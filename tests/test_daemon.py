@@ -23,8 +23,18 @@ from tests.conftest import retry_until, run_cli
 ECHO = f"{sys.executable} {Path(__file__).with_name('comms_echo_agent.py')}"
 
 
-def up(repo: Path, *args: str) -> OrgPaths:
-    proc = run_cli("up", *args, "--task", "tiny", "--no-attach", cwd=repo)
+def org_file(repo: Path, **spec: object) -> Path:
+    """An org YAML next to the repo (not in it): two echo agents by default, and only 2 baseline runs for the
+    gate to start (it runs in the daemon; 8 runs of the task per test would only slow these tests down)."""
+    org = {"tag": "2xcpu", "defaults": {"backend": "command", "command": ECHO}, "agents": ["alice", "bob"],
+           "processes": {"baseline": {"repeats": 2}}, **spec}
+    path = repo.parent / f"{org['tag']}.yaml"
+    path.write_text(json.dumps(org))
+    return path
+
+
+def up(repo: Path, **spec: object) -> OrgPaths:
+    proc = run_cli("up", str(org_file(repo, **spec)), "--task", "tiny", "--no-attach", cwd=repo)
     assert proc.returncode == 0, proc.stderr
     tag = re.search(r"org (\S+) is up", proc.stdout)
     assert tag, proc.stdout
@@ -58,7 +68,7 @@ def pane_of(paths: OrgPaths, socket: str, agent: str) -> str:
 
 
 def test_message_reaches_echo_agent_at_its_next_idle(repo: Path, tmux_socket: str) -> None:
-    paths = up(repo, "2xcpu", "--command", ECHO)
+    paths = up(repo)
     wait_idle(paths, "alice", "bob")
     comms.write_status(paths, "alice", "working", "busy with exp 3")  # mid-turn: no doorbell now
     proc = run_cli("msg", "send", "alice", "try", "lr", "0.02", cwd=repo)
@@ -83,7 +93,7 @@ def test_message_reaches_echo_agent_at_its_next_idle(repo: Path, tmux_socket: st
 
 
 def test_human_pane_receives_nothing_until_released(repo: Path, tmux_socket: str) -> None:
-    paths = up(repo, "2xcpu", "--command", ECHO)
+    paths = up(repo)
     wait_idle(paths, "alice")
     assert run_cli("take", "alice", cwd=repo).returncode == 0
     assert state_of(paths, "alice") == "human"
@@ -102,7 +112,7 @@ def test_human_pane_receives_nothing_until_released(repo: Path, tmux_socket: str
 
 
 def test_200_messages_each_delivered_once_across_daemon_sigkills(repo: Path, tmux_socket: str) -> None:
-    paths = up(repo, "2xcpu", "--command", ECHO)
+    paths = up(repo)
     wait_idle(paths, "alice", "bob")
     session = tmux.session_name(paths.tag)
     tokens = [f"tok{i:03d}!" for i in range(200)]
@@ -146,12 +156,8 @@ def test_200_messages_each_delivered_once_across_daemon_sigkills(repo: Path, tmu
 def test_crashed_agent_is_restarted_then_left_crashed_with_reason(repo: Path, tmux_socket: str) -> None:
     marker = repo / "starts.log"
     crash = f"{sys.executable} -c \"open('{marker}', 'a').write('start\\n'); import time; time.sleep(0.3); raise SystemExit(3)\""
-    org = repo / "crashy.yaml"
-    org.write_text(json.dumps({"tag": "crashy", "agents": [{"name": "alice", "backend": "command", "command": crash}],
-                               "processes": {"restart": {"limit": 2, "backoff": "0.2s"}}}))
-    subprocess.run(["git", "add", "crashy.yaml"], cwd=repo, check=True)
-    subprocess.run(["git", "commit", "-qm", "org"], cwd=repo, check=True)
-    paths = up(repo, str(org))
+    paths = up(repo, tag="crashy", agents=[{"name": "alice", "command": crash}],
+               processes={"restart": {"limit": 2, "backoff": "0.2s"}, "baseline": {"repeats": 2}})
     retry_until(lambda: (comms.read_status(paths, "alice") or {}).get("detail", "").endswith(
         "gave up after 2 restarts (see its pane)"), timeout=30, message="alice given up")
     assert marker.read_text().count("start") == 3  # the first run and two restarts
@@ -163,13 +169,8 @@ def test_crashed_agent_is_restarted_then_left_crashed_with_reason(repo: Path, tm
 
 
 def test_standup_requests_notes_and_digests_them_to_the_chief(repo: Path, tmux_socket: str) -> None:
-    org = repo / "standup.yaml"
-    org.write_text(json.dumps({"tag": "su", "defaults": {"backend": "command", "command": ECHO},
-                               "agents": [{"name": "chief", "role": "chief"}, "alice", "bob"],
-                               "processes": {"standup": {"every": "3s"}}}))
-    subprocess.run(["git", "add", "standup.yaml"], cwd=repo, check=True)
-    subprocess.run(["git", "commit", "-qm", "org"], cwd=repo, check=True)
-    paths = up(repo, str(org))
+    paths = up(repo, tag="su", agents=[{"name": "chief", "role": "chief"}, "alice", "bob"],
+               processes={"standup": {"every": "3s"}, "baseline": {"repeats": 2}})
     retry_until(lambda: "notes of alice" in echo_log(paths, "chief") and "notes of bob" in echo_log(paths, "chief"),
                 timeout=40, interval=0.2, message="standup digest in the chief's inbox")
     log = echo_log(paths, "chief")
@@ -179,7 +180,7 @@ def test_standup_requests_notes_and_digests_them_to_the_chief(repo: Path, tmux_s
 
 
 def test_quarantine_keeps_junk_and_good_messages_still_arrive(repo: Path, tmux_socket: str) -> None:
-    paths = up(repo, "2xcpu", "--command", ECHO)
+    paths = up(repo)
     wait_idle(paths, "alice")
     junk = paths.comms / "inbox" / "alice" / "20200101T000000.000000Z-x-junk.md"
     junk.parent.mkdir(parents=True, exist_ok=True)
@@ -194,7 +195,7 @@ def test_quarantine_keeps_junk_and_good_messages_still_arrive(repo: Path, tmux_s
 
 
 def test_resume_rebuilds_a_dead_session_and_delivers_what_waited(repo: Path, tmux_socket: str) -> None:
-    paths = up(repo, "2xcpu", "--command", ECHO)
+    paths = up(repo)
     wait_idle(paths, "alice")
     heads = {a: subprocess.run(["git", "rev-parse", f"org/2xcpu.{a}"], cwd=repo, capture_output=True, text=True)
              .stdout for a in ("alice", "bob")}
@@ -202,7 +203,8 @@ def test_resume_rebuilds_a_dead_session_and_delivers_what_waited(repo: Path, tmu
     proc = run_cli("msg", "send", "alice", "sent-while-dead", cwd=repo)
     assert proc.returncode == 0
     assert "stopped" not in proc.stderr or "kept in its inbox" in proc.stderr
-    assert "already running" not in run_cli("up", "2xcpu", "--task", "tiny", "--no-attach", cwd=repo).stderr
+    proc = run_cli("up", str(org_file(repo)), "--task", "tiny", "--no-attach", cwd=repo)
+    assert proc.returncode == 2 and "`autoorg up --resume --tag 2xcpu` to restart it" in proc.stderr
     proc = run_cli("up", "--resume", "--tag", "2xcpu", "--no-attach", cwd=repo)
     assert proc.returncode == 0, proc.stderr
     assert "org 2xcpu resumed: 2 agents" in proc.stdout
@@ -214,7 +216,7 @@ def test_resume_rebuilds_a_dead_session_and_delivers_what_waited(repo: Path, tmu
 
 
 def test_polling_daemon_delivers(repo: Path, tmux_socket: str) -> None:
-    paths = up(repo, "2xcpu", "--command", ECHO)
+    paths = up(repo)
     wait_idle(paths, "alice")
     session = tmux.session_name(paths.tag)
     stop_daemon(paths)
@@ -252,7 +254,7 @@ def start_daemon(paths: OrgPaths, socket: str) -> None:
 def test_restarted_daemon_settles_a_half_done_doorbell_without_repeating_it(
         repo: Path, tmux_socket: str, entered: bool) -> None:
     """The daemon died after typing a doorbell (with or without its Enter): the next one finishes it, once."""
-    paths = up(repo, "2xcpu", "--command", ECHO)
+    paths = up(repo)
     wait_idle(paths, "alice")
     stop_daemon(paths)
     [path] = comms.send_message(paths, sender="bob", to="alice", kind="note", body="half-done doorbell")
