@@ -136,11 +136,14 @@ def test_as_root_without_the_orgs_allowance_up_fails_with_the_fix_and_leaves_not
     assert not (repo / ".autoorg").exists()
 
 
-def test_prepare_as_root_without_allowance_raises_before_writing(repo: Path, home: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same rule at the backend, whoever runs the tests (root is simulated through the check's input)."""
+def test_plan_and_prepare_as_root_without_allowance_refuse_before_writing(repo: Path, home: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same rule, whoever runs the tests (root is simulated through the check's input)."""
+    (ctx, alice), _ = contexts(repo, allow=True)
     monkeypatch.setattr("autoorg.backends.claude.is_root", lambda: True)
-    (ctx, alice), _ = contexts(repo, allow=False)
+    with pytest.raises(BackendError, match="allow_skip_permissions"):
+        contexts(repo, allow=False)
+    ctx.spec.allow_skip_permissions = False
     with pytest.raises(BackendError, match="allow_skip_permissions"):
         get_backend("claude").prepare(alice, ctx)  # type: ignore[arg-type]
     assert not roles.agent_home(ctx.paths, "alice").exists()
