@@ -195,13 +195,11 @@ class Daemon:
         self._take_lock()
         self.paths.logs.mkdir(parents=True, exist_ok=True)
         self._logfile = open(self.paths.logs / "daemon.log", "a", encoding="utf-8")  # noqa: SIM115
-        for folder in (self.paths.comms, self.paths.runs):
+        # every folder a message can land in exists before we watch: no first message races a new watch
+        for folder in (self.paths.runs, self.paths.comms / "status",
+                       *(self.paths.comms / "inbox" / a for a in self.agents)):
             folder.mkdir(parents=True, exist_ok=True)
-        observer = PollingObserver(timeout=0.5) if self.polling else Observer()
-        handler = _Events(self._notice)
-        observer.schedule(handler, str(self.paths.comms), recursive=True)
-        observer.schedule(handler, str(self.paths.runs), recursive=True)
-        observer.start()
+        observer = self._watch(polling=self.polling)
         self._gate_wake.set()  # a first gate step at once: baselines of a new org start without waiting
         gate = threading.Thread(target=self._gate_loop, name="gate", daemon=True)
         gate.start()
@@ -220,6 +218,22 @@ class Daemon:
             self._logfile.close()
             if self._lockfile:
                 self._lockfile.close()
+
+    def _watch(self, *, polling: bool) -> Any:
+        """Start watching comms/ and runs/: inotify, or polling when asked or when inotify is out of watches."""
+        observer = PollingObserver(timeout=0.5) if polling else Observer()
+        handler = _Events(self._notice)
+        observer.schedule(handler, str(self.paths.comms), recursive=True)
+        observer.schedule(handler, str(self.paths.runs), recursive=True)
+        try:
+            observer.start()
+        except OSError as exc:
+            if polling:
+                raise DaemonError(f"cannot watch {self.paths.comms}: {exc}") from None
+            self.log(f"inotify failed ({exc}); polling instead (raise fs.inotify.max_user_watches to avoid this)")
+            self.polling = True
+            return self._watch(polling=True)
+        return observer
 
     def _loop(self) -> None:
         next_panes = next_sweep = 0.0
