@@ -129,7 +129,7 @@ def test_200_messages_each_delivered_once_across_daemon_sigkills(repo: Path, tmu
     try:
         for _ in range(3):  # kill -9 the daemon three times while messages flow, restart it in its window
             time.sleep(0.6)
-            pid = retry_until(lambda: (p := daemon_pid(paths)) not in killed and Path(f"/proc/{p}").exists() and p,
+            pid = retry_until(lambda: (p := daemon_pid(paths)) not in killed and not exited(p) and p,
                               timeout=30, message="the restarted daemon")
             os.kill(pid, signal.SIGKILL)
             killed.add(pid)
@@ -150,7 +150,7 @@ def test_200_messages_each_delivered_once_across_daemon_sigkills(repo: Path, tmu
     assert {t: n for t, n in counts.items() if n != 1} == {}
     assert comms.read_inbox(paths, "alice") == [] and comms.read_inbox(paths, "bob") == []
     survivor = daemon_pid(paths)
-    assert survivor not in killed and Path(f"/proc/{survivor}").exists()
+    assert survivor not in killed and not exited(survivor)
 
 
 def test_crashed_agent_is_restarted_then_left_crashed_with_reason(repo: Path, tmux_socket: str) -> None:
@@ -163,7 +163,11 @@ def test_crashed_agent_is_restarted_then_left_crashed_with_reason(repo: Path, tm
     assert marker.read_text().count("start") == 3  # the first run and two restarts
     status = comms.read_status(paths, "alice")
     assert status and status["state"] == "crashed"
-    assert "alice: exited with status 3; restarting in 0.2s (1/2)" in (paths.logs / "daemon.log").read_text()
+    log = (paths.logs / "daemon.log").read_text()
+    # the exit status is tmux's to report, and tmux 3.3 sometimes never collects it
+    exited_how = r"exited (with status 3|\(tmux reported no status\))"
+    assert re.search(rf"alice: {exited_how}; restarting in 0\.2s \(1/2\)", log)
+    assert re.search(rf"alice: {exited_how}; restarting in 0\.4s \(2/2\)", log)
     proc = run_cli("status", cwd=repo)
     assert "crashed: " in proc.stdout and "gave up after 2 restarts" in proc.stdout
 
@@ -237,15 +241,26 @@ def test_polling_daemon_delivers(repo: Path, tmux_socket: str) -> None:
     assert tmux.has_session(tmux_socket, session)
 
 
+def exited(pid: int) -> bool:
+    """Gone, or a zombie: tmux 3.3 sometimes reaps a pane's exited process only at the next SIGCHLD."""
+    try:
+        return "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+
+
 def stop_daemon(paths: OrgPaths) -> None:
     pid = daemon_pid(paths)
     os.kill(pid, signal.SIGTERM)
-    retry_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=30, message="daemon stopped")
+    retry_until(lambda: exited(pid), timeout=30, message="daemon stopped")
 
 
 def start_daemon(paths: OrgPaths, socket: str) -> None:
     started = (paths.logs / "daemon.log").read_text().count("daemon for org")
-    tmux.respawn_pane(socket, f"{tmux.session_name(paths.tag)}:daemon", {})
+    session = tmux.session_name(paths.tag)
+    retry_until(lambda: any(s.dead for s in (tmux.pane_states(socket, session) or {}).values()), timeout=30,
+                message="the daemon's pane dead")
+    tmux.respawn_pane(socket, f"{session}:daemon", {})
     retry_until(lambda: (paths.logs / "daemon.log").read_text().count("daemon for org") > started,
                 timeout=30, message="daemon started")
 

@@ -134,8 +134,9 @@ class Daemon:
         self.out = out or (lambda line: print(line, flush=True))
         self.stop = threading.Event()
         self.dirty: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self.panes: dict[str, str] = {}  # agent -> %pane, from the panes' @autoorg_agent option
-        self.pids: dict[str, str] = {}  # agent -> its pane's process id
+        # agent -> (%pane, its process id), from the panes' @autoorg_agent option; replaced whole, never edited,
+        # so a delivery thread always sees a pane and its pid from the same look
+        self.panes: dict[str, tuple[str, str]] = {}
         self.cursors: dict[str, Cursor] = {}
         self.retry_at: dict[str, float] = {}
         self.backoff: dict[str, float] = {}
@@ -327,8 +328,8 @@ class Daemon:
 
     def deliver_pending(self, agent: str) -> None:
         """Ring agent's doorbell if it is idle and has messages it was not told about yet."""
-        pane, pid = self.panes.get(agent), self.pids.get(agent, "")
-        if pane is None or time.monotonic() < self.retry_at.get(agent, 0.0):
+        pane, pid = self.panes.get(agent, ("", ""))
+        if not pane or not pid or time.monotonic() < self.retry_at.get(agent, 0.0):
             return
         cursor = self.cursor(agent)
         if cursor.pid != pid:  # a new process (started, restarted, resumed) has heard nothing yet
@@ -426,10 +427,9 @@ class Daemon:
             self.panes = {}
             return
         known = set(self.agents)
-        self.panes = {s.agent: pane for pane, s in states.items() if s.agent in known}
-        self.pids = {s.agent: s.pid for s in states.values() if s.agent in known}
+        self.panes = {s.agent: (pane, s.pid) for pane, s in states.items() if s.agent in known}
         now = time.monotonic()
-        for agent, pane in self.panes.items():
+        for agent, (pane, _pid) in self.panes.items():
             state = states[pane]
             if state.dead:
                 self._dead(agent, pane, state)
