@@ -13,6 +13,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -77,6 +78,20 @@ def _link_free(source: str, folder: Path, stem: str) -> Path:
         except FileExistsError:
             continue
     raise CommsError(f"cannot find a free name for {stem}.md in {folder}")
+
+
+def replace_state_file(path: Path, text: str) -> None:
+    """Atomically replace a small state file (status, delivery cursor) without fsync: it describes live
+    processes, which a machine crash ends anyway, and a sync on a busy disk would put tens of milliseconds on
+    every doorbell. Messages, ideas and notes use `atomic_write_text` (synced)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @contextmanager
@@ -421,7 +436,7 @@ def _write_status_unlocked(paths: OrgPaths, agent: str, old: dict[str, Any] | No
     new: dict[str, Any] = {"agent": agent, "state": state, "since": since, "detail": detail}
     if reported:
         new["reported"] = reported
-    atomic_write_text(status_path(paths, agent), json.dumps(new) + "\n")
+    replace_state_file(status_path(paths, agent), json.dumps(new) + "\n")
     return new
 
 

@@ -87,8 +87,8 @@ class Cursor:
     def save(self, unread: set[str] | None = None) -> None:
         if unread is not None:  # read (or quarantined) messages need no memory
             self.notified &= unread
-        atomic_write_text(self.path, json.dumps({"pid": self.pid, "notified": sorted(self.notified),
-                                                 "inflight": self.inflight}))
+        comms.replace_state_file(self.path, json.dumps({"pid": self.pid, "notified": sorted(self.notified),
+                                                        "inflight": self.inflight}))
 
 
 def doorbell_text(messages: list[comms.Message]) -> tuple[str, bool]:
