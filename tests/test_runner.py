@@ -15,7 +15,7 @@ from autoorg import comms, ledger, runner
 from autoorg.paths import OrgPaths
 from autoorg.spec import load_task
 from tests.conftest import git, retry_until, run_cli
-from tests.exp_support import TRAIN, add_synthetic, set_knobs, start_org
+from tests.exp_support import TRAIN, add_synthetic, drive_gate, set_knobs, start_org
 
 
 @pytest.fixture
@@ -251,3 +251,27 @@ def test_eight_agents_submitting_at_once_never_share_a_slot(repo: Path, tmux_soc
         spans.sort()
         for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
             assert start >= end, f"two runs overlapped on {slot}"
+
+
+def test_a_runner_that_died_is_recorded_as_a_crash(org: OrgPaths) -> None:
+    ctx = runner.load_context(org)
+    head = ctx.program_head()
+    exp = runner.queue_run(ctx, kind="exp", agent="alice", commit=head, head=head, description="orphan", seed=1,
+                           budget=ctx.task.budget["cpu"], slot_class="cpu")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    ledger.update_experiment(org, exp, verdict="running", pid=dead.pid, pid_start="1")
+    drive_gate(org, lambda: ledger.get_experiment(org, exp)["verdict"] == "crash: runner died", timeout=30)
+
+
+def test_exp_baseline_and_gate_once_from_the_cli(org: OrgPaths) -> None:
+    proc = run_cli("gate", "--once", cwd=org.repo)
+    assert proc.returncode == 0
+    proc = run_cli("exp", "baseline", "--repeats", "3", cwd=org.repo, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert re.match(r"cpu: val_loss mean 1\.\d+ over \d+ runs of [0-9a-f]{10}; noise σ 0\.\d+ \(dof \d+\)",
+                    proc.stdout), proc.stdout
+    runs = [r for r in ledger.experiments(org) if r["kind"] == "baseline"]
+    assert len(runs) >= 3 and all(r["verdict"] == "ok" for r in runs if r["verdict"] not in ledger.UNFINISHED)
+    table = run_cli("results", "--all", cwd=org.repo).stdout
+    assert "head on cpu: mean" in table and "baseline" in table

@@ -35,14 +35,17 @@ from functools import lru_cache
 from typing import Any
 
 from autoorg import ledger, runner, workspace
-from autoorg.errors import AutoorgError
+from autoorg.errors import AutoorgError, GitError
 from autoorg.paths import OrgPaths
 from autoorg.runner import OrgContext
 from autoorg.spec import OrgSpec, TaskSpec
 
 Log = Callable[[str], None]
 SCREEN_Z = 0.75  # screen at ~77% one-sided: a true 3σ win passes ~98% of the time; ~23% of no-effect runs do
-DEFAULTS = {"repeats": 5, "z": 2.33, "floor": 0.0001, "baseline_repeats": 8}
+# Chosen by simulating the whole procedure in a fresh org (σ known only from the baseline): a 3σ win is promoted
+# ~96% of the time, a no-effect change ~0.1% (~0.4% of those the screen lets through). R = K also means a promoted
+# head already has K runs of its own: no new baseline after a promotion.
+DEFAULTS = {"repeats": 8, "z": 2.9, "floor": 0.0001, "baseline_repeats": 8}
 
 
 @dataclass(frozen=True)
@@ -260,15 +263,18 @@ def ensure_baselines(ctx: OrgContext, log: Log) -> bool:
     st = settings(ctx.spec)
     head = ctx.program_head()
     did = False
+    tree = workspace.tree_of(ctx.repo, head)
     for cls in slot_classes(ctx):
+        # In-flight runs first, then the finished ones: a run landing in between is counted twice (and topped up
+        # at the next step), never missed (which would queue one run too many).
+        mine = [r for r in ledger.experiments(ctx.paths, kinds=("baseline",))
+                if r["tree"] == tree and r["slot_class"] == cls]
+        inflight = sum(r["verdict"] in ledger.UNFINISHED for r in mine)
+        crashed = sum(r["verdict"].startswith("crash") for r in mine)
         stats = head_stats(ctx, head, cls)
         if stats.n >= st.baseline_repeats:
             record_baseline(ctx, stats, cls, log)
             continue
-        mine = [r for r in ledger.experiments(ctx.paths, kinds=("baseline",))
-                if r["tree"] == stats.tree and r["slot_class"] == cls]
-        inflight = sum(r["verdict"] in ledger.UNFINISHED for r in mine)
-        crashed = sum(r["verdict"].startswith("crash") for r in mine)
         if crashed >= st.baseline_repeats:
             continue  # the head itself does not run; its crashes are in the ledger for a person to read
         missing = st.baseline_repeats - stats.n - inflight
@@ -332,10 +338,15 @@ def start_verification(ctx: OrgContext, cand: dict[str, Any], log: Log) -> None:
     repo, paths = ctx.repo, ctx.paths
     head = ctx.program_head()
     message = f"{cand['description']}\n\nautoorg: {cand['exp']} by {cand['agent']}, verified by the gate"
-    squashed = workspace.squash_onto(repo, cand["commit_sha"], head, paths.home / "gate" / "work", message,
-                                     author=cand["agent"])
+    try:
+        squashed = workspace.squash_onto(repo, cand["commit_sha"], head, paths.home / "gate" / "work", message,
+                                         author=cand["agent"])
+        failed = None
+    except GitError as exc:  # e.g. its commit is gone: decided now, not retried forever
+        squashed, failed = None, f"git could not put it on the program head ({exc})"
     if squashed is None or squashed == head:
-        why = "conflicts with the program head" if squashed is None else "its change is already in the program head"
+        why = failed or ("conflicts with the program head" if squashed is None
+                         else "its change is already in the program head")
         ledger.add_verification(paths, exp=cand["exp"], head=head, commit_sha=None, status="stale", why=why,
                                 finished=ledger.now_iso())
         ledger.update_experiment(paths, cand["exp"], verdict=f"stale: {why}")

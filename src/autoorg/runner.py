@@ -27,6 +27,7 @@ import re
 import secrets
 import select
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -418,7 +419,8 @@ def parse_metric_line(line: str) -> tuple[str, dict[str, Any]] | None:
 
 def final_metrics(metric_lines: list[dict[str, Any]], plain: dict[str, float], metric: str) -> dict[str, Any] | None:
     """The final metrics of a run: its last `"final": true` line, else autoresearch-style plain lines that name
-    the task's metric. Common autoresearch names are mapped to ours (train_s, steps, tokens, memory_gb)."""
+    the task's metric. Common names are mapped to ours (train_s, steps, tokens, memory_gb from peak_vram_mb or
+    peak_mem_mb)."""
     finals = [m for m in metric_lines if m.get("final")]
     if finals:
         out = dict(finals[-1])
@@ -432,8 +434,9 @@ def final_metrics(metric_lines: list[dict[str, Any]], plain: dict[str, float], m
             out[new] = out[old]
     if "total_tokens_M" in out and "tokens" not in out:
         out["tokens"] = float(out["total_tokens_M"]) * 1e6
-    if "peak_vram_mb" in out and "memory_gb" not in out:
-        out["memory_gb"] = float(out["peak_vram_mb"]) / 1024
+    for name in ("peak_vram_mb", "peak_mem_mb"):
+        if name in out and "memory_gb" not in out:
+            out["memory_gb"] = float(out[name]) / 1024
     return out
 
 
@@ -726,8 +729,6 @@ def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float 
         _finish_crash(ctx, exp, f"crash: {exc}")
         raise
     finally:
-        import shutil
-
         shutil.rmtree(src, ignore_errors=True)
     verdict, finals, value = judge_outcome(ctx.task, out, row["budget"], row["standard"], row["kind"])
     memory = (finals or {}).get("memory_gb", out.maxrss_gb)

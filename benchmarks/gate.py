@@ -1,0 +1,248 @@
+"""How often does the gate promote something it should not, and how often does it miss a real win?
+
+Each round starts a fresh program head (its own baseline of K runs: independent rounds), then plants, each from
+its own agent, through the real runner, ledger, git and gate (the gate's runs are real detached workers):
+
+  seed-only       the head's code again, with a new seed
+  no-effect       an edit that changes nothing (a comment), a random seed
+  lucky seed      the same no-effect edit run with a seed whose noise draw is ≤ -2σ (fishing for a win)
+  protected       an edit to the protected landscape.py that makes the loss lower, queued around `exp run`'s
+                  refusal (as if it had reached the ledger anyway)
+  over budget     trains 1.6× the budget (more tokens, a better loss)
+  3σ win          LEARNING_RATE moved so the noise-free loss drops by exactly 3σ — after the null kinds are decided
+
+    .venv/bin/python benchmarks/gate.py [--rounds 50] [--budget 0.1] [--sigmas 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autoorg import gate, ledger, runner, tmux
+from autoorg.errors import RunnerError
+from autoorg.org import build_org, plan_org
+from autoorg.paths import OrgPaths
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = "examples/synthetic/train.py"
+LANDSCAPE = "examples/synthetic/landscape.py"
+KINDS = {"seed-only": "alice", "no-effect": "bob", "lucky seed": "carol", "protected": "dave",
+         "over budget": "eve", "win": "frank"}
+OPEN = (*ledger.UNFINISHED, "candidate", "verifying", "pending", "measured")
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def load_landscape() -> Any:
+    spec = importlib.util.spec_from_file_location("landscape", ROOT / LANDSCAPE)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_org(root: Path, socket: str, budget: float, sigma: float) -> tuple[OrgPaths, str]:
+    repo = root / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.name", "bench")
+    git(repo, "config", "user.email", "bench@localhost")
+    shutil.copytree(ROOT / "examples" / "synthetic", repo / "examples" / "synthetic",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    task = repo / "examples/synthetic/task.yaml"
+    text = re.sub(r"(?m)^budget: .*$", f"budget: {{cpu: {budget}, gpu: {budget}}}", task.read_text())
+    text = re.sub(r"(?m)^grace: .*$", "grace: 2", text)
+    task.write_text(re.sub(r"(?m)^noise: .*$", f"noise: {{sigma: {sigma}}}", text))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "synthetic")
+    org_file = root / "bench.yaml"
+    org_file.write_text(yaml.safe_dump({
+        "tag": "bench", "task": "synthetic", "defaults": {"backend": "command", "command": "sleep 86400"},
+        "agents": [{"name": name, "slots": "cpu"} for name in KINDS.values()]}))
+    plan = plan_org(str(org_file), repo=repo, socket=socket)
+    state = build_org(plan)
+    # Only the runner and the gate are measured: no panes, no daemon (this script steps the gate itself).
+    tmux.kill_session(socket, state["session"])
+    return plan.paths, plan.base
+
+
+def reset(paths: OrgPaths, base: str) -> None:
+    """A fresh round: empty ledger and runs, the program head and every agent back at base."""
+    for name in ("ledger.sqlite", "ledger.sqlite-wal", "ledger.sqlite-shm", "results.tsv"):
+        (paths.home / name).unlink(missing_ok=True)
+    shutil.rmtree(paths.runs, ignore_errors=True)
+    shutil.rmtree(paths.comms / "inbox", ignore_errors=True)
+    git(paths.repo, "update-ref", "refs/heads/org/bench", base)
+    for agent in KINDS.values():
+        git(paths.worktree(agent), "reset", "-q", "--hard", base)
+
+
+def step_until(paths: OrgPaths, done: Any, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise SystemExit("benchmark stuck: the gate did not settle in time")
+        if not gate.step(paths, log=lambda _line: None):
+            time.sleep(0.05)
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, (path, old)
+    path.write_text(text.replace(old, new, 1))
+
+
+def one_round(paths: OrgPaths, land: Any, sigma: float, sigmas: float, lucky: int) -> dict[str, tuple[bool, bool]]:
+    ctx = runner.load_context(paths)
+    head = ctx.program_head()
+    k = gate.settings(ctx.spec).baseline_repeats
+    step_until(paths, lambda: gate.head_stats(ctx, head, "cpu").n >= k)
+    exps: dict[str, str] = {}
+
+    def plant(kind: str) -> None:
+        agent = KINDS[kind]
+        worktree = paths.worktree(agent)
+        seed = None
+        if kind in ("no-effect", "lucky seed"):
+            edit(worktree / TRAIN, "# Knobs", "# Knobs — tidied")
+            seed = lucky if kind == "lucky seed" else None
+        elif kind == "over budget":
+            edit(worktree / TRAIN, "0.9 * args.budget", "1.6 * args.budget")
+        elif kind == "protected":
+            edit(worktree / LANDSCAPE, "loss = 1.0\n", f"loss = 1.0 - {10 * sigma}\n")
+            try:
+                runner.queue_experiment(ctx, agent, "easier landscape")
+                raise SystemExit("BUG: exp run accepted a protected edit")
+            except RunnerError:
+                pass
+            git(worktree, "commit", "-qam", "easier landscape")
+            exps[kind] = runner.queue_run(ctx, kind="exp", agent=agent, commit=git(worktree, "rev-parse", "HEAD"),
+                                          head=head, description="easier landscape", seed=runner.new_seed(),
+                                          budget=ctx.task.budget["cpu"], slot_class="cpu")
+            runner.execute(ctx, exps[kind])
+            return
+        elif kind == "win":
+            edit(worktree / TRAIN, "LEARNING_RATE = 0.001", f"LEARNING_RATE = {win_lr(land, sigmas * sigma)!r}")
+        exps[kind] = runner.queue_experiment(ctx, agent, kind, seed=seed)
+        runner.execute(ctx, exps[kind])
+
+    nulls = [k for k in KINDS if k != "win"]
+    threads = [threading.Thread(target=plant, args=(kind,)) for kind in nulls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    step_until(paths, lambda: all(ledger.get_experiment(paths, exps[k])["verdict"] not in OPEN for k in nulls))
+    plant("win")
+    step_until(paths, lambda: ledger.get_experiment(paths, exps["win"])["verdict"] not in OPEN)
+    out = {}
+    for kind, exp in exps.items():
+        row = ledger.get_experiment(paths, exp)
+        was_candidate = bool(ledger.verifications(paths, exp=exp))
+        out[kind] = (was_candidate, row["verdict"] == "promoted")
+    return out
+
+
+HEAD = {"LEARNING_RATE": 0.001, "WARMUP_FRAC": 0.3, "WEIGHT_DECAY": 0.0, "DEPTH": 4, "BATCH_SIZE": 64}
+
+
+def win_lr(land: Any, drop: float) -> float:
+    """The learning rate whose noise-free loss is `drop` below the head's (tokens do not depend on it)."""
+    target = land.expected_loss(HEAD, 1e6) - drop
+    lo, hi = 0.001, 0.006
+    for _ in range(100):
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if land.expected_loss({**HEAD, "LEARNING_RATE": mid}, 1e6) > target else (lo, mid)
+    return float(f"{math.sqrt(lo * hi):.6g}")
+
+
+def lucky_seeds(land: Any, n: int, below: float) -> list[int]:
+    seeds, seed = [], 1
+    while len(seeds) < n:
+        if land.noisy_loss(HEAD, 1e6, seed, 1.0) - land.expected_loss(HEAD, 1e6) <= -below:
+            seeds.append(seed)
+        seed += 1
+    return seeds
+
+
+def wilson(k: int, n: int) -> tuple[float, float]:
+    """95% Wilson interval of a rate k/n."""
+    if n == 0:
+        return 0.0, 1.0
+    z = 1.96
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=50)
+    parser.add_argument("--budget", type=float, default=0.1, help="seconds per run")
+    parser.add_argument("--sigma", type=float, default=0.01, help="the synthetic task's noise")
+    parser.add_argument("--sigmas", type=float, default=3.0, help="size of the planted win, in σ")
+    args = parser.parse_args()
+    land = load_landscape()
+    socket = f"bench-gate-{uuid.uuid4().hex[:8]}"
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="autoorg-bench-gate-", ignore_cleanup_errors=True) as tmp:
+        paths, base = make_org(Path(tmp), socket, args.budget, args.sigma)
+        st = gate.settings(runner.load_context(paths).spec)
+        print(f"gate benchmark: synthetic task, σ {args.sigma}, budget {args.budget}s, K={st.baseline_repeats} "
+              f"baseline runs, R={st.repeats} re-runs, z={st.z} (screen z {gate.SCREEN_Z}), {args.rounds} rounds",
+              flush=True)
+        tally = {kind: [0, 0] for kind in KINDS}
+        runs = 0
+        for i, seed in enumerate(lucky_seeds(land, args.rounds, 2.0)):
+            reset(paths, base)
+            result = one_round(paths, land, args.sigma, args.sigmas, seed)
+            runs += len(ledger.experiments(paths))
+            for kind, (cand, promoted) in result.items():
+                tally[kind][0] += cand
+                tally[kind][1] += promoted
+            if (i + 1) % 10 == 0:
+                print(f"  {i + 1} rounds, {runs} runs, {time.monotonic() - started:.0f}s", flush=True)
+        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True)
+    n = args.rounds
+    print(f"\n{'planted kind':<34} {'trials':>6} {'verified':>9} {'promoted':>9}")
+    labels = {"seed-only": "seed-only (head code, new seed)", "no-effect": "no-effect edit",
+              "lucky seed": "no-effect edit, lucky seed (≤-2σ)", "protected": "protected file edited (bypass)",
+              "over budget": "trains 1.6× the budget", "win": f"real win of {args.sigmas:g}σ"}
+    for kind in KINDS:
+        cand, promoted = tally[kind]
+        print(f"{labels[kind]:<34} {n:>6} {cand:>9} {promoted:>9}")
+    false = sum(tally[k][1] for k in KINDS if k != "win")
+    trials = n * (len(KINDS) - 1)
+    lo, hi = wilson(false, trials)
+    print(f"\nfalse-promotion rate: {false}/{trials} = {100 * false / trials:.1f}% "
+          f"(95% CI {100 * lo:.1f}–{100 * hi:.1f}%)")
+    lucky = tally["lucky seed"]
+    print(f"  of which, given the gate re-ran a no-effect candidate: {lucky[1] + tally['no-effect'][1]}/"
+          f"{lucky[0] + tally['no-effect'][0]}")
+    wins = tally["win"][1]
+    lo, hi = wilson(wins, n)
+    print(f"true-promotion rate for {args.sigmas:g}σ wins: {wins}/{n} = {100 * wins / n:.1f}% "
+          f"(95% CI {100 * lo:.1f}–{100 * hi:.1f}%)")
+    print(f"{runs} runs in {time.monotonic() - started:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

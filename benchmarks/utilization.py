@@ -1,0 +1,181 @@
+"""Slot utilization with agents that keep work queued, and the runner's own overhead per experiment.
+
+An org of 8 CPU agents on the synthetic task (2 CPU slots on a 2-core machine), no panes and no daemon: the agents
+are loops of the real `autoorg exp run` CLI, each changing a knob and running it again; the gate runs as `exp run`
+calls it after every result (its baseline and verification runs are experiments too and count as work).
+
+- utilization: slot-seconds spent running experiments (each run's process, spawn to exit, from result.json) over
+  slot-seconds available, in the window where work was queued;
+- overhead: from launching `autoorg exp run` to the run's first `@metric` line, minus any wait for a busy slot
+  (the task's train.py is edited to print a metric line as soon as it starts).
+
+    .venv/bin/python benchmarks/utilization.py [--seconds 60] [--budget 1.0] [--agents 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autoorg import ledger, runner, tmux
+from autoorg.org import build_org, plan_org
+from autoorg.paths import OrgPaths
+from autoorg.spec import AGENT_NAMES
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = "examples/synthetic/train.py"
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def make_org(root: Path, socket: str, budget: float, agents: int) -> OrgPaths:
+    repo = root / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.name", "bench")
+    git(repo, "config", "user.email", "bench@localhost")
+    shutil.copytree(ROOT / "examples" / "synthetic", repo / "examples" / "synthetic",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    task = repo / "examples/synthetic/task.yaml"
+    task.write_text(re.sub(r"(?m)^budget: .*$", f"budget: {{cpu: {budget}, gpu: {budget}}}", task.read_text()))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "synthetic")
+    org_file = root / "util.yaml"
+    org_file.write_text(yaml.safe_dump({
+        "tag": "util", "task": "synthetic", "defaults": {"backend": "command", "command": "sleep 86400"},
+        "agents": [{"name": name, "slots": "cpu"} for name in AGENT_NAMES[:agents]]}))
+    plan = plan_org(str(org_file), repo=repo, socket=socket)
+    state = build_org(plan)
+    tmux.kill_session(socket, state["session"])  # agents are this script's loops; no daemon
+    return plan.paths
+
+
+def exp_run(paths: OrgPaths, agent: str, message: str) -> tuple[float, str]:
+    """One `autoorg exp run` from the agent's worktree; (launch time, experiment id)."""
+    env = {**os.environ, "AUTOORG_AGENT": agent, "AUTOORG_HOME": str(paths.home)}
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-m", "autoorg", "exp", "run", "-m", message],
+                          cwd=paths.worktree(agent), env=env, capture_output=True, text=True, timeout=600)
+    match = re.match(r"(e\d+) ", proc.stdout)
+    if not match:
+        raise SystemExit(f"exp run failed: {proc.stderr.strip()}")
+    return t0, match[1]
+
+
+def result(paths: OrgPaths, exp: str) -> dict[str, Any]:
+    return dict(json.loads((paths.runs / exp / "result.json").read_text()))
+
+
+def set_decay(paths: OrgPaths, agent: str, rng: random.Random) -> float:
+    path = paths.worktree(agent) / TRAIN
+    value = round(rng.uniform(0.0, 0.5), 4)
+    path.write_text(re.sub(r"(?m)^WEIGHT_DECAY = .*$", f"WEIGHT_DECAY = {value}", path.read_text()))
+    return value
+
+
+def overhead(paths: OrgPaths, n: int) -> tuple[list[float], list[float], list[float]]:
+    """Uncontended single runs: launch → spawn and launch → first metric line, without slot waits."""
+    agent = AGENT_NAMES[0]
+    path = paths.worktree(agent) / TRAIN
+    text = path.read_text()
+    path.write_text(text.replace("import landscape  # noqa: E402\n",
+                                 "import landscape  # noqa: E402\n\nprint('@metric {\"step\": 0}', flush=True)\n"))
+    rng = random.Random(0)
+    to_spawn, to_metric, task_start = [], [], []
+    for _ in range(n):
+        set_decay(paths, agent, rng)
+        t0, exp = exp_run(paths, agent, "overhead probe")
+        times = result(paths, exp)["times"]
+        waited = times["leased"] - times["lease_wait"]
+        to_spawn.append(times["spawned"] - t0 - waited)
+        to_metric.append(times["first_metric"] - t0 - waited)
+        task_start.append(times["first_metric"] - times["spawned"])
+    path.write_text(text)
+    return to_spawn, to_metric, task_start
+
+
+def utilization(paths: OrgPaths, agents: int, seconds: float) -> dict[str, float]:
+    stop = time.time() + seconds
+    start = time.time()
+
+    def loop(agent: str) -> None:
+        rng = random.Random(agent)
+        while time.time() < stop:
+            value = set_decay(paths, agent, rng)
+            exp_run(paths, agent, f"weight decay {value}")
+
+    threads = [threading.Thread(target=loop, args=(a,)) for a in AGENT_NAMES[:agents]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for folder in paths.runs.iterdir():
+        if (folder / "result.json").is_file():
+            r = result(paths, folder.name)
+            t = r["times"]
+            if r["slot"] and "spawned" in t and "exited" in t and t["spawned"] >= start:
+                spans.setdefault(r["slot"], []).append((t["spawned"], t["exited"]))
+    # The window: from the moment every slot has started its first run to the moment the agents stopped asking
+    # for more (after that, queues drain and slots go idle by design).
+    begin = max(min(s for s, _ in v) for v in spans.values())
+    busy = sum(max(0.0, min(e, stop) - max(s, begin)) for v in spans.values() for s, e in v)
+    available = len(runner.cpu_slots()) * (stop - begin)
+    gaps = []
+    for v in spans.values():
+        v.sort()
+        gaps += [b[0] - a[1] for a, b in zip(v, v[1:], strict=False) if a[1] >= begin and b[0] <= stop]
+    return {"busy": busy, "available": available, "runs": sum(len(v) for v in spans.values()),
+            "gap_median_ms": 1000 * statistics.median(gaps) if gaps else 0.0,
+            "gap_p90_ms": 1000 * sorted(gaps)[int(0.9 * (len(gaps) - 1))] if gaps else 0.0}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="how long the agents keep work queued")
+    parser.add_argument("--budget", type=float, default=1.0, help="seconds per run")
+    parser.add_argument("--agents", type=int, default=8)
+    parser.add_argument("--probes", type=int, default=8, help="uncontended runs for the overhead figure")
+    args = parser.parse_args()
+    socket = f"bench-util-{uuid.uuid4().hex[:8]}"
+    slots = len(runner.cpu_slots())
+    print(f"utilization benchmark: synthetic task, budget {args.budget:g}s, {args.agents} agents on {slots} CPU "
+          f"slots, {args.seconds:g}s of queued work", flush=True)
+    with tempfile.TemporaryDirectory(prefix="autoorg-bench-util-", ignore_cleanup_errors=True) as tmp:
+        paths = make_org(Path(tmp), socket, args.budget, args.agents)
+        to_spawn, to_metric, task_start = overhead(paths, args.probes)
+        print(f"runner overhead per experiment ({args.probes} uncontended runs, slot waits excluded):")
+        print(f"  `autoorg exp run` launched → task process spawned: median {statistics.median(to_spawn):.3f}s "
+              f"(max {max(to_spawn):.3f}s)")
+        print(f"  `autoorg exp run` launched → first @metric line:  median {statistics.median(to_metric):.3f}s "
+              f"(max {max(to_metric):.3f}s), of which the task's own start-up {statistics.median(task_start):.3f}s")
+        u = utilization(paths, args.agents, args.seconds)
+        deadline = time.monotonic() + 120  # let the gate's last runs finish before the folder goes
+        while any(r["verdict"] in ledger.UNFINISHED for r in ledger.experiments(paths)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True)
+    print(f"slot utilization: {100 * u['busy'] / u['available']:.1f}% ({u['busy']:.1f} slot-seconds running "
+          f"experiments of {u['available']:.1f} available; {u['runs']:.0f} runs; gap between runs on a slot: median "
+          f"{u['gap_median_ms']:.0f} ms, p90 {u['gap_p90_ms']:.0f} ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
