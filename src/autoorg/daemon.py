@@ -52,10 +52,6 @@ STANDUP_REQUEST = ("Standup: in a few lines, what you tried since the last stand
                    "ids) and what you will try next; send it with `autoorg standup \"...\"`.")
 
 
-def _utc(text: str) -> datetime:
-    return comms.parse_iso(text)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Delivery cursor
 
@@ -124,6 +120,10 @@ class _Events(FileSystemEventHandler):
 
 
 class Daemon:
+    """One org's daemon. `run()` blocks until `stop` is set (the CLI sets it on SIGTERM, SIGINT, SIGHUP) or the
+    org is marked stopped. Threads: the watchdog observer (queues paths only), the main loop (pane watch, sweeps,
+    standups), a pool delivering doorbells (one job per agent at a time) and the gate's own thread."""
+
     def __init__(self, paths: OrgPaths, *, socket: str | None = None, polling: bool = False,
                  out: Callable[[str], None] | None = None) -> None:
         self.paths = paths
@@ -502,11 +502,11 @@ class Daemon:
         open_round = state.get("open")
         if open_round:
             notes = {a: comms.standup_notes_since(self.paths, a, open_round["since"]) for a in open_round["agents"]}
-            if all(notes.values()) or now >= _utc(open_round["close_at"]):
+            if all(notes.values()) or now >= comms.parse_iso(open_round["close_at"]):
                 self._digest(open_round["since"], notes)
                 state["open"] = None
                 atomic_write_text(state_path, json.dumps(state))
-        if now >= _utc(state["next_due"]) and not state.get("open"):
+        if now >= comms.parse_iso(state["next_due"]) and not state.get("open"):
             asked = [a for a in self.agents
                      if (comms.read_status(self.paths, a) or {}).get("state") not in ("stopped", "crashed")]
             since = comms.now_iso()
