@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -63,6 +64,13 @@ def has_session(socket: str | None, name: str) -> bool:
         return False
 
 
+def _with_path(command: str, env: dict[str, str]) -> str:
+    """tmux gives a new pane the PATH of the client that asked for it, ignoring `-e PATH=…`: set it in the shell."""
+    if "PATH" not in env:
+        return command
+    return f"export PATH={shlex.quote(env['PATH'])}; {command}"
+
+
 def _env_flags(env: dict[str, str]) -> list[str]:
     flags: list[str] = []
     for key, value in env.items():
@@ -95,7 +103,7 @@ def create_org_session(socket: str | None, name: str, *, cwd: str, env: dict[str
         target = f"{name}:{wname}"
         first = group[0]
         argv = ["new-window", "-d", "-t", f"{name}:", "-n", wname, "-c", first.cwd,
-                *_env_flags({**env, **first.env}), "-P", "-F", fmt, first.command]
+                *_env_flags({**env, **first.env}), "-P", "-F", fmt, _with_path(first.command, {**env, **first.env})]
         for option, value in (("remain-on-exit", "on"), ("pane-border-status", "top"), ("automatic-rename", "off"),
                               ("pane-border-format",
                                " #{?@autoorg_agent,#{@autoorg_agent},#{pane_title}}#{?pane_dead, [exited],} ")):
@@ -104,7 +112,8 @@ def create_org_session(socket: str | None, name: str, *, cwd: str, env: dict[str
         for spec in group[1:]:
             # no -d: the new pane becomes active and the next split divides it, so panes keep creation order
             argv += [";", "split-window", "-t", target, "-c", spec.cwd, *_env_flags({**env, **spec.env}),
-                     "-P", "-F", fmt, spec.command, ";", "select-layout", "-t", target, "tiled"]
+                     "-P", "-F", fmt, _with_path(spec.command, {**env, **spec.env}),
+                     ";", "select-layout", "-t", target, "tiled"]
             titles.append(spec.title)
         calls.append(argv)
     windows: dict[str, str] = {}
@@ -212,13 +221,14 @@ def send_and_confirm(socket: str | None, pane_id: str, text: str, *, attempts: i
 def enter_and_confirm(socket: str | None, pane_id: str, text: str, typed: InputView, *, attempts: int = 4,
                       settle_s: float = 0.05) -> bool:
     """Press Enter after typed text and confirm it was taken: the screen changed and the text no longer sits just
-    before the cursor. A dropped Enter is re-sent with backoff."""
-    wait = max(settle_s, 0.05) * 2
+    before the cursor. A dropped Enter is re-sent with backoff; the first wait is long enough that a busy
+    program is rarely sent a second, empty Enter."""
+    wait = max(settle_s * 6, 0.3)
     for _ in range(attempts):
         send_enter(socket, pane_id)
         deadline = time.monotonic() + wait
         while True:
-            time.sleep(0.01)
+            time.sleep(0.025)  # each look is a tmux call: poll gently
             now = input_view(socket, pane_id)
             if now is None or now.dead:
                 return False
@@ -230,16 +240,17 @@ def enter_and_confirm(socket: str | None, pane_id: str, text: str, typed: InputV
     return False
 
 
-def attach(socket: str | None, target: str) -> None:
+def attach(socket: str | None, target: str) -> bool:
     """Attach this terminal to target (session, window or pane); inside the same tmux, switch the client instead.
 
     Inside a different tmux server (the org runs on a private socket) the org's session is nested in this pane:
-    TMUX is dropped for the child, which is how tmux asks to be told that nesting is intended.
+    TMUX is dropped for the child, which is how tmux asks to be told that nesting is intended. Returns False
+    only when switching was impossible (no client to switch); attaching replaces this process.
     """
     server = _server(socket)
     base = ["tmux"] + (["-L", socket] if socket else [])
     if os.environ.get("TMUX") and _same_server(server):
-        os.execvp("tmux", [*base, "switch-client", "-t", target])
+        return not server.cmd("switch-client", "-t", target).stderr
     env = {k: v for k, v in os.environ.items() if k != "TMUX"}
     os.execvpe("tmux", [*base, "attach-session", "-t", target], env)
 
@@ -330,3 +341,8 @@ def pane_states(socket: str | None, session: str) -> dict[str, PaneState] | None
 def respawn_pane(socket: str | None, pane_id: str, env: dict[str, str]) -> None:
     """Run a dead pane's original command again, in its original directory, with env."""
     _cmd(_server(socket), "respawn-pane", "-t", pane_id, *_env_flags(env))
+
+
+def popup(socket: str | None, command: str) -> None:
+    """Run command in a tmux popup over the current client (closes when the command exits)."""
+    _cmd(_server(socket), "display-popup", "-E", "-w", "90%", "-h", "80%", command)
