@@ -314,3 +314,20 @@ def test_up_inside_tmux_switches_the_client(repo: Path, tmux_socket: str) -> Non
         retry_until(lambda: client_session() == "autoorg-2xcpu", timeout=30, message="switch-client to the org")
     finally:
         subprocess.run(["tmux", "-L", outer, "kill-server"], capture_output=True)
+
+
+def test_a_dead_daemon_is_shown_and_resume_restarts_it(repo: Path, tmux_socket: str) -> None:
+    state = build_org(plan_org("1xcpu", task="tiny", backend="command", command="sleep 600", socket=tmux_socket))
+    paths = org_paths(repo, "1xcpu")
+    daemon = state["services"]["daemon"]
+    retry_until(lambda: org_status(paths)["daemon_alive"], timeout=30, message="the daemon to run")
+    pid = tmux.pane_info(tmux_socket, daemon)["pid"]  # type: ignore[index]
+    os.kill(int(pid), 9)
+    retry_until(lambda: not org_status(paths)["daemon_alive"], timeout=30, message="the daemon's pane to die")
+    shown = run_cli("status")
+    assert "daemon: not running" in shown.stdout and "autoorg up --resume" in shown.stdout
+    resumed = run_cli("up", "--resume", "--no-attach")
+    assert resumed.returncode == 0, resumed.stderr
+    retry_until(lambda: org_status(paths)["daemon_alive"], timeout=30, message="the daemon to run again")
+    refused = run_cli("up", "--resume", "--task", "tiny")
+    assert refused.returncode == 2 and "cannot be combined with --task" in refused.stderr

@@ -177,7 +177,8 @@ def build_org(plan: Plan, *, log: Callable[[str], None] = lambda _: None) -> dic
         undo.append(lambda: tmux.kill_session(plan.socket, plan.session))
         state = {
             "tag": tag, "status": "running", "repo": str(repo), "socket": plan.socket, "session": layout.session,
-            "session_id": layout.session_id, "windows": layout.windows, "created": now_iso(),
+            "session_id": layout.session_id, "windows": layout.windows, "services": layout.services,
+            "created": now_iso(),
             "program_branch": program, "base": plan.base, "task": str(plan.task.path),
             "agents": {a.spec.name: {"pane": layout.panes[a.spec.name], "backend": a.backend,
                                      "backend_reason": a.reason, "branch": a.branch,
@@ -222,6 +223,9 @@ def resume_org(paths: OrgPaths, *, socket: str | None = None,
     state = read_state(paths)
     old_socket = state.get("socket")
     if state.get("status") == "running" and tmux.has_session(old_socket, state["session"]):
+        if restart_daemon(paths, state):
+            log("the daemon had stopped: restarted it in its window")
+            return state
         raise StateError(f"org '{paths.tag}' is running; `autoorg attach --tag {paths.tag}`")
     socket = socket or old_socket
     if tmux.has_session(socket, state["session"]):
@@ -242,12 +246,28 @@ def resume_org(paths: OrgPaths, *, socket: str | None = None,
         launches.append((agent, info["backend"], worktree, pane_environment(paths, agent, socket)))
     layout = _start_session(paths, spec, socket, launches)
     state.update({"status": "running", "socket": socket, "session": layout.session,
-                  "session_id": layout.session_id, "windows": layout.windows, "resumed": now_iso()})
+                  "session_id": layout.session_id, "windows": layout.windows, "services": layout.services,
+                  "resumed": now_iso()})
     state.pop("stopped", None)
     for name, pane in layout.panes.items():
         state["agents"][name]["pane"] = pane
     write_state(paths, state)
     return state
+
+
+def daemon_alive(state: dict[str, Any], panes: dict[str, tmux.PaneState] | None) -> bool:
+    pane = (panes or {}).get(state.get("services", {}).get("daemon", ""))
+    return pane is not None and not pane.dead
+
+
+def restart_daemon(paths: OrgPaths, state: dict[str, Any]) -> bool:
+    """Respawn a running org's daemon when its pane has died; returns whether it did."""
+    pane = state.get("services", {}).get("daemon")
+    socket = state.get("socket")
+    if pane is None or daemon_alive(state, tmux.pane_states(socket, state["session"])):
+        return False
+    tmux.respawn_pane(socket, pane, {"AUTOORG_HOME": str(paths.home), "AUTOORG_TAG": paths.tag})
+    return True
 
 
 def org_status(paths: OrgPaths) -> dict[str, Any]:
@@ -277,7 +297,8 @@ def org_status(paths: OrgPaths) -> dict[str, Any]:
         })
     return {
         "tag": state["tag"], "session": state["session"], "socket": socket, "running": running,
-        "program_branch": program, "program_head": heads.get(program), "agents": agents,
+        "program_branch": program, "program_head": heads.get(program), "daemon_alive": daemon_alive(state, panes),
+        "agents": agents,
     }
 
 

@@ -33,6 +33,7 @@ class SessionLayout:
     session_id: str
     windows: dict[str, str]  # window name -> @id
     panes: dict[str, str]  # pane title (agent) -> %id
+    services: dict[str, str] = field(default_factory=dict)  # dash, daemon -> %id
 
 
 def session_name(tag: str) -> str:
@@ -125,8 +126,7 @@ def create_org_session(socket: str | None, name: str, *, cwd: str, env: dict[str
                 windows.setdefault(wname, window_id)
                 pane_ids.append(pane_id)
         panes = dict(zip(titles, pane_ids, strict=True))
-        panes.pop("dash")
-        panes.pop("daemon", None)  # the daemon window is not an agent
+        services: dict[str, str] = {t: panes.pop(t) for t in ("dash", "daemon") if t in panes}  # not agents
         style: list[str] = ["select-window", "-t", windows["org"]]
         for title, pane_id in panes.items():
             style += [";", "set-option", "-p", "-t", pane_id, "@autoorg_agent", title,
@@ -136,7 +136,7 @@ def create_org_session(socket: str | None, name: str, *, cwd: str, env: dict[str
     except (TmuxError, ValueError) as exc:
         kill_session(socket, name)
         raise TmuxError(f"cannot build tmux session '{name}': {exc}") from None
-    return SessionLayout(session=name, session_id=session_id, windows=windows, panes=panes)
+    return SessionLayout(session=name, session_id=session_id, windows=windows, panes=panes, services=services)
 
 
 def kill_session(socket: str | None, name: str) -> bool:

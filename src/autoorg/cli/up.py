@@ -59,8 +59,12 @@ def run(args: argparse.Namespace) -> int:
 def run_resume(args: argparse.Namespace, socket: str | None) -> int:
     """`up --resume`: the org named by --tag (or the only one here) gets its session back."""
     paths = org_from_args(args)
-    if args.dry_run:
-        raise StateError("--dry-run cannot be combined with --resume")
+    given = [flag for flag, value in (("ORG", args.org), ("--dry-run", args.dry_run), ("--task", args.task),
+                                      ("--backend", args.backend), ("--command", args.agent_command),
+                                      ("--from", args.from_rev != "HEAD")) if value]
+    if given:
+        raise StateError(f"--resume restarts the org as it was; it cannot be combined with {', '.join(given)} "
+                         "(pick the org with --tag)")
     state = resume_org(paths, socket=socket, log=lambda line: print(line, file=sys.stderr))
     print(f"org {paths.tag} resumed: {len(state['agents'])} agents in tmux session {state['session']}")
     target = state["windows"].get("org", state["session"])
