@@ -14,7 +14,7 @@ import pytest
 from autoorg import comms, gate, ledger, runner, workspace
 from autoorg.paths import OrgPaths
 from tests import exp_support as sup
-from tests.conftest import git, run_cli
+from tests.conftest import git, retry_until, run_cli
 from tests.exp_support import SYNTHETIC, TRAIN, drive_gate, set_knobs, settled, verdict
 
 SIGMA = 0.005
@@ -44,8 +44,9 @@ def baseline_done(paths: OrgPaths) -> bool:
 @pytest.fixture
 def org(repo: Path, tmux_socket: str, tmp_path: Path, request: pytest.FixtureRequest) -> OrgPaths:
     sup.add_synthetic(repo, sigma=SIGMA)
-    z = getattr(request, "param", None)
-    paths = sup.start_org(repo, tmux_socket, tmp_path, agents=2, baseline=4, repeats=3, z=z)
+    param = getattr(request, "param", None) or {}
+    paths = sup.start_org(repo, tmux_socket, tmp_path, agents=2, baseline=4, repeats=param.get("repeats", 3),
+                          z=param.get("z"))
     drive_gate(paths, lambda: baseline_done(paths), message="the program head's baseline")
     return paths
 
@@ -90,7 +91,7 @@ def lucky_seed(knobs: dict[str, Any], below_sigmas: float) -> int:
 HEAD_KNOBS = {"LEARNING_RATE": 0.001, "WARMUP_FRAC": 0.3, "WEIGHT_DECAY": 0.0, "DEPTH": 4, "BATCH_SIZE": 64}
 
 
-@pytest.mark.parametrize("org", [3.5], indirect=True)
+@pytest.mark.parametrize("org", [{"z": 3.5}], indirect=True)
 def test_seed_fishing_and_no_effect_edits_are_never_promoted(org: OrgPaths) -> None:
     before = head(org)
     seed = lucky_seed(HEAD_KNOBS, 3.5)
@@ -214,3 +215,33 @@ def test_the_gate_lock_means_one_gate_at_a_time(org: OrgPaths) -> None:
         t.join(timeout=60)
     drive_gate(org, lambda: settled(org, exp), message="the candidate to be decided")
     assert len(ledger.verifications(org, exp=exp)) == 1
+
+
+@pytest.mark.parametrize("org", [{"repeats": 6}], indirect=True)
+def test_a_futile_verification_stops_early_and_cancels_its_other_runs(org: OrgPaths) -> None:
+    set_knobs(org.worktree("alice"), LEARNING_RATE=0.0003)  # clearly worse
+    exp = run_exp(org, "alice", "lr 0.0003")
+    ledger.update_experiment(org, exp, verdict="candidate")  # as if one run had been lucky
+    drive_gate(org, lambda: settled(org, exp), message="the futile candidate to be decided")
+    assert verdict(org, exp).startswith("rejected: not confirmed") and "were cancelled" in verdict(org, exp)
+    runs = [ledger.get_experiment(org, e) for e in ledger.verifications(org, exp=exp)[0]["runs"]]
+    cancelled = [r for r in runs if r["verdict"].startswith("cancelled")]
+    assert len(runs) == 6 and cancelled and sum(r["verdict"] == "ok" for r in runs) >= 2
+    retry_until(lambda: not worker_pids(org, [r["exp"] for r in runs]), timeout=20,
+                message="the cancelled workers to exit")
+    assert all(ledger.get_experiment(org, r["exp"])["verdict"] not in ledger.UNFINISHED for r in runs)
+
+
+def worker_pids(paths: OrgPaths, exps: list[str]) -> list[int]:
+    """Live `autoorg exp worker` processes of these experiments."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+                env = (proc / "environ").read_bytes()
+            except OSError:
+                continue
+            if b"worker" in argv and any(e.encode() in argv for e in exps) and str(paths.home).encode() in env:
+                found.append(int(proc.name))
+    return found

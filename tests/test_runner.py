@@ -275,3 +275,18 @@ def test_exp_baseline_and_gate_once_from_the_cli(org: OrgPaths) -> None:
     assert len(runs) >= 3 and all(r["verdict"] == "ok" for r in runs if r["verdict"] not in ledger.UNFINISHED)
     table = run_cli("results", "--all", cwd=org.repo).stdout
     assert "head on cpu: mean" in table and "baseline" in table
+
+
+def test_stop_runs_cancels_detached_runs_and_kills_their_processes(org: OrgPaths, tmp_path: Path) -> None:
+    replace_train(org, "bob", OVER_BUDGET)
+    pidfile = tmp_path / "child.pid"
+    proc = run_cli("exp", "submit", "-m", "long", cwd=org.worktree("bob"),
+                   env={**agent_env(org, "bob"), "PIDFILE": str(pidfile)})
+    exp = proc.stdout.split()[0]
+    retry_until(lambda: pidfile.exists() and pidfile.read_text(), timeout=30, message="the run to start")
+    assert exp in runner.stop_runs(org)
+    assert ledger.get_experiment(org, exp)["verdict"] == "cancelled: the org was stopped"
+    child = int(pidfile.read_text())
+    retry_until(lambda: not Path(f"/proc/{child}").exists() or _state(child) == "Z", timeout=15,
+                message="the run's processes to be killed")
+    assert ledger.get_experiment(org, exp)["verdict"] == "cancelled: the org was stopped"

@@ -46,6 +46,12 @@ SCREEN_Z = 0.75  # screen at ~77% one-sided: a true 3σ win passes ~98% of the t
 # ~96% of the time, a no-effect change ~0.1% (~0.4% of those the screen lets through). R = K also means a promoted
 # head already has K runs of its own: no new baseline after a promotion.
 DEFAULTS = {"repeats": 8, "z": 2.9, "floor": 0.0001, "baseline_repeats": 8}
+# Futility: once FUTILITY_AFTER re-runs have landed, a candidate whose fresh runs are not better than the head's
+# mean by FUTILITY σ is rejected and its remaining re-runs cancelled. Stopping early can only make a promotion
+# rarer, never easier; simulated, it cuts the re-runs spent on a no-effect candidate from 8 to ~3.2 and a 3σ
+# win's promotion rate from ~96.4% to ~96.2%.
+FUTILITY_AFTER = 2
+FUTILITY = 0.5
 
 
 @dataclass(frozen=True)
@@ -383,16 +389,18 @@ def start_verification(ctx: OrgContext, cand: dict[str, Any], log: Log) -> None:
 def decide(ctx: OrgContext, ver: dict[str, Any], log: Log) -> bool:
     """Promote or reject a verification whose re-runs have all landed (False while they are running)."""
     rows = [ledger.get_experiment(ctx.paths, e) for e in ver["runs"]]
-    if any(r["verdict"] in ledger.UNFINISHED for r in rows):
-        return False
+    pending = [r["exp"] for r in rows if r["verdict"] in ledger.UNFINISHED]
     cand = ledger.get_experiment(ctx.paths, ver["exp"])
-    failed = [r for r in rows if r["verdict"] != "ok"]
+    failed = [r for r in rows if r["verdict"] not in (*ledger.UNFINISHED, "ok")]
     if failed:
         r = failed[0]
         why = f"re-run {r['exp']} did not measure cleanly ({r['verdict']}; log {ctx.paths.runs / r['exp'] / 'log'})"
+        runner.cancel_runs(ctx.paths, pending, "cancelled: the verification was decided")
         ledger.update_verification(ctx.paths, ver["id"], status="rejected", why=why, finished=ledger.now_iso())
         _reject(ctx, cand, why, log)
         return True
+    if pending:
+        return _stop_for_futility(ctx, ver, cand, rows, pending, log)
     if ctx.program_head() != ver["head"]:
         ledger.update_verification(ctx.paths, ver["id"], status="superseded", why="the program head moved",
                                    finished=ledger.now_iso())
@@ -432,6 +440,30 @@ def decide(ctx: OrgContext, ver: dict[str, Any], log: Log) -> bool:
     log(f"PROMOTED {cand['exp']} ({cand['agent']}: {cand['description']}): {summary}; "
         f"{ctx.program_branch} is now {ver['commit_sha'][:10]}")
     _announce(ctx, cand, ver["commit_sha"], summary)
+    return True
+
+
+def _stop_for_futility(ctx: OrgContext, ver: dict[str, Any], cand: dict[str, Any], rows: list[dict[str, Any]],
+                       pending: list[str], log: Log) -> bool:
+    """Reject a verification early when its landed re-runs show no real gain (see FUTILITY)."""
+    values = [r["metric"] for r in rows if r["verdict"] == "ok"]
+    if len(values) < FUTILITY_AFTER:
+        return False
+    st = settings(ctx.spec)
+    stats = head_stats(ctx, ver["head"], cand["slot_class"])
+    noise_ = noise(ctx.paths, cand["slot_class"])
+    if stats.n < st.baseline_repeats or stats.mean is None or noise_.sigma is None:
+        return False
+    mean = statistics.fmean(values)
+    if improvement(ctx.task, mean, stats.mean) > FUTILITY * noise_.sigma:
+        return False
+    runner.cancel_runs(ctx.paths, pending, "cancelled: the verification was decided")
+    why = (f"not confirmed: {ctx.task.metric} {mean:.6g} over the first {len(values)} re-runs vs head "
+           f"{stats.mean:.6g} (n={stats.n}): {mean - stats.mean:+.4g}, not better by {FUTILITY:g}σ "
+           f"({FUTILITY * noise_.sigma:.4g}); the other re-runs were cancelled")
+    ledger.update_verification(ctx.paths, ver["id"], status="rejected", why=why, finished=ledger.now_iso(),
+                               mean=mean, head_mean=stats.mean, sigma=noise_.sigma)
+    _reject(ctx, cand, why, log)
     return True
 
 

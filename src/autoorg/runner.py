@@ -31,6 +31,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -214,18 +215,59 @@ def slot_holders(paths: OrgPaths, slots: list[Slot]) -> list[str]:
     return out
 
 
-def _gate_wants(paths: OrgPaths, cls: str) -> set[str]:
-    """Slots a waiting gate run wants (an agent's run leaves those to it); `*` when it cannot tell which."""
-    fd = _lock_file(paths, f"gate-queue-{cls}")
+class _Queue:
+    """A first-come, first-served line of waiters for a pool (`locks/<name>/`): each waiter is a ticket file named
+    by its arrival time and held under flock while it waits, so a waiter that dies leaves a ticket anyone can see
+    is dead (and removes). A ticket carries the slots its waiter wants."""
+
+    def __init__(self, paths: OrgPaths, name: str, wants: list[str]) -> None:
+        self.folder = paths.locks / name
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.ticket = f"{time.time_ns():020d}-{os.getpid()}-{threading.get_ident()}"
+        tmp = self.folder / f".{self.ticket}"
+        self.fd = os.open(tmp, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)  # locked before its name appears: a visible, unlocked ticket is dead
+        os.write(self.fd, json.dumps(wants).encode())
+        os.rename(tmp, self.folder / self.ticket)
+
+    def first(self) -> bool:
+        """Is this the oldest live ticket?"""
+        return all(t >= self.ticket for t, _ in live_tickets(self.folder))
+
+    def leave(self) -> None:
+        (self.folder / self.ticket).unlink(missing_ok=True)
+        os.close(self.fd)
+
+
+def live_tickets(folder: Path) -> list[tuple[str, list[str]]]:
+    """(ticket, wanted slots) of every waiter still alive in a queue folder; dead waiters' tickets are removed."""
+    out = []
     try:
-        if _try_lock(fd):
-            return set()
+        names = sorted(n for n in os.listdir(folder) if not n.startswith("."))
+    except FileNotFoundError:
+        return []
+    for name in names:
         try:
-            return set(json.loads(os.pread(fd, 65536, 0) or b'["*"]'))
-        except ValueError:
-            return {"*"}
-    finally:
-        os.close(fd)
+            fd = os.open(folder / name, os.O_RDWR)
+        except FileNotFoundError:
+            continue
+        try:
+            if _try_lock(fd):  # nobody holds it: its waiter is gone
+                (folder / name).unlink(missing_ok=True)
+                continue
+            try:
+                wants = json.loads(os.pread(fd, 65536, 0) or b"[]")
+            except ValueError:
+                wants = ["*"]
+            out.append((name, list(wants)))
+        finally:
+            os.close(fd)
+    return out
+
+
+def _gate_wants(paths: OrgPaths, cls: str) -> set[str]:
+    """Slots that waiting gate runs want (an agent's run leaves those to them)."""
+    return {slot for _, wants in live_tickets(paths.locks / f"gate-queue-{cls}") for slot in wants}
 
 
 @contextlib.contextmanager
@@ -233,25 +275,20 @@ def lease_slot(paths: OrgPaths, slots: list[Slot], *, holder: dict[str, Any], wa
                say: Say | None = None, gate: bool = False) -> Iterator[tuple[Slot, int]]:
     """Hold one free slot of `slots` (yields the slot and its locked descriptor); waits while all are busy.
 
-    Waiters queue on a lock (`locks/queue-<cls>.lock` for agents sharing a pool, `gate-queue-<cls>.lock` for the
-    gate's runs): only the head of a queue polls the slots, every 10 ms, so a freed slot is taken at once. The
-    gate's runs come first: an agent's run leaves alone the slots a waiting gate run wants. Raises RunnerError
-    after wait_s.
+    Waiters line up first come, first served (`locks/queue-<cls>/` for agents sharing a pool,
+    `locks/gate-queue-<cls>/` for the gate's runs): only the oldest waiter polls the slots, every 10 ms, so a freed
+    slot is taken at once and no agent is passed over. The gate's runs come first: an agent's run leaves alone the
+    slots a waiting gate run wants. Raises RunnerError after wait_s.
     """
     cls = slots[0].cls
-    queue = f"gate-queue-{cls}" if gate else (f"queue-{cls}" if len(slots) > 1 else None)
-    queue_fd = _lock_file(paths, queue) if queue else None
-    in_queue = queue_fd is None
+    name = f"gate-queue-{cls}" if gate else (f"queue-{cls}" if len(slots) > 1 else None)
+    line = _Queue(paths, name, [s.name for s in slots]) if name else None
     deadline = time.monotonic() + wait_s
     told = False
     try:
         while True:
-            if not in_queue and queue_fd is not None and _try_lock(queue_fd):
-                in_queue = True
-                if gate:
-                    os.ftruncate(queue_fd, 0)
-                    os.pwrite(queue_fd, json.dumps([s.name for s in slots]).encode(), 0)
-            if in_queue:
+            first = line is None or line.first()
+            if first:
                 leave = set() if gate else _gate_wants(paths, cls)
                 for slot in slots:
                     if slot.name in leave or "*" in leave:
@@ -261,9 +298,9 @@ def lease_slot(paths: OrgPaths, slots: list[Slot], *, holder: dict[str, Any], wa
                         os.ftruncate(fd, 0)
                         os.pwrite(fd, json.dumps({**holder, "slot": slot.name, "pid": os.getpid(),
                                                   "since": ledger.now_iso()}).encode(), 0)
-                        if queue_fd is not None:
-                            os.close(queue_fd)
-                            queue_fd = None
+                        if line is not None:
+                            line.leave()
+                            line = None
                         try:
                             yield slot, fd
                         finally:
@@ -278,10 +315,10 @@ def lease_slot(paths: OrgPaths, slots: list[Slot], *, holder: dict[str, Any], wa
                 told = True
             if time.monotonic() > deadline:
                 raise RunnerError(f"no free slot after {wait_s:.0f}s (busy: {'; '.join(slot_holders(paths, slots))})")
-            time.sleep(0.01 if in_queue else 0.1)
+            time.sleep(0.01 if first else 0.05)
     finally:
-        if queue_fd is not None:
-            os.close(queue_fd)
+        if line is not None:
+            line.leave()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -396,6 +433,39 @@ def runner_alive(row: dict[str, Any]) -> bool:
     return start is not None and (row.get("pid_start") in (None, start))
 
 
+def _is_worker(pid: int, exp: str) -> bool:
+    """Is pid the detached `autoorg exp worker <exp>` of this experiment (and not a pane's own runner)?"""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"worker" in argv and exp.encode() in argv
+
+
+def cancel_runs(paths: OrgPaths, exps: list[str], why: str = "cancelled") -> list[str]:
+    """Stop queued or running experiments that run in detached workers: the ledger says `why` first (so the
+    worker's own crash record does not replace it), then the worker gets SIGTERM (it kills its run's process
+    group). Runs of an agent's own `exp run` are left to it. Returns the experiments stopped."""
+    stopped = []
+    for exp in exps:
+        row = ledger.get_experiment(paths, exp)
+        pid = row.get("pid")
+        if not ledger.claim_unfinished(paths, exp, why, finished=ledger.now_iso(), pid=None):
+            continue
+        stopped.append(exp)
+        if pid and runner_alive(row) and _is_worker(int(pid), exp):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGTERM)
+    return stopped
+
+
+def stop_runs(paths: OrgPaths) -> list[str]:
+    """Stop every detached run of an org (for `autoorg down`): queued and running ones, gate runs included."""
+    rows = [r for v in ledger.UNFINISHED for r in ledger.experiments(paths, verdict=v)]
+    return cancel_runs(paths, [r["exp"] for r in rows if r["pid"] and _is_worker(int(r["pid"]), r["exp"])],
+                       "cancelled: the org was stopped")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Metrics
 
@@ -466,8 +536,6 @@ def _on_signal(signum: int, _frame: Any) -> None:
 @contextlib.contextmanager
 def _signals_interrupt() -> Iterator[None]:
     """SIGTERM/SIGHUP become an exception while a run is on its slot (main thread only), so its group is killed."""
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -750,10 +818,11 @@ def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float 
 
 
 def _finish_crash(ctx: OrgContext, exp: str, verdict: str) -> None:
+    """Record a run that could not finish (unless the gate cancelled it meanwhile: that verdict stays)."""
     with contextlib.suppress(AutoorgError):
-        ledger.update_experiment(ctx.paths, exp, verdict=verdict[:500], finished=ledger.now_iso(), pid=None)
-        ledger.write_results_tsv(ctx.paths, ctx.task.metric)
-        _write_result_json(ctx, ledger.get_experiment(ctx.paths, exp), {})
+        if ledger.claim_unfinished(ctx.paths, exp, verdict[:500], finished=ledger.now_iso(), pid=None):
+            ledger.write_results_tsv(ctx.paths, ctx.task.metric)
+            _write_result_json(ctx, ledger.get_experiment(ctx.paths, exp), {})
 
 
 def _write_result_json(ctx: OrgContext, row: dict[str, Any], times: dict[str, float]) -> None:
