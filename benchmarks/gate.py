@@ -108,7 +108,8 @@ def edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
-def one_round(paths: OrgPaths, land: Any, sigma: float, sigmas: float, lucky: int) -> dict[str, tuple[bool, bool]]:
+def one_round(paths: OrgPaths, land: Any, sigma: float, sigmas: float,
+              lucky: int) -> dict[str, tuple[bool, bool, int]]:
     ctx = runner.load_context(paths)
     head = ctx.program_head()
     k = gate.settings(ctx.spec).baseline_repeats
@@ -154,8 +155,9 @@ def one_round(paths: OrgPaths, land: Any, sigma: float, sigmas: float, lucky: in
     out = {}
     for kind, exp in exps.items():
         row = ledger.get_experiment(paths, exp)
-        was_candidate = bool(ledger.verifications(paths, exp=exp))
-        out[kind] = (was_candidate, row["verdict"] == "promoted")
+        checks = ledger.verifications(paths, exp=exp)
+        reruns = sum(ledger.get_experiment(paths, e)["verdict"] == "ok" for v in checks for e in v["runs"])
+        out[kind] = (bool(checks), row["verdict"] == "promoted", reruns)
     return out
 
 
@@ -208,26 +210,28 @@ def main() -> int:
         print(f"gate benchmark: synthetic task, σ {args.sigma}, budget {args.budget}s, K={st.baseline_repeats} "
               f"baseline runs, R={st.repeats} re-runs, z={st.z} (screen z {gate.SCREEN_Z}), {args.rounds} rounds",
               flush=True)
-        tally = {kind: [0, 0] for kind in KINDS}
+        tally = {kind: [0, 0, 0] for kind in KINDS}
         runs = 0
         for i, seed in enumerate(lucky_seeds(land, args.rounds, 2.0)):
             reset(paths, base)
             result = one_round(paths, land, args.sigma, args.sigmas, seed)
             runs += len(ledger.experiments(paths))
-            for kind, (cand, promoted) in result.items():
+            for kind, (cand, promoted, reruns) in result.items():
                 tally[kind][0] += cand
                 tally[kind][1] += promoted
+                tally[kind][2] += reruns
             if (i + 1) % 10 == 0:
                 print(f"  {i + 1} rounds, {runs} runs, {time.monotonic() - started:.0f}s", flush=True)
         subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True)
     n = args.rounds
-    print(f"\n{'planted kind':<34} {'trials':>6} {'verified':>9} {'promoted':>9}")
+    print(f"\n{'planted kind':<34} {'trials':>6} {'verified':>9} {'promoted':>9} {'re-runs/verified':>17}")
     labels = {"seed-only": "seed-only (head code, new seed)", "no-effect": "no-effect edit",
               "lucky seed": "no-effect edit, lucky seed (≤-2σ)", "protected": "protected file edited (bypass)",
               "over budget": "trains 1.6× the budget", "win": f"real win of {args.sigmas:g}σ"}
     for kind in KINDS:
-        cand, promoted = tally[kind]
-        print(f"{labels[kind]:<34} {n:>6} {cand:>9} {promoted:>9}")
+        cand, promoted, reruns = tally[kind]
+        per = f"{reruns / cand:.1f}" if cand else "-"
+        print(f"{labels[kind]:<34} {n:>6} {cand:>9} {promoted:>9} {per:>17}")
     false = sum(tally[k][1] for k in KINDS if k != "win")
     trials = n * (len(KINDS) - 1)
     lo, hi = wilson(false, trials)
