@@ -1,0 +1,121 @@
+"""val_bpb: bits per byte of a model on the fixed validation tokens. The task's metric; lower is better.
+
+Protected: train.py imports and calls `evaluate_bpb`, so editing train.py cannot change how a run is measured.
+Bits per byte do not depend on the tokenizer: the summed cross-entropy (in bits) of every scored token is
+divided by the number of UTF-8 bytes those tokens stand for. BOS tokens stand for no bytes and are skipped.
+
+The scored tokens are fixed: the first EVAL_TOKENS targets of val.bin (all of it when it is shorter), cut
+into consecutive windows of the model's context length, in order. The model sees each window on its own.
+
+Standalone, on a checkpoint written by `train.py --save PATH`:
+
+    python nanochat/evaluate.py PATH
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import prepare
+import torch
+import torch.nn.functional as F
+
+EVAL_TOKENS = 2**17  # targets scored; fixed for every run so that numbers compare
+CAUSAL_TOLERANCE = 1e-2  # largest logit change allowed at positions before an edited token
+
+
+class EvaluationError(Exception):
+    """The model cannot be measured fairly (it looks at future tokens, or returns the wrong shape)."""
+
+
+def autocast_for(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def check_causal(model: torch.nn.Module, window: torch.Tensor, vocab_size: int) -> None:
+    """Change the second half of one window; the logits of the first half must not move.
+
+    A model that peeks at the tokens it predicts would score far better than it is, so it is not scored.
+    """
+    half = window.size(1) // 2
+    edited = window.clone()
+    edited[:, half:] = (edited[:, half:] + 1) % vocab_size
+    before, after = model(window).float(), model(edited).float()
+    expected = (window.size(0), window.size(1), vocab_size)
+    if tuple(before.shape) != expected:
+        raise EvaluationError(f"model(idx) must return logits of shape {expected}, got {tuple(before.shape)}")
+    moved = (before[:, :half] - after[:, :half]).abs().max().item()
+    if not moved <= CAUSAL_TOLERANCE:
+        raise EvaluationError(f"model is not causal: earlier logits moved by {moved:.3g} when later tokens changed")
+
+
+@torch.no_grad()
+def evaluate_bpb(model: torch.nn.Module, seq_len: int, device: torch.device | str, batch_size: int = 16,
+                 data: Path | None = None) -> float:
+    """Bits per byte of `model` (called as `model(idx) -> logits (B, T, vocab)`) on the fixed validation tokens.
+
+    `seq_len` is the context the model was trained for; `batch_size` only changes speed.
+    """
+    device = torch.device(device)
+    where = data or prepare.data_dir()
+    meta = prepare.load_meta(where)
+    tokens = prepare.load_tokens("val", where)
+    token_bytes = torch.from_numpy(prepare.load_token_bytes(where).astype(np.int64)).to(device)
+    n = min(EVAL_TOKENS, len(tokens) - 1)
+    assert n > 0 and seq_len > 0, "need validation tokens and a positive context"
+    stream = torch.from_numpy(np.asarray(tokens[: n + 1], dtype=np.int64)).to(device)
+    starts = list(range(0, n, seq_len))
+    was_training = model.training
+    model.eval()
+    total_bits = 0.0
+    total_bytes = 0
+    with autocast_for(device):
+        check_causal(model, stream[None, : min(seq_len, n)], meta["vocab_size"])
+        full = [s for s in starts if s + seq_len <= n]
+        tail = [s for s in starts if s + seq_len > n]  # the last, shorter window
+        groups = [full[i : i + batch_size] for i in range(0, len(full), batch_size)] + [[s] for s in tail]
+        for group in groups:
+            length = min(seq_len, n - group[0])
+            x = torch.stack([stream[s : s + length] for s in group])
+            y = torch.stack([stream[s + 1 : s + 1 + length] for s in group])
+            logits = model(x).float()
+            nats = F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1), reduction="none")
+            weight = token_bytes[y.reshape(-1)]
+            total_bits += (nats * (weight > 0)).sum().item() / math.log(2)
+            total_bytes += int(weight.sum().item())
+    model.train(was_training)
+    assert total_bytes > 0, "validation tokens cover no bytes"
+    return total_bits / total_bytes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = prepare.OneLineParser(prog="evaluate.py", description="val_bpb of a checkpoint from train.py --save")
+    parser.add_argument("checkpoint", help="file written by `train.py --save PATH`")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args(argv)
+    import train  # the model's code sits next to this file (the worktree's own train.py)
+
+    try:
+        saved = torch.load(args.checkpoint, map_location=args.device, weights_only=True)
+    except (OSError, RuntimeError) as exc:
+        print(f"evaluate.py: error: cannot read checkpoint {args.checkpoint}: {exc}", file=sys.stderr)
+        return 2
+    model = train.GPT(train.GPTConfig(**saved["config"])).to(args.device)
+    model.load_state_dict(saved["state_dict"])
+    try:
+        val_bpb = evaluate_bpb(model, saved["config"]["seq_len"], args.device, args.batch_size)
+    except prepare.PrepareError as exc:
+        print(f"evaluate.py: error: {exc}", file=sys.stderr)
+        return 2
+    print("@metric " + json.dumps({"val_bpb": val_bpb}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

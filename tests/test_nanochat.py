@@ -1,0 +1,241 @@
+"""The bundled nanochat task: prepare, train and evaluate, run as autoorg's runner runs them (subprocesses from
+the repository root, data under AUTOORG_DATA pointed at tmp_path)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from autoorg.heuristic import read_knobs
+from autoorg.spec import load_task
+
+REPO = Path(__file__).resolve().parent.parent
+NANOCHAT = REPO / "nanochat"
+sys.path.insert(0, str(NANOCHAT))  # nanochat/ is not a package: its modules import each other by name
+
+import evaluate  # noqa: E402
+import prepare  # noqa: E402
+import train  # noqa: E402
+
+WORDS = ["the", "model", "reads", "bytes", "of", "text", "and", "code", "then", "learns", "to", "predict", "which",
+         "token", "comes", "next", "from", "what", "came", "before", "so", "loss", "falls", "while", "budget", "lasts"]
+FINAL_KEYS = {"final", "val_bpb", "steps", "tokens", "params", "flops", "train_s", "warmup_s", "peak_mem_mb"}
+
+
+def write_corpus(folder: Path, files: int = 30, seed: int = 0) -> Path:
+    """Small deterministic documents, some with multi-byte characters, plus a binary file to be skipped."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(files):
+        lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))) + "." for _ in range(60)]
+        lines.insert(rng.randrange(60), "naïve café — 東京 ✓")
+        (folder / f"doc{i:02d}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (folder / "image.bin").write_bytes(bytes(range(256)))
+    return folder
+
+
+def write_shard(path: Path, rows: int, seed: int) -> None:
+    rng = random.Random(seed)
+    texts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(20, 60))) for _ in range(rows)]
+    pq.write_table(pa.table({"text": texts, "id": list(range(rows))}), path, row_group_size=50)
+
+
+def run(script: str, *args: str, data: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "AUTOORG_DATA": str(data)}
+    return subprocess.run([sys.executable, f"nanochat/{script}", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def metric_lines(stdout: str) -> list[dict]:
+    return [json.loads(line[len("@metric "):]) for line in stdout.splitlines() if line.startswith("@metric ")]
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """AUTOORG_DATA holding the tiny corpus, prepared once for the module."""
+    root = tmp_path_factory.mktemp("nanochat")
+    corpus = write_corpus(root / "corpus")
+    proc = run("prepare.py", "--corpus", str(corpus), "--vocab-size", "512", data=root / "data")
+    assert proc.returncode == 0, proc.stderr
+    return root / "data"
+
+
+@pytest.fixture
+def use_data(prepared, monkeypatch) -> Path:
+    monkeypatch.setenv("AUTOORG_DATA", str(prepared))
+    return prepared
+
+
+# --------------------------------------------------------------------------------------------------------------
+# prepare.py
+
+
+def test_prepare_folder_corpus_once(prepared, monkeypatch):
+    monkeypatch.setenv("AUTOORG_DATA", str(prepared))
+    meta = prepare.load_meta()
+    assert meta["source"].startswith("dir:") and len(meta["corpus_sha256"]) == 64
+    assert meta["settings"]["vocab_size"] == 512 and 256 < meta["vocab_size"] <= 512, "a tiny corpus has few merges"
+    assert meta["train_docs"] >= 1 and meta["val_docs"] >= 1
+    assert meta["train_docs"] + meta["val_docs"] == 30, "the binary file is skipped"
+    train_ids, val_ids = prepare.load_tokens("train"), prepare.load_tokens("val")
+    assert len(train_ids) == meta["train_tokens"] and len(val_ids) == meta["val_tokens"]
+    token_bytes = prepare.load_token_bytes()
+    assert token_bytes[0] == 0, "BOS stands for no bytes"
+    assert int(token_bytes[np.asarray(val_ids)].sum()) == meta["val_bytes"], "tokens cover the text's bytes exactly"
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(prepared / "nanochat" / "data" / "tokenizer.json"))
+    assert "naïve café — 東京 ✓" in tokenizer.decode(np.asarray(val_ids).tolist()), "byte-level BPE round-trips"
+
+    started = time.monotonic()
+    corpus = prepared.parent / "corpus"
+    again = run("prepare.py", "--corpus", str(corpus), "--vocab-size", "512", data=prepared)
+    assert again.returncode == 0 and "already prepared" in again.stdout
+    # without a source flag (a task's setup step) whatever is prepared stays, even if it is not the stdlib
+    plain = run("prepare.py", data=prepared)
+    assert plain.returncode == 0 and "already prepared: dir:" in plain.stdout
+    assert time.monotonic() - started < 10
+    assert prepare.load_meta()["created"] == meta["created"], "the cache was not rebuilt"
+
+
+def test_prepare_bad_corpus(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert "no text files" in one_line_error(run("prepare.py", "--corpus", str(tmp_path / "empty"), data=tmp_path))
+    assert "does not exist" in one_line_error(run("prepare.py", "--corpus", str(tmp_path / "nope"), data=tmp_path))
+    one_line_error(run("prepare.py", "--vocab-size", "10", data=tmp_path))
+    one_line_error(run("prepare.py", "--no-such-flag", data=tmp_path))
+
+
+def test_prepare_parquet_shards_local_and_downloaded(tmp_path):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for i, rows in enumerate([120, 80]):
+        write_shard(shards / f"part_{i}.parquet", rows, seed=i)
+    data = tmp_path / "data"
+    proc = run("prepare.py", "--parquet-dir", str(shards), "--vocab-size", "400", data=data)
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads((data / "nanochat" / "data" / "meta.json").read_text())
+    assert (meta["train_docs"], meta["val_docs"]) == (120, 80), "the last shard in sorted order is validation"
+
+    # the download path, through urllib with file:// URLs: shards 0 and 1, then the fixed validation shard
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for index, rows in [(0, 60), (1, 50), (6542, 40)]:
+        write_shard(mirror / f"shard_{index:05d}.parquet", rows, seed=index)
+    proc = run("prepare.py", "--download", "2", "--base-url", mirror.as_uri(), "--vocab-size", "400", data=data)
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads((data / "nanochat" / "data" / "meta.json").read_text())
+    assert meta["source"] == "climbmix:2" and (meta["train_docs"], meta["val_docs"]) == (110, 40)
+    assert sorted(p.name for p in (data / "nanochat" / "shards" / "climbmix").iterdir()) == [
+        "shard_00000.parquet", "shard_00001.parquet", "shard_06542.parquet"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# train.py and evaluate.py
+
+
+def test_train_reports_metrics_within_budget(prepared, tmp_path):
+    budget = 6
+    started = time.monotonic()
+    proc = run("train.py", "--preset", "cpu", "--budget", str(budget), "--seed", "1", "--log-every", "1",
+               "--save", str(tmp_path / "model.pt"), data=prepared)
+    wall = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr
+    metrics = metric_lines(proc.stdout)
+    progress = [m for m in metrics if not m.get("final")]
+    finals = [m for m in metrics if m.get("final")]
+    assert progress and all(set(m) == {"step", "train_loss", "tok_per_s"} for m in progress)
+    assert len(finals) == 1 and set(finals[0]) >= FINAL_KEYS and "mfu" not in finals[0]
+    final = finals[0]
+    assert np.isfinite(final["val_bpb"]) and 0 < final["val_bpb"] < 20
+    assert final["steps"] >= 1 and final["tokens"] == final["steps"] * train.BATCH_TOKENS
+    assert final["train_s"] <= budget * 1.02, "the runner rejects runs that train past the budget"
+    assert wall < budget + 40, f"process took {wall:.1f} s for a {budget} s budget"
+
+    # the saved model, measured on its own, gives the same number: evaluation is deterministic
+    again = run("evaluate.py", str(tmp_path / "model.pt"), data=prepared)
+    assert again.returncode == 0, again.stderr
+    assert metric_lines(again.stdout)[0]["val_bpb"] == pytest.approx(final["val_bpb"], abs=2e-6)
+
+
+def small_model(vocab_size: int, seq_len: int = 64) -> train.GPT:
+    torch.manual_seed(0)
+    cfg = train.GPTConfig(vocab_size=vocab_size, seq_len=seq_len, depth=2, width=64, head_dim=32, mlp_ratio=4,
+                          logit_softcap=15.0, rope_base=10000.0, value_embeds=True, window_pattern="SL",
+                          short_window=16)
+    return train.GPT(cfg)
+
+
+def test_evaluate_is_deterministic(use_data):
+    meta = prepare.load_meta()
+    model = small_model(meta["vocab_size"])
+    first = evaluate.evaluate_bpb(model, 64, "cpu", batch_size=8)
+    second = evaluate.evaluate_bpb(model, 64, "cpu", batch_size=8)
+    assert first == second and first > 0
+    # an untrained model predicts roughly uniformly: about log2(vocab) bits per token
+    assert 0.5 < first / (np.log2(meta["vocab_size"]) * meta["val_tokens"] / meta["val_bytes"]) < 1.5
+
+
+def test_evaluate_refuses_a_model_that_sees_the_future(use_data):
+    class Peeking(torch.nn.Module):
+        def __init__(self, vocab_size: int):
+            super().__init__()
+            self.vocab_size = vocab_size
+
+        def forward(self, idx):
+            nxt = torch.roll(idx, -1, dims=1)  # the very token it is asked to predict
+            return torch.nn.functional.one_hot(nxt, self.vocab_size).float() * 30
+
+    with pytest.raises(evaluate.EvaluationError, match="not causal"):
+        evaluate.evaluate_bpb(Peeking(prepare.load_meta()["vocab_size"]), 64, "cpu")
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--preset", "tpu"], "invalid choice"),
+    (["--budget", "0"], "--budget must be a positive number"),
+    (["--budget", "-5"], "--budget must be a positive number"),
+])
+def test_train_bad_arguments_exit_2(prepared, args, expected):
+    assert expected in one_line_error(run("train.py", *args, data=prepared))
+
+
+def test_train_without_data_says_to_prepare(tmp_path):
+    line = one_line_error(run("train.py", "--preset", "cpu", "--budget", "5", data=tmp_path))
+    assert "run `python nanochat/prepare.py` first" in line
+
+
+# --------------------------------------------------------------------------------------------------------------
+# task.yaml
+
+
+def test_task_yaml_knobs_are_constants_of_train_py():
+    task = load_task(NANOCHAT / "task.yaml")
+    assert task.editable == ["nanochat/train.py"] and task.metric == "val_bpb" and task.direction == "minimize"
+    assert {"nanochat/prepare.py", "nanochat/evaluate.py", "nanochat/task.yaml"} <= set(task.protected)
+    assert task.budget == {"cpu": 60.0, "gpu": 300.0}
+    values = read_knobs((REPO / "nanochat" / "train.py").read_text(), task.knobs)
+    for knob in task.knobs:
+        assert knob.name in values, f"knob {knob.name} is not a `NAME = value` constant in train.py"
+        assert getattr(train, knob.name) == values[knob.name]
+        if knob.type == "choice":
+            assert values[knob.name] in knob.choices, knob.name
+        elif knob.type in ("int", "float"):
+            assert knob.low <= values[knob.name] <= knob.high, knob.name
