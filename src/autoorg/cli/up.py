@@ -45,9 +45,12 @@ def run(args: argparse.Namespace) -> int:
         print("---")
         print(plan.describe())
         return 0
+    chosen: dict[tuple[str, str], list[str]] = {}
     for agent in plan.agents:
         if agent.spec.backend == "auto":
-            print(f"{agent.spec.name}: backend auto -> {agent.backend} ({agent.reason})", file=sys.stderr)
+            chosen.setdefault((agent.backend, agent.reason), []).append(agent.spec.name)
+    for (backend_name, reason), names in chosen.items():
+        print(f"backend auto -> {backend_name} for {', '.join(names)}: {reason}", file=sys.stderr)
     state = build_org(plan, log=lambda line: print(line, file=sys.stderr))
     print(f"org {plan.spec.tag} is up: {len(plan.agents)} agents in tmux session {state['session']}")
     target = state["windows"].get("org", state["session"])

@@ -29,7 +29,7 @@ class DashApp(App[None]):
     #results { height: 1fr; }
     """
     BINDINGS = [
-        Binding("enter", "goto_pane", "Go to pane"),
+        Binding("enter", "goto_pane", "Go to pane", priority=True),
         Binding("r", "refresh_now", "Refresh"),
         Binding("q", "quit", "Quit"),
     ]
