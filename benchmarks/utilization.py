@@ -1,8 +1,9 @@
 """Slot utilization with agents that keep work queued, and the runner's own overhead per experiment.
 
-An org of 8 CPU agents on the synthetic task (2 CPU slots on a 2-core machine), no panes and no daemon: the agents
-are loops of the real `autoorg exp run` CLI, each changing a knob and running it again; the gate runs as `exp run`
-calls it after every result (its baseline and verification runs are experiments too and count as work).
+An org of 8 CPU agents on the synthetic task (2 CPU slots on a 2-core machine), no panes and no daemon: each agent
+is a loop of the real `autoorg exp submit` CLI that keeps two experiments queued (a knob changed each time); the
+gate runs as each worker calls it after its result (its baseline and verification runs are experiments too and
+count as work).
 
 - utilization: slot-seconds spent running experiments (each run's process, spawn to exit, from result.json) over
   slot-seconds available, in the window where work was queued;
@@ -39,6 +40,7 @@ from autoorg.spec import AGENT_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = "examples/synthetic/train.py"
+QUEUED = 2  # experiments each agent keeps submitted
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -79,6 +81,16 @@ def exp_run(paths: OrgPaths, agent: str, message: str) -> tuple[float, str]:
     return t0, match[1]
 
 
+def exp_submit(paths: OrgPaths, agent: str, message: str) -> str:
+    env = {**os.environ, "AUTOORG_AGENT": agent, "AUTOORG_HOME": str(paths.home)}
+    proc = subprocess.run([sys.executable, "-m", "autoorg", "exp", "submit", "-m", message],
+                          cwd=paths.worktree(agent), env=env, capture_output=True, text=True, timeout=600)
+    match = re.match(r"(e\d+) submitted", proc.stdout)
+    if not match:
+        raise SystemExit(f"exp submit failed: {proc.stderr.strip()}")
+    return match[1]
+
+
 def result(paths: OrgPaths, exp: str) -> dict[str, Any]:
     return dict(json.loads((paths.runs / exp / "result.json").read_text()))
 
@@ -116,10 +128,17 @@ def utilization(paths: OrgPaths, agents: int, seconds: float) -> dict[str, float
     start = time.time()
 
     def loop(agent: str) -> None:
+        """Keep QUEUED experiments of this agent submitted at all times (`exp submit`, as an agent that keeps
+        thinking while its runs wait would): the slots, not the agents' own CPU time, set the pace."""
         rng = random.Random(agent)
+        outstanding: list[str] = []
         while time.time() < stop:
+            outstanding = [e for e in outstanding if ledger.get_experiment(paths, e)["verdict"] in ledger.UNFINISHED]
+            if len(outstanding) >= QUEUED:
+                time.sleep(0.1)
+                continue
             value = set_decay(paths, agent, rng)
-            exp_run(paths, agent, f"weight decay {value}")
+            outstanding.append(exp_submit(paths, agent, f"weight decay {value}"))
 
     threads = [threading.Thread(target=loop, args=(a,)) for a in AGENT_NAMES[:agents]]
     for t in threads:
@@ -127,12 +146,15 @@ def utilization(paths: OrgPaths, agents: int, seconds: float) -> dict[str, float
     for t in threads:
         t.join()
     spans: dict[str, list[tuple[float, float]]] = {}
+    waits: list[tuple[float, float]] = []
     for folder in paths.runs.iterdir():
         if (folder / "result.json").is_file():
             r = result(paths, folder.name)
             t = r["times"]
             if r["slot"] and "spawned" in t and "exited" in t and t["spawned"] >= start:
                 spans.setdefault(r["slot"], []).append((t["spawned"], t["exited"]))
+            if "lease_wait" in t and "leased" in t:
+                waits.append((t["lease_wait"], t["leased"]))
     # The window: from the moment every slot has started its first run to the moment the agents stopped asking
     # for more (after that, queues drain and slots go idle by design).
     begin = max(min(s for s, _ in v) for v in spans.values())
@@ -142,7 +164,18 @@ def utilization(paths: OrgPaths, agents: int, seconds: float) -> dict[str, float
     for v in spans.values():
         v.sort()
         gaps += [b[0] - a[1] for a, b in zip(v, v[1:], strict=False) if a[1] >= begin and b[0] <= stop]
-    return {"busy": busy, "available": available, "runs": sum(len(v) for v in spans.values()),
+    # Idle slot time while some experiment was waiting for a slot: what the runner itself lost. (Idle time with
+    # nobody waiting is the agents' and the machine's: on a loaded 2-core machine, start-up takes CPU too.)
+    step = 0.005
+    lost = 0.0
+    for v in spans.values():
+        t = begin
+        while t < stop:
+            running = any(s <= t < e for s, e in v)
+            if not running and any(a <= t < b for a, b in waits):
+                lost += step
+            t += step
+    return {"busy": busy, "available": available, "runs": sum(len(v) for v in spans.values()), "lost": lost,
             "gap_median_ms": 1000 * statistics.median(gaps) if gaps else 0.0,
             "gap_p90_ms": 1000 * sorted(gaps)[int(0.9 * (len(gaps) - 1))] if gaps else 0.0}
 
@@ -174,6 +207,9 @@ def main() -> int:
     print(f"slot utilization: {100 * u['busy'] / u['available']:.1f}% ({u['busy']:.1f} slot-seconds running "
           f"experiments of {u['available']:.1f} available; {u['runs']:.0f} runs; gap between runs on a slot: median "
           f"{u['gap_median_ms']:.0f} ms, p90 {u['gap_p90_ms']:.0f} ms)")
+    print(f"  while an experiment was waiting for a slot: {100 * u['busy'] / (u['busy'] + u['lost']):.1f}% "
+          f"(slots idle with work waiting: {u['lost']:.2f} slot-seconds); load average now "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     return 0
 
 

@@ -152,9 +152,18 @@ def _connect(paths: OrgPaths) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
+def _schema_version(conn: sqlite3.Connection) -> int:
+    try:
+        return int(conn.execute("SELECT COALESCE(MAX(version), 0) FROM migrations").fetchone()[0])
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+        return 0
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
-    conn.execute("CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, applied TEXT NOT NULL)")
-    done = conn.execute("SELECT COALESCE(MAX(version), 0) FROM migrations").fetchone()[0]
+    """Bring the schema up to date; a plain read when it already is (every connection passes here)."""
+    done = _schema_version(conn)
     if done > len(MIGRATIONS):
         raise LedgerError(f"the ledger is at schema version {done}, newer than this autoorg knows "
                           f"({len(MIGRATIONS)}); upgrade autoorg")
@@ -162,7 +171,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
-        done = conn.execute("SELECT COALESCE(MAX(version), 0) FROM migrations").fetchone()[0]
+        conn.execute("CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, applied TEXT NOT NULL)")
+        done = _schema_version(conn)
         for version in range(done + 1, len(MIGRATIONS) + 1):
             # one statement at a time: executescript() would commit the open transaction first
             for statement in MIGRATIONS[version - 1].split(";"):
@@ -215,13 +225,24 @@ def update_experiment(paths: OrgPaths, exp: str, **fields: Any) -> None:
 
 def claim_unfinished(paths: OrgPaths, exp: str, verdict: str, **fields: Any) -> bool:
     """Set a verdict only while the experiment is still queued or running (so a late sweep never overwrites a
-    result). Returns whether it was set."""
+    result, and a run never overwrites its cancellation). Returns whether it was set."""
+    return exp in claim_many(paths, [exp], verdict, **fields)
+
+
+def claim_many(paths: OrgPaths, exps: list[str], verdict: str, **fields: Any) -> list[str]:
+    """claim_unfinished for several experiments in one transaction; returns those that were set."""
+    if "metrics" in fields and not isinstance(fields["metrics"], str | None):
+        fields["metrics"] = json.dumps(fields["metrics"], sort_keys=True)
     sets = ", ".join(f"{k} = ?" for k in ("verdict", *fields))
 
-    def update(conn: sqlite3.Connection) -> bool:
-        cur = conn.execute(f"UPDATE experiments SET {sets} WHERE exp = ? AND verdict IN ('queued', 'running')",
-                           (verdict, *fields.values(), exp))
-        return cur.rowcount == 1
+    def update(conn: sqlite3.Connection) -> list[str]:
+        done = []
+        for exp in exps:
+            cur = conn.execute(f"UPDATE experiments SET {sets} WHERE exp = ? AND verdict IN ('queued', 'running')",
+                               (verdict, *fields.values(), exp))
+            if cur.rowcount == 1:
+                done.append(exp)
+        return done
 
     return _retrying(paths, update)
 

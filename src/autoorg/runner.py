@@ -230,20 +230,22 @@ class _Queue:
         os.write(self.fd, json.dumps(wants).encode())
         os.rename(tmp, self.folder / self.ticket)
 
-    def first(self) -> bool:
-        """Is this the oldest live ticket?"""
-        return all(t >= self.ticket for t, _ in live_tickets(self.folder))
+    def taken_before_me(self) -> set[str]:
+        """Slots that older waiters want: first come, first served, slot by slot (a gate run waiting for one
+        busy slot does not hold up a later one that another slot would do for)."""
+        return {slot for _, wants in live_tickets(self.folder, before=self.ticket) for slot in wants}
 
     def leave(self) -> None:
         (self.folder / self.ticket).unlink(missing_ok=True)
         os.close(self.fd)
 
 
-def live_tickets(folder: Path) -> list[tuple[str, list[str]]]:
-    """(ticket, wanted slots) of every waiter still alive in a queue folder; dead waiters' tickets are removed."""
+def live_tickets(folder: Path, before: str | None = None) -> list[tuple[str, list[str]]]:
+    """(ticket, wanted slots) of every waiter still alive in a queue folder (only those older than `before`
+    when given); dead waiters' tickets are removed."""
     out = []
     try:
-        names = sorted(n for n in os.listdir(folder) if not n.startswith("."))
+        names = sorted(n for n in os.listdir(folder) if not n.startswith(".") and (before is None or n < before))
     except FileNotFoundError:
         return []
     for name in names:
@@ -276,9 +278,9 @@ def lease_slot(paths: OrgPaths, slots: list[Slot], *, holder: dict[str, Any], wa
     """Hold one free slot of `slots` (yields the slot and its locked descriptor); waits while all are busy.
 
     Waiters line up first come, first served (`locks/queue-<cls>/` for agents sharing a pool,
-    `locks/gate-queue-<cls>/` for the gate's runs): only the oldest waiter polls the slots, every 10 ms, so a freed
-    slot is taken at once and no agent is passed over. The gate's runs come first: an agent's run leaves alone the
-    slots a waiting gate run wants. Raises RunnerError after wait_s.
+    `locks/gate-queue-<cls>/` for the gate's runs): a waiter polls (every 10 ms, so a freed slot is taken at once)
+    only the slots no older waiter wants, so no agent is passed over. The gate's runs come first: an agent's run
+    leaves alone the slots a waiting gate run wants. Raises RunnerError after wait_s.
     """
     cls = slots[0].cls
     name = f"gate-queue-{cls}" if gate else (f"queue-{cls}" if len(slots) > 1 else None)
@@ -287,12 +289,12 @@ def lease_slot(paths: OrgPaths, slots: list[Slot], *, holder: dict[str, Any], wa
     told = False
     try:
         while True:
-            first = line is None or line.first()
-            if first:
-                leave = set() if gate else _gate_wants(paths, cls)
-                for slot in slots:
-                    if slot.name in leave or "*" in leave:
-                        continue
+            leave = line.taken_before_me() if line is not None else set()
+            if not gate:
+                leave |= _gate_wants(paths, cls)
+            mine = [] if "*" in leave else [s for s in slots if s.name not in leave]
+            if mine:
+                for slot in mine:
                     fd = _lock_file(paths, f"slot-{slot.name}")
                     if _try_lock(fd):
                         os.ftruncate(fd, 0)
@@ -315,7 +317,8 @@ def lease_slot(paths: OrgPaths, slots: list[Slot], *, holder: dict[str, Any], wa
                 told = True
             if time.monotonic() > deadline:
                 raise RunnerError(f"no free slot after {wait_s:.0f}s (busy: {'; '.join(slot_holders(paths, slots))})")
-            time.sleep(0.01 if first else 0.05)
+            # Polled often only while a slot could be ours; otherwise an older waiter is ahead for all of them.
+            time.sleep(0.01 if mine else 0.25)
     finally:
         if line is not None:
             line.leave()
@@ -446,14 +449,11 @@ def cancel_runs(paths: OrgPaths, exps: list[str], why: str = "cancelled") -> lis
     """Stop queued or running experiments that run in detached workers: the ledger says `why` first (so the
     worker's own crash record does not replace it), then the worker gets SIGTERM (it kills its run's process
     group). Runs of an agent's own `exp run` are left to it. Returns the experiments stopped."""
-    stopped = []
-    for exp in exps:
-        row = ledger.get_experiment(paths, exp)
-        pid = row.get("pid")
-        if not ledger.claim_unfinished(paths, exp, why, finished=ledger.now_iso(), pid=None):
-            continue
-        stopped.append(exp)
-        if pid and runner_alive(row) and _is_worker(int(pid), exp):
+    rows = {exp: ledger.get_experiment(paths, exp) for exp in exps}
+    stopped = ledger.claim_many(paths, exps, why, finished=ledger.now_iso(), pid=None)
+    for exp in stopped:
+        pid = rows[exp].get("pid")
+        if pid and runner_alive(rows[exp]) and _is_worker(int(pid), exp):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), signal.SIGTERM)
     return stopped
@@ -525,8 +525,9 @@ class Outcome:
     times: dict[str, float] = field(default_factory=dict)  # spawned, first_metric, exited (epoch seconds)
 
 
-class Interrupted(Exception):
-    pass
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP while a run is on its slot: handled like Ctrl-C (the run's group is killed, the CLI exits
+    130 without a traceback)."""
 
 
 def _on_signal(signum: int, _frame: Any) -> None:
@@ -547,7 +548,9 @@ def _signals_interrupt() -> Iterator[None]:
             signal.signal(s, h)
 
 
-def _kill_group(pgid: int) -> None:
+def _kill_group(pgid: int, reap: Callable[[], object]) -> None:
+    """SIGTERM the process group, SIGKILL what is left after KILL_WAIT_S. reap() collects our own child as soon
+    as it exits: an unreaped child still counts as a member of the group."""
     for sig, wait in ((signal.SIGTERM, KILL_WAIT_S), (signal.SIGKILL, 0.0)):
         try:
             os.killpg(pgid, sig)
@@ -555,24 +558,48 @@ def _kill_group(pgid: int) -> None:
             return
         end = time.monotonic() + wait
         while time.monotonic() < end:
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
+            reap()
+            if not _group_alive(pgid):
                 return
-            time.sleep(0.05)
+            time.sleep(0.02)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Does the process group still have a member that is not a zombie? (Orphaned zombies wait for init to reap
+    them, which some inits do only every second or two; they hold nothing, a slot included.)"""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 def run_command(command: str, *, cwd: Path, env: dict[str, str], limit_s: float, log_path: Path,
                 metrics_path: Path, keep_fd: int | None = None, cores: tuple[int, ...] = (),
-                on_started: Callable[[], None] | None = None) -> Outcome:
+                on_started: Callable[[], None] | None = None, times: dict[str, float] | None = None) -> Outcome:
     """Run command (sh -c) in its own process group; stream its output to log_path and @metric lines to
     metrics_path; kill the group at limit_s. The slot's lock descriptor (keep_fd) is inherited by the run;
-    on_started is called once it is running."""
+    on_started is called once it is running. `times` (spawned, first_metric, exited) is filled as they happen,
+    so a caller has them even when the run is interrupted."""
     def pin() -> None:
         if cores:
             os.sched_setaffinity(0, cores)
 
-    outcome = Outcome(exit_code=None, killed=None, wall_s=0.0, maxrss_gb=None)
+    outcome = Outcome(exit_code=None, killed=None, wall_s=0.0, maxrss_gb=None,
+                      times=times if times is not None else {})
     with open(log_path, "ab") as log, open(metrics_path, "a", encoding="utf-8") as metrics, _signals_interrupt():
         start = time.monotonic()
         outcome.times["spawned"] = time.time()
@@ -583,32 +610,38 @@ def run_command(command: str, *, cwd: Path, env: dict[str, str], limit_s: float,
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
         buffer = b""
-        exited_at: float | None = None
+        exited_at: list[float] = []
+
+        def reap(block: bool = False) -> None:
+            if exited_at:
+                return
+            try:
+                pid, status, usage = os.wait4(proc.pid, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid:
+                exited_at.append(time.monotonic())
+                proc.returncode = outcome.exit_code = os.waitstatus_to_exitcode(status)
+                outcome.wall_s = exited_at[0] - start
+                outcome.times["exited"] = time.time()
+                outcome.maxrss_gb = usage.ru_maxrss / 1e6  # KiB → GB
+
         try:
             if on_started is not None:
                 on_started()
             while True:
-                now = time.monotonic()
-                if now - start > limit_s and outcome.killed is None:
+                if time.monotonic() - start > limit_s and outcome.killed is None:
                     outcome.killed = "over budget"
-                    _kill_group(proc.pid)
-                if exited_at is None:
-                    pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-                    if pid:
-                        exited_at = now
-                        proc.returncode = os.waitstatus_to_exitcode(status)
-                        outcome.exit_code = proc.returncode
-                        outcome.wall_s = now - start
-                        outcome.times["exited"] = time.time()
-                        outcome.maxrss_gb = usage.ru_maxrss / 1e6  # KiB → GB
-                elif now - exited_at > DRAIN_AFTER_EXIT_S:
+                    _kill_group(proc.pid, reap)
+                reap()
+                if exited_at and time.monotonic() - exited_at[0] > DRAIN_AFTER_EXIT_S:
                     break  # leftover children hold the pipe open: they are killed below
                 ready, _, _ = select.select([fd], [], [], 0.05)
                 if not ready:
                     continue
                 chunk = os.read(fd, 65536)
                 if not chunk:
-                    if exited_at is not None:
+                    if exited_at:
                         break
                     continue
                 log.write(chunk)
@@ -617,16 +650,13 @@ def run_command(command: str, *, cwd: Path, env: dict[str, str], limit_s: float,
                 *lines, buffer = buffer.split(b"\n")
                 for raw in lines:
                     _take_line(raw.decode("utf-8", errors="replace").rstrip("\r"), outcome, metrics)
-        except (Interrupted, KeyboardInterrupt):
+        except KeyboardInterrupt:
             outcome.killed = "interrupted"
             raise
         finally:
-            _kill_group(proc.pid)
-            if exited_at is None:
-                with contextlib.suppress(ChildProcessError):
-                    _, status, usage = os.wait4(proc.pid, 0)
-                    proc.returncode = os.waitstatus_to_exitcode(status)
-                    outcome.exit_code = proc.returncode
+            _kill_group(proc.pid, reap)
+            reap(block=True)
+            if not exited_at:  # reaped elsewhere: no status, but the time it took
                 outcome.wall_s = time.monotonic() - start
                 outcome.times["exited"] = time.time()
             if buffer:
@@ -773,7 +803,7 @@ def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float 
 
         def on_started(slot: Slot) -> None:
             # after the spawn, not before: a freed slot goes straight back to work
-            ledger.update_experiment(paths, exp, verdict="running", slot=slot.name, started=_iso(times["leased"]))
+            ledger.claim_unfinished(paths, exp, "running", slot=slot.name, started=_iso(times["leased"]))
             before[0] = _set_running(ctx, row, slot)
             if say:
                 say(f"{exp} on {slot.name}: {command}  (budget {row['budget']:g}s, log {run_dir / 'log'})")
@@ -783,28 +813,32 @@ def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float 
             with lease_slot(paths, slots, holder=holder, wait_s=wait_s, say=say, gate=row["kind"] != "exp") \
                     as (slot, fd):
                 times["leased"] = time.time()
+                if ledger.get_experiment(paths, exp)["verdict"] != "queued":
+                    return ledger.get_experiment(paths, exp)  # cancelled while it waited: the slot goes back
                 env = _run_env({**slot.env(), "AUTOORG_EXP": exp, "AUTOORG_SEED": str(row["seed"]),
                                 "AUTOORG_BUDGET": f"{row['budget']:g}"})
                 out = run_command(command, cwd=src, env=env, limit_s=row["budget"] + ctx.task.grace,
                                   log_path=run_dir / "log", metrics_path=run_dir / "metrics.jsonl", keep_fd=fd,
-                                  cores=slot.cores, on_started=functools.partial(on_started, slot))
+                                  cores=slot.cores, on_started=functools.partial(on_started, slot), times=times)
         finally:
             _restore_status(ctx, row, before[0])
-    except (Interrupted, KeyboardInterrupt):
-        _finish_crash(ctx, exp, "crash: interrupted")
+    except KeyboardInterrupt:
+        _finish_crash(ctx, exp, "crash: interrupted", times)
         raise
     except AutoorgError as exc:
-        _finish_crash(ctx, exp, f"crash: {exc}")
+        _finish_crash(ctx, exp, f"crash: {exc}", times)
         raise
     finally:
         shutil.rmtree(src, ignore_errors=True)
     verdict, finals, value = judge_outcome(ctx.task, out, row["budget"], row["standard"], row["kind"])
     memory = (finals or {}).get("memory_gb", out.maxrss_gb)
-    times.update(out.times)
-    fields = {"verdict": verdict, "metric": value, "metrics": finals or {}, "wall_s": round(out.wall_s, 3),
+    fields = {"metric": value, "metrics": finals or {}, "wall_s": round(out.wall_s, 3),
               "train_s": (finals or {}).get("train_s"), "memory_gb": memory, "exit_code": out.exit_code,
               "finished": _iso(out.times.get("exited")), "pid": None}
-    ledger.update_experiment(paths, exp, **fields)
+    if not ledger.claim_unfinished(paths, exp, verdict, **fields):
+        final = ledger.get_experiment(paths, exp)  # cancelled while it ran: that verdict stands
+        _write_result_json(ctx, final, times)
+        return final
     if row["kind"] == "exp" and verdict == "measured":
         from autoorg import gate
 
@@ -817,12 +851,12 @@ def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float 
     return final
 
 
-def _finish_crash(ctx: OrgContext, exp: str, verdict: str) -> None:
+def _finish_crash(ctx: OrgContext, exp: str, verdict: str, times: dict[str, float]) -> None:
     """Record a run that could not finish (unless the gate cancelled it meanwhile: that verdict stays)."""
     with contextlib.suppress(AutoorgError):
         if ledger.claim_unfinished(ctx.paths, exp, verdict[:500], finished=ledger.now_iso(), pid=None):
             ledger.write_results_tsv(ctx.paths, ctx.task.metric)
-            _write_result_json(ctx, ledger.get_experiment(ctx.paths, exp), {})
+        _write_result_json(ctx, ledger.get_experiment(ctx.paths, exp), times)
 
 
 def _write_result_json(ctx: OrgContext, row: dict[str, Any], times: dict[str, float]) -> None:
