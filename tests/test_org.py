@@ -331,3 +331,21 @@ def test_a_dead_daemon_is_shown_and_resume_restarts_it(repo: Path, tmux_socket: 
     retry_until(lambda: org_status(paths)["daemon_alive"], timeout=30, message="the daemon to run again")
     refused = run_cli("up", "--resume", "--task", "tiny")
     assert refused.returncode == 2 and "cannot be combined with --task" in refused.stderr
+
+
+def test_up_inside_tmux_without_socket_is_found_from_outside(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AUTOORG_TMUX_SOCKET", raising=False)
+    outer, session = outer_terminal()
+    try:
+        cmd = f"cd {repo} && unset AUTOORG_TMUX_SOCKET && {sys.executable} -m autoorg up 1xcpu --task tiny " \
+              f"--command 'sleep 600' --no-attach"
+        subprocess.run(["tmux", "-L", outer, "send-keys", "-t", session, cmd, "Enter"], check=True)
+        paths = org_paths(repo, "1xcpu")
+        retry_until(lambda: paths.state_json.is_file(), timeout=30, message="up inside tmux")
+        retry_until(lambda: run_cli("status").returncode == 0, timeout=30, message="state to be written")
+        status = json.loads(run_cli("status", "--json").stdout)
+        assert status["running"] is True and status["socket"].endswith(f"/{outer}")
+        assert run_cli("down").returncode == 0
+        assert not tmux.has_session(status["socket"], "autoorg-1xcpu")
+    finally:
+        subprocess.run(["tmux", "-L", outer, "kill-server"], capture_output=True)

@@ -43,7 +43,24 @@ def session_name(tag: str) -> str:
 def _server(socket: str | None) -> libtmux.Server:
     if shutil.which("tmux") is None:
         raise TmuxError("tmux not found on PATH; install tmux (apt-get install tmux)")
+    if socket and "/" in socket:  # a socket path: the server `up` found itself inside
+        return libtmux.Server(socket_path=socket)
     return libtmux.Server(socket_name=socket) if socket else libtmux.Server()
+
+
+def _socket_args(socket: str | None) -> list[str]:
+    if not socket:
+        return []
+    return ["-S", socket] if "/" in socket else ["-L", socket]
+
+
+def current_socket(socket: str | None) -> str | None:
+    """The server an org started now would live on: --socket, else the tmux we are inside (by its socket path,
+    so commands run later from outside it still find the org), else the default server."""
+    if socket:
+        return socket
+    inside = os.environ.get("TMUX", "").split(",")[0]
+    return inside or None
 
 
 def _cmd(server: libtmux.Server, *args: str) -> list[str]:
@@ -248,7 +265,7 @@ def attach(socket: str | None, target: str) -> bool:
     only when switching was impossible (no client to switch); attaching replaces this process.
     """
     server = _server(socket)
-    base = ["tmux"] + (["-L", socket] if socket else [])
+    base = ["tmux", *_socket_args(socket)]
     if os.environ.get("TMUX") and _same_server(server):
         return not server.cmd("switch-client", "-t", target).stderr
     env = {k: v for k, v in os.environ.items() if k != "TMUX"}
@@ -272,7 +289,7 @@ def _same_server(server: libtmux.Server) -> bool:
 
 
 def attach_hint(socket: str | None, target: str) -> str:
-    flag = f"-L {socket} " if socket else ""
+    flag = " ".join(_socket_args(socket)) + " " if socket else ""
     return f"tmux {flag}attach -t {target}"
 
 

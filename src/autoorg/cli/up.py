@@ -35,9 +35,9 @@ def run(args: argparse.Namespace) -> int:
     backend = args.backend
     if args.agent_command and not backend:
         backend = "command"
-    socket = tmux_socket(args.socket)
     if args.resume:
-        return run_resume(args, socket)
+        return run_resume(args, tmux_socket(args.socket))
+    socket = tmux.current_socket(tmux_socket(args.socket))
     plan = plan_org(args.org or default_org(), tag=args.tag, task=args.task, backend=backend, command=args.agent_command,
                     from_rev=args.from_rev, socket=socket, allow_dirty=args.allow_dirty)
     if args.dry_run:
