@@ -25,7 +25,7 @@ import prepare
 import torch
 import torch.nn.functional as F
 
-EVAL_TOKENS = 2**17  # targets scored; fixed for every run so that numbers compare
+EVAL_TOKENS = 2**16  # targets scored (about 200 KB of text); fixed for every run so that numbers compare
 CAUSAL_TOLERANCE = 1e-2  # largest logit change allowed at positions before an edited token
 
 
