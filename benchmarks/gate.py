@@ -211,11 +211,13 @@ def main() -> int:
               f"baseline runs, R={st.repeats} re-runs, z={st.z} (screen z {gate.SCREEN_Z}), {args.rounds} rounds",
               flush=True)
         tally = {kind: [0, 0, 0] for kind in KINDS}
-        runs = 0
+        runs = unclean = 0
         for i, seed in enumerate(lucky_seeds(land, args.rounds, 2.0)):
             reset(paths, base)
             result = one_round(paths, land, args.sigma, args.sigmas, seed)
             runs += len(ledger.experiments(paths))
+            unclean += sum(not (r["verdict"] == "ok" or r["verdict"].startswith("cancelled"))
+                           for r in ledger.experiments(paths, kinds=("baseline", "verify")))
             for kind, (cand, promoted, reruns) in result.items():
                 tally[kind][0] += cand
                 tally[kind][1] += promoted
@@ -244,7 +246,7 @@ def main() -> int:
     lo, hi = wilson(wins, n)
     print(f"true-promotion rate for {args.sigmas:g}σ wins: {wins}/{n} = {100 * wins / n:.1f}% "
           f"(95% CI {100 * lo:.1f}–{100 * hi:.1f}%)")
-    print(f"{runs} runs in {time.monotonic() - started:.0f}s")
+    print(f"{runs} runs in {time.monotonic() - started:.0f}s; gate runs that did not measure cleanly: {unclean}")
     return 0
 
 
