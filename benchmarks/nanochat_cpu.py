@@ -1,4 +1,4 @@
-"""How well and how reproducibly the nanochat task's CPU preset trains: val_bpb over seeds, against a unigram model.
+"""How well and how reproducibly the nanochat CPU preset trains: val_bpb over seeds, against a unigram model.
 
     python benchmarks/nanochat_cpu.py                      # 5 seeds, 60 s each (about 6 minutes on 2 cores)
     python benchmarks/nanochat_cpu.py --seeds 3 --budget 30
@@ -46,7 +46,8 @@ def run_seed(seed: int, budget: float, extra: list[str]) -> dict:
     started = time.monotonic()
     proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     wall = time.monotonic() - started
-    metrics = [json.loads(line[len("@metric "):]) for line in proc.stdout.splitlines() if line.startswith("@metric ")]
+    lines = proc.stdout.splitlines()
+    metrics = [json.loads(line[len("@metric "):]) for line in lines if line.startswith("@metric ")]
     finals = [m for m in metrics if m.get("final")]
     if proc.returncode != 0 or len(finals) != 1:
         sys.exit(f"seed {seed} failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")

@@ -51,7 +51,8 @@ def check_causal(model: torch.nn.Module, window: torch.Tensor, vocab_size: int) 
         raise EvaluationError(f"model(idx) must return logits of shape {expected}, got {tuple(before.shape)}")
     moved = (before[:, :half] - after[:, :half]).abs().max().item()
     if not moved <= CAUSAL_TOLERANCE:
-        raise EvaluationError(f"model is not causal: earlier logits moved by {moved:.3g} when later tokens changed")
+        raise EvaluationError(f"model is not causal: earlier logits moved by {moved:.3g} when later tokens "
+                              "changed")
 
 
 @torch.no_grad()
@@ -94,7 +95,7 @@ def evaluate_bpb(model: torch.nn.Module, seq_len: int, device: torch.device | st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = prepare.OneLineParser(prog="evaluate.py", description="val_bpb of a checkpoint from train.py --save")
+    parser = prepare.OneLineParser(prog="evaluate.py", description="val_bpb of a train.py --save checkpoint")
     parser.add_argument("checkpoint", help="file written by `train.py --save PATH`")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=16)

@@ -6,7 +6,7 @@ Protected: agents must not edit this file; it fixes the data every run is measur
                                                    # data is prepared already (then it is kept)
     python nanochat/prepare.py --corpus DIR        # any folder of text files
     python nanochat/prepare.py --download 8        # online: 8 ClimbMix shards + the fixed validation shard
-    python nanochat/prepare.py --parquet-dir DIR   # parquet shards on disk; the last in sorted order is validation
+    python nanochat/prepare.py --parquet-dir DIR   # parquet shards on disk; the last (sorted) is validation
 
 Everything lands in `$AUTOORG_DATA/nanochat/` (default `~/.cache/autoorg/nanochat/`): downloaded shards under
 `shards/`, the prepared data under `data/` (meta.json, tokenizer.json, token_bytes.npy, train.bin, val.bin).
@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 FORMAT = 1  # bump when the layout or the tokenizer recipe changes: old caches are then rebuilt
-VOCAB_SIZE = 2048  # offline corpora: sized for the CPU preset, whose tiny model spends much of its time in the head
+VOCAB_SIZE = 2048  # offline corpora: sized for the CPU preset, whose tiny model spends much time in the head
 SHARD_VOCAB_SIZE = 8192  # parquet shards (web text, for GPU runs)
 VAL_FRACTION = 0.05  # share of files (by a stable hash of their path) held out for validation
 STDLIB_MAX_MB = 8.0  # train text taken from the standard library; enough for a 60 s CPU run
@@ -132,7 +132,8 @@ class Progress:
         frac = min(self.done / self.total, 1.0)
         bar = "#" * int(20 * frac) + "." * (20 - int(20 * frac))
         amount = f"{self.done / self.scale:.1f}/{self.total / self.scale:.1f}{self.unit}"
-        sys.stderr.write(f"{prefix}{self.label} [{bar}] {frac:4.0%} {amount} {time.monotonic() - self.start:.1f} s")
+        elapsed = time.monotonic() - self.start
+        sys.stderr.write(f"{prefix}{self.label} [{bar}] {frac:4.0%} {amount} {elapsed:.1f} s")
         sys.stderr.flush()
 
 

@@ -1,7 +1,7 @@
 """Train a small GPT for a fixed wall-clock budget and report val_bpb. The file agents edit.
 
     python nanochat/train.py --preset cpu --budget 60 --seed 0     # 1-2 CPU cores
-    python nanochat/train.py --preset gpu --budget 300 --seed 0    # one H100: bf16, torch.compile, flash attention
+    python nanochat/train.py --preset gpu --budget 300 --seed 0    # one H100: bf16, torch.compile, flash attn
 
 Every knob is a module-level constant below (edit it in place) and a flag of the same name (--matrix-lr 0.03).
 Stdout carries `@metric {json}` lines for autoorg; everything else printed is log. val_bpb comes from the
@@ -37,9 +37,9 @@ GPU_DEPTH = 8  # transformer blocks (gpu preset)
 ASPECT_RATIO = 64  # width = DEPTH * ASPECT_RATIO, rounded up to whole heads
 HEAD_DIM = 64  # attention head size
 MLP_RATIO = 4  # MLP hidden width over model width
-LOGIT_SOFTCAP = 15.0  # logits = cap * tanh(logits / cap), smoothly bounded so early logits cannot run away; 0 = off
+LOGIT_SOFTCAP = 15.0  # logits = cap * tanh(logits / cap): bounded, so early logits cannot run away; 0 = off
 ROPE_BASE = 10000.0  # rotary embedding base; larger suits longer contexts
-VALUE_EMBEDS = True  # token embeddings mixed into attention values on alternate layers (cheap extra capacity)
+VALUE_EMBED_EVERY = 1  # token embeddings added to attention values every n-th layer from the last; 0 = off
 WINDOW_PATTERN = "L"  # attention span per layer, cycled: L = whole context, S = SHORT_WINDOW tokens
 SHORT_WINDOW = 64  # span of S layers (sliding-window attention)
 
@@ -87,7 +87,7 @@ class GPTConfig:
     mlp_ratio: int
     logit_softcap: float
     rope_base: float
-    value_embeds: bool
+    value_embed_every: int
     window_pattern: str
     short_window: int
 
@@ -96,8 +96,9 @@ class GPTConfig:
         return self.seq_len if kind == "L" else self.short_window
 
     def has_value_embed(self, layer: int) -> bool:
-        # alternate layers, always including the last one (closest to the output)
-        return self.value_embeds and layer % 2 == (self.depth - 1) % 2
+        # counted back from the last layer, the one closest to the output; costs parameters, not FLOPs
+        every = self.value_embed_every
+        return every > 0 and (self.depth - 1 - layer) % every == 0
 
 
 def norm(x: torch.Tensor) -> torch.Tensor:
@@ -128,8 +129,9 @@ class Attention(nn.Module):
         v = self.v(x).view(B, T, self.heads, self.head_dim)
         if value_embed is not None:
             v = v + self.ve_gate * value_embed.view_as(v)
-        # QK-norm: bounded attention logits, so high learning rates cannot make attention collapse onto one token
-        q, k = rotate(norm(q), cos, sin).to(v.dtype), rotate(norm(k), cos, sin).to(v.dtype)  # autocast may upcast
+        # QK-norm: attention logits stay bounded, so high learning rates cannot collapse attention onto one token
+        q, k = rotate(norm(q), cos, sin), rotate(norm(k), cos, sin)
+        q, k = q.to(v.dtype), k.to(v.dtype)  # autocast may have upcast them
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if self.window >= T:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # flash attention on CUDA
@@ -216,8 +218,9 @@ class GPT(nn.Module):
 
     def flops_per_token(self) -> int:
         """Training FLOPs per token: 6 per matrix weight (forward + backward) plus causal attention."""
+        cfg = self.cfg
         matrices = sum(p.numel() for p in self.blocks.parameters() if p.dim() == 2) + self.lm_head.weight.numel()
-        attention = sum(6 * self.cfg.width * min(self.cfg.window(i), self.cfg.seq_len) for i in range(self.cfg.depth))
+        attention = sum(6 * cfg.width * min(cfg.window(i), cfg.seq_len) for i in range(cfg.depth))
         return 6 * matrices + attention
 
 
@@ -276,7 +279,8 @@ def build_optimizers(model: GPT, args, on_cuda: bool) -> list[torch.optim.Optimi
     matrices = [p for p in model.blocks.parameters() if p.dim() == 2]
     scalars = [p for p in model.parameters() if p.dim() < 2]
     embeddings = [model.wte.weight, *(e.weight for e in model.value_embeds.values())]
-    assert len(matrices) + len(scalars) + len(embeddings) + 1 == len(list(model.parameters())), "a param has no optimizer"
+    optimized = len(matrices) + len(scalars) + len(embeddings) + 1  # + lm_head
+    assert optimized == len(list(model.parameters())), "every parameter needs exactly one optimizer"
     # AdamW rates were tuned at width 768; wider models take smaller steps (1/sqrt(width))
     scale = (model.cfg.width / 768) ** -0.5
     adam_groups = [
@@ -316,7 +320,8 @@ class TrainBatches:
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         starts = self.rng.integers(0, len(self.tokens) - self.seq_len - 1, size=self.rows)
-        windows = torch.from_numpy(np.stack([self.tokens[s : s + self.seq_len + 1] for s in starts]).astype(np.int64))
+        windows = np.stack([self.tokens[s : s + self.seq_len + 1] for s in starts]).astype(np.int64)
+        windows = torch.from_numpy(windows)
         if self.device.type == "cuda":
             windows = windows.pin_memory().to(self.device, non_blocking=True)
         return windows[:, :-1], windows[:, 1:]
@@ -342,12 +347,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--mlp-ratio", type=int, default=MLP_RATIO)
     add("--logit-softcap", type=float, default=LOGIT_SOFTCAP)
     add("--rope-base", type=float, default=ROPE_BASE)
-    add("--value-embeds", action=argparse.BooleanOptionalAction, default=VALUE_EMBEDS)
+    add("--value-embed-every", type=int, default=VALUE_EMBED_EVERY)
     add("--window-pattern", default=WINDOW_PATTERN)
     add("--short-window", type=int, default=SHORT_WINDOW)
     # data and batch
     add("--seq-len", type=int, help=f"context length (default: cpu {SEQ_LEN}, gpu {GPU_SEQ_LEN})")
-    add("--batch-tokens", type=int, help=f"tokens per step (default: cpu {BATCH_TOKENS}, gpu {GPU_BATCH_TOKENS})")
+    add("--batch-tokens", type=int, help=f"tokens/step (default: cpu {BATCH_TOKENS}, gpu {GPU_BATCH_TOKENS})")
     add("--device-batch", type=int, help=f"rows per pass (default: cpu {DEVICE_BATCH}, gpu {GPU_DEVICE_BATCH})")
     # optimizers
     add("--matrix-lr", type=float, default=MATRIX_LR)
@@ -432,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = GPTConfig(
         vocab_size=meta["vocab_size"], seq_len=args.seq_len, depth=args.depth, width=heads * args.head_dim,
         head_dim=args.head_dim, mlp_ratio=args.mlp_ratio, logit_softcap=args.logit_softcap,
-        rope_base=args.rope_base, value_embeds=args.value_embeds, window_pattern=args.window_pattern,
+        rope_base=args.rope_base, value_embed_every=args.value_embed_every, window_pattern=args.window_pattern,
         short_window=args.short_window,
     )
     model = GPT(cfg).to(device)

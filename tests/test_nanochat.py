@@ -181,7 +181,7 @@ def test_train_reports_metrics_within_budget(prepared, tmp_path):
 def small_model(vocab_size: int, seq_len: int = 64) -> train.GPT:
     torch.manual_seed(0)
     cfg = train.GPTConfig(vocab_size=vocab_size, seq_len=seq_len, depth=2, width=64, head_dim=32, mlp_ratio=4,
-                          logit_softcap=15.0, rope_base=10000.0, value_embeds=True, window_pattern="SL",
+                          logit_softcap=15.0, rope_base=10000.0, value_embed_every=1, window_pattern="SL",
                           short_window=16)
     return train.GPT(cfg)
 
