@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from autoorg.agent_loop import AgentLoop, Toolbox, Usage, make_chat
+from autoorg.agent_loop import AgentLoop, Tokens, Toolbox, Usage, make_chat
 from autoorg.backends import get_backend
 from tests.model_server import Rule, ScriptedModelServer
 
@@ -86,11 +86,12 @@ def test_the_loop_takes_turns_from_typed_lines_reports_usage_and_ends_on_eof(
 
 
 def test_cost_is_counted_for_priced_models_and_unknown_otherwise() -> None:
-    priced = Usage("anthropic", "claude-sonnet-4-5")
-    priced.add(1_000_000, 100_000)
-    assert priced.cost_usd == pytest.approx(3.0 + 1.5)
+    priced = Usage("anthropic", "claude-sonnet-4-5-20250929")  # a dated id finds its family's price
+    priced.add(Tokens(input=1_000_000, output=100_000, cached=1_000_000, cache_write=100_000))
+    assert priced.cost_usd == pytest.approx(3.0 + 1.5 + 0.3 + 0.375)
+    assert priced.summary() == "claude-sonnet-4-5-20250929: 2.1M in (1.0M cached) / 100k out tokens, $5.1750"
     unknown = Usage("openai", "scripted-model")
-    unknown.add(10, 10)
+    unknown.add(Tokens(input=10, output=10))
     assert unknown.cost_usd is None and "cost unknown" in unknown.summary()
 
 

@@ -178,6 +178,24 @@ def check_org(org: RunningOrg, names: list[str]) -> None:
         log = roles.agent_home(org.paths, name) / "hooks.log"
         assert not log.exists() or log.read_text() == "", log.read_text()
 
+    # Token accounting: every agent's model use is in the ledger, from its CLI's own records (or its loop), and
+    # its experiment carries what the agent had spent when it asked for it.
+    def spent() -> dict[str, dict[str, object]] | None:
+        proc = run_cli("results", "--json", cwd=org.repo, env=org.env)
+        usage = json.loads(proc.stdout)["usage"] if proc.returncode == 0 else {}
+        done = all(name in usage and usage[name]["requests"] >= 3 for name in names)
+        return usage if done else None
+
+    usage = retry_until(spent, timeout=30, message="every agent's token use in the ledger")
+    for name in names:
+        assert usage[name]["model"] == MODEL and usage[name]["output_tokens"] > 0, usage[name]
+        assert usage[name]["input_tokens"] + usage[name]["cached_input_tokens"] > 0, usage[name]
+        assert usage[name]["cost_usd"] is None  # the scripted model has no price
+        row = next(r for r in org.results() if r["agent"] == name)
+        assert isinstance(row["agent_tokens"], int) and row["agent_tokens"] > 0, row
+    shown = run_cli("status", cwd=org.repo, env=org.env).stdout
+    assert "model use: " in shown and all(f"  {name} " in shown for name in names), shown
+
 
 @needs_clis
 def test_claude_and_codex_agents_work_in_their_panes(e2e_repo: Path, tmux_socket: str, home: Path) -> None:

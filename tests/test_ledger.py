@@ -33,9 +33,25 @@ def test_first_open_creates_the_schema_in_wal_mode(paths: OrgPaths) -> None:
     assert ledger.add_experiment(paths, row()) == "e0002"
     conn = sqlite3.connect(paths.ledger)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert [r[0] for r in conn.execute("SELECT version FROM migrations")] == [1]
+    assert [r[0] for r in conn.execute("SELECT version FROM migrations")] == [1, 2]
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"experiments", "verifications", "promotions", "baselines", "migrations"} <= tables
+    assert {"experiments", "verifications", "promotions", "baselines", "agent_usage", "migrations"} <= tables
+
+
+def test_a_ledger_of_an_older_autoorg_is_migrated_keeping_its_rows(paths: OrgPaths) -> None:
+    conn = sqlite3.connect(paths.ledger, isolation_level=None)  # what autoorg with schema version 1 wrote
+    conn.execute("CREATE TABLE migrations (version INTEGER PRIMARY KEY, applied TEXT NOT NULL)")
+    for statement in ledger.MIGRATIONS[0].split(";"):
+        conn.execute(statement)
+    conn.execute("INSERT INTO migrations VALUES (1, 'then')")
+    conn.execute("INSERT INTO experiments (exp, kind, agent, task, commit_sha, tree, head, seed, budget, standard, "
+                 "slot_class, verdict, queued) VALUES ('e0001', 'exp', 'alice', 'synthetic', 'a', 'b', 'c', 1, 2.0, "
+                 "1, 'cpu', 'no gain', 'then')")
+    conn.close()
+    assert ledger.get_experiment(paths, "e0001")["agent_tokens"] is None
+    assert ledger.add_experiment(paths, row(agent_tokens=1234)) == "e0002"
+    assert ledger.get_experiment(paths, "e0002")["agent_tokens"] == 1234
+    assert ledger.usage_totals(paths) == {}
 
 
 def test_rows_round_trip_with_metrics_as_json(paths: OrgPaths) -> None:

@@ -277,14 +277,16 @@ def test_exp_baseline_and_gate_once_from_the_cli(org: OrgPaths) -> None:
     assert "head on cpu: mean" in table and "baseline" in table
 
 
-def test_stop_runs_cancels_detached_runs_and_kills_their_processes(org: OrgPaths, tmp_path: Path) -> None:
+def test_down_cancels_detached_runs_and_kills_their_processes(org: OrgPaths, tmp_path: Path) -> None:
     replace_train(org, "bob", OVER_BUDGET)
     pidfile = tmp_path / "child.pid"
     proc = run_cli("exp", "submit", "-m", "long", cwd=org.worktree("bob"),
                    env={**agent_env(org, "bob"), "PIDFILE": str(pidfile)})
     exp = proc.stdout.split()[0]
     retry_until(lambda: pidfile.exists() and pidfile.read_text(), timeout=30, message="the run to start")
-    assert exp in runner.stop_runs(org)
+    down = run_cli("down", env={"AUTOORG_HOME": str(org.home)})
+    assert down.returncode == 0, down.stderr
+    assert f"stopped 1 queued or running experiment(s): {exp}" in down.stdout
     assert ledger.get_experiment(org, exp)["verdict"] == "cancelled: the org was stopped"
     child = int(pidfile.read_text())
     retry_until(lambda: not Path(f"/proc/{child}").exists() or _state(child) == "Z", timeout=15,

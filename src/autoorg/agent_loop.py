@@ -8,7 +8,8 @@
   appended to a Markdown transcript (`<home>/agents/<agent>/transcript.md`);
 - a line typed while the model works is handed to it at the next tool boundary (an interjection); Ctrl-C stops
   the turn at once and hands the pane to the person; Ctrl-D or `/exit` ends the agent;
-- its state (`working` / `idle`) and its token use and cost go to its status file and `usage.json`.
+- its state (`working` / `idle`) goes to its status file, its token use and cost to `usage.json` and the
+  ledger's `agent_usage` table.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from autoorg import comms
+from autoorg import comms, usage
 from autoorg.backends import LaunchContext
 from autoorg.errors import AutoorgError, BackendError
 from autoorg.paths import OrgPaths, atomic_write_text
@@ -34,11 +35,6 @@ from autoorg.spec import AgentSpec
 
 # The model an SDK agent uses when its spec names none. The only place model ids live in the loop.
 DEFAULT_MODELS = {"anthropic": "claude-sonnet-4-5", "openai": "gpt-5"}
-# USD per million tokens (input, output), for the cost shown in status; a model not listed costs "unknown".
-PRICES_PER_MTOK = {
-    "claude-sonnet-4-5": (3.0, 15.0), "claude-opus-4-5": (5.0, 25.0), "claude-haiku-4-5": (1.0, 5.0),
-    "gpt-5": (1.25, 10.0), "gpt-5-mini": (0.25, 2.0), "gpt-5-nano": (0.05, 0.4),
-}
 MAX_TOKENS = 8192
 MAX_TOOL_OUTPUT = 20_000  # characters of a tool's output the model sees (head and tail kept)
 SHELL_TIMEOUT_S = 3600
@@ -150,25 +146,45 @@ class ToolCall:
 
 @dataclass
 class Usage:
+    """This process's model use (one agent session); priced by usage.price, recorded by usage.record."""
+
     backend: str
     model: str
-    input_tokens: int = 0
+    input_tokens: int = 0  # fresh input (prompt-cache reads and writes apart)
     output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
     requests: int = 0
     turns: int = 0
     cost_usd: float | None = None
+    session: str = field(default_factory=lambda: f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
 
-    def add(self, input_tokens: int, output_tokens: int) -> None:
-        self.input_tokens += input_tokens
-        self.output_tokens += output_tokens
+    def add(self, tokens: Tokens) -> None:
+        self.input_tokens += tokens.input
+        self.output_tokens += tokens.output
+        self.cached_input_tokens += tokens.cached
+        self.cache_write_tokens += tokens.cache_write
         self.requests += 1
-        price = PRICES_PER_MTOK.get(self.model)
-        if price is not None:
-            self.cost_usd = (self.input_tokens * price[0] + self.output_tokens * price[1]) / 1e6
+        self.cost_usd = self.session_usage().cost_usd
+
+    def session_usage(self) -> usage.SessionUsage:
+        return usage.SessionUsage(
+            session=f"{self.backend}:{self.session}", backend=self.backend, model=self.model,
+            input_tokens=self.input_tokens, cached_input_tokens=self.cached_input_tokens,
+            cache_write_tokens=self.cache_write_tokens, output_tokens=self.output_tokens, requests=self.requests)
 
     def summary(self) -> str:
-        cost = f"${self.cost_usd:.4f}" if self.cost_usd is not None else "cost unknown"
-        return f"{self.model}: {self.input_tokens} in / {self.output_tokens} out tokens, {cost}"
+        return f"{self.model}: " + usage.summary(self.session_usage().row())
+
+
+@dataclass
+class Tokens:
+    """One response's token counts; `input` is fresh input, `cached` was read from the prompt cache."""
+
+    input: int = 0
+    output: int = 0
+    cached: int = 0
+    cache_write: int = 0
 
 
 class Chat(Protocol):
@@ -176,8 +192,8 @@ class Chat(Protocol):
 
     def add_user(self, text: str) -> None: ...
 
-    def step(self, on_text: Callable[[str], None]) -> tuple[list[ToolCall], int, int]:
-        """One model call: stream its text, return its tool calls and the tokens it used (in, out)."""
+    def step(self, on_text: Callable[[str], None]) -> tuple[list[ToolCall], Tokens]:
+        """One model call: stream its text, return its tool calls and the tokens it used."""
         ...
 
     def add_results(self, results: list[tuple[ToolCall, str]], note: str | None) -> None: ...
@@ -206,7 +222,7 @@ class AnthropicChat:
     def add_user(self, text: str) -> None:
         self.messages.append({"role": "user", "content": [{"type": "text", "text": text}]})
 
-    def step(self, on_text: Callable[[str], None]) -> tuple[list[ToolCall], int, int]:
+    def step(self, on_text: Callable[[str], None]) -> tuple[list[ToolCall], Tokens]:
         with self.client.messages.stream(model=self.model, max_tokens=MAX_TOKENS, system=self.system,
                                          messages=self.messages, tools=self.tools) as stream:  # type: ignore[arg-type]
             for text in stream.text_stream:
@@ -215,7 +231,9 @@ class AnthropicChat:
         content = [block.model_dump(exclude_none=True) for block in final.content]
         self.messages.append({"role": "assistant", "content": content})
         calls = [ToolCall(b.id, b.name, dict(b.input)) for b in final.content if b.type == "tool_use"]
-        return calls, final.usage.input_tokens, final.usage.output_tokens
+        used = final.usage
+        return calls, Tokens(input=used.input_tokens, output=used.output_tokens,
+                             cached=used.cache_read_input_tokens or 0, cache_write=used.cache_creation_input_tokens or 0)
 
     def add_results(self, results: list[tuple[ToolCall, str]], note: str | None) -> None:
         blocks: list[dict[str, Any]] = [{"type": "tool_result", "tool_use_id": c.id, "content": out}
@@ -241,7 +259,7 @@ class OpenAIChat:
     def add_user(self, text: str) -> None:
         self.items.append({"role": "user", "content": text})
 
-    def step(self, on_text: Callable[[str], None]) -> tuple[list[ToolCall], int, int]:
+    def step(self, on_text: Callable[[str], None]) -> tuple[list[ToolCall], Tokens]:
         with self.client.responses.stream(model=self.model, instructions=self.system, input=self.items,  # type: ignore[arg-type]
                                           tools=self.tools, store=False) as stream:  # type: ignore[arg-type]
             for event in stream:
@@ -257,8 +275,12 @@ class OpenAIChat:
             elif item.type == "message":
                 text = "".join(getattr(part, "text", "") for part in item.content)
                 self.items.append({"role": "assistant", "content": text})
-        usage = final.usage
-        return calls, (usage.input_tokens if usage else 0), (usage.output_tokens if usage else 0)
+        used = final.usage
+        if used is None:
+            return calls, Tokens()
+        details = used.input_tokens_details
+        cached = (details.cached_tokens or 0) if details else 0
+        return calls, Tokens(input=used.input_tokens - cached, output=used.output_tokens, cached=cached)
 
     def add_results(self, results: list[tuple[ToolCall, str]], note: str | None) -> None:
         for call, out in results:
@@ -310,6 +332,8 @@ class AgentLoop:
             return
         try:
             comms.report_status(self.paths, self.agent, state, detail or self.usage.summary())
+            if self.usage.requests:
+                usage.record(self.paths, self.agent, [self.usage.session_usage()])
         except AutoorgError as exc:  # a status write must never stop the agent
             self.say(f"[autoorg: status not written: {exc}]")
 
@@ -372,13 +396,13 @@ class AgentLoop:
                     spoken.append(text)
                     self.say(text, end="")
 
-                pending, used_in, used_out = self.chat.step(on_text)
-                self.usage.add(used_in, used_out)
-                if spoken:
+                pending, used = self.chat.step(on_text)
+                self.usage.add(used)
+                self.report("working", self.usage.summary())  # before the tools: an experiment they ask for
+                if spoken:                                     # is stamped with what the agent had spent
                     self.say()
                     self.note("## assistant\n\n" + "".join(spoken))
                 if not pending:
-                    self.report("working", self.usage.summary())
                     return
                 results = []
                 for call in pending:
@@ -394,7 +418,6 @@ class AgentLoop:
                     self.note(f"## you (interjection)\n\n{note}")
                 self.chat.add_results(results, note)
                 pending, results = [], []
-                self.report("working", self.usage.summary())
         except KeyboardInterrupt:
             done = {c.id for c, _ in results}
             stopped = results + [(c, "[stopped: the person at the terminal interrupted]") for c in pending

@@ -91,6 +91,26 @@ MIGRATIONS: list[str] = [
         ts TEXT NOT NULL
     );
     """,
+    """
+    CREATE TABLE agent_usage (
+        agent TEXT NOT NULL,
+        session TEXT NOT NULL,           -- claude:<session id>, codex:<rollout>, anthropic:<start>-<pid>, ...
+        backend TEXT NOT NULL,
+        model TEXT NOT NULL DEFAULT '',
+        input_tokens INTEGER NOT NULL DEFAULT 0,         -- fresh input
+        cached_input_tokens INTEGER NOT NULL DEFAULT 0,  -- input read from the prompt cache
+        cache_write_tokens INTEGER NOT NULL DEFAULT 0,   -- input written to it
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        requests INTEGER NOT NULL DEFAULT 0,
+        cost_usd REAL,                   -- NULL when the model's price is unknown
+        updated TEXT NOT NULL,
+        PRIMARY KEY (agent, session)
+    );
+    -- the agent's tokens (all its sessions) and their cost when it asked for the experiment. No comment may
+    -- follow a column added here: SQLite appends the column's text to the table's stored CREATE statement
+    ALTER TABLE experiments ADD COLUMN agent_tokens INTEGER;
+    ALTER TABLE experiments ADD COLUMN agent_cost_usd REAL
+    """,
 ]
 
 
@@ -347,6 +367,38 @@ def add_baseline(paths: OrgPaths, **fields: Any) -> None:
 
 def baselines(paths: OrgPaths) -> list[dict[str, Any]]:
     return _read(paths, "SELECT * FROM baselines ORDER BY id")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Agents' token use (usage.py reads it from the agents' own records)
+
+USAGE_COUNTS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "requests")
+
+
+def record_usage(paths: OrgPaths, agent: str, sessions: list[dict[str, Any]]) -> None:
+    """Insert or replace the running totals of an agent's sessions."""
+    cols = ("agent", "session", "backend", "model", *USAGE_COUNTS, "cost_usd", "updated")
+    stamp = now_iso()
+    values = [(agent, s["session"], s["backend"], s["model"], *(int(s[c]) for c in USAGE_COUNTS), s["cost_usd"],
+               stamp) for s in sessions]
+    sql = f"INSERT OR REPLACE INTO agent_usage ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})"
+    _retrying(paths, lambda c: c.executemany(sql, values))
+
+
+def usage_totals(paths: OrgPaths) -> dict[str, dict[str, Any]]:
+    """agent -> summed counts over its sessions, `cost_usd` (None if any session's model has no known price),
+    `sessions`, `backend` and `model` (its latest session's)."""
+    sums = ", ".join(f"SUM({c}) AS {c}" for c in USAGE_COUNTS)
+    rows = _read(paths, f"SELECT agent, {sums}, COUNT(*) AS sessions, SUM(cost_usd) AS cost_usd, "
+                        "COUNT(cost_usd) AS priced, MAX(updated) AS updated FROM agent_usage GROUP BY agent")
+    latest = {r["agent"]: r for r in _read(paths, "SELECT agent, backend, model FROM agent_usage ORDER BY updated")}
+    totals = {}
+    for r in rows:
+        if r["priced"] < r["sessions"]:
+            r["cost_usd"] = None
+        r.pop("priced")
+        totals[r["agent"]] = {**r, "backend": latest[r["agent"]]["backend"], "model": latest[r["agent"]]["model"]}
+    return totals
 
 
 # ---------------------------------------------------------------------------------------------------------------

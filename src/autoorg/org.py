@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from autoorg import comms, gpu, tmux, workspace
+from autoorg import comms, gpu, ledger, runner, tmux, workspace
 from autoorg.backends import LaunchContext, get_backend, resolve_auto
 from autoorg.errors import AutoorgError, StateError
 from autoorg.paths import OrgPaths, atomic_write_text, org_paths
@@ -283,6 +283,7 @@ def org_status(paths: OrgPaths) -> dict[str, Any]:
         spec_agents = {a.name: a for a in spec.agents}
     program = state["program_branch"]
     heads = workspace.branch_heads(repo, state["tag"])
+    spend = ledger.usage_totals(paths) if paths.ledger.exists() else {}
     agents = []
     for name, info in state["agents"].items():
         pane = (panes or {}).get(info["pane"])
@@ -294,6 +295,7 @@ def org_status(paths: OrgPaths) -> dict[str, Any]:
             "slots": info["slots"], "branch": info["branch"], "head": heads.get(info["branch"]),
             "pane": info["pane"], "worktree": info["worktree"], "alive": alive,
             "state": _agent_state(reported.get("state"), running, alive), "detail": reported.get("detail", ""),
+            "usage": spend.get(name),
         })
     return {
         "tag": state["tag"], "session": state["session"], "socket": socket, "running": running,
@@ -317,13 +319,16 @@ class Teardown:
     saved: dict[str, str]  # agent -> commit made from uncommitted work
     unmerged: dict[str, int]  # branch -> commits not on the program branch
     deleted: list[str]
+    stopped_runs: list[str] = field(default_factory=list)  # detached experiments cancelled
 
 
 def teardown_org(paths: OrgPaths, *, purge: bool = False) -> Teardown:
-    """Kill the session, remove the worktrees (committing leftovers first), keep every branch with work on it."""
+    """Kill the session, stop detached runs, remove the worktrees (committing leftovers first), keep every branch
+    with work on it. The session goes first: with the daemon gone no new gate run starts while runs are stopped."""
     state = read_state(paths)
     repo = Path(state["repo"])
     killed = tmux.kill_session(state.get("socket"), state["session"])
+    stopped_runs = runner.stop_runs(paths) if paths.ledger.exists() else []
     saved = {}
     for name, info in state["agents"].items():
         commit = workspace.remove_worktree(repo, Path(info["worktree"]), name)
@@ -341,4 +346,5 @@ def teardown_org(paths: OrgPaths, *, purge: bool = False) -> Teardown:
     state["status"] = "stopped"
     state["stopped"] = now_iso()
     write_state(paths, state)
-    return Teardown(killed_session=killed, saved=saved, unmerged=unmerged, deleted=deleted)
+    return Teardown(killed_session=killed, saved=saved, unmerged=unmerged, deleted=deleted,
+                    stopped_runs=stopped_runs)

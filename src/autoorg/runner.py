@@ -351,8 +351,9 @@ def boundary_violations(task: TaskSpec, changed: list[str]) -> list[str]:
 
 
 def queue_run(ctx: OrgContext, *, kind: str, agent: str, commit: str, head: str, description: str, seed: int,
-              budget: float, slot_class: str, candidate: str | None = None) -> str:
-    """Add a queued ledger row and runs/<id>/ with the diff against the program head; returns the id."""
+              budget: float, slot_class: str, candidate: str | None = None, **extra: Any) -> str:
+    """Add a queued ledger row and runs/<id>/ with the diff against the program head; returns the id.
+    `extra`: more columns (an agent's token use so far)."""
     repo = ctx.repo
     standard = budget == ctx.task.budget[slot_class]
     exp = ledger.add_experiment(ctx.paths, {
@@ -360,7 +361,7 @@ def queue_run(ctx: OrgContext, *, kind: str, agent: str, commit: str, head: str,
         "tree": workspace.tree_of(repo, commit), "parent": workspace.parent_of(repo, commit), "head": head,
         "diff_stat": workspace.diff_stat(repo, head, commit), "description": description, "seed": seed,
         "budget": budget, "standard": int(standard), "slot_class": slot_class, "org_code": org_code_hash(ctx),
-        "candidate": candidate,
+        "candidate": candidate, **extra,
     })
     run_dir = ctx.paths.runs / exp
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -404,7 +405,21 @@ def queue_experiment(ctx: OrgContext, agent: str, description: str, *, budget: f
               or workspace.head_commit(worktree))
     return queue_run(ctx, kind="exp", agent=agent, commit=commit, head=head, description=description,
                      seed=new_seed() if seed is None else seed,
-                     budget=ctx.task.budget[cls] if budget is None else float(budget), slot_class=cls)
+                     budget=ctx.task.budget[cls] if budget is None else float(budget), slot_class=cls,
+                     **agent_spend(ctx.paths, agent))
+
+
+def agent_spend(paths: OrgPaths, agent: str) -> dict[str, Any]:
+    """The agent's tokens and cost so far (its CLI's records read first): stored with each experiment it asks
+    for, so the ledger says what every experiment cost in model calls. Empty for agents without model calls."""
+    from autoorg import usage  # usage reads agent homes (roles); the runner needs it only here
+
+    usage.refresh(paths, agent)
+    total = ledger.usage_totals(paths).get(agent)
+    if total is None:
+        return {}
+    tokens = sum(total[c] for c in ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens"))
+    return {"agent_tokens": tokens, "agent_cost_usd": total["cost_usd"]}
 
 
 def spawn_worker(paths: OrgPaths, exp: str) -> int:

@@ -440,11 +440,6 @@ class TaskSpec:
     knobs: list[Knob] = field(default_factory=list)
     noise: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def task_dir(self) -> str:
-        """The task folder, relative to the repo root (commands run from a worktree's root)."""
-        return self.path.parent.name
-
     def better(self, a: float, b: float) -> bool:
         """Is metric value a better than b?"""
         return a < b if self.direction == "minimize" else a > b

@@ -21,6 +21,9 @@ def run(args: argparse.Namespace) -> int:
     paths = org_from_args(args)
     result = teardown_org(paths, purge=args.purge)
     print(f"org {paths.tag} is down" + ("" if result.killed_session else " (its tmux session was already gone)"))
+    if result.stopped_runs:
+        print(f"  stopped {len(result.stopped_runs)} queued or running experiment(s): "
+              f"{', '.join(result.stopped_runs)} (verdict: cancelled)")
     for agent, commit in result.saved.items():
         print(f"  {agent}: uncommitted work saved as {commit[:10]}")
     for branch, ahead in result.unmerged.items():

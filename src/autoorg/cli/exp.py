@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--timeout", type=float, default=24 * 3600.0, help=argparse.SUPPRESS)
     add_org_options(b)
     b.set_defaults(func=baseline)
-    w = verbs.add_parser("worker", help=argparse.SUPPRESS)
+    w = verbs.add_parser("worker")  # internal (a detached run); no help= keeps it out of the verb list
     w.add_argument("exp")
     w.set_defaults(func=worker)
     p.set_defaults(func=lambda _args: p.print_help(sys.stderr) or 2)

@@ -1,5 +1,8 @@
 """`autoorg hook status STATE [--detail TEXT]` — what agent hooks call to write `comms/status/<agent>.json`.
 
+At the end of a turn (idle, stopped) it also reads the agent's token use from its CLI's own records into the
+ledger (usage.py).
+
 Agent CLIs treat some hook exit codes as instructions (Claude Code feeds exit-2 stderr back to the model), so a
 failing hook exits 1 with its one line on stderr instead of 2.
 """
@@ -9,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from autoorg import comms
+from autoorg import comms, usage
 from autoorg.cli import add_org_options
 from autoorg.cli.common import org_from_args
 from autoorg.errors import AutoorgError, CommsError
@@ -33,6 +36,8 @@ def run_status(args: argparse.Namespace) -> int:
         if agent == "human":
             raise CommsError("hook status needs an agent: AUTOORG_AGENT is not set and --agent was not given")
         comms.report_status(paths, agent, args.state, " ".join(args.detail.split()))
+        if args.state in ("idle", "stopped"):  # a turn ended: its tokens are in the CLI's records now
+            usage.refresh(paths, agent)
     except AutoorgError as exc:
         sys.stderr.write(f"autoorg: {exc}\n")
         return 1

@@ -13,7 +13,7 @@ from autoorg.cli.common import org_from_args
 ROW_KEYS = ("exp", "kind", "agent", "commit_sha", "parent", "head", "tree", "verdict", "metric", "delta", "band",
             "ref_head", "ref_mean", "ref_n", "sigma", "seed", "budget", "slot_class", "slot", "wall_s", "train_s",
             "memory_gb", "exit_code", "description", "diff_stat", "org_code", "candidate", "queued", "started",
-            "finished", "metrics")
+            "finished", "metrics", "agent_tokens", "agent_cost_usd")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,6 +42,7 @@ def results(paths: Any, *, agent: str | None = None, include_gate: bool = False)
         "experiments": [{k: r[k] for k in ROW_KEYS} for r in ledger.experiments(paths, agent=agent, kinds=kinds)],
         "verifications": ledger.verifications(paths),
         "promotions": ledger.promotions(paths),
+        "usage": ledger.usage_totals(paths),
     }
 
 

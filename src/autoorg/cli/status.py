@@ -6,6 +6,7 @@ import argparse
 import json
 import time
 
+from autoorg import ledger, usage
 from autoorg.cli import add_org_options
 from autoorg.cli.common import org_from_args
 from autoorg.org import org_status
@@ -32,6 +33,16 @@ def render(status: dict) -> str:
                      f"{a['state']:<9} {a['pane']:<5} {(a['head'] or '-')[:10]:<10} {a['branch']}")
         if a.get("detail") and a["state"] in ("crashed", "stopped", "human", "paused"):
             lines.append(f"{'':<10} {a['state']}: {a['detail']}")  # why, e.g. "exited with status 3; gave up ..."
+    spenders = [a for a in status["agents"] if a.get("usage")]
+    if spenders:
+        total = {k: sum(a["usage"][k] for a in spenders) for k in ledger.USAGE_COUNTS}
+        costs = [a["usage"]["cost_usd"] for a in spenders]
+        total["cost_usd"] = None if None in costs else sum(costs)
+        lines.append(f"model use: {usage.summary(total)} ({len(spenders)} agent(s))")
+        for a in spenders:
+            u = a["usage"]
+            lines.append(f"  {a['name']:<10} {u['model'] or u['backend']:<24} {usage.summary(u)} "
+                         f"({u['requests']} requests, {u['sessions']} session(s))")
     return "\n".join(lines)
 
 
