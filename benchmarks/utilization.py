@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from autoorg import ledger, runner, tmux
+from autoorg import ledger, slots, tmux
 from autoorg.org import build_org, plan_org
 from autoorg.paths import OrgPaths
 from autoorg.spec import AGENT_NAMES
@@ -159,7 +159,7 @@ def utilization(paths: OrgPaths, agents: int, seconds: float) -> dict[str, float
     # for more (after that, queues drain and slots go idle by design).
     begin = max(min(s for s, _ in v) for v in spans.values())
     busy = sum(max(0.0, min(e, stop) - max(s, begin)) for v in spans.values() for s, e in v)
-    available = len(runner.cpu_slots()) * (stop - begin)
+    available = len(slots.cpu_slots()) * (stop - begin)
     gaps = []
     for v in spans.values():
         v.sort()
@@ -188,8 +188,8 @@ def main() -> int:
     parser.add_argument("--probes", type=int, default=8, help="uncontended runs for the overhead figure")
     args = parser.parse_args()
     socket = f"bench-util-{uuid.uuid4().hex[:8]}"
-    slots = len(runner.cpu_slots())
-    print(f"utilization benchmark: synthetic task, budget {args.budget:g}s, {args.agents} agents on {slots} CPU "
+    cores = len(slots.cpu_slots())
+    print(f"utilization benchmark: synthetic task, budget {args.budget:g}s, {args.agents} agents on {cores} CPU "
           f"slots, {args.seconds:g}s of queued work", flush=True)
     with tempfile.TemporaryDirectory(prefix="autoorg-bench-util-", ignore_cleanup_errors=True) as tmp:
         paths = make_org(Path(tmp), socket, args.budget, args.agents)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from autoorg import comms, ledger, runner
+from autoorg import comms, ledger, process, runner, slots
 from autoorg.paths import OrgPaths
 from autoorg.spec import load_task
 from tests.conftest import git, retry_until, run_cli
@@ -48,7 +48,7 @@ def test_exp_run_commits_runs_and_records_everything(org: OrgPaths) -> None:
     worktree = org.worktree("alice")
     assert git(worktree, "log", "-1", "--format=%s %an") == "lr 0.004 alice"
     assert row["commit_sha"] == git(worktree, "rev-parse", "HEAD")
-    assert row["seed"] == 7 and row["slot"] in {s.name for s in runner.cpu_slots()}
+    assert row["seed"] == 7 and row["slot"] in {s.name for s in slots.cpu_slots()}
     assert row["head"] == git(org.repo, "rev-parse", "org/t") and row["parent"] == row["head"]
     assert row["diff_stat"].startswith("1 file changed") and len(row["org_code"]) == 12
     run_dir = org.runs / exp
@@ -188,16 +188,16 @@ def test_runs_are_pinned_to_one_core_with_thread_limits(org: OrgPaths) -> None:
 
 
 def test_autoresearch_style_lines_are_understood() -> None:
-    assert runner.parse_metric_line("val_bpb:          0.997900") == ("plain", {"val_bpb": 0.9979})
-    assert runner.parse_metric_line('@metric {"step": 3}') == ("metric", {"step": 3})
-    assert runner.parse_metric_line("@metric {broken") is None
-    assert runner.parse_metric_line("step 3/100 loss 2.1") is None
-    finals = runner.final_metrics([], {"val_bpb": 0.9979, "training_seconds": 300.1, "num_steps": 953,
+    assert process.parse_metric_line("val_bpb:          0.997900") == ("plain", {"val_bpb": 0.9979})
+    assert process.parse_metric_line('@metric {"step": 3}') == ("metric", {"step": 3})
+    assert process.parse_metric_line("@metric {broken") is None
+    assert process.parse_metric_line("step 3/100 loss 2.1") is None
+    finals = process.final_metrics([], {"val_bpb": 0.9979, "training_seconds": 300.1, "num_steps": 953,
                                        "total_tokens_M": 499.6, "peak_vram_mb": 45060.2}, "val_bpb")
     assert finals is not None
     assert finals["train_s"] == 300.1 and finals["steps"] == 953 and finals["tokens"] == pytest.approx(499.6e6)
     assert finals["memory_gb"] == pytest.approx(44.0, abs=0.01)
-    assert runner.final_metrics([{"step": 1}], {}, "val_bpb") is None
+    assert process.final_metrics([{"step": 1}], {}, "val_bpb") is None
 
 
 def test_the_task_setup_runs_once_per_org(repo: Path, tmux_socket: str, tmp_path: Path) -> None:
@@ -246,7 +246,7 @@ def test_eight_agents_submitting_at_once_never_share_a_slot(repo: Path, tmux_soc
             continue  # a gate run still going
         times = json.loads((paths.runs / r["exp"] / "result.json").read_text())["times"]
         intervals.setdefault(r["slot"], []).append((times["spawned"], times["exited"]))
-    assert set(intervals) <= {s.name for s in runner.cpu_slots()}
+    assert set(intervals) <= {s.name for s in slots.cpu_slots()}
     for slot, spans in intervals.items():
         spans.sort()
         for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
@@ -286,7 +286,8 @@ def test_down_cancels_detached_runs_and_kills_their_processes(org: OrgPaths, tmp
     retry_until(lambda: pidfile.exists() and pidfile.read_text(), timeout=30, message="the run to start")
     down = run_cli("down", env={"AUTOORG_HOME": str(org.home)})
     assert down.returncode == 0, down.stderr
-    assert f"stopped 1 queued or running experiment(s): {exp}" in down.stdout
+    stopped = next(line for line in down.stdout.splitlines() if "queued or running experiment(s)" in line)
+    assert exp in stopped.split(": ", 1)[1].split(" (")[0].split(", ")  # with the gate's baseline runs, if any
     assert ledger.get_experiment(org, exp)["verdict"] == "cancelled: the org was stopped"
     child = int(pidfile.read_text())
     retry_until(lambda: not Path(f"/proc/{child}").exists() or _state(child) == "Z", timeout=15,

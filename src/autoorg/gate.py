@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from autoorg import ledger, runner, workspace
+from autoorg import ledger, runner, slots, workspace
 from autoorg.errors import AutoorgError, GitError
 from autoorg.paths import OrgPaths
 from autoorg.runner import OrgContext
@@ -261,7 +261,7 @@ def fresh_seeds(ctx: OrgContext, tree: str, n: int) -> list[int]:
 
 
 def slot_classes(ctx: OrgContext) -> list[str]:
-    return sorted({s.cls for s in runner.org_slots(ctx.spec)} & set(ctx.task.run))
+    return sorted({s.cls for s in slots.org_slots(ctx.spec)} & set(ctx.task.run))
 
 
 def ensure_baselines(ctx: OrgContext, log: Log) -> bool:

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from autoorg import comms, gate, ledger, runner, workspace
+from autoorg import comms, gate, ledger, runner, slots, workspace
 from autoorg.errors import AutoorgError
 from autoorg.paths import OrgPaths
 from autoorg.spec import Knob
@@ -323,7 +323,7 @@ class Researcher:
         if head_config is None:
             raise AutoorgError(f"cannot read the task's knobs from {', '.join(sorted({k.file for k in self.knobs}))}"
                                " at the program head")
-        cls = runner.agent_slots(ctx.spec, self.agent)[0].cls
+        cls = slots.agent_slots(ctx.spec, self.agent)[0].cls
         stats = gate.head_stats(ctx, head, cls)
         noise = gate.noise(paths, cls)
         metric = ctx.task.metric

@@ -328,7 +328,7 @@ def teardown_org(paths: OrgPaths, *, purge: bool = False) -> Teardown:
     state = read_state(paths)
     repo = Path(state["repo"])
     killed = tmux.kill_session(state.get("socket"), state["session"])
-    stopped_runs = runner.stop_runs(paths) if paths.ledger.exists() else []
+    stopped_runs = sorted(runner.stop_runs(paths)) if paths.ledger.exists() else []
     saved = {}
     for name, info in state["agents"].items():
         commit = workspace.remove_worktree(repo, Path(info["worktree"]), name)

@@ -1,17 +1,13 @@
-"""Experiment execution: slots, the budget, the process group, metric parsing, the ledger row, the answer.
+"""Experiment execution: queueing, the budget, the ledger row, the answer.
 
 One experiment, start to end (`autoorg exp run` in-process; `exp submit` and the gate's jobs in a detached
 `autoorg exp worker <id>`):
 
   queue_experiment   commit the worktree, refuse a diff outside the editable paths, add a `queued` ledger row
-  execute            export the exact commit to runs/<id>/src, run the task's setup once per org, lease a slot,
-                     run the command in its own process group (killed at budget + grace), stream runs/<id>/log and
-                     metrics.jsonl, record result.json and the ledger row, let the gate screen it
-
-Slots: each GPU agent's GPUs are one pinned slot (`gpu3`, `gpu0+1`); CPU agents share a pool of one-core slots
-(`cpu0`, `cpu1`, … from `os.sched_getaffinity`), each run pinned to its core with thread limits. A slot is held by
-an flock on `locks/slot-<name>.lock`; the lock's descriptor is inherited by the run, so a slot stays held while its
-run lives and is freed by the OS when both the runner and the run are gone.
+  execute            export the exact commit to runs/<id>/src, run the task's setup once per org, lease a slot
+                     (slots.py), run the command in its own process group killed at budget + grace (process.py),
+                     stream runs/<id>/log and metrics.jsonl, record result.json and the ledger row, let the gate
+                     screen it
 """
 
 from __future__ import annotations
@@ -23,18 +19,15 @@ import hashlib
 import json
 import math
 import os
-import re
 import secrets
-import select
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,16 +35,13 @@ from typing import Any
 from autoorg import ledger, workspace
 from autoorg.errors import AutoorgError, RunnerError, StateError, TaskError
 from autoorg.paths import OrgPaths, atomic_write_text
+from autoorg.process import Outcome, final_metrics, run_command
+from autoorg.slots import DEFAULT_WAIT_S, Slot, agent_slots, class_slots, lease_slot, lock_file, try_lock
 from autoorg.spec import OrgSpec, TaskSpec, load_org, load_task
 
 Say = Callable[[str], None]
 OVER_BUDGET_TOLERANCE = 0.02  # a run may report train_s up to 2% over its budget (timer granularity, startup)
-KILL_WAIT_S = 3.0  # SIGTERM, then SIGKILL this much later
-DRAIN_AFTER_EXIT_S = 2.0  # output a run's leftover children still write after it exited
-DEFAULT_WAIT_S = 6 * 3600.0  # longest an experiment waits for a free slot
 SETUP_TIMEOUT_S = 3 * 3600.0
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
-               "VECLIB_MAXIMUM_THREADS", "RAYON_NUM_THREADS")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -132,196 +122,6 @@ def org_code_hash(ctx: OrgContext) -> str:
     if ctx.paths.org_yaml.is_file():
         digest.update(ctx.paths.org_yaml.read_bytes())
     return digest.hexdigest()[:12]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Slots
-
-
-@dataclass(frozen=True)
-class Slot:
-    name: str  # cpu0, gpu3, gpu0+1
-    cls: str  # cpu | gpu
-    gpus: tuple[int, ...] = ()
-    cores: tuple[int, ...] = ()
-
-    def env(self) -> dict[str, str]:
-        if self.cls == "gpu":
-            return {"CUDA_VISIBLE_DEVICES": ",".join(map(str, self.gpus))}
-        threads = str(len(self.cores))
-        return {"CUDA_VISIBLE_DEVICES": "", **{var: threads for var in THREAD_VARS}}
-
-
-def gpu_slot(gpus: list[int]) -> Slot:
-    return Slot("gpu" + "+".join(map(str, gpus)), "gpu", gpus=tuple(gpus))
-
-
-def cpu_slots() -> list[Slot]:
-    """One slot per core this process may run on."""
-    return [Slot(f"cpu{c}", "cpu", cores=(c,)) for c in sorted(os.sched_getaffinity(0))]
-
-
-def org_slots(spec: OrgSpec) -> list[Slot]:
-    """Every slot of an org: each GPU agent's GPUs, plus the CPU pool when an agent works on CPU."""
-    slots = {gpu_slot(a.gpus).name: gpu_slot(a.gpus) for a in spec.agents if a.gpus}
-    if any(a.slot_class == "cpu" for a in spec.agents):
-        slots.update({s.name: s for s in cpu_slots()})
-    return list(slots.values())
-
-
-def agent_slots(spec: OrgSpec, agent: str) -> list[Slot]:
-    """The slots an agent's own experiments may use: its GPUs, or any CPU slot."""
-    a = spec.agent(agent)
-    if a.gpus:
-        return [gpu_slot(a.gpus)]
-    if a.slot_class == "cpu":
-        return cpu_slots()
-    raise RunnerError(f"agent '{agent}' has no compute slots (slots: []); ask a researcher to run it, or give "
-                      "the agent slots in the org spec")
-
-
-def class_slots(spec: OrgSpec, cls: str, avoid: str | None = None) -> list[Slot]:
-    """Slots of a class for the gate's runs, without `avoid` (the claimant's) unless it is the only one."""
-    pool = [s for s in org_slots(spec) if s.cls == cls]
-    if not pool:
-        raise RunnerError(f"org '{spec.tag}' has no {cls} slots")
-    others = [s for s in pool if s.name != avoid]
-    return others or pool
-
-
-def _lock_file(paths: OrgPaths, name: str) -> int:
-    paths.locks.mkdir(parents=True, exist_ok=True)
-    return os.open(paths.locks / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-
-
-def _try_lock(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        return False
-
-
-def slot_holders(paths: OrgPaths, slots: list[Slot]) -> list[str]:
-    """Who holds each slot, as written by the holder into its lock file (`cpu0: e0042 alice`)."""
-    out = []
-    for s in slots:
-        try:
-            info = json.loads((paths.locks / f"slot-{s.name}.lock").read_text() or "{}")
-        except (OSError, ValueError):
-            info = {}
-        if info:
-            out.append(f"{s.name}: {info.get('exp', '?')} {info.get('agent', '')}".rstrip())
-    return out
-
-
-class _Queue:
-    """A first-come, first-served line of waiters for a pool (`locks/<name>/`): each waiter is a ticket file named
-    by its arrival time and held under flock while it waits, so a waiter that dies leaves a ticket anyone can see
-    is dead (and removes). A ticket carries the slots its waiter wants."""
-
-    def __init__(self, paths: OrgPaths, name: str, wants: list[str]) -> None:
-        self.folder = paths.locks / name
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.ticket = f"{time.time_ns():020d}-{os.getpid()}-{threading.get_ident()}"
-        tmp = self.folder / f".{self.ticket}"
-        self.fd = os.open(tmp, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)  # locked before its name appears: a visible, unlocked ticket is dead
-        os.write(self.fd, json.dumps(wants).encode())
-        os.rename(tmp, self.folder / self.ticket)
-
-    def taken_before_me(self) -> set[str]:
-        """Slots that older waiters want: first come, first served, slot by slot (a gate run waiting for one
-        busy slot does not hold up a later one that another slot would do for)."""
-        return {slot for _, wants in live_tickets(self.folder, before=self.ticket) for slot in wants}
-
-    def leave(self) -> None:
-        (self.folder / self.ticket).unlink(missing_ok=True)
-        os.close(self.fd)
-
-
-def live_tickets(folder: Path, before: str | None = None) -> list[tuple[str, list[str]]]:
-    """(ticket, wanted slots) of every waiter still alive in a queue folder (only those older than `before`
-    when given); dead waiters' tickets are removed."""
-    out = []
-    try:
-        names = sorted(n for n in os.listdir(folder) if not n.startswith(".") and (before is None or n < before))
-    except FileNotFoundError:
-        return []
-    for name in names:
-        try:
-            fd = os.open(folder / name, os.O_RDWR)
-        except FileNotFoundError:
-            continue
-        try:
-            if _try_lock(fd):  # nobody holds it: its waiter is gone
-                (folder / name).unlink(missing_ok=True)
-                continue
-            try:
-                wants = json.loads(os.pread(fd, 65536, 0) or b"[]")
-            except ValueError:
-                wants = ["*"]
-            out.append((name, list(wants)))
-        finally:
-            os.close(fd)
-    return out
-
-
-def _gate_wants(paths: OrgPaths, cls: str) -> set[str]:
-    """Slots that waiting gate runs want (an agent's run leaves those to them)."""
-    return {slot for _, wants in live_tickets(paths.locks / f"gate-queue-{cls}") for slot in wants}
-
-
-@contextlib.contextmanager
-def lease_slot(paths: OrgPaths, slots: list[Slot], *, holder: dict[str, Any], wait_s: float = DEFAULT_WAIT_S,
-               say: Say | None = None, gate: bool = False) -> Iterator[tuple[Slot, int]]:
-    """Hold one free slot of `slots` (yields the slot and its locked descriptor); waits while all are busy.
-
-    Waiters line up first come, first served (`locks/queue-<cls>/` for agents sharing a pool,
-    `locks/gate-queue-<cls>/` for the gate's runs): a waiter polls (every 10 ms, so a freed slot is taken at once)
-    only the slots no older waiter wants, so no agent is passed over. The gate's runs come first: an agent's run
-    leaves alone the slots a waiting gate run wants. Raises RunnerError after wait_s.
-    """
-    cls = slots[0].cls
-    name = f"gate-queue-{cls}" if gate else (f"queue-{cls}" if len(slots) > 1 else None)
-    line = _Queue(paths, name, [s.name for s in slots]) if name else None
-    deadline = time.monotonic() + wait_s
-    told = False
-    try:
-        while True:
-            leave = line.taken_before_me() if line is not None else set()
-            if not gate:
-                leave |= _gate_wants(paths, cls)
-            mine = [] if "*" in leave else [s for s in slots if s.name not in leave]
-            if mine:
-                for slot in mine:
-                    fd = _lock_file(paths, f"slot-{slot.name}")
-                    if _try_lock(fd):
-                        os.ftruncate(fd, 0)
-                        os.pwrite(fd, json.dumps({**holder, "slot": slot.name, "pid": os.getpid(),
-                                                  "since": ledger.now_iso()}).encode(), 0)
-                        if line is not None:
-                            line.leave()
-                            line = None
-                        try:
-                            yield slot, fd
-                        finally:
-                            with contextlib.suppress(OSError):
-                                os.ftruncate(fd, 0)
-                            os.close(fd)
-                        return
-                    os.close(fd)
-            if not told and say is not None:
-                busy = "; ".join(slot_holders(paths, slots)) or "starting up"
-                say(f"all {len(slots)} slot(s) busy ({busy}); waiting for one")
-                told = True
-            if time.monotonic() > deadline:
-                raise RunnerError(f"no free slot after {wait_s:.0f}s (busy: {'; '.join(slot_holders(paths, slots))})")
-            # Polled often only while a slot could be ours; otherwise an older waiter is ahead for all of them.
-            time.sleep(0.01 if mine else 0.25)
-    finally:
-        if line is not None:
-            line.leave()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -482,219 +282,6 @@ def stop_runs(paths: OrgPaths) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Metrics
-
-
-_PLAIN = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*:\s*([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+|nan|inf))\s*$")
-
-
-def parse_metric_line(line: str) -> tuple[str, dict[str, Any]] | None:
-    """`@metric {json}` → ("metric", dict); a plain `name: number` line → ("plain", {name: value})."""
-    if line.startswith("@metric "):
-        try:
-            data = json.loads(line[len("@metric "):])
-        except ValueError:
-            return None
-        return ("metric", data) if isinstance(data, dict) else None
-    m = _PLAIN.match(line)
-    if m:
-        return "plain", {m[1]: float(m[2])}
-    return None
-
-
-def final_metrics(metric_lines: list[dict[str, Any]], plain: dict[str, float], metric: str) -> dict[str, Any] | None:
-    """The final metrics of a run: its last `"final": true` line, else autoresearch-style plain lines that name
-    the task's metric. Common names are mapped to ours (train_s, steps, tokens, memory_gb from peak_vram_mb or
-    peak_mem_mb)."""
-    finals = [m for m in metric_lines if m.get("final")]
-    if finals:
-        out = dict(finals[-1])
-    elif metric in plain:
-        out = dict(plain)
-    else:
-        return None
-    aliases = {"training_seconds": "train_s", "num_steps": "steps"}
-    for old, new in aliases.items():
-        if old in out and new not in out:
-            out[new] = out[old]
-    if "total_tokens_M" in out and "tokens" not in out:
-        out["tokens"] = float(out["total_tokens_M"]) * 1e6
-    for name in ("peak_vram_mb", "peak_mem_mb"):
-        if name in out and "memory_gb" not in out:
-            out["memory_gb"] = float(out[name]) / 1024
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Running one command under the budget
-
-
-@dataclass
-class Outcome:
-    exit_code: int | None
-    killed: str | None  # over budget | interrupted
-    wall_s: float
-    maxrss_gb: float | None
-    metric_lines: list[dict[str, Any]] = field(default_factory=list)
-    plain: dict[str, float] = field(default_factory=dict)
-    times: dict[str, float] = field(default_factory=dict)  # spawned, first_metric, exited (epoch seconds)
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGTERM or SIGHUP while a run is on its slot: handled like Ctrl-C (the run's group is killed, the CLI exits
-    130 without a traceback)."""
-
-
-def _on_signal(signum: int, _frame: Any) -> None:
-    raise Interrupted(signal.Signals(signum).name)
-
-
-@contextlib.contextmanager
-def _signals_interrupt() -> Iterator[None]:
-    """SIGTERM/SIGHUP become an exception while a run is on its slot (main thread only), so its group is killed."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-def _kill_group(pgid: int, reap: Callable[[], object]) -> None:
-    """SIGTERM the process group, SIGKILL what is left after KILL_WAIT_S. reap() collects our own child as soon
-    as it exits: an unreaped child still counts as a member of the group."""
-    for sig, wait in ((signal.SIGTERM, KILL_WAIT_S), (signal.SIGKILL, 0.0)):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
-        end = time.monotonic() + wait
-        while time.monotonic() < end:
-            reap()
-            if not _group_alive(pgid):
-                return
-            time.sleep(0.02)
-
-
-def _group_alive(pgid: int) -> bool:
-    """Does the process group still have a member that is not a zombie? (Orphaned zombies wait for init to reap
-    them, which some inits do only every second or two; they hold nothing, a slot included.)"""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return True
-    for name in entries:
-        if not name.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
-    return False
-
-
-def run_command(command: str, *, cwd: Path, env: dict[str, str], limit_s: float, log_path: Path,
-                metrics_path: Path, keep_fd: int | None = None, cores: tuple[int, ...] = (),
-                on_started: Callable[[], None] | None = None, times: dict[str, float] | None = None) -> Outcome:
-    """Run command (sh -c) in its own process group; stream its output to log_path and @metric lines to
-    metrics_path; kill the group at limit_s. The slot's lock descriptor (keep_fd) is inherited by the run;
-    on_started is called once it is running. `times` (spawned, first_metric, exited) is filled as they happen,
-    so a caller has them even when the run is interrupted."""
-    def pin() -> None:
-        if cores:
-            os.sched_setaffinity(0, cores)
-
-    outcome = Outcome(exit_code=None, killed=None, wall_s=0.0, maxrss_gb=None,
-                      times=times if times is not None else {})
-    with open(log_path, "ab") as log, open(metrics_path, "a", encoding="utf-8") as metrics, _signals_interrupt():
-        start = time.monotonic()
-        outcome.times["spawned"] = time.time()
-        proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                                pass_fds=(keep_fd,) if keep_fd is not None else (),
-                                preexec_fn=pin if cores else None)  # noqa: PLW1509 - only a syscall
-        assert proc.stdout is not None
-        fd = proc.stdout.fileno()
-        buffer = b""
-        exited_at: list[float] = []
-
-        def reap(block: bool = False) -> None:
-            if exited_at:
-                return
-            try:
-                pid, status, usage = os.wait4(proc.pid, 0 if block else os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid:
-                exited_at.append(time.monotonic())
-                proc.returncode = outcome.exit_code = os.waitstatus_to_exitcode(status)
-                outcome.wall_s = exited_at[0] - start
-                outcome.times["exited"] = time.time()
-                outcome.maxrss_gb = usage.ru_maxrss / 1e6  # KiB → GB
-
-        try:
-            if on_started is not None:
-                on_started()
-            while True:
-                if time.monotonic() - start > limit_s and outcome.killed is None:
-                    outcome.killed = "over budget"
-                    _kill_group(proc.pid, reap)
-                reap()
-                if exited_at and time.monotonic() - exited_at[0] > DRAIN_AFTER_EXIT_S:
-                    break  # leftover children hold the pipe open: they are killed below
-                ready, _, _ = select.select([fd], [], [], 0.05)
-                if not ready:
-                    continue
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    if exited_at:
-                        break
-                    continue
-                log.write(chunk)
-                log.flush()
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for raw in lines:
-                    _take_line(raw.decode("utf-8", errors="replace").rstrip("\r"), outcome, metrics)
-        except KeyboardInterrupt:
-            outcome.killed = "interrupted"
-            raise
-        finally:
-            _kill_group(proc.pid, reap)
-            reap(block=True)
-            if not exited_at:  # reaped elsewhere: no status, but the time it took
-                outcome.wall_s = time.monotonic() - start
-                outcome.times["exited"] = time.time()
-            if buffer:
-                _take_line(buffer.decode("utf-8", errors="replace"), outcome, metrics)
-            proc.stdout.close()
-    return outcome
-
-
-def _take_line(line: str, outcome: Outcome, metrics: Any) -> None:
-    parsed = parse_metric_line(line)
-    if parsed is None:
-        return
-    what, data = parsed
-    if what == "metric":
-        outcome.times.setdefault("first_metric", time.time())
-        outcome.metric_lines.append(data)
-        metrics.write(json.dumps(data, sort_keys=True) + "\n")
-        metrics.flush()
-    else:
-        outcome.plain.update(data)
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Setup, once per org
 
 
@@ -716,9 +303,9 @@ def ensure_setup(ctx: OrgContext, cwd: Path, say: Say | None = None) -> None:
     command = substitute(setup, budget=0, seed=0, task_dir=ctx.task_dir)
     if marker.is_file() and marker.read_text() == command:
         return
-    fd = _lock_file(ctx.paths, "setup")
+    fd = lock_file(ctx.paths, "setup")
     try:
-        if not _try_lock(fd):
+        if not try_lock(fd):
             if say:
                 say("waiting for the task's setup (another process is running it)")
             fcntl.flock(fd, fcntl.LOCK_EX)

@@ -7,7 +7,7 @@ import contextlib
 import sys
 import time
 
-from autoorg import comms, gate, ledger, runner, workspace
+from autoorg import comms, gate, ledger, runner, slots, workspace
 from autoorg.cli import add_org_options
 from autoorg.cli.common import org_from_args
 from autoorg.errors import AutoorgError, RunnerError
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         v.add_argument("-m", "--message", required=True, help="what changed (the commit message)")
         v.add_argument("--budget", type=float, help="seconds (default: the task's; another budget is not compared)")
         v.add_argument("--seed", type=int, help="seed (default: a fresh random one)")
-        v.add_argument("--wait", type=float, default=runner.DEFAULT_WAIT_S, help="longest wait for a free slot")
+        v.add_argument("--wait", type=float, default=slots.DEFAULT_WAIT_S, help="longest wait for a free slot")
         add_org_options(v)
         v.set_defaults(func=run if verb == "run" else submit)
     b = verbs.add_parser("baseline", help="run the program head K times on free slots; prints its mean and σ")

@@ -1,0 +1,87 @@
+"""Time from the README's run command to the org's first verified promotion.
+
+    python benchmarks/first_promotion.py                    # the README's org: offline agents on the bundled task
+    python benchmarks/first_promotion.py --task synthetic   # the fast test task
+    python benchmarks/first_promotion.py --max-minutes 90
+
+Clones this repository's HEAD into a temporary folder and runs there what the README says (`autoorg up`, with
+--no-attach and a private tmux server), polls the ledger until a promotion lands, prints the time and what the org
+did until then, and takes the org down. The task's data cache is the usual one (`AUTOORG_DATA`), so data already
+prepared is reused; on a fresh machine add the few seconds prepare.py takes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+from autoorg import ledger
+from autoorg.paths import OrgPaths
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def autoorg(*args: str, cwd: Path, socket: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "autoorg", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "AUTOORG_TMUX_SOCKET": socket})
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", help="passed to `autoorg up --task` (default: the org's own, nanochat)")
+    parser.add_argument("--max-minutes", type=float, default=60.0, help="give up after this long")
+    args = parser.parse_args()
+
+    socket = f"bench-first-{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory(prefix="autoorg-bench-first-", ignore_cleanup_errors=True) as tmp:
+        repo = Path(tmp) / "repo"
+        subprocess.run(["git", "clone", "-q", str(REPO), str(repo)], check=True)
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        started = time.monotonic()
+        up = autoorg("up", "--no-attach", *(["--task", args.task] if args.task else []), cwd=repo, socket=socket)
+        if up.returncode != 0:
+            sys.exit(f"autoorg up failed: {up.stderr.strip()}")
+        up_s = time.monotonic() - started
+        [home] = [p for p in (repo / ".autoorg").iterdir() if p.is_dir()]
+        paths = OrgPaths(home)
+        print(f"first verified promotion: autoorg up at {head} (org {paths.tag}, task {args.task or 'default'}), "
+              f"{len(os.sched_getaffinity(0))} cores; up took {up_s:.1f} s", flush=True)
+        try:
+            deadline = started + args.max_minutes * 60
+            promotion = None
+            last_print = 0.0
+            while time.monotonic() < deadline and promotion is None:
+                time.sleep(2.0)
+                rows = ledger.experiments(paths) if paths.ledger.exists() else []
+                promotions = ledger.promotions(paths) if rows else []
+                promotion = promotions[0] if promotions else None
+                if time.monotonic() - last_print > 60:
+                    last_print = time.monotonic()
+                    kinds = Counter(r["kind"] for r in rows if r["verdict"] not in ledger.UNFINISHED)
+                    print(f"  {(time.monotonic() - started) / 60:5.1f} min: finished runs {dict(kinds)}", flush=True)
+            elapsed = time.monotonic() - started
+            rows = ledger.experiments(paths) if paths.ledger.exists() else []
+            kinds = Counter(r["kind"] for r in rows if r["verdict"] not in ledger.UNFINISHED)
+            if promotion is None:
+                print(f"no promotion within {args.max_minutes:g} min; finished runs {dict(kinds)}")
+                return 1
+            print(f"first verified promotion after {elapsed / 60:.1f} min ({elapsed:.0f} s): {promotion['exp']} by "
+                  f"{promotion['agent']}, {promotion['description']!r}, metric {promotion['metric']:.6g} "
+                  f"({promotion['delta']:+.4g} vs the head's mean, band {promotion['band']:.3g})")
+            print(f"finished runs by then: {dict(kinds)}; agents' experiments "
+                  f"{sum(1 for r in rows if r['kind'] == 'exp')}")
+        finally:
+            autoorg("down", "--tag", paths.tag, cwd=repo, socket=socket)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
