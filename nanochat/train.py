@@ -127,8 +127,8 @@ class Attention(nn.Module):
         q = self.q(x).view(B, T, self.heads, self.head_dim)
         k = self.k(x).view(B, T, self.heads, self.head_dim)
         v = self.v(x).view(B, T, self.heads, self.head_dim)
-        if value_embed is not None:
-            v = v + self.ve_gate * value_embed.view_as(v)
+        if value_embed is not None:  # embeddings are fp32 under autocast: cast, or v (and attention) would be too
+            v = v + self.ve_gate * value_embed.view_as(v).to(v.dtype)
         # QK-norm: attention logits stay bounded, so high learning rates cannot collapse attention onto one token
         q, k = rotate(norm(q), cos, sin), rotate(norm(k), cos, sin)
         q, k = q.to(v.dtype), k.to(v.dtype)  # autocast may have upcast them
