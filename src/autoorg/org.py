@@ -283,7 +283,10 @@ def org_status(paths: OrgPaths) -> dict[str, Any]:
         spec_agents = {a.name: a for a in spec.agents}
     program = state["program_branch"]
     heads = workspace.branch_heads(repo, state["tag"])
-    spend = ledger.usage_totals(paths) if paths.ledger.exists() else {}
+    spend: dict[str, Any] = {}
+    if paths.ledger.exists():
+        with contextlib.suppress(AutoorgError):  # a damaged ledger must not hide the org's status
+            spend = ledger.usage_totals(paths)
     agents = []
     for name, info in state["agents"].items():
         pane = (panes or {}).get(info["pane"])
