@@ -26,7 +26,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,10 +35,9 @@ from autoorg import ledger, workspace
 from autoorg.errors import AutoorgError, RunnerError, StateError, TaskError
 from autoorg.paths import OrgPaths, atomic_write_text
 from autoorg.process import Outcome, final_metrics, run_command
-from autoorg.slots import DEFAULT_WAIT_S, Slot, agent_slots, class_slots, lease_slot, lock_file, try_lock
+from autoorg.slots import DEFAULT_WAIT_S, Say, Slot, agent_slots, class_slots, lease_slot, lock_file, try_lock
 from autoorg.spec import OrgSpec, TaskSpec, load_org, load_task
 
-Say = Callable[[str], None]
 OVER_BUDGET_TOLERANCE = 0.02  # a run may report train_s up to 2% over its budget (timer granularity, startup)
 SETUP_TIMEOUT_S = 3 * 3600.0
 
