@@ -210,6 +210,24 @@ def test_evaluate_refuses_a_model_that_sees_the_future(use_data):
         evaluate.evaluate_bpb(Peeking(prepare.load_meta()["vocab_size"]), 64, "cpu")
 
 
+def test_presets_fill_in_their_own_shape():
+    cpu, gpu = train.parse_args(["--preset", "cpu"]), train.parse_args(["--preset", "gpu"])
+    assert (cpu.depth, cpu.head_dim, cpu.seq_len, cpu.value_embed_every) == (
+        train.DEPTH, train.HEAD_DIM, train.SEQ_LEN, train.VALUE_EMBED_EVERY)
+    assert (gpu.depth, gpu.head_dim, gpu.seq_len, gpu.value_embed_every) == (
+        train.GPU_DEPTH, train.GPU_HEAD_DIM, train.GPU_SEQ_LEN, train.GPU_VALUE_EMBED_EVERY)
+    assert gpu.budget == 300 and cpu.budget == 60
+    # a flag wins over the preset, 0 (off) included
+    off = train.parse_args(["--preset", "gpu", "--value-embed-every", "0", "--head-dim", "64"])
+    assert (off.value_embed_every, off.head_dim) == (0, 64)
+
+
+def test_flops_per_token_counts_attention_as_mfu_conventionally_does():
+    model = small_model(vocab_size=256, seq_len=64)  # depth 2, width 64, windows S (16) then L (64)
+    matrices = 2 * (4 * 64 * 64 + 2 * 64 * 256) + 64 * 256  # q, k, v, proj, fc, proj per block; lm_head
+    assert model.flops_per_token() == 6 * matrices + 12 * 64 * (16 + 64)
+
+
 @pytest.mark.parametrize(("args", "expected"), [
     (["--preset", "tpu"], "invalid choice"),
     (["--budget", "0"], "--budget must be a positive number"),
