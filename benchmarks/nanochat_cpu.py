@@ -40,18 +40,29 @@ def unigram_bpb() -> float:
     return float(-(log2_p[targets] * (token_bytes > 0)).sum() / token_bytes.sum())
 
 
-def run_seed(seed: int, budget: float, extra: list[str]) -> dict:
-    command = [sys.executable, "nanochat/train.py", "--preset", "cpu", "--budget", str(budget),
+def run_seed(seed: int, budget: float, extra: list[str], preset: str = "cpu", echo: bool = False) -> dict:
+    """One train.py run as autoorg's runner starts it; `echo` shows its log as it comes (long GPU runs)."""
+    command = [sys.executable, "-u", "nanochat/train.py", "--preset", preset, "--budget", str(budget),
                "--seed", str(seed), *extra]
     started = time.monotonic()
-    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    wall = time.monotonic() - started
-    lines = proc.stdout.splitlines()
-    metrics = [json.loads(line[len("@metric "):]) for line in lines if line.startswith("@metric ")]
-    finals = [m for m in metrics if m.get("final")]
-    if proc.returncode != 0 or len(finals) != 1:
-        sys.exit(f"seed {seed} failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
-    return {**finals[0], "wall_s": wall, "tok_per_s": finals[0]["tokens"] / finals[0]["train_s"]}
+    stderr = None if echo else subprocess.STDOUT  # echoed runs write their errors to the terminal
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    assert proc.stdout is not None
+    finals, log = [], []
+    for line in proc.stdout:
+        log.append(line)
+        if echo:
+            print(f"    {line.rstrip()}", flush=True)
+        if line.startswith("@metric "):
+            metric = json.loads(line[len("@metric "):])
+            if metric.get("final"):
+                finals.append(metric)
+    code = proc.wait()
+    if code != 0 or len(finals) != 1:
+        tail = "" if echo else "".join(log[-20:]).strip()
+        sys.exit(f"seed {seed} failed (exit {code})" + (f":\n{tail}" if tail else ""))
+    final = finals[0]
+    return {**final, "wall_s": time.monotonic() - started, "tok_per_s": final["tokens"] / final["train_s"]}
 
 
 def main() -> int:

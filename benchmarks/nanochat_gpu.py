@@ -12,11 +12,9 @@ prepares the default offline corpus, which is small for a GPU: the run then goes
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -24,27 +22,7 @@ sys.path.insert(0, str(REPO / "nanochat"))
 
 import prepare  # noqa: E402  (nanochat/ is not a package)
 import torch  # noqa: E402
-
-
-def run_seed(seed: int, budget: float, extra: list[str]) -> dict:
-    """One training run; its log goes to stdout as it comes, so a long run shows progress."""
-    command = [sys.executable, "-u", "nanochat/train.py", "--preset", "gpu", "--budget", str(budget),
-               "--seed", str(seed), *extra]
-    started = time.monotonic()
-    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    finals = []
-    for line in proc.stdout:
-        print(f"    {line.rstrip()}", flush=True)
-        if line.startswith("@metric "):
-            metric = json.loads(line[len("@metric "):])
-            if metric.get("final"):
-                finals.append(metric)
-    code = proc.wait()
-    if code != 0 or len(finals) != 1:
-        sys.exit(f"seed {seed} failed (exit {code})")
-    final = finals[0]
-    return {**final, "wall_s": time.monotonic() - started, "tok_per_s": final["tokens"] / final["train_s"]}
+from nanochat_cpu import run_seed  # noqa: E402  (the benchmark beside this one)
 
 
 def main() -> int:
@@ -67,7 +45,7 @@ def main() -> int:
           f"{meta['train_tokens']:,} train tokens)" + (f", train.py {extra}" if extra else ""), flush=True)
     runs = []
     for seed in range(args.seeds):
-        runs.append(run_seed(seed, args.budget, args.train_args))
+        runs.append(run_seed(seed, args.budget, args.train_args, preset="gpu", echo=True))
 
     print(f"nanochat gpu preset on {gpu}, {args.budget:g} s budget:")
     for seed, run in enumerate(runs):
