@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from autoorg import ledger  # noqa: E402
-from autoorg.backends import get_backend  # noqa: E402
+from autoorg.agents import get_backend  # noqa: E402
 from autoorg.paths import org_paths  # noqa: E402
 from tests.model_server import Rule, ScriptedModelServer, anthropic_events, openai_events  # noqa: E402
 

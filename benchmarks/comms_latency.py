@@ -23,8 +23,9 @@ import time
 import uuid
 from pathlib import Path
 
-from autoorg import comms, tmux
+from autoorg import comms
 from autoorg.paths import OrgPaths, org_paths
+from autoorg.runtime import tmux
 
 AGENT = """
 import os, sys

@@ -22,7 +22,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-from autoorg import ledger
+from autoorg.experiments import ledger
 from autoorg.paths import OrgPaths
 
 REPO = Path(__file__).resolve().parent.parent

@@ -32,10 +32,12 @@ from typing import Any
 
 import yaml
 
-from autoorg import gate, ledger, runner, tmux
+from autoorg import experiments, gate
 from autoorg.errors import RunnerError
+from autoorg.experiments import ledger
 from autoorg.org import build_org, plan_org
 from autoorg.paths import OrgPaths
+from autoorg.runtime import tmux
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = "examples/synthetic/train.py"
@@ -110,7 +112,7 @@ def edit(path: Path, old: str, new: str) -> None:
 
 def one_round(paths: OrgPaths, land: Any, sigma: float, sigmas: float,
               lucky: int) -> dict[str, tuple[bool, bool, int]]:
-    ctx = runner.load_context(paths)
+    ctx = experiments.load_context(paths)
     head = ctx.program_head()
     k = gate.settings(ctx.spec).baseline_repeats
     step_until(paths, lambda: gate.head_stats(ctx, head, "cpu").n >= k)
@@ -128,20 +130,20 @@ def one_round(paths: OrgPaths, land: Any, sigma: float, sigmas: float,
         elif kind == "protected":
             edit(worktree / LANDSCAPE, "loss = 1.0\n", f"loss = 1.0 - {10 * sigma}\n")
             try:
-                runner.queue_experiment(ctx, agent, "easier landscape")
+                experiments.queue_experiment(ctx, agent, "easier landscape")
                 raise SystemExit("BUG: exp run accepted a protected edit")
             except RunnerError:
                 pass
             git(worktree, "commit", "-qam", "easier landscape")
-            exps[kind] = runner.queue_run(ctx, kind="exp", agent=agent, commit=git(worktree, "rev-parse", "HEAD"),
-                                          head=head, description="easier landscape", seed=runner.new_seed(),
+            exps[kind] = experiments.queue_run(ctx, kind="exp", agent=agent, commit=git(worktree, "rev-parse", "HEAD"),
+                                          head=head, description="easier landscape", seed=experiments.new_seed(),
                                           budget=ctx.task.budget["cpu"], slot_class="cpu")
-            runner.execute(ctx, exps[kind])
+            gate.run_experiment(ctx, exps[kind])
             return
         elif kind == "win":
             edit(worktree / TRAIN, "LEARNING_RATE = 0.001", f"LEARNING_RATE = {win_lr(land, sigmas * sigma)!r}")
-        exps[kind] = runner.queue_experiment(ctx, agent, kind, seed=seed)
-        runner.execute(ctx, exps[kind])
+        exps[kind] = experiments.queue_experiment(ctx, agent, kind, seed=seed)
+        gate.run_experiment(ctx, exps[kind])
 
     nulls = [k for k in KINDS if k != "win"]
     threads = [threading.Thread(target=plant, args=(kind,)) for kind in nulls]
@@ -206,7 +208,7 @@ def main() -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="autoorg-bench-gate-", ignore_cleanup_errors=True) as tmp:
         paths, base = make_org(Path(tmp), socket, args.budget, args.sigma)
-        st = gate.settings(runner.load_context(paths).spec)
+        st = gate.settings(experiments.load_context(paths).spec)
         print(f"gate benchmark: synthetic task, σ {args.sigma}, budget {args.budget}s, K={st.baseline_repeats} "
               f"baseline runs, R={st.repeats} re-runs, z={st.z} (screen z {gate.SCREEN_Z}), {args.rounds} rounds",
               flush=True)

@@ -33,9 +33,11 @@ from typing import Any
 
 import yaml
 
-from autoorg import ledger, slots, tmux
+from autoorg.compute import slots
+from autoorg.experiments import ledger
 from autoorg.org import build_org, plan_org
 from autoorg.paths import OrgPaths
+from autoorg.runtime import tmux
 from autoorg.spec import AGENT_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]

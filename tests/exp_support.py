@@ -9,7 +9,8 @@ from typing import Any
 
 import yaml
 
-from autoorg import gate, ledger
+from autoorg import gate
+from autoorg.experiments import ledger
 from autoorg.org import build_org, plan_org
 from autoorg.paths import OrgPaths
 from tests.conftest import git, retry_until

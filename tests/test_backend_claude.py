@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from autoorg import roles, workspace
-from autoorg.backends import LaunchContext, get_backend
-from autoorg.backends.claude import HOOK_STATES
+from autoorg import workspace
+from autoorg.agents import LaunchContext, get_backend, homes
+from autoorg.agents.claude import HOOK_STATES
 from autoorg.errors import BackendError
 from autoorg.org import plan_org
 from tests.conftest import git, run_cli
@@ -65,7 +65,7 @@ def test_prepare_answers_every_first_start_dialog_for_exactly_that_worktree(repo
     homes = set()
     for ctx, agent in prepared:
         name = agent.name  # type: ignore[attr-defined]
-        folder = roles.agent_home(ctx.paths, name)
+        folder = homes.agent_home(ctx.paths, name)
         config = folder / "claude"
         homes.add(config)
         state = json.loads((config / ".claude.json").read_text())
@@ -101,7 +101,7 @@ def test_command_runs_claude_interactive_with_model_settings_role_and_kickoff(re
     assert exec_part[exec_part.index("--model") + 1] == "scripted-model"
     assert "--dangerously-skip-permissions" in exec_part
     assert exec_part[-1].startswith("You are alice, researcher of the autoorg research org 'cc'. Start now")
-    assert f"CLAUDE_CONFIG_DIR={roles.agent_home(ctx.paths, 'alice') / 'claude'}" in exec_part
+    assert f"CLAUDE_CONFIG_DIR={homes.agent_home(ctx.paths, 'alice') / 'claude'}" in exec_part
     assert ("IS_SANDBOX=1" in exec_part) == (os.geteuid() == 0)
     assert "--model" not in shlex.split(backend.command(bob, ctx).split("exec ", 1)[1])  # type: ignore[arg-type]
 
@@ -109,7 +109,7 @@ def test_command_runs_claude_interactive_with_model_settings_role_and_kickoff(re
 def test_hooks_never_fail_and_never_print(repo: Path, home: Path, tmp_path: Path) -> None:
     """Claude Code adds a hook's stdout to the conversation and treats exit 2 as 'block': a hook that cannot
     write its status (an agent name the org cannot have) must stay silent and exit 0."""
-    command = roles.hook_command("idle", log=tmp_path / "hooks.log")
+    command = homes.hook_command("idle", log=tmp_path / "hooks.log")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOORG_")}
     proc = subprocess.run(["sh", "-c", command], input="{}", capture_output=True, text=True, cwd=tmp_path,
                           env={**env, "AUTOORG_AGENT": "Not A Name", "AUTOORG_HOME": str(tmp_path / "org")},
@@ -140,13 +140,13 @@ def test_plan_and_prepare_as_root_without_allowance_refuse_before_writing(repo: 
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """The same rule, whoever runs the tests (root is simulated through the check's input)."""
     (ctx, alice), _ = contexts(repo, allow=True)
-    monkeypatch.setattr("autoorg.backends.claude.is_root", lambda: True)
+    monkeypatch.setattr("autoorg.agents.claude.is_root", lambda: True)
     with pytest.raises(BackendError, match="allow_skip_permissions"):
         contexts(repo, allow=False)
     ctx.spec.allow_skip_permissions = False
     with pytest.raises(BackendError, match="allow_skip_permissions"):
         get_backend("claude").prepare(alice, ctx)  # type: ignore[arg-type]
-    assert not roles.agent_home(ctx.paths, "alice").exists()
+    assert not homes.agent_home(ctx.paths, "alice").exists()
 
 
 def test_available_needs_the_cli_and_credentials(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from autoorg import roles, workspace
-from autoorg.backends import LaunchContext, get_backend
-from autoorg.backends.codex import to_toml
+from autoorg import orgcode, workspace
+from autoorg.agents import LaunchContext, get_backend, homes
+from autoorg.agents.codex import to_toml
 from autoorg.org import plan_org
 from autoorg.spec import AgentSpec
 from tests.conftest import git
 
-CLI_PREFIX = roles.source_root() / ".npm-prefix" / "bin"
+CLI_PREFIX = orgcode.source_root() / ".npm-prefix" / "bin"
 ORG = """\
 tag: cx
 task: tiny
@@ -61,7 +61,7 @@ def test_prepare_trusts_the_worktree_points_at_the_endpoint_and_keeps_the_worktr
     ctx, carol = context(repo)
     backend = get_backend("codex")
     backend.prepare(carol, ctx)
-    codex_home = roles.agent_home(ctx.paths, "carol") / "codex"
+    codex_home = homes.agent_home(ctx.paths, "carol") / "codex"
     config = tomllib.loads((codex_home / "config.toml").read_text())
     assert config["model"] == "scripted-model"
     assert config["projects"][str(ctx.worktree.resolve())] == {"trust_level": "trusted"}
@@ -92,7 +92,7 @@ def test_an_api_key_signs_the_agents_codex_in_through_codex_login(repo: Path, ho
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-login")
     ctx, carol = context(repo)
     get_backend("codex").prepare(carol, ctx)
-    auth = json.loads((roles.agent_home(ctx.paths, "carol") / "codex" / "auth.json").read_text())
+    auth = json.loads((homes.agent_home(ctx.paths, "carol") / "codex" / "auth.json").read_text())
     assert auth["OPENAI_API_KEY"] == "sk-test-login"
     assert not (home / ".codex").exists()
 
@@ -106,7 +106,7 @@ def test_a_chatgpt_login_is_shared_by_link_when_there_is_no_key(repo: Path, home
     backend = get_backend("codex")
     assert backend.available() == (True, f"{tmp_path / 'bin' / 'codex'} with codex login ({home / '.codex' / 'auth.json'})")
     backend.prepare(carol, ctx)
-    link = roles.agent_home(ctx.paths, "carol") / "codex" / "auth.json"
+    link = homes.agent_home(ctx.paths, "carol") / "codex" / "auth.json"
     assert link.is_symlink() and link.resolve() == (home / ".codex" / "auth.json").resolve()
 
 
@@ -128,7 +128,7 @@ def test_toml_writer_round_trips_what_codex_config_needs() -> None:
 
 def test_auto_alternates_claude_and_codex_when_both_are_ready(home: Path, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    from autoorg.backends import resolve_auto
+    from autoorg.agents import resolve_auto
 
     fake_codex(tmp_path, monkeypatch)
     claude = tmp_path / "bin" / "claude"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from autoorg.agent_loop import AgentLoop, Tokens, Toolbox, Usage, make_chat
-from autoorg.backends import get_backend
+from autoorg.agents import get_backend
+from autoorg.agents.sdk import AgentLoop, Tokens, Toolbox, Usage, make_chat
 from tests.model_server import Rule, ScriptedModelServer
 
 RULES = [

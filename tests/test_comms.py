@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from autoorg import comms
+from autoorg import clock, comms
 from autoorg.errors import CommsError
 from autoorg.paths import OrgPaths
 from autoorg.spec import build_spec
@@ -45,7 +45,7 @@ def test_message_round_trip_with_unknown_keys(org: OrgPaths) -> None:
     assert (msg.sender, msg.to, msg.kind, msg.re, msg.exp) == ("alice", "bob", "result", "abc", "e7")
     assert msg.extra == {"priority": 2}
     assert msg.body == "lr 0.02 wins\nsee exp 7"
-    comms.parse_iso(msg.ts)  # a real ISO-8601 UTC timestamp
+    clock.parse_iso(msg.ts)  # a real ISO-8601 UTC timestamp
 
 
 def test_recipients_all_role_and_human(org: OrgPaths) -> None:
@@ -256,7 +256,7 @@ def test_eight_processes_race_for_ideas_one_winner_each(org: OrgPaths) -> None:
 
 def test_standup_notes_append_and_filter_by_time(org: OrgPaths) -> None:
     comms.write_standup(org, "alice", "yesterday: lr sweep")
-    mark = comms.now_iso()
+    mark = clock.now_iso()
     assert comms.standup_notes_since(org, "alice", mark) is None
     comms.write_standup(org, "alice", "today: warmup")
     assert comms.standup_notes_since(org, "alice", mark) == "today: warmup"

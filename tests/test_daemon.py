@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from autoorg import comms, tmux
-from autoorg.daemon import Cursor, doorbell_text
+from autoorg import comms
+from autoorg.daemon.core import Cursor, doorbell_text
 from autoorg.paths import OrgPaths, org_paths
+from autoorg.runtime import tmux
 from tests.conftest import retry_until, run_cli
 
 ECHO = f"{sys.executable} {Path(__file__).with_name('comms_echo_agent.py')}"

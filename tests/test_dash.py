@@ -7,10 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from autoorg import tmux
 from autoorg.dash import make_app
 from autoorg.dash.data import take_snapshot
 from autoorg.org import build_org, plan_org
+from autoorg.runtime import tmux
 from tests.conftest import retry_until
 
 

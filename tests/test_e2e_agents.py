@@ -18,13 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from autoorg import roles, tmux
-from autoorg.org import read_state
+from autoorg import orgcode
+from autoorg.agents import homes
 from autoorg.paths import org_paths
+from autoorg.runtime import tmux
+from autoorg.state import read_state
 from tests.conftest import git, retry_until, run_cli
 from tests.model_server import Rule, ScriptedModelServer, anthropic_events, openai_events
 
-CLI_PREFIX = roles.source_root() / ".npm-prefix" / "bin"
+CLI_PREFIX = orgcode.source_root() / ".npm-prefix" / "bin"
 needs_clis = pytest.mark.skipif(
     not ((CLI_PREFIX / "claude").exists() and (CLI_PREFIX / "codex").exists()),
     reason=f"the real CLIs are not installed in {CLI_PREFIX}: run .ci/install-clis")
@@ -84,7 +86,7 @@ class RunningOrg:
 
 @pytest.fixture
 def e2e_repo(repo: Path) -> Path:
-    shutil.copytree(roles.source_root() / "examples" / "synthetic", repo / "examples" / "synthetic")
+    shutil.copytree(orgcode.source_root() / "examples" / "synthetic", repo / "examples" / "synthetic")
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "synthetic task")
     return repo
@@ -175,7 +177,7 @@ def check_org(org: RunningOrg, names: list[str]) -> None:
     for name in names:
         states = org.status.seen[name]
         assert "working" in states and states.index("working") < len(states) - 1, f"{name}: {states}"
-        log = roles.agent_home(org.paths, name) / "hooks.log"
+        log = homes.agent_home(org.paths, name) / "hooks.log"
         assert not log.exists() or log.read_text() == "", log.read_text()
 
     # Token accounting: every agent's model use is in the ledger, from its CLI's own records (or its loop), and
@@ -207,7 +209,7 @@ def test_claude_and_codex_agents_work_in_their_panes(e2e_repo: Path, tmux_socket
         assert any("run-experiment" in json.dumps(r.body) for r in requests if r.api == "anthropic")  # skills
         assert any("You are carol, a researcher" in json.dumps(r.body["input"])
                    for r in requests if r.api == "openai")  # AGENTS.md in the agent's CODEX_HOME
-        assert not (roles.agent_home(org.paths, "carol") / "codex" / "app-server-daemon").exists()
+        assert not (homes.agent_home(org.paths, "carol") / "codex" / "app-server-daemon").exists()
     # The user's own config was never written (Claude Code does add a URL-handler .desktop file to ~/.local).
     assert not {".claude.json", ".claude", ".codex"} & {p.name for p in home.iterdir()}
 
@@ -216,9 +218,9 @@ def test_sdk_agents_work_in_their_panes(e2e_repo: Path, tmux_socket: str, home: 
     with start_org(e2e_repo, tmux_socket, home, ["dave:anthropic", "erin:openai"]) as org:
         check_org(org, ["dave", "erin"])
         for name in ("dave", "erin"):
-            usage = json.loads((roles.agent_home(org.paths, name) / "usage.json").read_text())
+            usage = json.loads((homes.agent_home(org.paths, name) / "usage.json").read_text())
             assert usage["model"] == MODEL and usage["input_tokens"] > 0 and usage["turns"] >= 2
             status = json.loads((org.paths.comms / "status" / f"{name}.json").read_text())
             assert f"{MODEL}: " in status["detail"] and "tokens" in status["detail"]
-            transcript = (roles.agent_home(org.paths, name) / "transcript.md").read_text()
+            transcript = (homes.agent_home(org.paths, name) / "transcript.md").read_text()
             assert "autoorg exp run" in transcript and "Experiment done." in transcript

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from autoorg import comms, gate, ledger, runner, workspace
+from autoorg import comms, experiments, gate, workspace
+from autoorg.experiments import ledger
 from autoorg.paths import OrgPaths
 from tests import exp_support as sup
 from tests.conftest import git, retry_until, run_cli
@@ -21,9 +22,9 @@ SIGMA = 0.005
 
 
 def run_exp(paths: OrgPaths, agent: str, message: str, seed: int | None = None) -> str:
-    ctx = runner.load_context(paths)
-    exp = runner.queue_experiment(ctx, agent, message, seed=seed)
-    runner.execute(ctx, exp)
+    ctx = experiments.load_context(paths)
+    exp = experiments.queue_experiment(ctx, agent, message, seed=seed)
+    gate.run_experiment(ctx, exp)
     return exp
 
 
@@ -37,7 +38,7 @@ def passed_screen(paths: OrgPaths, exp: str) -> bool:
 
 
 def baseline_done(paths: OrgPaths) -> bool:
-    ctx = runner.load_context(paths)
+    ctx = experiments.load_context(paths)
     return gate.head_stats(ctx, head(paths), "cpu").n >= gate.settings(ctx.spec).baseline_repeats
 
 
@@ -97,7 +98,7 @@ def test_seed_fishing_and_no_effect_edits_are_never_promoted(org: OrgPaths) -> N
     seed = lucky_seed(HEAD_KNOBS, 3.5)
     same = [run_exp(org, "alice", "just another seed", seed=s) for s in (seed, seed + 1)]
     assert [verdict(org, e) for e in same] == ["same as head", "same as head"]
-    stats = gate.head_stats(runner.load_context(org), before, "cpu")
+    stats = gate.head_stats(experiments.load_context(org), before, "cpu")
     assert stats.n == 4 + 2  # the head's own runs count towards its mean
     train = org.worktree("bob") / TRAIN
     train.write_text(train.read_text() + "# a comment changes the tree, not the result\n")
@@ -121,7 +122,7 @@ def test_training_past_the_budget_is_never_promoted(org: OrgPaths) -> None:
     exp = run_exp(org, "alice", "train a bit longer")
     assert verdict(org, exp).startswith("over budget")
     assert ledger.get_experiment(org, exp)["metric"] < gate.head_stats(
-        runner.load_context(org), head(org), "cpu").mean  # it *looks* better: more tokens
+        experiments.load_context(org), head(org), "cpu").mean  # it *looks* better: more tokens
     drive_gate(org, lambda: True)
     assert ledger.promotions(org) == [] and verdict(org, exp).startswith("over budget")
 
@@ -132,11 +133,11 @@ def test_a_candidate_touching_a_protected_file_is_rejected_by_the_gate(org: OrgP
     landscape = worktree / "examples/synthetic/landscape.py"
     landscape.write_text(landscape.read_text().replace("loss = 1.0\n", "loss = 0.5\n"))
     git(worktree, "commit", "-qam", "easier landscape")
-    ctx = runner.load_context(org)
+    ctx = experiments.load_context(org)
     commit, base = git(worktree, "rev-parse", "HEAD"), head(org)
-    exp = runner.queue_run(ctx, kind="exp", agent="alice", commit=commit, head=base, description="cheat",
+    exp = experiments.queue_run(ctx, kind="exp", agent="alice", commit=commit, head=base, description="cheat",
                            seed=5, budget=ctx.task.budget["cpu"], slot_class="cpu")
-    runner.execute(ctx, exp)
+    gate.run_experiment(ctx, exp)
     assert passed_screen(org, exp)
     drive_gate(org, lambda: settled(org, exp), message="the cheat to be decided")
     assert verdict(org, exp).startswith("rejected: touches examples/synthetic/landscape.py (protected)")

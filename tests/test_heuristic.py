@@ -6,7 +6,9 @@ import json
 import random
 from pathlib import Path
 
-from autoorg import comms, heuristic, ledger, runner, workspace
+from autoorg import comms, experiments, workspace
+from autoorg.agents import researcher
+from autoorg.experiments import ledger
 from autoorg.paths import OrgPaths
 from autoorg.spec import Knob, load_task
 from tests.conftest import retry_until, run_cli
@@ -17,45 +19,45 @@ KNOBS = load_task(SYNTHETIC / "task.yaml").knobs
 
 def test_knobs_are_read_and_rewritten_in_place() -> None:
     text = (SYNTHETIC / "train.py").read_text()
-    values = heuristic.read_knobs(text, KNOBS)
+    values = researcher.read_knobs(text, KNOBS)
     assert values == {"LEARNING_RATE": 0.001, "WARMUP_FRAC": 0.3, "WEIGHT_DECAY": 0.0, "DEPTH": 4, "BATCH_SIZE": 64}
-    new = heuristic.write_knobs(text, KNOBS, {"LEARNING_RATE": 0.0042, "DEPTH": 6.6, "BATCH_SIZE": 128})
-    assert heuristic.read_knobs(new, KNOBS) == {**values, "LEARNING_RATE": 0.0042, "DEPTH": 7, "BATCH_SIZE": 128}
+    new = researcher.write_knobs(text, KNOBS, {"LEARNING_RATE": 0.0042, "DEPTH": 6.6, "BATCH_SIZE": 128})
+    assert researcher.read_knobs(new, KNOBS) == {**values, "LEARNING_RATE": 0.0042, "DEPTH": 7, "BATCH_SIZE": 128}
     assert len(new.splitlines()) == len(text.splitlines())
     commented = "X: float = 1.0  # keep me\n"
     knob = Knob(name="X", file="f.py", type="float", low=0.0, high=2.0)
-    assert heuristic.write_knobs(commented, [knob], {"X": 2}) == "X: float = 2.0  # keep me\n"
+    assert researcher.write_knobs(commented, [knob], {"X": 2}) == "X: float = 2.0  # keep me\n"
 
 
 def test_unit_ranges_round_trip() -> None:
     by_name = {k.name: k for k in KNOBS}
     lr = by_name["LEARNING_RATE"]
-    assert heuristic.to_unit(lr, 0.0001) == 0.0 and heuristic.to_unit(lr, 0.1) == 1.0
-    assert heuristic.from_unit(lr, heuristic.to_unit(lr, 0.003)) == 0.003
+    assert researcher.to_unit(lr, 0.0001) == 0.0 and researcher.to_unit(lr, 0.1) == 1.0
+    assert researcher.from_unit(lr, researcher.to_unit(lr, 0.003)) == 0.003
     batch = by_name["BATCH_SIZE"]
-    assert heuristic.from_unit(batch, heuristic.to_unit(batch, 64) + 0.25) == 128
-    assert heuristic.from_unit(by_name["DEPTH"], 2.0) == 16  # clamped to the range
+    assert researcher.from_unit(batch, researcher.to_unit(batch, 64) + 0.25) == 128
+    assert researcher.from_unit(by_name["DEPTH"], 2.0) == 16  # clamped to the range
 
 
 def test_directives_narrow_the_search() -> None:
-    focus, understood = heuristic.apply_directive(heuristic.Focus(), "Explore weight_decay and DEPTH\n"
+    focus, understood = researcher.apply_directive(researcher.Focus(), "Explore weight_decay and DEPTH\n"
                                                   "range DEPTH 3 6\nplease be quick", KNOBS)
     assert focus.names == ["WEIGHT_DECAY", "DEPTH"] and focus.ranges == {"DEPTH": (3.0, 6.0)}
     assert understood == ["explore only WEIGHT_DECAY, DEPTH", "DEPTH within [3, 6]"]
-    knobs = heuristic.focused_knobs(KNOBS, focus)
+    knobs = researcher.focused_knobs(KNOBS, focus)
     assert [k.name for k in knobs] == ["WEIGHT_DECAY", "DEPTH"] and (knobs[1].low, knobs[1].high) == (3.0, 6.0)
-    assert heuristic.apply_directive(focus, "reset", KNOBS)[0] == heuristic.Focus()
+    assert researcher.apply_directive(focus, "reset", KNOBS)[0] == researcher.Focus()
 
 
 def test_proposals_avoid_what_anyone_tried() -> None:
-    r = heuristic.Researcher.__new__(heuristic.Researcher)
-    r.rng, r.step, r.focus = random.Random(1), heuristic.START_STEP, heuristic.Focus()
+    r = researcher.Researcher.__new__(researcher.Researcher)
+    r.rng, r.step, r.focus = random.Random(1), researcher.START_STEP, researcher.Focus()
     r.ctx = type("Ctx", (), {"task": load_task(SYNTHETIC / "task.yaml")})()  # type: ignore[assignment]
-    head = heuristic.read_knobs((SYNTHETIC / "train.py").read_text(), KNOBS)
-    seen = {heuristic.config_key(KNOBS, head)}
+    head = researcher.read_knobs((SYNTHETIC / "train.py").read_text(), KNOBS)
+    seen = {researcher.config_key(KNOBS, head)}
     for _ in range(30):
-        proposal, why = r.propose(head, heuristic.Evidence({}, {}, set(seen), 0, 0), None)
-        key = heuristic.config_key(KNOBS, proposal)
+        proposal, why = r.propose(head, researcher.Evidence({}, {}, set(seen), 0, 0), None)
+        key = researcher.config_key(KNOBS, proposal)
         assert key not in seen and "→" in why
         seen.add(key)
 
@@ -66,11 +68,11 @@ def test_the_researcher_runs_experiments_and_follows_a_directive(repo: Path, tmu
     paths = start_org(repo, tmux_socket, tmp_path, agents=2, baseline=2)
     comms.send_message(paths, sender="bob", to="alice", kind="directive", body="explore WEIGHT_DECAY")
     said: list[str] = []
-    researcher = heuristic.Researcher(paths, "alice", say=said.append, seed=3)
-    assert researcher.run(max_experiments=3) == 3
+    bot = researcher.Researcher(paths, "alice", say=said.append, seed=3)
+    assert bot.run(max_experiments=3) == 3
     rows = ledger.experiments(paths, agent="alice", kinds=("exp",))
     assert len(rows) == 3 and all(r["description"].startswith("heuristic: WEIGHT_DECAY=") for r in rows)
-    configs = [heuristic.read_knobs(workspace.read_file_at(repo, r["commit_sha"], TRAIN) or "", KNOBS)
+    configs = [researcher.read_knobs(workspace.read_file_at(repo, r["commit_sha"], TRAIN) or "", KNOBS)
                for r in rows]
     assert len({json.dumps(c, sort_keys=True) for c in configs}) == 3
     assert any("directive from bob: explore WEIGHT_DECAY → explore only WEIGHT_DECAY" in line for line in said)
@@ -90,7 +92,7 @@ def test_a_heuristic_org_makes_verified_progress(repo: Path, tmux_socket: str) -
     paths = OrgPaths(repo / ".autoorg" / "4xcpu")
     promos = retry_until(lambda: ledger.promotions(paths), timeout=150, interval=1.0,
                          message="a verified promotion by the heuristic org")
-    ctx = runner.load_context(paths)
+    ctx = experiments.load_context(paths)
     assert workspace.rev_parse(repo, "org/4xcpu") in {p["new_head"] for p in ledger.promotions(paths)}
     assert promos[0]["delta"] < 0
     results = run_cli("results", "--json", cwd=repo)

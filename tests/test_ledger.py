@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from autoorg import ledger
 from autoorg.errors import LedgerError
+from autoorg.experiments import ledger
 from autoorg.paths import OrgPaths
 
 
@@ -91,7 +91,7 @@ def test_a_corrupt_ledger_is_a_one_line_error(paths: OrgPaths) -> None:
 WRITER = """
 import sys
 from pathlib import Path
-from autoorg import ledger
+from autoorg.experiments import ledger
 from autoorg.paths import OrgPaths
 paths = OrgPaths(Path(sys.argv[1]))
 for i in range(int(sys.argv[3])):

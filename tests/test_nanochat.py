@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from autoorg.heuristic import read_knobs
+from autoorg.agents.researcher import read_knobs
 from autoorg.spec import load_task
 
 REPO = Path(__file__).resolve().parent.parent

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from autoorg import tmux, workspace
+from autoorg import workspace
 from autoorg.errors import ComputeError, GitError, StateError, TmuxError
-from autoorg.org import build_org, org_status, plan_org, read_state, teardown_org
+from autoorg.org import build_org, org_status, plan_org, teardown_org
 from autoorg.paths import org_paths
+from autoorg.runtime import tmux
+from autoorg.state import read_state
 from tests.conftest import git, retry_until, run_cli
 
 

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from autoorg import comms, ledger, process, runner, slots
+from autoorg import comms, experiments
+from autoorg.compute import slots
+from autoorg.experiments import ledger, process
 from autoorg.paths import OrgPaths
 from autoorg.spec import load_task
 from tests.conftest import git, retry_until, run_cli
@@ -254,9 +256,9 @@ def test_eight_agents_submitting_at_once_never_share_a_slot(repo: Path, tmux_soc
 
 
 def test_a_runner_that_died_is_recorded_as_a_crash(org: OrgPaths) -> None:
-    ctx = runner.load_context(org)
+    ctx = experiments.load_context(org)
     head = ctx.program_head()
-    exp = runner.queue_run(ctx, kind="exp", agent="alice", commit=head, head=head, description="orphan", seed=1,
+    exp = experiments.queue_run(ctx, kind="exp", agent="alice", commit=head, head=head, description="orphan", seed=1,
                            budget=ctx.task.budget["cpu"], slot_class="cpu")
     dead = subprocess.Popen(["true"])
     dead.wait()

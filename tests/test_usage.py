@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from autoorg import ledger, roles, usage
+from autoorg.agents import homes, usage
+from autoorg.experiments import ledger
 from autoorg.paths import OrgPaths
 
 
@@ -100,7 +101,7 @@ def test_prices_match_model_families_and_unknown_models_have_no_cost() -> None:
 def test_the_ledger_sums_sessions_per_agent_and_stamps_experiments(tmp_path: Path) -> None:
     paths = OrgPaths(tmp_path / ".autoorg" / "t")
     paths.home.mkdir(parents=True)
-    agent_home = roles.agent_home(paths, "alice")
+    agent_home = homes.agent_home(paths, "alice")
     write_jsonl(agent_home / "claude" / "projects" / "-w" / "a.jsonl", [claude_line("m1", 10)])
     write_jsonl(agent_home / "claude" / "projects" / "-w" / "b.jsonl", [claude_line("m9", 30)])  # a restart
     usage.refresh(paths, "alice")
@@ -112,8 +113,7 @@ def test_the_ledger_sums_sessions_per_agent_and_stamps_experiments(tmp_path: Pat
     assert totals["bob"]["cost_usd"] is None and totals["bob"]["input_tokens"] == 7
     assert usage.summary(totals["alice"]) == "12k in (10k cached) / 40 out tokens, $0.0117"
 
-    from autoorg import runner
 
-    spend = runner.agent_spend(paths, "alice")
+    spend = usage.spend(paths, "alice")
     assert spend == {"agent_tokens": 2 * (100 + 1000 + 5000) + 40, "agent_cost_usd": totals["alice"]["cost_usd"]}
-    assert runner.agent_spend(paths, "carol") == {}
+    assert usage.spend(paths, "carol") == {}

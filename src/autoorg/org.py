@@ -7,32 +7,22 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
-import os
 import shutil
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from autoorg import comms, gpu, ledger, runner, tmux, workspace
-from autoorg.backends import LaunchContext, get_backend, resolve_auto
+from autoorg import comms, executors, workspace
+from autoorg.agents import LaunchContext, get_backend, resolve_auto
+from autoorg.clock import now_iso
+from autoorg.compute import gpu
 from autoorg.errors import AutoorgError, StateError
-from autoorg.paths import OrgPaths, atomic_write_text, org_paths
+from autoorg.experiments import ledger
+from autoorg.paths import OrgPaths, atomic_write_text, autoorg_command, org_paths
+from autoorg.runtime import pane_environment, tmux
 from autoorg.spec import AgentSpec, OrgSpec, TaskSpec, find_task, load_org, load_task
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def autoorg_command(*args: str) -> str:
-    """A shell command running this same autoorg (same interpreter), independent of PATH."""
-    import shlex
-
-    return " ".join(shlex.quote(a) for a in (sys.executable, "-m", "autoorg", *args))
+from autoorg.state import read_state, write_state
 
 
 def default_org() -> str:
@@ -75,34 +65,6 @@ class Plan:
             if a.spec.backend == "auto":
                 lines.append(f"  {'':<10} auto -> {a.backend}: {a.reason}")
         return "\n".join(lines)
-
-
-def read_state(paths: OrgPaths) -> dict[str, Any]:
-    try:
-        return dict(json.loads(paths.state_json.read_text()))
-    except FileNotFoundError:
-        raise StateError(f"no org state at {paths.home}") from None
-    except (OSError, ValueError) as exc:
-        raise StateError(f"cannot read {paths.state_json}: {exc}") from None
-
-
-def write_state(paths: OrgPaths, state: dict[str, Any]) -> None:
-    atomic_write_text(paths.state_json, json.dumps(state, indent=2) + "\n")
-
-
-def pane_environment(paths: OrgPaths, agent: AgentSpec, socket: str | None) -> dict[str, str]:
-    """What every agent's pane sees: who it is, where the org lives, its GPUs, and this autoorg on PATH."""
-    env = {
-        "AUTOORG_AGENT": agent.name,
-        "AUTOORG_HOME": str(paths.home),
-        "AUTOORG_TAG": paths.tag,
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-        **gpu.pane_env(agent.gpus),
-    }
-    if socket:
-        env["AUTOORG_TMUX_SOCKET"] = socket
-    env.update(agent.env)
-    return env
 
 
 def plan_org(target: str, *, repo: Path | None = None, tag: str | None = None, task: str | None = None,
@@ -331,7 +293,7 @@ def teardown_org(paths: OrgPaths, *, purge: bool = False) -> Teardown:
     state = read_state(paths)
     repo = Path(state["repo"])
     killed = tmux.kill_session(state.get("socket"), state["session"])
-    stopped_runs = sorted(runner.stop_runs(paths)) if paths.ledger.exists() else []
+    stopped_runs = sorted(executors.stop_runs(paths)) if paths.ledger.exists() else []
     saved = {}
     for name, info in state["agents"].items():
         commit = workspace.remove_worktree(repo, Path(info["worktree"]), name)

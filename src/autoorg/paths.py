@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shlex
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +99,21 @@ def resolve_org(repo: Path | None, tag: str | None) -> OrgPaths:
     if len(tags) > 1:
         raise StateError(f"several orgs in {repo} ({', '.join(tags)}); pass --tag")
     return org_paths(repo, tags[0])
+
+
+def autoorg_argv(*args: str) -> list[str]:
+    """argv running this same autoorg (same interpreter), independent of PATH."""
+    return [sys.executable, "-m", "autoorg", *args]
+
+
+def autoorg_command(*args: str) -> str:
+    """A shell command running this same autoorg (same interpreter), independent of PATH."""
+    return " ".join(shlex.quote(a) for a in autoorg_argv(*args))
+
+
+def bin_dir() -> Path:
+    """The folder of this autoorg's interpreter (and its `autoorg` script): first on every agent's PATH."""
+    return Path(sys.executable).parent
 
 
 def tmux_socket(flag: str | None = None) -> str | None:

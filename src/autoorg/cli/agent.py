@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from autoorg import runner
+from autoorg import experiments
 from autoorg.cli import add_org_options
 from autoorg.cli.common import org_from_args
 from autoorg.errors import BackendError
@@ -29,17 +29,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.backend in ("anthropic", "openai"):
-        from autoorg.agent_loop import run_in_pane
+        from autoorg.agents.sdk import run_in_pane
 
         return run_in_pane(args.backend, model=args.model, system_file=args.system_file, kickoff=args.kickoff)
     if args.backend != "heuristic":
         raise BackendError(f"`autoorg agent` runs the built-in agents ({', '.join(BUILT_IN)}); backend "
                            f"'{args.backend}' runs in its own CLI")
-    from autoorg.heuristic import Researcher
+    from autoorg.agents.researcher import Researcher
 
     paths = org_from_args(args)
-    ctx = runner.load_context(paths)
-    agent = runner.current_agent(paths, ctx.state)
+    ctx = experiments.load_context(paths)
+    agent = experiments.current_agent(paths, ctx.state)
     researcher = Researcher(paths, agent, say=lambda line: print(line, flush=True), seed=args.seed)
     researcher.run(max_experiments=args.max_experiments)
     return 0

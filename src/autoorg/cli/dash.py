@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from autoorg import tmux
 from autoorg.cli import add_org_options
 from autoorg.cli.common import org_from_args, socket_from_args
-from autoorg.org import autoorg_command, read_state
+from autoorg.paths import autoorg_command
+from autoorg.runtime import tmux
+from autoorg.state import read_state
 
 
 def register(sub: argparse._SubParsersAction) -> None:

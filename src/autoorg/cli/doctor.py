@@ -7,8 +7,8 @@ import json
 import shutil
 import subprocess
 
-from autoorg import gpu
-from autoorg.backends import REGISTRY, get_backend
+from autoorg.agents import REGISTRY, get_backend
+from autoorg.compute import gpu
 
 
 def _version(binary: str, *args: str) -> str | None:

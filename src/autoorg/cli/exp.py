@@ -7,10 +7,13 @@ import contextlib
 import sys
 import time
 
-from autoorg import comms, gate, ledger, runner, slots, workspace
+from autoorg import comms, executors, experiments, gate, workspace
+from autoorg.agents import usage
 from autoorg.cli import add_org_options
 from autoorg.cli.common import org_from_args
+from autoorg.compute import slots
 from autoorg.errors import AutoorgError, RunnerError
+from autoorg.experiments import ledger
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,11 +51,12 @@ def _gate_step(paths: object) -> None:
 
 def run(args: argparse.Namespace) -> int:
     paths = org_from_args(args)
-    ctx = runner.load_context(paths)
-    agent = runner.current_agent(paths, ctx.state)
-    exp = runner.queue_experiment(ctx, agent, args.message, budget=args.budget, seed=args.seed)
-    row = runner.execute(ctx, exp, say=_say, wait_s=args.wait)
-    print(runner.answer(ctx, row), flush=True)
+    ctx = experiments.load_context(paths)
+    agent = experiments.current_agent(paths, ctx.state)
+    exp = experiments.queue_experiment(ctx, agent, args.message, budget=args.budget, seed=args.seed,
+                                       spend=usage.spend(paths, agent))
+    row = gate.run_experiment(ctx, exp, say=_say, wait_s=args.wait)
+    print(gate.answer(ctx, row), flush=True)
     _gate_step(paths)
     if row["verdict"].startswith("crash"):
         raise RunnerError(f"{exp} {row['verdict']}; log kept at {paths.runs / exp / 'log'}")
@@ -61,10 +65,11 @@ def run(args: argparse.Namespace) -> int:
 
 def submit(args: argparse.Namespace) -> int:
     paths = org_from_args(args)
-    ctx = runner.load_context(paths)
-    agent = runner.current_agent(paths, ctx.state)
-    exp = runner.queue_experiment(ctx, agent, args.message, budget=args.budget, seed=args.seed)
-    runner.spawn_worker(paths, exp)
+    ctx = experiments.load_context(paths)
+    agent = experiments.current_agent(paths, ctx.state)
+    exp = experiments.queue_experiment(ctx, agent, args.message, budget=args.budget, seed=args.seed,
+                                       spend=usage.spend(paths, agent))
+    executors.spawn_worker(paths, exp)
     print(f"{exp} submitted ({args.message}); it runs when a slot is free. The result arrives in your inbox as a "
           f"`result` message (autoorg inbox); progress: autoorg results")
     return 0
@@ -73,9 +78,9 @@ def submit(args: argparse.Namespace) -> int:
 def worker(args: argparse.Namespace) -> int:
     """A detached run of a queued experiment (exp submit and the gate's runs)."""
     paths = org_from_args(args)
-    ctx = runner.load_context(paths)
+    ctx = experiments.load_context(paths)
     try:
-        row = runner.execute(ctx, args.exp, say=_say)
+        row = gate.run_experiment(ctx, args.exp, say=_say)
     except AutoorgError as exc:
         row = ledger.get_experiment(paths, args.exp)
         if row["kind"] == "exp":
@@ -85,15 +90,15 @@ def worker(args: argparse.Namespace) -> int:
         raise
     if row["kind"] == "exp":
         comms.send_message(paths, sender="autoorg", to=row["agent"], kind="result", exp=args.exp,
-                           body=runner.answer(ctx, row))
-    _say(runner.answer(ctx, row))
+                           body=gate.answer(ctx, row))
+    _say(gate.answer(ctx, row))
     _gate_step(paths)
     return 0
 
 
 def baseline(args: argparse.Namespace) -> int:
     paths = org_from_args(args)
-    ctx = runner.load_context(paths)
+    ctx = experiments.load_context(paths)
     repeats = args.repeats or gate.settings(ctx.spec).baseline_repeats
     if repeats < 1:
         raise RunnerError("--repeats must be at least 1")
@@ -102,10 +107,10 @@ def baseline(args: argparse.Namespace) -> int:
     tree = workspace.tree_of(ctx.repo, head)
     for cls in gate.slot_classes(ctx):
         for i, seed in enumerate(gate.fresh_seeds(ctx, tree, repeats)):
-            exp = runner.queue_run(ctx, kind="baseline", agent="gate", commit=head, head=head,
+            exp = experiments.queue_run(ctx, kind="baseline", agent="gate", commit=head, head=head,
                                    description=f"baseline {i + 1}/{repeats} of {head[:10]} (exp baseline)",
                                    seed=seed, budget=ctx.task.budget[cls], slot_class=cls)
-            runner.spawn_worker(paths, exp)
+            executors.spawn_worker(paths, exp)
             queued.append(exp)
     _say(f"queued {len(queued)} run(s) of {ctx.program_branch} ({head[:10]}): {', '.join(queued)}")
     deadline = time.monotonic() + args.timeout

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from autoorg import comms, usage
+from autoorg import comms
+from autoorg.agents import usage
 from autoorg.cli import add_org_options
 from autoorg.cli.common import org_from_args
 from autoorg.errors import AutoorgError, CommsError

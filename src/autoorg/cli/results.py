@@ -6,9 +6,10 @@ import argparse
 import json
 from typing import Any
 
-from autoorg import gate, ledger, runner
+from autoorg import experiments, gate
 from autoorg.cli import add_org_options
 from autoorg.cli.common import org_from_args
+from autoorg.experiments import ledger
 
 ROW_KEYS = ("exp", "kind", "agent", "commit_sha", "parent", "head", "tree", "verdict", "metric", "delta", "band",
             "ref_head", "ref_mean", "ref_n", "sigma", "seed", "budget", "slot_class", "slot", "wall_s", "train_s",
@@ -28,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def results(paths: Any, *, agent: str | None = None, include_gate: bool = False) -> dict[str, Any]:
     """The stable shape of `autoorg results --json`."""
-    ctx = runner.load_context(paths)
+    ctx = experiments.load_context(paths)
     head = ctx.program_head()
     kinds = ledger.KINDS if include_gate else ("exp",)
     heads = {}

@@ -6,9 +6,10 @@ import argparse
 import json
 import time
 
-from autoorg import ledger, usage
+from autoorg.agents import usage
 from autoorg.cli import add_org_options
 from autoorg.cli.common import org_from_args
+from autoorg.experiments import ledger
 from autoorg.org import org_status
 
 

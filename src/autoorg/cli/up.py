@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from autoorg import tmux
 from autoorg.cli.common import org_from_args
 from autoorg.errors import StateError
 from autoorg.org import build_org, default_org, plan_org, resume_org
 from autoorg.paths import tmux_socket
+from autoorg.runtime import tmux
 
 
 def register(sub: argparse._SubParsersAction) -> None:

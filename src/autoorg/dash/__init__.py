@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from autoorg.dash.app import DashApp
-from autoorg.org import read_state
 from autoorg.paths import OrgPaths
+from autoorg.state import read_state
 
 
 def make_app(paths: OrgPaths, *, socket: str | None = None, refresh_s: float = 2.0) -> DashApp:

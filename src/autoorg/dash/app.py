@@ -7,10 +7,10 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Static
 
-from autoorg import tmux
 from autoorg.dash.data import Snapshot, take_snapshot
 from autoorg.errors import AutoorgError
 from autoorg.paths import OrgPaths
+from autoorg.runtime import tmux
 
 AGENT_COLUMNS = ("agent", "role", "backend", "slots", "state", "branch", "head", "exp", "loss", "step", "last")
 RESULT_COLUMNS = ("exp", "kind", "agent", "metric", "delta", "verdict", "description")

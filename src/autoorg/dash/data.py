@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autoorg import gpu, ledger
+from autoorg.compute import gpu
 from autoorg.errors import AutoorgError
-from autoorg.org import org_status, read_state
+from autoorg.experiments import ledger
+from autoorg.org import org_status
 from autoorg.paths import OrgPaths
 from autoorg.spec import load_task
+from autoorg.state import read_state
 
 RECENT = 12
 

@@ -1,0 +1,1 @@
+"""Compute: GPU discovery and utilization (`gpu`), slots and their leases (`slots`)."""

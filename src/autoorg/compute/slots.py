@@ -1,0 +1,217 @@
+"""Compute slots and their leases: which slots an org and an agent have, and holding one while a run lives.
+
+Each GPU agent's GPUs are one pinned slot (`gpu3`, `gpu0+1`); CPU agents share a pool of one-core slots (`cpu0`,
+`cpu1`, … from `os.sched_getaffinity`), each run pinned to its core with thread limits. A slot is held by an flock
+on `locks/slot-<name>.lock` (the holder writes who it is into the file); the lock's descriptor is inherited by the
+run, so a slot stays held while its run lives and is freed by the OS when both the runner and the run are gone.
+Waiters line up first come, first served in ticket folders (`locks/queue-<cls>/`, `locks/gate-queue-<cls>/`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autoorg import clock
+from autoorg.errors import RunnerError
+from autoorg.paths import OrgPaths
+from autoorg.spec import OrgSpec
+
+Say = Callable[[str], None]
+DEFAULT_WAIT_S = 6 * 3600.0  # longest an experiment waits for a free slot
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+               "VECLIB_MAXIMUM_THREADS", "RAYON_NUM_THREADS")
+
+
+@dataclass(frozen=True)
+class Slot:
+    name: str  # cpu0, gpu3, gpu0+1
+    cls: str  # cpu | gpu
+    gpus: tuple[int, ...] = ()
+    cores: tuple[int, ...] = ()
+
+    def env(self) -> dict[str, str]:
+        if self.cls == "gpu":
+            return {"CUDA_VISIBLE_DEVICES": ",".join(map(str, self.gpus))}
+        threads = str(len(self.cores))
+        return {"CUDA_VISIBLE_DEVICES": "", **{var: threads for var in THREAD_VARS}}
+
+
+def gpu_slot(gpus: list[int]) -> Slot:
+    return Slot("gpu" + "+".join(map(str, gpus)), "gpu", gpus=tuple(gpus))
+
+
+def cpu_slots() -> list[Slot]:
+    """One slot per core this process may run on."""
+    return [Slot(f"cpu{c}", "cpu", cores=(c,)) for c in sorted(os.sched_getaffinity(0))]
+
+
+def org_slots(spec: OrgSpec) -> list[Slot]:
+    """Every slot of an org: each GPU agent's GPUs, plus the CPU pool when an agent works on CPU."""
+    slots = {gpu_slot(a.gpus).name: gpu_slot(a.gpus) for a in spec.agents if a.gpus}
+    if any(a.slot_class == "cpu" for a in spec.agents):
+        slots.update({s.name: s for s in cpu_slots()})
+    return list(slots.values())
+
+
+def agent_slots(spec: OrgSpec, agent: str) -> list[Slot]:
+    """The slots an agent's own experiments may use: its GPUs, or any CPU slot."""
+    a = spec.agent(agent)
+    if a.gpus:
+        return [gpu_slot(a.gpus)]
+    if a.slot_class == "cpu":
+        return cpu_slots()
+    raise RunnerError(f"agent '{agent}' has no compute slots (slots: []); ask a researcher to run it, or give "
+                      "the agent slots in the org spec")
+
+
+def class_slots(spec: OrgSpec, cls: str, avoid: str | None = None) -> list[Slot]:
+    """Slots of a class for the gate's runs, without `avoid` (the claimant's) unless it is the only one."""
+    pool = [s for s in org_slots(spec) if s.cls == cls]
+    if not pool:
+        raise RunnerError(f"org '{spec.tag}' has no {cls} slots")
+    others = [s for s in pool if s.name != avoid]
+    return others or pool
+
+
+def lock_file(paths: OrgPaths, name: str) -> int:
+    paths.locks.mkdir(parents=True, exist_ok=True)
+    return os.open(paths.locks / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+
+
+def try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def slot_holders(paths: OrgPaths, slots: list[Slot]) -> list[str]:
+    """Who holds each slot, as written by the holder into its lock file (`cpu0: e0042 alice`)."""
+    out = []
+    for s in slots:
+        try:
+            info = json.loads((paths.locks / f"slot-{s.name}.lock").read_text() or "{}")
+        except (OSError, ValueError):
+            info = {}
+        if info:
+            out.append(f"{s.name}: {info.get('exp', '?')} {info.get('agent', '')}".rstrip())
+    return out
+
+
+class _Queue:
+    """A first-come, first-served line of waiters for a pool (`locks/<name>/`): each waiter is a ticket file named
+    by its arrival time and held under flock while it waits, so a waiter that dies leaves a ticket anyone can see
+    is dead (and removes). A ticket carries the slots its waiter wants."""
+
+    def __init__(self, paths: OrgPaths, name: str, wants: list[str]) -> None:
+        self.folder = paths.locks / name
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.ticket = f"{time.time_ns():020d}-{os.getpid()}-{threading.get_ident()}"
+        tmp = self.folder / f".{self.ticket}"
+        self.fd = os.open(tmp, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)  # locked before its name appears: a visible, unlocked ticket is dead
+        os.write(self.fd, json.dumps(wants).encode())
+        os.rename(tmp, self.folder / self.ticket)
+
+    def taken_before_me(self) -> set[str]:
+        """Slots that older waiters want: first come, first served, slot by slot (a gate run waiting for one
+        busy slot does not hold up a later one that another slot would do for)."""
+        return {slot for _, wants in live_tickets(self.folder, before=self.ticket) for slot in wants}
+
+    def leave(self) -> None:
+        (self.folder / self.ticket).unlink(missing_ok=True)
+        os.close(self.fd)
+
+
+def live_tickets(folder: Path, before: str | None = None) -> list[tuple[str, list[str]]]:
+    """(ticket, wanted slots) of every waiter still alive in a queue folder (only those older than `before`
+    when given); dead waiters' tickets are removed."""
+    out = []
+    try:
+        names = sorted(n for n in os.listdir(folder) if not n.startswith(".") and (before is None or n < before))
+    except FileNotFoundError:
+        return []
+    for name in names:
+        try:
+            fd = os.open(folder / name, os.O_RDWR)
+        except FileNotFoundError:
+            continue
+        try:
+            if try_lock(fd):  # nobody holds it: its waiter is gone
+                (folder / name).unlink(missing_ok=True)
+                continue
+            try:
+                wants = json.loads(os.pread(fd, 65536, 0) or b"[]")
+            except ValueError:
+                wants = ["*"]
+            out.append((name, list(wants)))
+        finally:
+            os.close(fd)
+    return out
+
+
+def _gate_wants(paths: OrgPaths, cls: str) -> set[str]:
+    """Slots that waiting gate runs want (an agent's run leaves those to them)."""
+    return {slot for _, wants in live_tickets(paths.locks / f"gate-queue-{cls}") for slot in wants}
+
+
+@contextlib.contextmanager
+def lease_slot(paths: OrgPaths, slots: list[Slot], *, holder: dict[str, Any], wait_s: float = DEFAULT_WAIT_S,
+               say: Say | None = None, gate: bool = False) -> Iterator[tuple[Slot, int]]:
+    """Hold one free slot of `slots` (yields the slot and its locked descriptor); waits while all are busy.
+
+    Waiters line up first come, first served (`locks/queue-<cls>/` for agents sharing a pool,
+    `locks/gate-queue-<cls>/` for the gate's runs): a waiter polls (every 10 ms, so a freed slot is taken at once)
+    only the slots no older waiter wants, so no agent is passed over. The gate's runs come first: an agent's run
+    leaves alone the slots a waiting gate run wants. Raises RunnerError after wait_s.
+    """
+    cls = slots[0].cls
+    name = f"gate-queue-{cls}" if gate else (f"queue-{cls}" if len(slots) > 1 else None)
+    line = _Queue(paths, name, [s.name for s in slots]) if name else None
+    deadline = time.monotonic() + wait_s
+    told = False
+    try:
+        while True:
+            leave = line.taken_before_me() if line is not None else set()
+            if not gate:
+                leave |= _gate_wants(paths, cls)
+            mine = [] if "*" in leave else [s for s in slots if s.name not in leave]
+            if mine:
+                for slot in mine:
+                    fd = lock_file(paths, f"slot-{slot.name}")
+                    if try_lock(fd):
+                        os.ftruncate(fd, 0)
+                        os.pwrite(fd, json.dumps({**holder, "slot": slot.name, "pid": os.getpid(),
+                                                  "since": clock.now_iso()}).encode(), 0)
+                        if line is not None:
+                            line.leave()
+                            line = None
+                        try:
+                            yield slot, fd
+                        finally:
+                            with contextlib.suppress(OSError):
+                                os.ftruncate(fd, 0)
+                            os.close(fd)
+                        return
+                    os.close(fd)
+            if not told and say is not None:
+                busy = "; ".join(slot_holders(paths, slots)) or "starting up"
+                say(f"all {len(slots)} slot(s) busy ({busy}); waiting for one")
+                told = True
+            if time.monotonic() > deadline:
+                raise RunnerError(f"no free slot after {wait_s:.0f}s (busy: {'; '.join(slot_holders(paths, slots))})")
+            # Polled often only while a slot could be ours; otherwise an older waiter is ahead for all of them.
+            time.sleep(0.01 if mine else 0.25)
+    finally:
+        if line is not None:
+            line.leave()

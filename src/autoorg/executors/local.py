@@ -1,0 +1,70 @@
+"""The local executor: each queued run in a detached `autoorg exp worker <id>` process on this machine.
+
+A worker is found again by its pid and the kernel's start time of that pid (a reused pid is not mistaken for it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from autoorg import clock
+from autoorg.experiments import ledger
+from autoorg.experiments.process import process_start
+from autoorg.paths import OrgPaths
+
+
+def spawn_worker(paths: OrgPaths, exp: str) -> int:
+    """Run a queued experiment in a detached `autoorg exp worker <id>` (its output: runs/<id>/runner.log)."""
+    log = open(paths.runs / exp / "runner.log", "ab")  # noqa: SIM115 - handed to the child
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "autoorg", "exp", "worker", exp], stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "AUTOORG_HOME": str(paths.home)})
+    finally:
+        log.close()
+    ledger.update_experiment(paths, exp, pid=proc.pid, pid_start=process_start(proc.pid))
+    return proc.pid
+
+
+def runner_alive(row: dict[str, Any]) -> bool:
+    pid = row.get("pid")
+    if not pid:
+        return True  # not started yet: the queuer records the pid right after spawning
+    start = process_start(int(pid))
+    return start is not None and (row.get("pid_start") in (None, start))
+
+
+def _is_worker(pid: int, exp: str) -> bool:
+    """Is pid the detached `autoorg exp worker <exp>` of this experiment (and not a pane's own runner)?"""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"worker" in argv and exp.encode() in argv
+
+
+def cancel_runs(paths: OrgPaths, exps: list[str], why: str = "cancelled") -> list[str]:
+    """Stop queued or running experiments that run in detached workers: the ledger says `why` first (so the
+    worker's own crash record does not replace it), then the worker gets SIGTERM (it kills its run's process
+    group). Runs of an agent's own `exp run` are left to it. Returns the experiments stopped."""
+    rows = {exp: ledger.get_experiment(paths, exp) for exp in exps}
+    stopped = ledger.claim_many(paths, exps, why, finished=clock.now_iso(), pid=None)
+    for exp in stopped:
+        pid = rows[exp].get("pid")
+        if pid and runner_alive(rows[exp]) and _is_worker(int(pid), exp):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGTERM)
+    return stopped
+
+
+def stop_runs(paths: OrgPaths) -> list[str]:
+    """Stop every detached run of an org (for `autoorg down`): queued and running ones, gate runs included."""
+    rows = [r for v in ledger.UNFINISHED for r in ledger.experiments(paths, verdict=v)]
+    return cancel_runs(paths, [r["exp"] for r in rows if r["pid"] and _is_worker(int(r["pid"]), r["exp"])],
+                       "cancelled: the org was stopped")

@@ -1,0 +1,239 @@
+"""Running one command under a time limit: its own process group, its output streamed to a log, its metric lines
+parsed (`@metric {json}`, or autoresearch's `name: value`), the whole group killed at the limit or on a signal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+KILL_WAIT_S = 3.0  # SIGTERM, then SIGKILL this much later
+DRAIN_AFTER_EXIT_S = 2.0  # output a run's leftover children still write after it exited
+
+
+_PLAIN = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*:\s*([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+|nan|inf))\s*$")
+
+
+def parse_metric_line(line: str) -> tuple[str, dict[str, Any]] | None:
+    """`@metric {json}` → ("metric", dict); a plain `name: number` line → ("plain", {name: value})."""
+    if line.startswith("@metric "):
+        try:
+            data = json.loads(line[len("@metric "):])
+        except ValueError:
+            return None
+        return ("metric", data) if isinstance(data, dict) else None
+    m = _PLAIN.match(line)
+    if m:
+        return "plain", {m[1]: float(m[2])}
+    return None
+
+
+def final_metrics(metric_lines: list[dict[str, Any]], plain: dict[str, float], metric: str) -> dict[str, Any] | None:
+    """The final metrics of a run: its last `"final": true` line, else autoresearch-style plain lines that name
+    the task's metric. Common names are mapped to ours (train_s, steps, tokens, memory_gb from peak_vram_mb or
+    peak_mem_mb)."""
+    finals = [m for m in metric_lines if m.get("final")]
+    if finals:
+        out = dict(finals[-1])
+    elif metric in plain:
+        out = dict(plain)
+    else:
+        return None
+    aliases = {"training_seconds": "train_s", "num_steps": "steps"}
+    for old, new in aliases.items():
+        if old in out and new not in out:
+            out[new] = out[old]
+    if "total_tokens_M" in out and "tokens" not in out:
+        out["tokens"] = float(out["total_tokens_M"]) * 1e6
+    for name in ("peak_vram_mb", "peak_mem_mb"):
+        if name in out and "memory_gb" not in out:
+            out["memory_gb"] = float(out[name]) / 1024
+    return out
+
+
+def process_start(pid: int) -> str | None:
+    """The kernel's start time of a process (tells a live runner from a reused pid)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Running one command under the budget
+
+
+@dataclass
+class Outcome:
+    exit_code: int | None
+    killed: str | None  # over budget | interrupted
+    wall_s: float
+    maxrss_gb: float | None
+    metric_lines: list[dict[str, Any]] = field(default_factory=list)
+    plain: dict[str, float] = field(default_factory=dict)
+    times: dict[str, float] = field(default_factory=dict)  # spawned, first_metric, exited (epoch seconds)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP while a run is on its slot: handled like Ctrl-C (the run's group is killed, the CLI exits
+    130 without a traceback)."""
+
+
+def _on_signal(signum: int, _frame: Any) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM/SIGHUP become an exception while a run is on its slot (main thread only), so its group is killed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _kill_group(pgid: int, reap: Callable[[], object]) -> None:
+    """SIGTERM the process group, SIGKILL what is left after KILL_WAIT_S. reap() collects our own child as soon
+    as it exits: an unreaped child still counts as a member of the group."""
+    for sig, wait in ((signal.SIGTERM, KILL_WAIT_S), (signal.SIGKILL, 0.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        end = time.monotonic() + wait
+        while time.monotonic() < end:
+            reap()
+            if not _group_alive(pgid):
+                return
+            time.sleep(0.02)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Does the process group still have a member that is not a zombie? (Orphaned zombies wait for init to reap
+    them, which some inits do only every second or two; they hold nothing, a slot included.)"""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+def run_command(command: str, *, cwd: Path, env: dict[str, str], limit_s: float, log_path: Path,
+                metrics_path: Path, keep_fd: int | None = None, cores: tuple[int, ...] = (),
+                on_started: Callable[[], None] | None = None, times: dict[str, float] | None = None) -> Outcome:
+    """Run command (sh -c) in its own process group; stream its output to log_path and @metric lines to
+    metrics_path; kill the group at limit_s. The slot's lock descriptor (keep_fd) is inherited by the run;
+    on_started is called once it is running. `times` (spawned, first_metric, exited) is filled as they happen,
+    so a caller has them even when the run is interrupted."""
+    def pin() -> None:
+        if cores:
+            os.sched_setaffinity(0, cores)
+
+    outcome = Outcome(exit_code=None, killed=None, wall_s=0.0, maxrss_gb=None,
+                      times=times if times is not None else {})
+    with open(log_path, "ab") as log, open(metrics_path, "a", encoding="utf-8") as metrics, _signals_interrupt():
+        start = time.monotonic()
+        outcome.times["spawned"] = time.time()
+        proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                                pass_fds=(keep_fd,) if keep_fd is not None else (),
+                                preexec_fn=pin if cores else None)  # noqa: PLW1509 - only a syscall
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        buffer = b""
+        exited_at: list[float] = []
+
+        def reap(block: bool = False) -> None:
+            if exited_at:
+                return
+            try:
+                pid, status, usage = os.wait4(proc.pid, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid:
+                exited_at.append(time.monotonic())
+                proc.returncode = outcome.exit_code = os.waitstatus_to_exitcode(status)
+                outcome.wall_s = exited_at[0] - start
+                outcome.times["exited"] = time.time()
+                outcome.maxrss_gb = usage.ru_maxrss / 1e6  # KiB → GB
+
+        try:
+            if on_started is not None:
+                on_started()
+            while True:
+                if time.monotonic() - start > limit_s and outcome.killed is None:
+                    outcome.killed = "over budget"
+                    _kill_group(proc.pid, reap)
+                reap()
+                if exited_at and time.monotonic() - exited_at[0] > DRAIN_AFTER_EXIT_S:
+                    break  # leftover children hold the pipe open: they are killed below
+                ready, _, _ = select.select([fd], [], [], 0.05)
+                if not ready:
+                    continue
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    if exited_at:
+                        break
+                    continue
+                log.write(chunk)
+                log.flush()
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for raw in lines:
+                    _take_line(raw.decode("utf-8", errors="replace").rstrip("\r"), outcome, metrics)
+        except KeyboardInterrupt:
+            outcome.killed = "interrupted"
+            raise
+        finally:
+            _kill_group(proc.pid, reap)
+            reap(block=True)
+            if not exited_at:  # reaped elsewhere: no status, but the time it took
+                outcome.wall_s = time.monotonic() - start
+                outcome.times["exited"] = time.time()
+            if buffer:
+                _take_line(buffer.decode("utf-8", errors="replace"), outcome, metrics)
+            proc.stdout.close()
+    return outcome
+
+
+def _take_line(line: str, outcome: Outcome, metrics: Any) -> None:
+    parsed = parse_metric_line(line)
+    if parsed is None:
+        return
+    what, data = parsed
+    if what == "metric":
+        outcome.times.setdefault("first_metric", time.time())
+        outcome.metric_lines.append(data)
+        metrics.write(json.dumps(data, sort_keys=True) + "\n")
+        metrics.flush()
+    else:
+        outcome.plain.update(data)

@@ -1,0 +1,27 @@
+"""The verification gate: statistics (pure), a head's numbers, screen / verify / promote, telling the org.
+
+  stats     Student-t quantiles, pooled σ, the noise band
+  heads     the gate's settings, the org's noise, a program head's runs and mean
+  announce  the answer an agent reads, messages, board posts
+  verify    screening, baselines, re-runs, the decision, promotion; `step` (see its docstring)
+"""
+
+from __future__ import annotations
+
+from autoorg.gate.announce import answer, publish_board
+from autoorg.gate.heads import (
+           DEFAULTS,
+           GateSettings,
+           HeadStats,
+           head_stats,
+           improvement,
+           noise,
+           settings,
+           slot_classes,
+)
+from autoorg.gate.stats import Noise, band, normal_cdf, pooled_noise, t_quantile
+from autoorg.gate.verify import fresh_seeds, run_experiment, screen, step
+
+__all__ = ["DEFAULTS", "GateSettings", "HeadStats", "Noise", "answer", "band", "fresh_seeds", "head_stats",
+           "improvement", "noise", "normal_cdf", "pooled_noise", "publish_board", "run_experiment", "screen",
+           "settings", "slot_classes", "step", "t_quantile"]

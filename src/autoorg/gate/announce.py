@@ -1,0 +1,96 @@
+"""Telling the org: the answer an agent reads, messages to claimants, board posts and the board's sections."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from autoorg import comms, gate
+from autoorg.errors import AutoorgError
+from autoorg.experiments import OrgContext, ledger
+from autoorg.experiments.run import last_line
+from autoorg.gate.heads import head_stats, noise, slot_classes
+
+# ---------------------------------------------------------------------------------------------------------------
+# Telling the org
+
+
+def tell_claimant(ctx: OrgContext, cand: dict[str, Any], body: str) -> None:
+    with contextlib.suppress(AutoorgError):
+        comms.send_message(ctx.paths, sender="gate", to=cand["agent"], kind="result", body=body, exp=cand["exp"])
+
+
+def announce_promotion(ctx: OrgContext, cand: dict[str, Any], new_head: str, summary: str) -> None:
+    with contextlib.suppress(AutoorgError):
+        comms.post_board(ctx.paths, "gate", f"promoted {cand['exp']} by {cand['agent']} "
+                                            f"({cand['description']}): {summary}")
+    with contextlib.suppress(AutoorgError):
+        comms.send_message(ctx.paths, sender="gate", to="all", kind="system", exp=cand["exp"],
+                           body=f"New best on {ctx.program_branch} ({new_head[:10]}): {cand['exp']} by "
+                                f"{cand['agent']}, {cand['description']}. {summary}.\nBring your branch up to "
+                                f"date before your next experiment: git merge {ctx.program_branch} "
+                                f"(or git rebase {ctx.program_branch}).")
+
+
+def publish_board(ctx: OrgContext) -> None:
+    """The board's "Current best" and "Recent results" sections, from the ledger."""
+    metric = ctx.task.metric
+    head = ctx.program_head()
+    best = [f"`{ctx.program_branch}` at `{head[:10]}`"]
+    for cls in slot_classes(ctx):
+        stats = head_stats(ctx, head, cls)
+        noise_ = noise(ctx.paths, cls)
+        if stats.mean is not None:
+            sigma = f", σ {noise_.sigma:.4g}" if noise_.sigma is not None else ""
+            best.append(f"- {cls}: {metric} {stats.mean:.6g} over {stats.n} runs{sigma}")
+    for p in ledger.promotions(ctx.paths)[-5:][::-1]:
+        best.append(f"- promoted {p['exp']} by {p['agent']} ({p['description']}): {metric} {p['metric']:.6g} "
+                    f"({p['delta']:+.4g}) at {p['ts'][:19]}Z")
+    recent = []
+    for r in ledger.experiments(ctx.paths, kinds=("exp",))[-10:][::-1]:
+        value = f"{r['metric']:.6g}" if r["metric"] is not None else "-"
+        recent.append(f"- {r['exp']} {r['agent']}: {r['description']} → {metric} {value} ({r['verdict']})")
+    with contextlib.suppress(AutoorgError):
+        comms.update_board(ctx.paths, "Current best", "\n".join(best))
+        comms.update_board(ctx.paths, "Recent results", "\n".join(recent) or "(none yet)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The answer an agent reads
+
+
+def answer(ctx: OrgContext, row: dict[str, Any]) -> str:
+    """A few lines: the metric, the delta to the program head's mean, the noise band, and what happens next."""
+
+    metric, verdict, exp = ctx.task.metric, row["verdict"], row["exp"]
+    log = ctx.paths.runs / exp / "log"
+    where = f"{row['slot'] or '-'}, seed {row['seed']}, {row['wall_s'] or 0:.1f}s"
+    if verdict.startswith("crash"):
+        return (f"{exp} ({row['description']}): {verdict}\n  log kept: {log}\n  last line: {last_line(log)}\n"
+                f"  → nothing was compared; fix it and run again")
+    lines = [f"{exp} ({row['description']}): {metric} {row['metric']:.6g}  [{where}]"]
+    if row["ref_mean"] is not None:
+        sigma = f", σ {row['sigma']:.3g}" if row["sigma"] is not None else ""
+        better = gate.improvement(ctx.task, row["metric"], row["ref_mean"]) > 0
+        band = f"; noise band {row['band']:.3g}" if row["band"] is not None else ""
+        lines.append(f"  program head {row['ref_head'][:10]}: mean {row['ref_mean']:.6g} over {row['ref_n']} runs"
+                     f"{sigma} · delta {row['delta']:+.4g} ({'better' if better else 'not better'}){band}")
+    st = gate.settings(ctx.spec)
+    nxt = {
+        "candidate": f"candidate: queued for verification ({st.repeats} re-runs with other seeds on other slots); "
+                     "the gate's decision arrives as a message",
+        "no gain": "no gain: not better than the head by more than the noise band",
+        "same as head": "same code as the program head: this run counts towards the head's mean",
+        "pending": f"no baseline for the program head yet ({row['ref_n'] or 0} of {st.baseline_repeats} runs); "
+                   "the gate screens this run when it lands",
+        "off-budget": f"ran with --budget {row['budget']:g} (the task's is {ctx.task.budget[row['slot_class']]:g}): "
+                      "recorded, not compared",
+    }.get(verdict, verdict)
+    if verdict.startswith("over budget"):
+        nxt = f"{verdict}: not compared; a run must train within the budget"
+    lines.append(f"  → {nxt}")
+    head = ctx.program_head()
+    if row["kind"] == "exp" and row["head"] != head:
+        lines.append(f"  note: {ctx.program_branch} moved to {head[:10]} since; bring your branch up to date "
+                     f"(git merge {ctx.program_branch})")
+    return "\n".join(lines)

@@ -1,0 +1,357 @@
+"""The verification gate: the noise band, screening runs, re-running candidates, promotion.
+
+The statistics, for a task metric on one slot class:
+
+- the program head's *mean*: its runs of kind `baseline` and `exp` with the head's exact tree (one per seed),
+  plus the re-runs that promoted it. A head needs `baseline.repeats` (K) of them before anything is judged
+  against it; `step` queues the missing ones on free slots.
+- the noise σ: pooled over every tree run more than once (distinct seeds), so it sharpens as runs accumulate,
+  with dof = Σ(nᵢ − 1).
+- the band for "better": q·σ·√(1/n₁ + 1/n₂), where q is the one-sided Student-t quantile at the confidence of z
+  (Φ(z); it tends to z as dof grows — with σ estimated from few runs, z alone would promote noise), never below
+  `floor` × |head mean|.
+
+A run is *screened* against the head it started from: beating its mean by more than the band at SCREEN_Z with
+n₁ = 1 makes it a candidate (a loose screen, so a real 3σ win is not lost to one unlucky run). A candidate is
+squashed onto the current head in a temporary worktree (a conflict: stale), checked (editable paths only,
+protected files unchanged), re-run `gate.repeats` (R) times with fresh seeds on slots other than the claimant's,
+and promoted only if the re-runs' mean beats the head's by the band at z with n₁ = R, each re-run inside the
+budget. Promotion fast-forwards `org/<tag>` with a compare-and-swap.
+
+`step(paths)` does one idempotent unit of that work under `locks/gate.lock` and returns at once: runs are
+detached `autoorg exp worker` processes, and a later step decides when they have landed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import statistics
+from typing import Any
+
+from autoorg import clock, executors, experiments, workspace
+from autoorg.compute.slots import DEFAULT_WAIT_S, Say
+from autoorg.errors import GitError
+from autoorg.experiments import OrgContext, ledger
+from autoorg.experiments.run import execute
+from autoorg.gate.announce import announce_promotion, publish_board, tell_claimant
+from autoorg.gate.heads import HeadStats, Log, head_stats, improvement, noise, settings, slot_classes
+from autoorg.gate.stats import band
+from autoorg.paths import OrgPaths
+
+SCREEN_Z = 0.75  # screen at ~77% one-sided: a true 3σ win passes ~98% of the time; ~23% of no-effect runs do
+# Futility: once FUTILITY_AFTER re-runs have landed, a candidate whose fresh runs are not better than the head's
+# mean by FUTILITY σ is rejected and its remaining re-runs cancelled. Stopping early can only make a promotion
+# rarer, never easier; simulated, it cuts the re-runs spent on a no-effect candidate from 8 to ~3.2 and a 3σ
+# win's promotion rate from ~96.4% to ~96.2%.
+FUTILITY_AFTER = 2
+FUTILITY = 0.5
+
+
+def run_experiment(ctx: OrgContext, exp: str, *, say: Say | None = None,
+                   wait_s: float = DEFAULT_WAIT_S) -> dict[str, Any]:
+    """Run a queued experiment to its end (experiments.execute) and screen an agent's measured run against the
+    program head, refreshing the board: what `exp run`, an `exp worker` and the offline researcher all call."""
+    return execute(ctx, exp, say=say, wait_s=wait_s, on_measured=screen_and_publish)
+
+
+def screen_and_publish(ctx: OrgContext, exp: str) -> None:
+    screen(ctx, exp)
+    publish_board(ctx)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Screening one finished run
+
+
+def screen(ctx: OrgContext, exp: str) -> str:
+    """Judge a measured experiment against the head it started from (else the current head): `candidate`,
+    `no gain`, `same as head` or `pending` (no baseline yet). Records the reference, delta and band."""
+    row = ledger.get_experiment(ctx.paths, exp)
+    st = settings(ctx.spec)
+    cls = row["slot_class"]
+    stats = head_stats(ctx, row["head"], cls)
+    if stats.n < st.baseline_repeats:
+        current = ctx.program_head()
+        if current != row["head"]:
+            stats = head_stats(ctx, current, cls)
+    same = row["tree"] == workspace.tree_of(ctx.repo, row["head"])
+    if stats.n < st.baseline_repeats or stats.mean is None:
+        verdict = "same as head" if same else "pending"
+        ledger.update_experiment(ctx.paths, exp, verdict=verdict, ref_head=stats.head, ref_n=stats.n)
+        return verdict
+    noise_ = noise(ctx.paths, cls)
+    width = band(noise_, 1, stats.n, stats.mean, SCREEN_Z, st.floor)
+    if same:
+        verdict = "same as head"
+    elif width is None:
+        verdict = "pending"
+    else:
+        verdict = "candidate" if improvement(ctx.task, row["metric"], stats.mean) > width else "no gain"
+    ledger.update_experiment(ctx.paths, exp, verdict=verdict, ref_head=stats.head, ref_mean=stats.mean,
+                             ref_n=stats.n, delta=row["metric"] - stats.mean, band=width, sigma=noise_.sigma)
+    return verdict
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One unit of gate work
+
+
+def step(paths: OrgPaths, log: Log = print) -> bool:
+    """Do one idempotent unit of gate work; returns whether anything was done. Never blocks on a run: runs are
+    detached workers. Two callers never double-verify: the work happens under `locks/gate.lock` (a busy lock
+    returns False at once)."""
+    paths.locks.mkdir(parents=True, exist_ok=True)
+    fd = os.open(paths.locks / "gate.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        ctx = experiments.load_context(paths)
+        did = sweep_dead_runners(ctx, log)
+        did = ensure_baselines(ctx, log) or did
+        did = screen_pending(ctx, log) or did
+        did = advance_verification(ctx, log) or did
+        if did:
+            ledger.write_results_tsv(paths, ctx.task.metric)
+            publish_board(ctx)
+        return did
+    finally:
+        os.close(fd)
+
+
+def sweep_dead_runners(ctx: OrgContext, log: Log) -> bool:
+    """Queued or running rows whose runner process is gone (killed, machine rebooted) become crashes."""
+    did = False
+    for verdict in ledger.UNFINISHED:
+        for row in ledger.experiments(ctx.paths, verdict=verdict):
+            if not executors.runner_alive(row) and ledger.claim_unfinished(
+                    ctx.paths, row["exp"], "crash: runner died", finished=clock.now_iso(), pid=None):
+                log(f"{row['exp']} ({row['agent']}): its runner died; recorded as a crash")
+                did = True
+    return did
+
+
+def _used_seeds(ctx: OrgContext, tree: str) -> set[int]:
+    return {r["seed"] for r in ledger.experiments(ctx.paths) if r["tree"] == tree}
+
+
+def fresh_seeds(ctx: OrgContext, tree: str, n: int) -> list[int]:
+    used = _used_seeds(ctx, tree)
+    seeds: list[int] = []
+    while len(seeds) < n:
+        s = experiments.new_seed()
+        if s not in used and s not in seeds:
+            seeds.append(s)
+    return seeds
+
+
+
+def ensure_baselines(ctx: OrgContext, log: Log) -> bool:
+    """Queue runs of the program head until it has K per slot class (recording the baseline when complete)."""
+    st = settings(ctx.spec)
+    head = ctx.program_head()
+    did = False
+    tree = workspace.tree_of(ctx.repo, head)
+    for cls in slot_classes(ctx):
+        # In-flight runs first, then the finished ones: a run landing in between is counted twice (and topped up
+        # at the next step), never missed (which would queue one run too many).
+        mine = [r for r in ledger.experiments(ctx.paths, kinds=("baseline",))
+                if r["tree"] == tree and r["slot_class"] == cls]
+        inflight = sum(r["verdict"] in ledger.UNFINISHED for r in mine)
+        crashed = sum(r["verdict"].startswith("crash") for r in mine)
+        stats = head_stats(ctx, head, cls)
+        if stats.n >= st.baseline_repeats:
+            record_baseline(ctx, stats, cls, log)
+            continue
+        if crashed >= st.baseline_repeats:
+            continue  # the head itself does not run; its crashes are in the ledger for a person to read
+        missing = st.baseline_repeats - stats.n - inflight
+        if missing <= 0:
+            continue
+        for i, seed in enumerate(fresh_seeds(ctx, stats.tree, missing)):
+            exp = experiments.queue_run(ctx, kind="baseline", agent="gate", commit=head, head=head,
+                                   description=f"baseline {stats.n + inflight + i + 1}/{st.baseline_repeats} of "
+                                               f"{head[:10]}", seed=seed, budget=ctx.task.budget[cls],
+                                   slot_class=cls)
+            executors.spawn_worker(ctx.paths, exp)
+        log(f"baseline: queued {missing} run(s) of the program head {head[:10]} on {cls} "
+            f"({stats.n} of {st.baseline_repeats} done)")
+        did = True
+    return did
+
+
+def record_baseline(ctx: OrgContext, stats: HeadStats, cls: str, log: Log) -> None:
+    if any(b["head"] == stats.head and b["slot_class"] == cls for b in ledger.baselines(ctx.paths)):
+        return
+    noise_ = noise(ctx.paths, cls)
+    ledger.add_baseline(ctx.paths, task=ctx.task.name, slot_class=cls, head=stats.head, n=stats.n,
+                        mean=stats.mean, sigma=noise_.sigma, dof=noise_.dof)
+    sigma = f"{noise_.sigma:.4g}" if noise_.sigma is not None else "?"
+    log(f"baseline of {stats.head[:10]} on {cls}: {ctx.task.metric} {stats.mean:.6g} over {stats.n} runs, "
+        f"σ {sigma} (dof {noise_.dof})")
+
+
+def screen_pending(ctx: OrgContext, log: Log) -> bool:
+    did = False
+    for row in ledger.experiments(ctx.paths, kinds=("exp",), verdict="pending"):
+        verdict = screen(ctx, row["exp"])
+        if verdict != "pending":
+            log(f"{row['exp']} ({row['agent']}) screened once the baseline landed: {verdict}")
+            did = True
+    return did
+
+
+def _priority(row: dict[str, Any]) -> float:
+    """Biggest claimed gain (in bands) first: real wins are verified before noise."""
+    if not row["band"]:
+        return 0.0
+    return -row["delta"] / row["band"] if row["delta"] is not None else 0.0
+
+
+def advance_verification(ctx: OrgContext, log: Log) -> bool:
+    """Decide the verification in flight once its runs landed; else start one for the best candidate."""
+    active = ledger.verifications(ctx.paths, status="running")
+    if active:
+        return decide(ctx, active[0], log)
+    candidates = ledger.experiments(ctx.paths, kinds=("exp",), verdict="candidate")
+    if not candidates:
+        return False
+    sign = 1 if ctx.task.direction == "minimize" else -1
+    best = max(candidates, key=lambda r: sign * _priority(r))
+    start_verification(ctx, best, log)
+    return True
+
+
+def start_verification(ctx: OrgContext, cand: dict[str, Any], log: Log) -> None:
+    repo, paths = ctx.repo, ctx.paths
+    head = ctx.program_head()
+    message = f"{cand['description']}\n\nautoorg: {cand['exp']} by {cand['agent']}, verified by the gate"
+    try:
+        squashed = workspace.squash_onto(repo, cand["commit_sha"], head, paths.home / "gate" / "work", message,
+                                         author=cand["agent"])
+        failed = None
+    except GitError as exc:  # e.g. its commit is gone: decided now, not retried forever
+        squashed, failed = None, f"git could not put it on the program head ({exc})"
+    if squashed is None or squashed == head:
+        why = failed or ("conflicts with the program head" if squashed is None
+                         else "its change is already in the program head")
+        ledger.add_verification(paths, exp=cand["exp"], head=head, commit_sha=None, status="stale", why=why,
+                                finished=clock.now_iso())
+        ledger.update_experiment(paths, cand["exp"], verdict=f"stale: {why}")
+        tell_claimant(ctx, cand, f"Your candidate {cand['exp']} ({cand['description']}) is stale: {why}. Bring your "
+                         f"branch up to date (git merge {ctx.program_branch}) and run it again.")
+        log(f"{cand['exp']} ({cand['agent']}): stale, {why}")
+        return
+    bad = experiments.boundary_violations(ctx.task, workspace.changed_paths(repo, head, squashed))
+    protected_now = workspace.path_fingerprint(repo, squashed, ctx.task.protected)
+    if not bad and protected_now != workspace.path_fingerprint(repo, ctx.state["base"], ctx.task.protected):
+        bad = ["protected files differ from the org's base"]
+    if bad:
+        why = "touches " + ", ".join(bad)
+        ledger.add_verification(paths, exp=cand["exp"], head=head, commit_sha=squashed, status="rejected", why=why,
+                                finished=clock.now_iso())
+        _reject(ctx, cand, why, log)
+        return
+    workspace.keep_ref(repo, f"refs/autoorg/{paths.tag}/verify/{cand['exp']}", squashed)
+    st = settings(ctx.spec)
+    cls = cand["slot_class"]
+    tree = workspace.tree_of(repo, squashed)
+    runs = [experiments.queue_run(ctx, kind="verify", agent="gate", commit=squashed, head=head,
+                             description=f"verify {cand['exp']} ({i + 1}/{st.repeats})", seed=seed,
+                             budget=ctx.task.budget[cls], slot_class=cls, candidate=cand["exp"])
+            for i, seed in enumerate(fresh_seeds(ctx, tree, st.repeats))]
+    ledger.add_verification(paths, exp=cand["exp"], head=head, commit_sha=squashed, runs=runs, status="running")
+    ledger.update_experiment(paths, cand["exp"], verdict="verifying")
+    for exp in runs:
+        executors.spawn_worker(paths, exp)
+    log(f"{cand['exp']} ({cand['agent']}): verifying on top of {head[:10]} with {st.repeats} re-runs "
+        f"({', '.join(runs)})")
+
+
+def decide(ctx: OrgContext, ver: dict[str, Any], log: Log) -> bool:
+    """Promote or reject a verification whose re-runs have all landed (False while they are running)."""
+    rows = [ledger.get_experiment(ctx.paths, e) for e in ver["runs"]]
+    pending = [r["exp"] for r in rows if r["verdict"] in ledger.UNFINISHED]
+    cand = ledger.get_experiment(ctx.paths, ver["exp"])
+    failed = [r for r in rows if r["verdict"] not in (*ledger.UNFINISHED, "ok")]
+    if failed:
+        r = failed[0]
+        why = f"re-run {r['exp']} did not measure cleanly ({r['verdict']}; log {ctx.paths.runs / r['exp'] / 'log'})"
+        executors.cancel_runs(ctx.paths, pending, "cancelled: the verification was decided")
+        ledger.update_verification(ctx.paths, ver["id"], status="rejected", why=why, finished=clock.now_iso())
+        _reject(ctx, cand, why, log)
+        return True
+    if pending:
+        return _stop_for_futility(ctx, ver, cand, rows, pending, log)
+    if ctx.program_head() != ver["head"]:
+        ledger.update_verification(ctx.paths, ver["id"], status="superseded", why="the program head moved",
+                                   finished=clock.now_iso())
+        ledger.update_experiment(ctx.paths, cand["exp"], verdict="candidate")
+        log(f"{cand['exp']}: the program head moved during verification; it will be verified again")
+        return True
+    st = settings(ctx.spec)
+    stats = head_stats(ctx, ver["head"], cand["slot_class"])
+    if stats.n < st.baseline_repeats or stats.mean is None:
+        return False  # the head's baseline is still running
+    values = [r["metric"] for r in rows]
+    mean = statistics.fmean(values)
+    noise_ = noise(ctx.paths, cand["slot_class"])
+    width = band(noise_, len(values), stats.n, stats.mean, st.z, st.floor)
+    if width is None:
+        return False
+    gain = improvement(ctx.task, mean, stats.mean)
+    numbers = dict(mean=mean, head_mean=stats.mean, band=width, sigma=noise_.sigma)
+    summary = (f"{ctx.task.metric} {mean:.6g} over {len(values)} re-runs vs head {stats.mean:.6g} "
+               f"(n={stats.n}): {mean - stats.mean:+.4g}, band {width:.4g}")
+    if gain <= width:
+        ledger.update_verification(ctx.paths, ver["id"], status="rejected", why=f"not confirmed: {summary}",
+                                   finished=clock.now_iso(), **numbers)
+        _reject(ctx, cand, f"not confirmed: {summary}", log)
+        return True
+    if not workspace.advance_branch(ctx.repo, ctx.program_branch, ver["commit_sha"], ver["head"]):
+        ledger.update_verification(ctx.paths, ver["id"], status="superseded", why="the program head moved",
+                                   finished=clock.now_iso(), **numbers)
+        ledger.update_experiment(ctx.paths, cand["exp"], verdict="candidate")
+        return True
+    ledger.update_verification(ctx.paths, ver["id"], status="promoted", why=summary, finished=clock.now_iso(),
+                               **numbers)
+    ledger.add_promotion(ctx.paths, exp=cand["exp"], agent=cand["agent"], old_head=ver["head"],
+                         new_head=ver["commit_sha"], metric=mean, head_mean=stats.mean, delta=mean - stats.mean,
+                         band=width, description=cand["description"])
+    ledger.update_experiment(ctx.paths, cand["exp"], verdict="promoted")
+    log(f"PROMOTED {cand['exp']} ({cand['agent']}: {cand['description']}): {summary}; "
+        f"{ctx.program_branch} is now {ver['commit_sha'][:10]}")
+    announce_promotion(ctx, cand, ver["commit_sha"], summary)
+    return True
+
+
+def _stop_for_futility(ctx: OrgContext, ver: dict[str, Any], cand: dict[str, Any], rows: list[dict[str, Any]],
+                       pending: list[str], log: Log) -> bool:
+    """Reject a verification early when its landed re-runs show no real gain (see FUTILITY)."""
+    values = [r["metric"] for r in rows if r["verdict"] == "ok"]
+    if len(values) < FUTILITY_AFTER:
+        return False
+    st = settings(ctx.spec)
+    stats = head_stats(ctx, ver["head"], cand["slot_class"])
+    noise_ = noise(ctx.paths, cand["slot_class"])
+    if stats.n < st.baseline_repeats or stats.mean is None or noise_.sigma is None:
+        return False
+    mean = statistics.fmean(values)
+    if improvement(ctx.task, mean, stats.mean) > FUTILITY * noise_.sigma:
+        return False
+    executors.cancel_runs(ctx.paths, pending, "cancelled: the verification was decided")
+    why = (f"not confirmed: {ctx.task.metric} {mean:.6g} over the first {len(values)} re-runs vs head "
+           f"{stats.mean:.6g} (n={stats.n}): {mean - stats.mean:+.4g}, not better by {FUTILITY:g}σ "
+           f"({FUTILITY * noise_.sigma:.4g}); the other re-runs were cancelled")
+    ledger.update_verification(ctx.paths, ver["id"], status="rejected", why=why, finished=clock.now_iso(),
+                               mean=mean, head_mean=stats.mean, sigma=noise_.sigma)
+    _reject(ctx, cand, why, log)
+    return True
+
+
+def _reject(ctx: OrgContext, cand: dict[str, Any], why: str, log: Log) -> None:
+    ledger.update_experiment(ctx.paths, cand["exp"], verdict=f"rejected: {why}"[:500])
+    tell_claimant(ctx, cand, f"Your candidate {cand['exp']} ({cand['description']}) was rejected by the gate: {why}.")
+    log(f"{cand['exp']} ({cand['agent']}): rejected, {why}")

@@ -1,0 +1,329 @@
+"""Org specs, in explicit stages: read YAML → expand presets/shorthands → fill defaults → validate.
+
+An org comes from a preset (`8x1gpu`, `4x2gpu`, `4xcpu`, `chief+7x1gpu`) or a YAML file. Every error names the
+file, the line and, for unknown keys, the nearest valid spelling.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autoorg.errors import SpecError
+from autoorg.spec.loader import check_keys, line_of, read_yaml
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+TAG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+PRESET_RE = re.compile(r"^(?P<chief>chief\+)?(?P<n>\d+)x(?:(?P<g>\d+)gpu|(?P<cpu>cpu))$")
+RESERVED_NAMES = {"all", "human", "autoorg", "daemon", "gate", "board", "system"}
+MAX_AGENTS = 256
+
+# Backends the spec accepts; `auto` is resolved at `up`. backends/ registers the implementations.
+BACKENDS = ("auto", "command", "heuristic", "claude", "codex", "anthropic", "openai")
+
+AGENT_NAMES = (
+    "alice", "bob", "carol", "dave", "eve", "frank", "grace", "heidi", "ivan", "judy", "mallory", "niaj",
+    "olivia", "peggy", "quinn", "rupert", "sybil", "trent", "ursula", "victor", "walter", "xena", "yara", "zoe",
+)
+
+ORG_KEYS = {
+    "tag": "name of this org: branches org/<tag>, session autoorg-<tag>",
+    "preset": "start from a preset (e.g. 8x1gpu) and override below",
+    "task": "bundled task name (nanochat, synthetic) or a path to a task.yaml",
+    "defaults": "agent fields every agent inherits (backend, model, command, ...)",
+    "roles": "role name -> role fields (prompt, backend, model, ...)",
+    "agents": "list of agents (name, role, backend, model, slots, command, ...)",
+    "processes": "org processes: standup, gate, baseline",
+    "allow_skip_permissions": "let claude run with --dangerously-skip-permissions as root (sets IS_SANDBOX=1)",
+}
+AGENT_KEYS = {
+    "name": "safe identifier", "role": "role name", "backend": "one of " + ", ".join(BACKENDS),
+    "model": "model id for LLM backends", "slots": "GPU ids, 'cpu', or [] for none",
+    "command": "shell command for backend: command", "prompt": "role prompt file (repo-relative)",
+    "env": "extra environment for the pane",
+}
+ROLE_KEYS = {k: v for k, v in AGENT_KEYS.items() if k not in ("name", "role")}
+DEFAULT_KEYS = {k: v for k, v in AGENT_KEYS.items() if k != "name"}
+PROCESS_KEYS = {
+    "standup": {"every": "interval such as 30m, 2h, 90s"},
+    "gate": {"repeats": "verification re-runs per candidate", "z": "one-sided z for the noise band",
+             "floor": "minimum band as a fraction of the metric"},
+    "baseline": {"repeats": "runs of the program head when the org starts"},
+    "restart": {"limit": "restarts of a crashed agent before it is left crashed (default 3)",
+                "backoff": "wait before the first restart, doubled each time (default 2s)"},
+}
+BUILTIN_ROLES: dict[str, dict[str, Any]] = {
+    "researcher": {"prompt": "prompts/researcher.md"},
+    "chief": {"prompt": "prompts/chief.md", "slots": []},
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass
+class AgentSpec:
+    name: str
+    role: str = "researcher"
+    backend: str = "auto"
+    model: str | None = None
+    slots: list[str] = field(default_factory=list)
+    command: str | None = None
+    prompt: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def gpus(self) -> list[int]:
+        return [int(s) for s in self.slots if s != "cpu"]
+
+    @property
+    def slot_class(self) -> str:
+        """`gpu`, `cpu`, or `none` (a chief with no compute)."""
+        if self.gpus:
+            return "gpu"
+        return "cpu" if "cpu" in self.slots else "none"
+
+
+@dataclass
+class OrgSpec:
+    tag: str
+    task: str
+    agents: list[AgentSpec]
+    roles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    processes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    allow_skip_permissions: bool = False
+    source: str = ""
+
+    def agent(self, name: str) -> AgentSpec:
+        for a in self.agents:
+            if a.name == name:
+                return a
+        raise SpecError(f"no agent named '{name}' in org '{self.tag}' (agents: {', '.join(self.names)})")
+
+    @property
+    def names(self) -> list[str]:
+        return [a.name for a in self.agents]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("source")
+        for a in out["agents"]:
+            for key in ("model", "command", "prompt"):
+                if a[key] is None:
+                    a.pop(key)
+            if not a["env"]:
+                a.pop("env")
+        return out
+
+    def to_yaml(self) -> str:
+        header = f"# resolved by autoorg from {self.source}\n" if self.source else ""
+        return header + yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stage 2: expand presets and shorthands
+
+
+def is_preset(text: str) -> bool:
+    return PRESET_RE.match(text) is not None
+
+
+def expand_preset(preset: str) -> dict[str, Any]:
+    """`8x1gpu` → 8 researchers with one GPU each; `4xcpu`; `chief+7x1gpu` → a chief plus r1..r7."""
+    m = PRESET_RE.match(preset)
+    if not m:
+        raise SpecError(f"unknown preset '{preset}'",
+                        hint="presets look like 8x1gpu, 4x2gpu, 4xcpu, chief+7x1gpu, or pass a YAML file")
+    n = int(m["n"])
+    if not 1 <= n <= MAX_AGENTS:
+        raise SpecError(f"preset '{preset}' asks for {n} agents; between 1 and {MAX_AGENTS} are allowed")
+    per = int(m["g"]) if m["g"] else 0
+    if m["g"] is not None and per < 1:
+        raise SpecError(f"preset '{preset}' gives each agent 0 GPUs; use {n}xcpu for CPU agents")
+    chief = m["chief"] is not None
+    agents: list[dict[str, Any]] = []
+    if chief:
+        agents.append({"name": "chief", "role": "chief", "slots": []})
+    for i in range(n):
+        name = f"r{i + 1}" if chief else (AGENT_NAMES[i] if n <= len(AGENT_NAMES) else f"r{i + 1}")
+        slots: list[Any] = ["cpu"] if m["cpu"] else list(range(i * per, (i + 1) * per))
+        agents.append({"name": name, "role": "researcher", "slots": slots})
+    return {"tag": preset.replace("+", "-"), "agents": agents}
+
+
+def _expand_slots(value: Any, *, source: str, line: int | None, agent: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, bool):
+        raise SpecError(f"agent '{agent}': slots must be GPU ids, 'cpu' or []", source=source, line=line)
+    if isinstance(value, int):
+        value = [value]
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list):
+        raise SpecError(f"agent '{agent}': slots must be GPU ids, 'cpu' or []", source=source, line=line)
+    slots: list[str] = []
+    for item in value:
+        text = str(item).strip().lower()
+        if text == "cpu" or (text.isdigit() and not isinstance(item, bool)):
+            slots.append(text)
+        else:
+            raise SpecError(f"agent '{agent}': bad slot '{item}'", source=source, line=line,
+                            hint="slots are GPU ids (0, 1, ...) or 'cpu'")
+    if "cpu" in slots and len(slots) > 1:
+        raise SpecError(f"agent '{agent}': 'cpu' cannot be mixed with GPU ids", source=source, line=line)
+    return slots
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stages 3 and 4: fill defaults (org → role → agent) and validate
+
+
+def _fill_agent(raw: Any, index: int, roles: dict[str, dict[str, Any]], defaults: dict[str, Any],
+                source: str) -> AgentSpec:
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    check_keys(raw, AGENT_KEYS, source=source, where=f"agents[{index}]")
+    line = line_of(raw)
+    name = raw.get("name")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise SpecError(f"agents[{index}]: name {name!r} is not a safe identifier", source=source, line=line,
+                        hint="use lowercase letters, digits, '-' or '_', starting with a letter (max 32)")
+    if name in RESERVED_NAMES:
+        raise SpecError(f"agent name '{name}' is reserved", source=source, line=line)
+    role = raw.get("role", defaults.get("role", "researcher"))
+    if role not in roles:
+        close = difflib.get_close_matches(str(role), list(roles), n=1)
+        hint = f"did you mean '{close[0]}'?" if close else "roles: " + ", ".join(roles)
+        raise SpecError(f"agent '{name}': unknown role '{role}'", source=source, line=line_of(raw, "role"),
+                        hint=hint)
+    merged: dict[str, Any] = {}
+    for layer in (defaults, roles[role], raw):
+        merged.update({k: v for k, v in layer.items() if k not in ("name", "role")})
+    backend = merged.get("backend", "auto")
+    if backend not in BACKENDS:
+        close = difflib.get_close_matches(str(backend), BACKENDS, n=1)
+        raise SpecError(f"agent '{name}': unknown backend '{backend}'", source=source,
+                        line=line_of(raw, "backend"),
+                        hint=f"did you mean '{close[0]}'?" if close else "backends: " + ", ".join(BACKENDS))
+    command = merged.get("command")
+    if backend == "command" and not (isinstance(command, str) and command.strip()):
+        raise SpecError(f"agent '{name}': backend 'command' needs a command", source=source, line=line,
+                        hint='add command: "..." (or --command on the CLI)')
+    slots_default = [] if role == "chief" else ["cpu"]
+    slots = _expand_slots(merged.get("slots", slots_default), source=source, line=line_of(raw, "slots"),
+                          agent=name)
+    env = merged.get("env") or {}
+    if not isinstance(env, dict):
+        raise SpecError(f"agent '{name}': env must be a mapping", source=source, line=line_of(raw, "env"))
+    model = merged.get("model")
+    prompt = merged.get("prompt")
+    return AgentSpec(name=name, role=role, backend=backend, model=str(model) if model else None, slots=slots,
+                     command=command if backend == "command" else None,
+                     prompt=str(prompt) if prompt else None, env={str(k): str(v) for k, v in env.items()})
+
+
+def _fill_processes(raw: Any, source: str) -> dict[str, dict[str, Any]]:
+    if raw is None:
+        return {}
+    check_keys(raw, PROCESS_KEYS, source=source, where="processes")
+    out: dict[str, dict[str, Any]] = {}
+    for name, body in raw.items():
+        body = body or {}
+        check_keys(body, PROCESS_KEYS[name], source=source, where=f"processes.{name}")
+        out[name] = dict(body)
+    if "standup" in out and "every" in out["standup"]:
+        parse_interval(out["standup"]["every"], source=source)
+    if "backoff" in out.get("restart", {}):
+        parse_interval(out["restart"]["backoff"], source=source)
+    limit = out.get("restart", {}).get("limit", 0)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise SpecError(f"processes.restart.limit must be a whole number >= 0, got {limit!r}", source=source)
+    return out
+
+
+def parse_interval(value: Any, *, source: str = "") -> float:
+    """`30m`, `2h`, `90s` or a number of seconds → seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(value))
+    if not m:
+        raise SpecError(f"bad interval '{value}'", source=source, hint="use 90s, 30m or 2h")
+    return float(m[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[m[2]]
+
+
+def build_spec(raw: Any, *, source: str, tag: str | None = None, task: str | None = None,
+               backend: str | None = None, command: str | None = None) -> OrgSpec:
+    """Expand, fill and validate one raw org mapping. CLI overrides (tag, task, backend, command) win."""
+    check_keys(raw, ORG_KEYS, source=source, where="the org")
+    raw = dict(raw)
+    if "preset" in raw:
+        base = expand_preset(str(raw.pop("preset")))
+        raw.setdefault("agents", base["agents"])
+        raw.setdefault("tag", base["tag"])
+    roles: dict[str, dict[str, Any]] = {k: dict(v) for k, v in BUILTIN_ROLES.items()}
+    raw_roles = raw.get("roles") or {}
+    if not isinstance(raw_roles, dict):
+        raise SpecError("roles must be a mapping", source=source, line=line_of(raw, "roles"))
+    for role_name, body in raw_roles.items():
+        if not isinstance(role_name, str) or not NAME_RE.match(role_name):
+            raise SpecError(f"role name {role_name!r} is not a safe identifier", source=source,
+                            line=line_of(raw_roles, str(role_name)))
+        body = body or {}
+        check_keys(body, ROLE_KEYS, source=source, where=f"roles.{role_name}")
+        roles[role_name] = {**roles.get(role_name, {}), **body}
+    defaults = raw.get("defaults") or {}
+    check_keys(defaults, DEFAULT_KEYS, source=source, where="defaults")
+    defaults = dict(defaults)
+    if backend:
+        defaults["backend"] = backend
+    if command:
+        defaults["command"] = command
+    raw_agents = raw.get("agents")
+    if not isinstance(raw_agents, list) or not raw_agents:
+        raise SpecError("an org needs a non-empty list of agents", source=source, line=line_of(raw, "agents"),
+                        hint="add agents: or use preset: 4xcpu")
+    agents = []
+    for i, entry in enumerate(raw_agents):
+        if backend or command:  # CLI overrides beat what the file says for every agent
+            entry = {"name": entry} if isinstance(entry, str) else dict(entry)
+            if backend:
+                entry["backend"] = backend
+            if command:
+                entry["command"] = command
+        agents.append(_fill_agent(entry, i, roles, defaults, source))
+    seen: set[str] = set()
+    for a in agents:
+        if a.name in seen:
+            raise SpecError(f"agent name '{a.name}' appears twice", source=source)
+        if a.name in roles and a.role != a.name:
+            raise SpecError(f"agent name '{a.name}' is also a role name; messages to it would be ambiguous",
+                            source=source)
+        seen.add(a.name)
+    final_tag = tag or raw.get("tag") or Path(source).stem
+    if not isinstance(final_tag, str) or not TAG_RE.match(final_tag):
+        raise SpecError(f"tag {final_tag!r} is not a safe name", source=source, line=line_of(raw, "tag"),
+                        hint="use lowercase letters, digits, '-' or '_' (max 40)")
+    final_task = task or raw.get("task") or "nanochat"
+    return OrgSpec(tag=final_tag, task=str(final_task), agents=agents, roles=roles,
+                   processes=_fill_processes(raw.get("processes"), source),
+                   allow_skip_permissions=bool(raw.get("allow_skip_permissions", False)), source=source)
+
+
+def load_org(target: str, *, tag: str | None = None, task: str | None = None, backend: str | None = None,
+             command: str | None = None) -> OrgSpec:
+    """A preset name or a YAML file → a fully resolved, validated OrgSpec."""
+    if is_preset(target):
+        return build_spec(expand_preset(target), source=f"preset {target}", tag=tag, task=task,
+                          backend=backend, command=command)
+    path = Path(target)
+    if path.suffix not in (".yaml", ".yml") and not path.exists():
+        expand_preset(target)  # raises the "unknown preset" error with its hint
+    raw = read_yaml(path)
+    if raw is None:
+        raise SpecError(f"{path} is empty")
+    return build_spec(raw, source=str(path), tag=tag, task=task, backend=backend, command=command)

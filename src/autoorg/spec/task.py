@@ -1,0 +1,121 @@
+"""Task specs: `task.yaml` (editable and protected paths, setup, run commands, metric, budget, knobs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autoorg.errors import SpecError
+from autoorg.spec.loader import check_keys, line_of, read_yaml
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tasks
+
+
+TASK_KEYS = {
+    "name": "task name", "description": "one paragraph for agents",
+    "editable": "repo-relative paths agents may change", "protected": "repo-relative paths that must not change",
+    "setup": "command run once before experiments (idempotent), e.g. data preparation",
+    "run": "slot class (cpu, gpu) -> command; placeholders {python} {budget} {seed} {task_dir}",
+    "metric": "name and direction (minimize | maximize)", "budget": "slot class -> seconds",
+    "grace": "seconds past the budget before a run is killed", "knobs": "what an offline agent may search",
+    "noise": "task-specific settings (the synthetic task's sigma)",
+}
+KNOB_KEYS = {"name": "module-level constant in the file", "file": "repo-relative file (default: first editable)",
+             "type": "float | int | choice | bool", "low": "lower bound", "high": "upper bound",
+             "log": "search on a log scale", "choices": "values for type choice"}
+
+
+@dataclass
+class Knob:
+    name: str
+    file: str
+    type: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class TaskSpec:
+    name: str
+    path: Path
+    description: str
+    editable: list[str]
+    protected: list[str]
+    run: dict[str, str]
+    metric: str
+    direction: str
+    budget: dict[str, float]
+    grace: float = 30.0
+    setup: str | None = None
+    knobs: list[Knob] = field(default_factory=list)
+    noise: dict[str, Any] = field(default_factory=dict)
+
+    def better(self, a: float, b: float) -> bool:
+        """Is metric value a better than b?"""
+        return a < b if self.direction == "minimize" else a > b
+
+
+def find_task(repo: Path, task: str) -> Path:
+    """`nanochat` / `synthetic` → `<repo>/<name>/task.yaml` or `<repo>/examples/<name>/task.yaml`; or a path."""
+    candidates = [Path(task)] if task.endswith((".yaml", ".yml")) or "/" in task else []
+    candidates += [Path(repo) / task / "task.yaml", Path(repo) / "examples" / task / "task.yaml"]
+    for c in candidates:
+        c = c if c.is_absolute() else (Path(repo) / c if not c.exists() else c)
+        if c.is_file():
+            return c.resolve()
+    raise SpecError(f"no task '{task}' in {repo}",
+                    hint="expected <repo>/<task>/task.yaml or <repo>/examples/<task>/task.yaml, or pass a path")
+
+
+def load_task(path: Path) -> TaskSpec:
+    raw = read_yaml(path)
+    source = str(path)
+    check_keys(raw, TASK_KEYS, source=source, where="the task")
+    for key in ("name", "editable", "run", "metric", "budget"):
+        if key not in raw:
+            raise SpecError(f"task is missing '{key}'", source=source, hint=TASK_KEYS[key])
+    metric = raw["metric"]
+    if isinstance(metric, str):
+        metric = {"name": metric, "direction": "minimize"}
+    check_keys(metric, {"name": "", "direction": ""}, source=source, where="metric")
+    direction = metric.get("direction", "minimize")
+    if direction not in ("minimize", "maximize"):
+        raise SpecError(f"metric direction '{direction}' must be minimize or maximize", source=source,
+                        line=line_of(metric, "direction"))
+    run = raw["run"]
+    if isinstance(run, str):
+        run = {"cpu": run, "gpu": run}
+    budget = raw["budget"]
+    if isinstance(budget, (int, float)):
+        budget = {k: budget for k in run}
+    for cls in run:
+        if cls not in ("cpu", "gpu"):
+            raise SpecError(f"run has slot class '{cls}'; use cpu and gpu", source=source, line=line_of(run, cls))
+        if cls not in budget or float(budget[cls]) <= 0:
+            raise SpecError(f"budget for '{cls}' must be a positive number of seconds", source=source,
+                            line=line_of(raw, "budget"))
+    editable = [str(p) for p in raw["editable"]]
+    knobs = []
+    for i, k in enumerate(raw.get("knobs") or []):
+        check_keys(k, KNOB_KEYS, source=source, where=f"knobs[{i}]")
+        ktype = k.get("type", "float")
+        if ktype not in ("float", "int", "choice", "bool"):
+            raise SpecError(f"knob '{k.get('name')}': unknown type '{ktype}'", source=source, line=line_of(k))
+        if ktype in ("float", "int") and ("low" not in k or "high" not in k):
+            raise SpecError(f"knob '{k.get('name')}' needs low and high", source=source, line=line_of(k))
+        if ktype == "choice" and not k.get("choices"):
+            raise SpecError(f"knob '{k.get('name')}' needs choices", source=source, line=line_of(k))
+        knobs.append(Knob(name=str(k["name"]), file=str(k.get("file", editable[0])), type=ktype,
+                          low=k.get("low"), high=k.get("high"), log=bool(k.get("log", False)),
+                          choices=list(k.get("choices") or [])))
+    return TaskSpec(
+        name=str(raw["name"]), path=Path(path).resolve(), description=str(raw.get("description", "")).strip(),
+        editable=editable, protected=[str(p) for p in raw.get("protected") or []],
+        run={str(k): str(v) for k, v in run.items()}, metric=str(metric["name"]), direction=direction,
+        budget={str(k): float(v) for k, v in budget.items()}, grace=float(raw.get("grace", 30)),
+        setup=raw.get("setup"), knobs=knobs, noise=dict(raw.get("noise") or {}),
+    )
