@@ -62,12 +62,12 @@ def test_prepare_answers_every_first_start_dialog_for_exactly_that_worktree(repo
     prepared = contexts(repo, allow=True)
     for ctx, agent in prepared:
         backend.prepare(agent, ctx)  # type: ignore[arg-type]
-    homes = set()
+    configs = set()
     for ctx, agent in prepared:
         name = agent.name  # type: ignore[attr-defined]
         folder = homes.agent_home(ctx.paths, name)
         config = folder / "claude"
-        homes.add(config)
+        configs.add(config)
         state = json.loads((config / ".claude.json").read_text())
         assert state["hasCompletedOnboarding"] is True
         assert state["customApiKeyResponses"]["approved"] == ["ghijklmnopqrstuvwxyz"]  # the key's last 20
@@ -87,7 +87,7 @@ def test_prepare_answers_every_first_start_dialog_for_exactly_that_worktree(repo
         assert oct(env_file.stat().st_mode & 0o777) == "0o600"
         assert "ANTHROPIC_API_KEY=sk-ant-api03-abcdefghijklmnopqrstuvwxyz" in env_file.read_text()
         assert workspace.dirty_paths(ctx.worktree) == []  # nothing of the agent's config in its worktree
-    assert len(homes) == 2  # one config home per agent: concurrent starts share no file
+    assert len(configs) == 2  # one config home per agent: concurrent starts share no file
     assert not (home / ".claude.json").exists() and not (home / ".claude").exists()
 
 
