@@ -29,13 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.backend in ("anthropic", "openai"):
-        from autoorg.agents.sdk import run_in_pane
+        from autoorg.agents.sdk import run_in_pane  # the SDKs load only for this command (start-up time)
 
         return run_in_pane(args.backend, model=args.model, system_file=args.system_file, kickoff=args.kickoff)
     if args.backend != "heuristic":
         raise BackendError(f"`autoorg agent` runs the built-in agents ({', '.join(BUILT_IN)}); backend "
                            f"'{args.backend}' runs in its own CLI")
-    from autoorg.agents.researcher import Researcher
+    from autoorg.agents.researcher import Researcher  # the gate and git machinery: only for this command
 
     paths = org_from_args(args)
     ctx = experiments.load_context(paths)

@@ -20,7 +20,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -105,12 +104,6 @@ SETUP_TIMEOUT_S = 3 * 3600.0
 # Executing a queued experiment
 
 
-def _iso(epoch: float | None) -> str | None:
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def judge_outcome(task: TaskSpec, out: Outcome, budget: float, standard: bool,
                   kind: str) -> tuple[str, dict[str, Any] | None, float | None]:
     """(verdict, final metrics, metric value) of a finished command. Crashes say why."""
@@ -171,7 +164,7 @@ def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float 
 
         def on_started(slot: Slot) -> None:
             # after the spawn, not before: a freed slot goes straight back to work
-            ledger.claim_unfinished(paths, exp, "running", slot=slot.name, started=_iso(times["leased"]))
+            ledger.claim_unfinished(paths, exp, "running", slot=slot.name, started=clock.iso_of_epoch(times["leased"]))
             before[0] = _set_running(ctx, row, slot)
             if say:
                 say(f"{exp} on {slot.name}: {command}  (budget {row['budget']:g}s, log {run_dir / 'log'})")
@@ -202,7 +195,7 @@ def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float 
     memory = (finals or {}).get("memory_gb", out.maxrss_gb)
     fields = {"metric": value, "metrics": finals or {}, "wall_s": round(out.wall_s, 3),
               "train_s": (finals or {}).get("train_s"), "memory_gb": memory, "exit_code": out.exit_code,
-              "finished": _iso(out.times.get("exited")), "pid": None}
+              "finished": clock.iso_of_epoch(out.times.get("exited")), "pid": None}
     if not ledger.claim_unfinished(paths, exp, verdict, **fields):
         final = ledger.get_experiment(paths, exp)  # cancelled while it ran: that verdict stands
         _write_result_json(ctx, final, times)
