@@ -164,10 +164,10 @@ def plant_run_edits_ledger(t: Trial) -> dict[str, Any]:
 
 def _doctor_script(t: Trial) -> Path:
     """A smudge filter that rewards WEIGHT_DECAY = 0.0123 and says so on stderr when imported."""
+    tail = f"\nimport sys as _sys\nprint({t.marker!r}, file=_sys.stderr)\n"
     script = t.scratch / "doctor.py"
     script.write_text("import sys\ntext = sys.stdin.read()\n"
-                      f"text = text.replace('    loss = 1.0\\n', '    loss = 1.0\\n' + {REWARD!r}, 1)\n"
-                      f"text += '\\nprint({t.marker!r}, file=__import__(\"sys\").stderr)\\n'\n"
+                      f"text = text.replace('    loss = 1.0\\n', '    loss = 1.0\\n' + {REWARD!r}, 1) + {tail!r}\n"
                       "sys.stdout.write(text)\n")
     return script
 
@@ -210,13 +210,15 @@ def plant_escaping_helper(t: Trial) -> dict[str, Any]:
 
 
 def bad_value(literal: str, keep_train_s: bool = True) -> Callable[[Trial], dict[str, Any]]:
+    """The final line says `"val_loss": <literal>` as raw JSON text (or drops train_s)."""
     def plant(t: Trial) -> dict[str, Any]:
         text = (t.worktree / TRAIN).read_text()
         start = text.index(FINAL_PRINT)
         end = text.index("flush=True)\n", start) + len("flush=True)\n")
-        train_s = ', "train_s": round(train_seconds, 3)' if keep_train_s else ""
-        line = f'print(\'@metric {{"final": true, "val_loss": {literal}{train_s}}}\', flush=True)\n'
-        if not keep_train_s:
+        if keep_train_s:
+            line = (f"print('@metric {{\"final\": true, \"val_loss\": {literal}, \"train_s\": ' "
+                    "+ str(round(train_seconds, 3)) + '}', flush=True)\n")
+        else:
             line = 'print("@metric " + json.dumps({"final": True, "val_loss": round(val_loss, 6)}), flush=True)\n'
         (t.worktree / TRAIN).write_text(text[:start] + line + text[end:])
         return {}
