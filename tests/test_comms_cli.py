@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from autoorg.cli import main
 from autoorg.paths import OrgPaths
 from autoorg.spec import build_spec
 from tests.conftest import run_cli
+from tests.hostile_files import HOSTILE, plant
 
 ORG = {"tag": "t", "task": "tiny", "agents": [{"name": "chief", "role": "chief"}, "alice", "bob"]}
 
@@ -153,3 +155,21 @@ def test_the_real_entry_point_reports_bad_input_in_one_line(org: OrgPaths) -> No
     proc = run_cli("msg", "send", "bob", "hello", env=env)
     assert (proc.returncode, proc.stdout) == (0, "sent to bob\n")
     assert [m.body for m in comms.read_inbox(org, "bob")] == ["hello"]
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_a_hostile_inbox_file_is_quarantined_and_the_inbox_still_reads(org: OrgPaths, tmp_path: Path,
+                                                                       kind: str) -> None:
+    """Through the real entry point, with a deadline: a FIFO once hung it, /dev/zero raised MemoryError."""
+    bad = plant(org.comms / "inbox" / "alice", kind, tmp_path)
+    comms.send_message(org, sender="bob", to="alice", kind="note", body="the good one")
+    env = {"AUTOORG_HOME": str(org.home), "AUTOORG_AGENT": "alice"}
+    proc = run_cli("inbox", "--json", env=env, timeout=30)
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert [m["body"] for m in json.loads(proc.stdout)] == ["the good one"]
+    kept = org.comms / "quarantine" / f"inbox__alice__{bad.name}"
+    assert os.path.lexists(kept) and not os.path.lexists(bad)
+    reason = kept.with_name(kept.name + ".reason").read_text()
+    assert HOSTILE[kind][1] in reason
+    if kind == "outside-link":
+        assert (tmp_path / "planted.md").read_text().endswith("planted from outside\n")  # the link moved, not it

@@ -20,6 +20,7 @@ from autoorg.daemon.core import Cursor, doorbell_text
 from autoorg.paths import OrgPaths, org_paths
 from autoorg.runtime import tmux
 from tests.conftest import retry_until, run_cli
+from tests.hostile_files import HOSTILE, plant
 
 ECHO = f"{sys.executable} {Path(__file__).with_name('comms_echo_agent.py')}"
 
@@ -197,6 +198,24 @@ def test_quarantine_keeps_junk_and_good_messages_still_arrive(repo: Path, tmux_s
     kept = paths.comms / "quarantine" / "inbox__alice__20200101T000000.000000Z-x-junk.md"
     assert kept.read_bytes() == b"\x89PNG\x00\x00binary"
     assert "binary content" in kept.with_name(kept.name + ".reason").read_text()
+
+
+def test_hostile_inbox_files_never_stop_delivery_or_down(repo: Path, tmux_socket: str, tmp_path: Path) -> None:
+    """A FIFO once hung the daemon (and `down` with it), /dev/zero raised MemoryError in it: each bad file is
+    quarantined with its reason and the next good message still arrives."""
+    paths = up(repo)
+    wait_idle(paths, "alice")
+    planted = {kind: plant(paths.comms / "inbox" / "alice", kind, tmp_path) for kind in HOSTILE}
+    comms.send_message(paths, sender="bob", to="alice", kind="note", body="after the junk")
+    retry_until(lambda: "after the junk" in echo_log(paths, "alice"), timeout=30, message="good message")
+    for kind, bad in planted.items():
+        kept = paths.comms / "quarantine" / f"inbox__alice__{bad.name}"
+        assert HOSTILE[kind][1] in kept.with_name(kept.name + ".reason").read_text()
+    assert "planted from outside" not in echo_log(paths, "alice")
+    pid = daemon_pid(paths)
+    down = run_cli("down", "--tag", paths.tag, cwd=repo, timeout=60)
+    assert down.returncode == 0, down.stderr
+    retry_until(lambda: exited(pid), timeout=30, message="daemon gone after down")
 
 
 def test_resume_rebuilds_a_dead_session_and_delivers_what_waited(repo: Path, tmux_socket: str) -> None:

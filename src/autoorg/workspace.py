@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import tarfile
 from pathlib import Path
+from typing import IO
 
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")  # a missing git is our error to report, not an ImportError
 
@@ -240,24 +243,77 @@ def read_file_at(repo: Path, rev: str, path: str) -> str | None:
 
 def export_tree(repo: Path, rev: str, dest: Path) -> None:
     """Write the exact tree of rev into dest (a fresh folder): what a run executes, whatever the worktree holds."""
-    import subprocess
-    import tarfile
-
     _require_git()
     dest.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(["git", "archive", "--format=tar", rev], cwd=repo, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     assert proc.stdout is not None
     try:
-        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
-            tar.extractall(dest, filter="data")
-    except tarfile.TarError as exc:
+        extract_archive(proc.stdout, dest)
+    except (tarfile.TarError, GitError) as exc:
         proc.kill()
         raise GitError(f"git archive {rev[:10]} failed: {exc}") from None
     finally:
         _, err = proc.communicate()
     if proc.returncode != 0:
         raise GitError(f"git archive {rev[:10]} failed: {err.decode(errors='replace').strip()}")
+
+
+def extract_archive(stream: IO[bytes], dest: Path) -> None:
+    """Unpack a tar stream into the folder dest as safely as tarfile's `filter="data"` (which Python 3.11.0-3.11.3
+    lack): folders, plain files and symlinks that resolve inside dest. An absolute or `..` name, a link out of
+    dest, a hard link, a device or a FIFO raises GitError. Links are made last and checked once all exist, so
+    no file is ever written through one and no chain of links can point outside."""
+    root = os.path.realpath(dest)
+    links: list[tuple[str, str]] = []
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
+        for member in tar:
+            target = _inside(root, member.name)
+            if member.isdir():
+                os.makedirs(target, mode=0o755, exist_ok=True)
+            elif member.isfile():
+                os.makedirs(_inside(root, os.path.dirname(member.name) or "."), mode=0o755, exist_ok=True)
+                source = tar.extractfile(member)
+                assert source is not None
+                mode = 0o755 if member.mode & 0o100 else 0o644
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+                with os.fdopen(fd, "wb") as out:
+                    shutil.copyfileobj(source, out)
+                os.utime(target, (member.mtime, member.mtime))
+            elif member.issym():
+                if os.path.isabs(member.linkname):
+                    raise GitError(f"refusing {member.name!r}: a link to the absolute path {member.linkname!r}")
+                links.append((target, member.linkname))
+            else:
+                raise GitError(f"refusing {member.name!r}: not a file, folder or symlink")
+    made: list[str] = []
+    try:
+        for target, linkname in links:
+            if os.path.realpath(os.path.dirname(target)) != os.path.dirname(target):
+                raise GitError(f"refusing {os.path.relpath(target, root)!r}: a path through a symlink")
+            os.symlink(linkname, target)
+            made.append(target)
+        for target, linkname in links:
+            if not _is_within(root, os.path.realpath(target)):
+                raise GitError(f"refusing {os.path.relpath(target, root)!r}: its link {linkname!r} leaves the tree")
+    except BaseException:
+        for target in made:  # a refused tree keeps no link at all, so nothing in dest points out of it
+            os.unlink(target)
+        raise
+
+
+def _inside(root: str, name: str) -> str:
+    """root/name, for a relative name without `..` whose existing parts resolve inside root."""
+    if os.path.isabs(name) or ".." in Path(name).parts:
+        raise GitError(f"refusing {name!r}: an absolute or '..' path")
+    path = os.path.join(root, name)
+    if not _is_within(root, os.path.realpath(path)):
+        raise GitError(f"refusing {name!r}: it resolves outside the tree")
+    return path
+
+
+def _is_within(root: str, path: str) -> bool:
+    return os.path.commonpath([root, path]) == root
 
 
 def checkout_paths(worktree: Path, rev: str, paths: list[str]) -> None:

@@ -36,7 +36,7 @@ def run_status(args: argparse.Namespace) -> int:
         agent = args.agent or comms.human_or_agent()
         if agent == "human":
             raise CommsError("hook status needs an agent: AUTOORG_AGENT is not set and --agent was not given")
-        comms.report_status(paths, agent, args.state, " ".join(args.detail.split()))
+        comms.report_status(paths, comms.known_agent(paths, agent), args.state, " ".join(args.detail.split()))
         if args.state in ("idle", "stopped"):  # a turn ended: its tokens are in the CLI's records now
             usage.refresh(paths, agent)
     except AutoorgError as exc:

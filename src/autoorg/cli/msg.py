@@ -30,7 +30,13 @@ def read_text_arg(words: list[str]) -> str:
         return " ".join(words)
     if sys.stdin.isatty():
         raise CommsError("no text given: pass it as arguments, or '-' and pipe it on stdin")
-    return sys.stdin.read()
+    raw = getattr(sys.stdin, "buffer", None)
+    if raw is None:  # a text stream with no bytes beneath it (a test's StringIO)
+        return sys.stdin.read()
+    try:  # the bytes, whatever the locale: comms files are UTF-8, and a C locale would smuggle in surrogates
+        return raw.read().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CommsError(f"stdin is not UTF-8 text ({exc.reason} at byte {exc.start}); send text") from None
 
 
 def run_send(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from autoorg import experiments, gate
+from autoorg import comms, experiments, gate
 from autoorg.cli import add_org_options
 from autoorg.cli.common import org_from_args
 from autoorg.experiments import ledger
@@ -76,5 +76,7 @@ def render(data: dict[str, Any], limit: int) -> str:
 def run(args: argparse.Namespace) -> int:
     paths = org_from_args(args)
     data = results(paths, agent=args.agent, include_gate=args.all)
+    if args.agent and not data["experiments"]:
+        comms.known_agent(paths, args.agent)  # a typo is an error, not "no experiments yet"
     print(json.dumps(data, indent=2) if args.json else render(data, args.limit))
     return 0

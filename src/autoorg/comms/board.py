@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import Any
 
 from autoorg.clock import now_iso
-from autoorg.comms.files import locked
+from autoorg.comms.files import locked, quarantine, read_comms_text
 from autoorg.comms.roster import check_name
 from autoorg.errors import CommsError
 from autoorg.paths import OrgPaths, atomic_write_text
 
 BOARD_SECTIONS = ("Current best", "Recent results", "Posts")
+MAX_BOARD_BYTES = 16 * 1024 * 1024  # posts pile up over a long run; a read is bounded all the same
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -51,7 +52,10 @@ def _join_board(preamble: str, sections: list[tuple[str, str]]) -> str:
 def _edit_board(paths: OrgPaths, section: str, edit: Any) -> None:
     with locked(paths, "board"):
         path = board_path(paths)
-        text = path.read_text(encoding="utf-8") if path.exists() else ""
+        try:
+            text = _board_text(paths)
+        except CommsError:
+            text = ""  # quarantined: the board starts afresh
         preamble, sections = _split_board(text)
         if not text:
             preamble = f"# Board of org {paths.tag}\n\nWritten by autoorg; post with `autoorg board post`."
@@ -86,5 +90,18 @@ def update_board(paths: OrgPaths, section: str, markdown: str) -> None:
 
 
 def read_board(paths: OrgPaths) -> str:
+    """board.md's text ("" when there is none). An unreadable board is quarantined: CommsError says so, and the
+    next write starts a fresh one."""
+    return _board_text(paths)
+
+
+def _board_text(paths: OrgPaths) -> str:
     path = board_path(paths)
-    return path.read_text(encoding="utf-8") if path.exists() else ""
+    try:
+        return read_comms_text(path, limit=MAX_BOARD_BYTES)
+    except FileNotFoundError:
+        return ""
+    except (ValueError, OSError) as exc:
+        kept = quarantine(paths, path, f"unreadable board: {exc}")
+        raise CommsError(f"board.md was unreadable ({exc}); moved to {kept}, the next post starts a new board") \
+            from None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import stat
 import tempfile
 import threading
 import time
@@ -19,6 +21,7 @@ from autoorg.errors import CommsError
 from autoorg.paths import OrgPaths, atomic_write_text
 
 QUARANTINE_AFTER_S = 1.0  # a bad file younger than this may still be being written by a non-atomic writer
+MAX_FILE_BYTES = 256 * 1024  # bodies are capped at 64 KiB on send; front matter and a hand edit fit easily
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -83,8 +86,25 @@ def locked(paths: OrgPaths, name: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """Writes a shared value twice instead of as an anchor and alias, which comms files never hold."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """YAML without anchors and aliases: expanding them lets a 600-byte front matter become 30 MB."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise yaml.YAMLError("YAML anchors and aliases (&name, *name) are not allowed in comms files")
+        return super().compose_node(parent, index)
+
+
 def render_front_matter(meta: dict[str, Any], body: str) -> str:
-    head = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000).rstrip("\n")
+    head = yaml.dump(meta, Dumper=_PlainDumper, sort_keys=False, allow_unicode=True, width=1000).rstrip("\n")
     return f"---\n{head}\n---\n{body.rstrip()}\n"
 
 
@@ -99,7 +119,7 @@ def parse_front_matter(text: str) -> tuple[dict[str, Any], str]:
         else:
             raise ValueError("front matter is not closed by a '---' line")
     try:
-        meta = yaml.safe_load(text[4:end + 1])
+        meta = yaml.load(text[4:end + 1], Loader=_PlainLoader)  # a SafeLoader that refuses aliases
     except yaml.YAMLError as exc:
         raise ValueError(f"front matter is not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(meta, dict):
@@ -107,15 +127,34 @@ def parse_front_matter(text: str) -> tuple[dict[str, Any], str]:
     return meta, text[end + 5:]
 
 
-def read_comms_text(path: Path) -> str:
-    """A comms file as text; binary junk raises ValueError."""
-    data = path.read_bytes()
+def read_comms_text(path: Path, limit: int = MAX_FILE_BYTES) -> str:
+    """A comms file as text. Anything but a regular file of at most `limit` bytes of UTF-8 text raises ValueError
+    saying why: a symlink (never followed), a FIFO or device (opened without blocking, never read), a huge file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ValueError("a symlink (comms files are plain files, never links)") from None
+        raise
+    with os.fdopen(fd, "rb") as fh:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"not a regular file ({_file_kind(mode)})")
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"over the {limit // 1024} KiB cap for a comms file")
     if b"\x00" in data:
         raise ValueError("binary content (NUL bytes)")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ValueError(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def _file_kind(mode: int) -> str:
+    kinds = {stat.S_ISFIFO: "a FIFO", stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device",
+             stat.S_ISSOCK: "a socket", stat.S_ISDIR: "a folder"}
+    return next((name for test, name in kinds.items() if test(mode)), "not a plain file")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -131,13 +170,13 @@ def quarantine(paths: OrgPaths, file: Path, reason: str) -> Path:
     folder = paths.comms / "quarantine"
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        rel = file.resolve().relative_to(paths.comms.resolve())
+        rel = (file.parent.resolve() / file.name).relative_to(paths.comms.resolve())  # a link itself, not its target
         base = "__".join(rel.parts)
     except ValueError:
         base = file.name
     target = folder / base
     n = 2
-    while target.exists():
+    while os.path.lexists(target):  # a quarantined dangling link exists too
         target = folder / f"{base}.{n}"
         n += 1
     os.replace(file, target)
@@ -148,6 +187,6 @@ def quarantine(paths: OrgPaths, file: Path, reason: str) -> Path:
 
 def is_young(path: Path) -> bool:
     try:
-        return time.time() - path.stat().st_mtime < QUARANTINE_AFTER_S
+        return time.time() - path.lstat().st_mtime < QUARANTINE_AFTER_S
     except FileNotFoundError:
         return True

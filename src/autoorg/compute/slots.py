@@ -1,10 +1,12 @@
 """Compute slots and their leases: which slots an org and an agent have, and holding one while a run lives.
 
 Each GPU agent's GPUs are one pinned slot (`gpu3`, `gpu0+1`); CPU agents share a pool of one-core slots (`cpu0`,
-`cpu1`, … from `os.sched_getaffinity`), each run pinned to its core with thread limits. A slot is held by an flock
-on `locks/slot-<name>.lock` (the holder writes who it is into the file); the lock's descriptor is inherited by the
-run, so a slot stays held while its run lives and is freed by the OS when both the runner and the run are gone.
-Waiters line up first come, first served in ticket folders (`locks/queue-<cls>/`, `locks/gate-queue-<cls>/`).
+`cpu1`, … from `os.sched_getaffinity`), each run pinned to its core with thread limits. Slots may overlap (`gpu0`
+and `gpu0+1`), so what is leased is the physical device: a slot is held by an flock on each of its devices'
+`locks/device-<gpuN|cpuN>.lock`, taken in sorted order (the holder writes who it is into each file). The locks'
+descriptors are inherited by the run, so a slot stays held while its run lives and is freed by the OS when both the
+runner and the run are gone. Waiters line up first come, first served in ticket folders (`locks/queue-<cls>/`,
+`locks/gate-queue-<cls>/`), each ticket naming the devices its waiter wants.
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ class Slot:
     cls: str  # cpu | gpu
     gpus: tuple[int, ...] = ()
     cores: tuple[int, ...] = ()
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """The physical devices this slot runs on, as lock names in the order they are taken: `gpu0`, `cpu3`."""
+        return tuple(sorted({f"gpu{g}" for g in self.gpus} | {f"cpu{c}" for c in self.cores}))
 
     def env(self) -> dict[str, str]:
         if self.cls == "gpu":
@@ -96,22 +103,37 @@ def try_lock(fd: int) -> bool:
 
 
 def slot_holders(paths: OrgPaths, slots: list[Slot]) -> list[str]:
-    """Who holds each slot, as written by the holder into its lock file (`cpu0: e0042 alice`)."""
+    """Who holds each device of these slots, as written by the holder into its lock file (`cpu0: e0042 alice`,
+    `gpu1: e0043 bob on gpu0+1`)."""
     out = []
-    for s in slots:
+    for device in sorted({d for s in slots for d in s.devices}):
         try:
-            info = json.loads((paths.locks / f"slot-{s.name}.lock").read_text() or "{}")
+            info = json.loads((paths.locks / f"device-{device}.lock").read_text() or "{}")
         except (OSError, ValueError):
             info = {}
         if info:
-            out.append(f"{s.name}: {info.get('exp', '?')} {info.get('agent', '')}".rstrip())
+            on = f" on {info['slot']}" if info.get("slot") not in (None, device) else ""
+            out.append(f"{device}: {info.get('exp', '?')} {info.get('agent', '')}".rstrip() + on)
     return out
+
+
+def _lock_devices(paths: OrgPaths, slot: Slot) -> list[int] | None:
+    """Lock every device of slot, in sorted order, or none of them (None) when one is busy."""
+    fds: list[int] = []
+    for device in slot.devices:
+        fd = lock_file(paths, f"device-{device}")
+        fds.append(fd)
+        if not try_lock(fd):
+            for held in fds:
+                os.close(held)  # closing drops the flocks taken so far
+            return None
+    return fds
 
 
 class _Queue:
     """A first-come, first-served line of waiters for a pool (`locks/<name>/`): each waiter is a ticket file named
     by its arrival time and held under flock while it waits, so a waiter that dies leaves a ticket anyone can see
-    is dead (and removes). A ticket carries the slots its waiter wants."""
+    is dead (and removes). A ticket carries the devices its waiter wants."""
 
     def __init__(self, paths: OrgPaths, name: str, wants: list[str]) -> None:
         self.folder = paths.locks / name
@@ -124,8 +146,8 @@ class _Queue:
         os.rename(tmp, self.folder / self.ticket)
 
     def taken_before_me(self) -> set[str]:
-        """Slots that older waiters want: first come, first served, slot by slot (a gate run waiting for one
-        busy slot does not hold up a later one that another slot would do for)."""
+        """Devices that older waiters want: first come, first served, device by device (a gate run waiting for
+        one busy slot does not hold up a later one that another slot would do for)."""
         return {slot for _, wants in live_tickets(self.folder, before=self.ticket) for slot in wants}
 
     def leave(self) -> None:
@@ -134,7 +156,7 @@ class _Queue:
 
 
 def live_tickets(folder: Path, before: str | None = None) -> list[tuple[str, list[str]]]:
-    """(ticket, wanted slots) of every waiter still alive in a queue folder (only those older than `before`
+    """(ticket, wanted devices) of every waiter still alive in a queue folder (only those older than `before`
     when given); dead waiters' tickets are removed."""
     out = []
     try:
@@ -161,23 +183,24 @@ def live_tickets(folder: Path, before: str | None = None) -> list[tuple[str, lis
 
 
 def _gate_wants(paths: OrgPaths, cls: str) -> set[str]:
-    """Slots that waiting gate runs want (an agent's run leaves those to them)."""
-    return {slot for _, wants in live_tickets(paths.locks / f"gate-queue-{cls}") for slot in wants}
+    """Devices that waiting gate runs want (an agent's run leaves those to them)."""
+    return {device for _, wants in live_tickets(paths.locks / f"gate-queue-{cls}") for device in wants}
 
 
 @contextlib.contextmanager
 def lease_slot(paths: OrgPaths, slots: list[Slot], *, holder: dict[str, Any], wait_s: float = DEFAULT_WAIT_S,
-               say: Say | None = None, gate: bool = False) -> Iterator[tuple[Slot, int]]:
-    """Hold one free slot of `slots` (yields the slot and its locked descriptor); waits while all are busy.
+               say: Say | None = None, gate: bool = False) -> Iterator[tuple[Slot, tuple[int, ...]]]:
+    """Hold one free slot of `slots` (yields the slot and the locked descriptors of its devices); waits while
+    all are busy. A slot is free when every one of its devices is: runs on overlapping slots never share one.
 
     Waiters line up first come, first served (`locks/queue-<cls>/` for agents sharing a pool,
     `locks/gate-queue-<cls>/` for the gate's runs): a waiter polls (every 10 ms, so a freed slot is taken at once)
-    only the slots no older waiter wants, so no agent is passed over. The gate's runs come first: an agent's run
-    leaves alone the slots a waiting gate run wants. Raises RunnerError after wait_s.
+    only the slots whose devices no older waiter wants, so no agent is passed over. The gate's runs come first: an
+    agent's run leaves alone the devices a waiting gate run wants. Raises RunnerError after wait_s.
     """
     cls = slots[0].cls
     name = f"gate-queue-{cls}" if gate else (f"queue-{cls}" if len(slots) > 1 else None)
-    line = _Queue(paths, name, [s.name for s in slots]) if name else None
+    line = _Queue(paths, name, sorted({d for s in slots for d in s.devices})) if name else None
     deadline = time.monotonic() + wait_s
     told = False
     try:
@@ -185,25 +208,26 @@ def lease_slot(paths: OrgPaths, slots: list[Slot], *, holder: dict[str, Any], wa
             leave = line.taken_before_me() if line is not None else set()
             if not gate:
                 leave |= _gate_wants(paths, cls)
-            mine = [] if "*" in leave else [s for s in slots if s.name not in leave]
-            if mine:
-                for slot in mine:
-                    fd = lock_file(paths, f"slot-{slot.name}")
-                    if try_lock(fd):
-                        os.ftruncate(fd, 0)
-                        os.pwrite(fd, json.dumps({**holder, "slot": slot.name, "pid": os.getpid(),
-                                                  "since": clock.now_iso()}).encode(), 0)
-                        if line is not None:
-                            line.leave()
-                            line = None
-                        try:
-                            yield slot, fd
-                        finally:
-                            with contextlib.suppress(OSError):
-                                os.ftruncate(fd, 0)
-                            os.close(fd)
-                        return
-                    os.close(fd)
+            mine = [] if "*" in leave else [s for s in slots if leave.isdisjoint(s.devices)]
+            for slot in mine:
+                fds = _lock_devices(paths, slot)
+                if fds is None:
+                    continue
+                who = json.dumps({**holder, "slot": slot.name, "pid": os.getpid(), "since": clock.now_iso()})
+                for fd in fds:
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, who.encode(), 0)
+                if line is not None:
+                    line.leave()
+                    line = None
+                try:
+                    yield slot, tuple(fds)
+                finally:
+                    for fd in fds:
+                        with contextlib.suppress(OSError):
+                            os.ftruncate(fd, 0)
+                        os.close(fd)
+                return
             if not told and say is not None:
                 busy = "; ".join(slot_holders(paths, slots)) or "starting up"
                 say(f"all {len(slots)} slot(s) busy ({busy}); waiting for one")

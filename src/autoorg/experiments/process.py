@@ -148,10 +148,10 @@ def _group_alive(pgid: int) -> bool:
 
 
 def run_command(command: str, *, cwd: Path, env: dict[str, str], limit_s: float, log_path: Path,
-                metrics_path: Path, keep_fd: int | None = None, cores: tuple[int, ...] = (),
+                metrics_path: Path, keep_fds: tuple[int, ...] = (), cores: tuple[int, ...] = (),
                 on_started: Callable[[], None] | None = None, times: dict[str, float] | None = None) -> Outcome:
     """Run command (sh -c) in its own process group; stream its output to log_path and @metric lines to
-    metrics_path; kill the group at limit_s. The slot's lock descriptor (keep_fd) is inherited by the run;
+    metrics_path; kill the group at limit_s. The slot's device lock descriptors (keep_fds) are inherited by the run;
     on_started is called once it is running. `times` (spawned, first_metric, exited) is filled as they happen,
     so a caller has them even when the run is interrupted."""
     def pin() -> None:
@@ -165,7 +165,7 @@ def run_command(command: str, *, cwd: Path, env: dict[str, str], limit_s: float,
         outcome.times["spawned"] = time.time()
         proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                                pass_fds=(keep_fd,) if keep_fd is not None else (),
+                                pass_fds=keep_fds,
                                 preexec_fn=pin if cores else None)  # noqa: PLW1509 - only a syscall
         assert proc.stdout is not None
         fd = proc.stdout.fileno()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 from typing import Any
 
@@ -56,8 +57,10 @@ def queue_experiment(ctx: OrgContext, agent: str, description: str, *, budget: f
     if cls not in ctx.task.run:
         raise TaskError(f"task '{ctx.task.name}' has no run command for {cls} slots "
                         f"(it has: {', '.join(ctx.task.run)}); add run.{cls} to {ctx.task.path}")
-    if budget is not None and not budget > 0:
+    if budget is not None and not (budget > 0 and math.isfinite(budget)):
         raise RunnerError(f"--budget must be a positive number of seconds, not {budget}")
+    if seed is not None and not -(2**63) <= seed < 2**63:  # what the ledger (SQLite) can hold
+        raise RunnerError(f"--seed must be a whole number below 2**63 in size, not {seed}")
     worktree = ctx.worktree(agent)
     if not worktree.is_dir():
         raise StateError(f"agent {agent}'s worktree {worktree} is gone; `autoorg up` the org again")

@@ -172,14 +172,14 @@ def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float 
         times["lease_wait"] = time.time()
         try:
             with lease_slot(paths, slots, holder=holder, wait_s=wait_s, say=say, gate=row["kind"] != "exp") \
-                    as (slot, fd):
+                    as (slot, fds):
                 times["leased"] = time.time()
                 if ledger.get_experiment(paths, exp)["verdict"] != "queued":
                     return ledger.get_experiment(paths, exp)  # cancelled while it waited: the slot goes back
                 env = _run_env({**slot.env(), "AUTOORG_EXP": exp, "AUTOORG_SEED": str(row["seed"]),
                                 "AUTOORG_BUDGET": f"{row['budget']:g}"})
                 out = run_command(command, cwd=src, env=env, limit_s=row["budget"] + ctx.task.grace,
-                                  log_path=run_dir / "log", metrics_path=run_dir / "metrics.jsonl", keep_fd=fd,
+                                  log_path=run_dir / "log", metrics_path=run_dir / "metrics.jsonl", keep_fds=fds,
                                   cores=slot.cores, on_started=functools.partial(on_started, slot), times=times)
         finally:
             _restore_status(ctx, row, before[0])

@@ -178,6 +178,10 @@ def _expand_slots(value: Any, *, source: str, line: int | None, agent: str) -> l
                             hint="slots are GPU ids (0, 1, ...) or 'cpu'")
     if "cpu" in slots and len(slots) > 1:
         raise SpecError(f"agent '{agent}': 'cpu' cannot be mixed with GPU ids", source=source, line=line)
+    twice = sorted({s for s in slots if slots.count(s) > 1}, key=int)
+    if twice:
+        raise SpecError(f"agent '{agent}': GPU {', '.join(twice)} listed twice in its slots", source=source,
+                        line=line, hint="list each GPU id once")
     return slots
 
 
