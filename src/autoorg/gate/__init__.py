@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from autoorg.gate.announce import answer, publish_board
 from autoorg.gate.heads import (
-           DEFAULTS,
            GateSettings,
            HeadStats,
            head_stats,
@@ -22,6 +21,6 @@ from autoorg.gate.heads import (
 from autoorg.gate.stats import Noise, band, normal_cdf, pooled_noise, t_quantile
 from autoorg.gate.verify import fresh_seeds, run_experiment, screen, step
 
-__all__ = ["DEFAULTS", "GateSettings", "HeadStats", "Noise", "answer", "band", "fresh_seeds", "head_stats",
+__all__ = ["GateSettings", "HeadStats", "Noise", "answer", "band", "fresh_seeds", "head_stats",
            "improvement", "noise", "normal_cdf", "pooled_noise", "publish_board", "run_experiment", "screen",
            "settings", "slot_classes", "step", "t_quantile"]

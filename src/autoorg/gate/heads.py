@@ -14,12 +14,6 @@ from autoorg.paths import OrgPaths
 from autoorg.spec import OrgSpec, TaskSpec
 
 Log = Callable[[str], None]
-# Chosen by simulating the whole procedure in a fresh org (σ known only from the baseline): a 3σ win is promoted
-# ~96% of the time, a no-effect change ~0.1% (~0.4% of those the screen lets through). R = K also means a promoted
-# head already has K runs of its own: no new baseline after a promotion.
-DEFAULTS = {"repeats": 8, "z": 2.9, "floor": 0.0001, "baseline_repeats": 8}
-
-
 @dataclass(frozen=True)
 class GateSettings:
     repeats: int  # re-runs per candidate (R)
@@ -29,11 +23,9 @@ class GateSettings:
 
 
 def settings(spec: OrgSpec) -> GateSettings:
-    gate = spec.processes.get("gate", {})
-    baseline = spec.processes.get("baseline", {})
-    return GateSettings(repeats=max(1, int(gate.get("repeats", DEFAULTS["repeats"]))),
-                        z=float(gate.get("z", DEFAULTS["z"])), floor=float(gate.get("floor", DEFAULTS["floor"])),
-                        baseline_repeats=max(2, int(baseline.get("repeats", DEFAULTS["baseline_repeats"]))))
+    """The org's `processes.gate` and `processes.baseline`, already validated (defaults: spec/processes.py)."""
+    gate, baseline = spec.processes.gate, spec.processes.baseline
+    return GateSettings(repeats=gate.repeats, z=gate.z, floor=gate.floor, baseline_repeats=baseline.repeats)
 
 
 def noise(paths: OrgPaths, slot_class: str) -> Noise:

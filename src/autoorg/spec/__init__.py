@@ -15,7 +15,6 @@ from autoorg.spec.org import (
     NAME_RE,
     ORG_KEYS,
     PRESET_RE,
-    PROCESS_KEYS,
     RESERVED_NAMES,
     ROLE_KEYS,
     TAG_RE,
@@ -25,8 +24,18 @@ from autoorg.spec.org import (
     expand_preset,
     is_preset,
     load_org,
+)
+from autoorg.spec.processes import (
+    PROCESS_KEYS,
+    Baseline,
+    Gate,
+    Processes,
+    Restart,
+    Standup,
+    build_processes,
+    format_interval,
     parse_interval,
 )
 from autoorg.spec.task import KNOB_KEYS, TASK_KEYS, Knob, TaskSpec, find_task, load_task
 
-__all__ = ['AGENT_KEYS', 'AGENT_NAMES', 'AgentSpec', 'BACKENDS', 'BUILTIN_ROLES', 'DEFAULT_KEYS', 'KNOB_KEYS', 'Knob', 'MAX_AGENTS', 'NAME_RE', 'ORG_KEYS', 'OrgSpec', 'PRESET_RE', 'PROCESS_KEYS', 'RESERVED_NAMES', 'ROLE_KEYS', 'TAG_RE', 'TASK_KEYS', 'TaskSpec', 'build_spec', 'check_keys', 'expand_preset', 'find_task', 'is_preset', 'line_of', 'load_org', 'load_task', 'parse_interval', 'read_yaml']
+__all__ = ['AGENT_KEYS', 'AGENT_NAMES', 'AgentSpec', 'Baseline', 'BACKENDS', 'BUILTIN_ROLES', 'DEFAULT_KEYS', 'Gate', 'KNOB_KEYS', 'Knob', 'MAX_AGENTS', 'NAME_RE', 'ORG_KEYS', 'OrgSpec', 'PRESET_RE', 'Processes', 'PROCESS_KEYS', 'RESERVED_NAMES', 'Restart', 'ROLE_KEYS', 'Standup', 'TAG_RE', 'TASK_KEYS', 'TaskSpec', 'build_processes', 'build_spec', 'check_keys', 'expand_preset', 'find_task', 'format_interval', 'is_preset', 'line_of', 'load_org', 'load_task', 'parse_interval', 'read_yaml']

@@ -16,6 +16,7 @@ import yaml
 
 from autoorg.errors import SpecError
 from autoorg.spec.loader import check_keys, line_of, read_yaml
+from autoorg.spec.processes import Processes, build_processes
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 TAG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
@@ -49,14 +50,6 @@ AGENT_KEYS = {
 }
 ROLE_KEYS = {k: v for k, v in AGENT_KEYS.items() if k not in ("name", "role")}
 DEFAULT_KEYS = {k: v for k, v in AGENT_KEYS.items() if k != "name"}
-PROCESS_KEYS = {
-    "standup": {"every": "interval such as 30m, 2h, 90s"},
-    "gate": {"repeats": "verification re-runs per candidate", "z": "one-sided z for the noise band",
-             "floor": "minimum band as a fraction of the metric"},
-    "baseline": {"repeats": "runs of the program head when the org starts"},
-    "restart": {"limit": "restarts of a crashed agent before it is left crashed (default 3)",
-                "backoff": "wait before the first restart, doubled each time (default 2s)"},
-}
 BUILTIN_ROLES: dict[str, dict[str, Any]] = {
     "researcher": {"prompt": "prompts/researcher.md"},
     "chief": {"prompt": "prompts/chief.md", "slots": []},
@@ -96,7 +89,7 @@ class OrgSpec:
     task: str
     agents: list[AgentSpec]
     roles: dict[str, dict[str, Any]] = field(default_factory=dict)
-    processes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    processes: Processes = field(default_factory=Processes)
     allow_skip_permissions: bool = False
     source: str = ""
 
@@ -113,6 +106,7 @@ class OrgSpec:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("source")
+        out["processes"] = self.processes.to_dict()
         for a in out["agents"]:
             for key in ("model", "command", "prompt"):
                 if a[key] is None:
@@ -229,33 +223,6 @@ def _fill_agent(raw: Any, index: int, roles: dict[str, dict[str, Any]], defaults
                      prompt=str(prompt) if prompt else None, env={str(k): str(v) for k, v in env.items()})
 
 
-def _fill_processes(raw: Any, source: str) -> dict[str, dict[str, Any]]:
-    if raw is None:
-        return {}
-    check_keys(raw, PROCESS_KEYS, source=source, where="processes")
-    out: dict[str, dict[str, Any]] = {}
-    for name, body in raw.items():
-        body = body or {}
-        check_keys(body, PROCESS_KEYS[name], source=source, where=f"processes.{name}")
-        out[name] = dict(body)
-    if "standup" in out and "every" in out["standup"]:
-        parse_interval(out["standup"]["every"], source=source)
-    if "backoff" in out.get("restart", {}):
-        parse_interval(out["restart"]["backoff"], source=source)
-    limit = out.get("restart", {}).get("limit", 0)
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise SpecError(f"processes.restart.limit must be a whole number >= 0, got {limit!r}", source=source)
-    return out
-
-
-def parse_interval(value: Any, *, source: str = "") -> float:
-    """`30m`, `2h`, `90s` or a number of seconds → seconds."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(value))
-    if not m:
-        raise SpecError(f"bad interval '{value}'", source=source, hint="use 90s, 30m or 2h")
-    return float(m[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[m[2]]
-
-
 def build_spec(raw: Any, *, source: str, tag: str | None = None, task: str | None = None,
                backend: str | None = None, command: str | None = None) -> OrgSpec:
     """Expand, fill and validate one raw org mapping. CLI overrides (tag, task, backend, command) win."""
@@ -310,7 +277,7 @@ def build_spec(raw: Any, *, source: str, tag: str | None = None, task: str | Non
                         hint="use lowercase letters, digits, '-' or '_' (max 40)")
     final_task = task or raw.get("task") or "nanochat"
     return OrgSpec(tag=final_tag, task=str(final_task), agents=agents, roles=roles,
-                   processes=_fill_processes(raw.get("processes"), source),
+                   processes=build_processes(raw.get("processes"), source=source),
                    allow_skip_permissions=bool(raw.get("allow_skip_permissions", False)), source=source)
 
 
