@@ -149,6 +149,18 @@ def test_task_loads_and_finds(repo: Path) -> None:
     assert task.knobs[0].file == "tiny/train.py"
 
 
+def test_metric_direction_lives_on_the_task(tmp_path: Path) -> None:
+    path = tmp_path / "task.yaml"
+    path.write_text("name: t\neditable: [a.py]\nrun: x\nmetric: {name: acc, direction: maximize}\nbudget: 5\n")
+    up = load_task(path)
+    assert up.improvement(0.9, 0.8) == pytest.approx(0.1) and up.better(0.9, 0.8) and not up.better(0.8, 0.8)
+    assert up.arrow == "↑"
+    path.write_text("name: t\neditable: [a.py]\nrun: x\nmetric: loss\nbudget: 5\n")
+    down = load_task(path)
+    assert down.improvement(0.8, 0.9) == pytest.approx(0.1) and down.better(0.8, 0.9) and not down.better(0.9, 0.8)
+    assert down.arrow == "↓"
+
+
 def test_unknown_task(repo: Path) -> None:
     with pytest.raises(SpecError, match="no task 'nope'"):
         find_task(repo, "nope")

@@ -13,7 +13,6 @@ from autoorg.gate.heads import (
            GateSettings,
            HeadStats,
            head_stats,
-           improvement,
            noise,
            settings,
            slot_classes,
@@ -22,5 +21,5 @@ from autoorg.gate.stats import Noise, band, normal_cdf, pooled_noise, t_quantile
 from autoorg.gate.verify import fresh_seeds, run_experiment, screen, step
 
 __all__ = ["GateSettings", "HeadStats", "Noise", "answer", "band", "fresh_seeds", "head_stats",
-           "improvement", "noise", "normal_cdf", "pooled_noise", "publish_board", "run_experiment", "screen",
+           "noise", "normal_cdf", "pooled_noise", "publish_board", "run_experiment", "screen",
            "settings", "slot_classes", "step", "t_quantile"]

@@ -1,4 +1,4 @@
-"""A program head's numbers: the gate's settings, the org's noise, the head's runs and mean, direction."""
+"""A program head's numbers: the gate's settings, the org's noise, the head's runs and mean."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from autoorg.compute import slots
 from autoorg.experiments import OrgContext, ledger
 from autoorg.gate.stats import Noise, pooled_noise
 from autoorg.paths import OrgPaths
-from autoorg.spec import OrgSpec, TaskSpec
+from autoorg.spec import OrgSpec
 
 Log = Callable[[str], None]
 @dataclass(frozen=True)
@@ -30,10 +30,6 @@ def settings(spec: OrgSpec) -> GateSettings:
 
 def noise(paths: OrgPaths, slot_class: str) -> Noise:
     return pooled_noise(ledger.replicate_groups(paths, slot_class))
-
-def improvement(task: TaskSpec, value: float, reference: float) -> float:
-    """How much better value is than reference, in the metric's units (positive = better)."""
-    return reference - value if task.direction == "minimize" else value - reference
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,10 @@ from autoorg.errors import GitError
 from autoorg.experiments import OrgContext, ledger
 from autoorg.experiments.run import execute
 from autoorg.gate.announce import announce_promotion, publish_board, tell_claimant
-from autoorg.gate.heads import HeadStats, Log, head_stats, improvement, noise, settings, slot_classes
+from autoorg.gate.heads import HeadStats, Log, head_stats, noise, settings, slot_classes
 from autoorg.gate.stats import band
 from autoorg.paths import OrgPaths
+from autoorg.spec import TaskSpec
 
 SCREEN_Z = 0.75  # screen at ~77% one-sided: a true 3σ win passes ~98% of the time; ~23% of no-effect runs do
 # Futility: once FUTILITY_AFTER re-runs have landed, a candidate whose fresh runs are not better than the head's
@@ -87,7 +88,7 @@ def screen(ctx: OrgContext, exp: str) -> str:
     elif width is None:
         verdict = "pending"
     else:
-        verdict = "candidate" if improvement(ctx.task, row["metric"], stats.mean) > width else "no gain"
+        verdict = "candidate" if ctx.task.improvement(row["metric"], stats.mean) > width else "no gain"
     ledger.update_experiment(ctx.paths, exp, verdict=verdict, ref_head=stats.head, ref_mean=stats.mean,
                              ref_n=stats.n, delta=row["metric"] - stats.mean, band=width, sigma=noise_.sigma)
     return verdict
@@ -203,11 +204,11 @@ def screen_pending(ctx: OrgContext, log: Log) -> bool:
     return did
 
 
-def _priority(row: dict[str, Any]) -> float:
+def _priority(task: TaskSpec, row: dict[str, Any]) -> float:
     """Biggest claimed gain (in bands) first: real wins are verified before noise."""
-    if not row["band"]:
+    if not row["band"] or row["metric"] is None or row["ref_mean"] is None:
         return 0.0
-    return -row["delta"] / row["band"] if row["delta"] is not None else 0.0
+    return task.improvement(row["metric"], row["ref_mean"]) / row["band"]
 
 
 def advance_verification(ctx: OrgContext, log: Log) -> bool:
@@ -218,8 +219,7 @@ def advance_verification(ctx: OrgContext, log: Log) -> bool:
     candidates = ledger.experiments(ctx.paths, kinds=("exp",), verdict="candidate")
     if not candidates:
         return False
-    sign = 1 if ctx.task.direction == "minimize" else -1
-    best = max(candidates, key=lambda r: sign * _priority(r))
+    best = max(candidates, key=lambda r: _priority(ctx.task, r))
     start_verification(ctx, best, log)
     return True
 
@@ -301,7 +301,7 @@ def decide(ctx: OrgContext, ver: dict[str, Any], log: Log) -> bool:
     width = band(noise_, len(values), stats.n, stats.mean, st.z, st.floor)
     if width is None:
         return False
-    gain = improvement(ctx.task, mean, stats.mean)
+    gain = ctx.task.improvement(mean, stats.mean)
     numbers = dict(mean=mean, head_mean=stats.mean, band=width, sigma=noise_.sigma)
     summary = (f"{ctx.task.metric} {mean:.6g} over {len(values)} re-runs vs head {stats.mean:.6g} "
                f"(n={stats.n}): {mean - stats.mean:+.4g}, band {width:.4g}")
@@ -339,7 +339,7 @@ def _stop_for_futility(ctx: OrgContext, ver: dict[str, Any], cand: dict[str, Any
     if stats.n < st.baseline_repeats or stats.mean is None or noise_.sigma is None:
         return False
     mean = statistics.fmean(values)
-    if improvement(ctx.task, mean, stats.mean) > FUTILITY * noise_.sigma:
+    if ctx.task.improvement(mean, stats.mean) > FUTILITY * noise_.sigma:
         return False
     executors.cancel_runs(ctx.paths, pending, "cancelled: the verification was decided")
     why = (f"not confirmed: {ctx.task.metric} {mean:.6g} over the first {len(values)} re-runs vs head "
