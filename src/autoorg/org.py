@@ -102,9 +102,7 @@ def plan_org(target: str, *, repo: Path | None = None, tag: str | None = None, t
         if name == "auto":
             name, reason = resolve_auto(auto_index)
             auto_index += 1
-        check = getattr(get_backend(name), "check", None)  # backends that can refuse early (claude as root)
-        if check is not None:
-            check(agent, spec)
+        get_backend(name).check(agent, spec)  # refuses early what cannot start (claude as root)
         plan.agents.append(PlannedAgent(spec=agent, backend=name, reason=reason,
                                         branch=workspace.feature_branch(spec.tag, agent.name),
                                         worktree=paths.worktree(agent.name),

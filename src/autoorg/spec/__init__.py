@@ -8,7 +8,7 @@ from autoorg.spec.loader import check_keys, line_of, read_yaml
 from autoorg.spec.org import (
     AGENT_KEYS,
     AGENT_NAMES,
-    BACKENDS,
+    BACKEND_GROUP,
     BUILTIN_ROLES,
     DEFAULT_KEYS,
     MAX_AGENTS,
@@ -20,6 +20,7 @@ from autoorg.spec.org import (
     TAG_RE,
     AgentSpec,
     OrgSpec,
+    backend_names,
     build_spec,
     expand_preset,
     is_preset,
@@ -38,4 +39,4 @@ from autoorg.spec.processes import (
 )
 from autoorg.spec.task import KNOB_KEYS, TASK_KEYS, Knob, TaskSpec, find_task, load_task
 
-__all__ = ['AGENT_KEYS', 'AGENT_NAMES', 'AgentSpec', 'Baseline', 'BACKENDS', 'BUILTIN_ROLES', 'DEFAULT_KEYS', 'Gate', 'KNOB_KEYS', 'Knob', 'MAX_AGENTS', 'NAME_RE', 'ORG_KEYS', 'OrgSpec', 'PRESET_RE', 'Processes', 'PROCESS_KEYS', 'RESERVED_NAMES', 'Restart', 'ROLE_KEYS', 'Standup', 'TAG_RE', 'TASK_KEYS', 'TaskSpec', 'build_processes', 'build_spec', 'check_keys', 'expand_preset', 'find_task', 'format_interval', 'is_preset', 'line_of', 'load_org', 'load_task', 'parse_interval', 'read_yaml']
+__all__ = ['AGENT_KEYS', 'AGENT_NAMES', 'AgentSpec', 'Baseline', 'BACKEND_GROUP', 'BUILTIN_ROLES', 'DEFAULT_KEYS', 'Gate', 'KNOB_KEYS', 'Knob', 'MAX_AGENTS', 'NAME_RE', 'ORG_KEYS', 'OrgSpec', 'PRESET_RE', 'Processes', 'PROCESS_KEYS', 'RESERVED_NAMES', 'Restart', 'ROLE_KEYS', 'Standup', 'TAG_RE', 'TASK_KEYS', 'TaskSpec', 'backend_names', 'build_processes', 'build_spec', 'check_keys', 'expand_preset', 'find_task', 'format_interval', 'is_preset', 'line_of', 'load_org', 'load_task', 'parse_interval', 'read_yaml']

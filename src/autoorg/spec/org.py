@@ -7,6 +7,7 @@ file, the line and, for unknown keys, the nearest valid spelling.
 from __future__ import annotations
 
 import difflib
+import importlib.metadata
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,8 +25,9 @@ PRESET_RE = re.compile(r"^(?P<chief>chief\+)?(?P<n>\d+)x(?:(?P<g>\d+)gpu|(?P<cpu
 RESERVED_NAMES = {"all", "human", "autoorg", "daemon", "gate", "board", "system"}
 MAX_AGENTS = 256
 
-# Backends the spec accepts; `auto` is resolved at `up`. backends/ registers the implementations.
-BACKENDS = ("auto", "command", "heuristic", "claude", "codex", "anthropic", "openai")
+# Backends are found through this entry-point group (autoorg's own are registered there too, in pyproject.toml);
+# the spec accepts their names and `auto`, which `up` resolves. autoorg.agents loads them.
+BACKEND_GROUP = "autoorg.backends"
 
 AGENT_NAMES = (
     "alice", "bob", "carol", "dave", "eve", "frank", "grace", "heidi", "ivan", "judy", "mallory", "niaj",
@@ -43,7 +45,7 @@ ORG_KEYS = {
     "allow_skip_permissions": "let claude run with --dangerously-skip-permissions as root (sets IS_SANDBOX=1)",
 }
 AGENT_KEYS = {
-    "name": "safe identifier", "role": "role name", "backend": "one of " + ", ".join(BACKENDS),
+    "name": "safe identifier", "role": "role name", "backend": "auto, or an installed backend (autoorg doctor lists them)",
     "model": "model id for LLM backends", "slots": "GPU ids, 'cpu', or [] for none",
     "command": "shell command for backend: command", "prompt": "role prompt file (repo-relative)",
     "env": "extra environment for the pane",
@@ -179,8 +181,13 @@ def _expand_slots(value: Any, *, source: str, line: int | None, agent: str) -> l
 # Stages 3 and 4: fill defaults (org → role → agent) and validate
 
 
+def backend_names() -> list[str]:
+    """The names an agent's `backend:` may take: `auto` and every installed backend's entry-point name."""
+    return ["auto", *sorted({e.name for e in importlib.metadata.entry_points(group=BACKEND_GROUP)})]
+
+
 def _fill_agent(raw: Any, index: int, roles: dict[str, dict[str, Any]], defaults: dict[str, Any],
-                source: str) -> AgentSpec:
+                source: str, backends: list[str]) -> AgentSpec:
     if isinstance(raw, str):
         raw = {"name": raw}
     check_keys(raw, AGENT_KEYS, source=source, where=f"agents[{index}]")
@@ -201,11 +208,11 @@ def _fill_agent(raw: Any, index: int, roles: dict[str, dict[str, Any]], defaults
     for layer in (defaults, roles[role], raw):
         merged.update({k: v for k, v in layer.items() if k not in ("name", "role")})
     backend = merged.get("backend", "auto")
-    if backend not in BACKENDS:
-        close = difflib.get_close_matches(str(backend), BACKENDS, n=1)
+    if backend not in backends:
+        close = difflib.get_close_matches(str(backend), backends, n=1)
         raise SpecError(f"agent '{name}': unknown backend '{backend}'", source=source,
                         line=line_of(raw, "backend"),
-                        hint=f"did you mean '{close[0]}'?" if close else "backends: " + ", ".join(BACKENDS))
+                        hint=f"did you mean '{close[0]}'?" if close else "backends: " + ", ".join(backends))
     command = merged.get("command")
     if backend == "command" and not (isinstance(command, str) and command.strip()):
         raise SpecError(f"agent '{name}': backend 'command' needs a command", source=source, line=line,
@@ -255,6 +262,7 @@ def build_spec(raw: Any, *, source: str, tag: str | None = None, task: str | Non
         raise SpecError("an org needs a non-empty list of agents", source=source, line=line_of(raw, "agents"),
                         hint="add agents: or use preset: 4xcpu")
     agents = []
+    backends = backend_names()
     for i, entry in enumerate(raw_agents):
         if backend or command:  # CLI overrides beat what the file says for every agent
             entry = {"name": entry} if isinstance(entry, str) else dict(entry)
@@ -262,7 +270,7 @@ def build_spec(raw: Any, *, source: str, tag: str | None = None, task: str | Non
                 entry["backend"] = backend
             if command:
                 entry["command"] = command
-        agents.append(_fill_agent(entry, i, roles, defaults, source))
+        agents.append(_fill_agent(entry, i, roles, defaults, source, backends))
     seen: set[str] = set()
     for a in agents:
         if a.name in seen:
