@@ -25,19 +25,17 @@ import math
 import random
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from autoorg import comms, experiments, gate, workspace
 from autoorg.agents import usage
 from autoorg.compute import slots
-from autoorg.errors import AutoorgError
+from autoorg.errors import AutoorgError, Say
 from autoorg.experiments import ledger
 from autoorg.paths import OrgPaths
 from autoorg.spec import Knob
 
-Say = Callable[[str], None]
 START_STEP = 0.25
 MIN_STEP = 0.03
 SHRINK = 0.7

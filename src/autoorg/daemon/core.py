@@ -33,7 +33,7 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from autoorg import clock, comms, gate
-from autoorg.errors import AutoorgError, DaemonError
+from autoorg.errors import AutoorgError, DaemonError, Say
 from autoorg.paths import OrgPaths, atomic_write_text
 from autoorg.runtime import pane_environment, tmux
 from autoorg.spec import load_org
@@ -121,7 +121,7 @@ class Daemon:
     standups), a pool delivering doorbells (one job per agent at a time) and the gate's own thread."""
 
     def __init__(self, paths: OrgPaths, *, socket: str | None = None, polling: bool = False,
-                 out: Callable[[str], None] | None = None) -> None:
+                 out: Say | None = None) -> None:
         self.paths = paths
         self.polling = polling
         state = _read_json(paths.state_json) or {}

@@ -18,8 +18,8 @@ from autoorg.gate.heads import (
            slot_classes,
 )
 from autoorg.gate.stats import Noise, band, normal_cdf, pooled_noise, t_quantile
-from autoorg.gate.verify import fresh_seeds, run_experiment, screen, step
+from autoorg.gate.verify import fresh_seeds, queue_baseline_runs, run_experiment, screen, step
 
 __all__ = ["GateSettings", "HeadStats", "Noise", "answer", "band", "fresh_seeds", "head_stats",
-           "noise", "normal_cdf", "pooled_noise", "publish_board", "run_experiment", "screen",
+           "noise", "normal_cdf", "pooled_noise", "publish_board", "queue_baseline_runs", "run_experiment", "screen",
            "settings", "slot_classes", "step", "t_quantile"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from autoorg import workspace
@@ -13,7 +12,7 @@ from autoorg.gate.stats import Noise, pooled_noise
 from autoorg.paths import OrgPaths
 from autoorg.spec import OrgSpec
 
-Log = Callable[[str], None]
+
 @dataclass(frozen=True)
 class GateSettings:
     repeats: int  # re-runs per candidate (R)

@@ -30,12 +30,12 @@ import statistics
 from typing import Any
 
 from autoorg import clock, executors, experiments, workspace
-from autoorg.compute.slots import DEFAULT_WAIT_S, Say
-from autoorg.errors import GitError
+from autoorg.compute.slots import DEFAULT_WAIT_S
+from autoorg.errors import GitError, Say
 from autoorg.experiments import OrgContext, ledger
 from autoorg.experiments.run import execute
 from autoorg.gate.announce import announce_promotion, publish_board, tell_claimant
-from autoorg.gate.heads import HeadStats, Log, head_stats, noise, settings, slot_classes
+from autoorg.gate.heads import HeadStats, head_stats, noise, settings, slot_classes
 from autoorg.gate.stats import band
 from autoorg.paths import OrgPaths
 from autoorg.spec import TaskSpec
@@ -98,7 +98,7 @@ def screen(ctx: OrgContext, exp: str) -> str:
 # One unit of gate work
 
 
-def step(paths: OrgPaths, log: Log = print) -> bool:
+def step(paths: OrgPaths, log: Say = print) -> bool:
     """Do one idempotent unit of gate work; returns whether anything was done. Never blocks on a run: runs are
     detached workers. Two callers never double-verify: the work happens under `locks/gate.lock` (a busy lock
     returns False at once)."""
@@ -122,7 +122,7 @@ def step(paths: OrgPaths, log: Log = print) -> bool:
         os.close(fd)
 
 
-def sweep_dead_runners(ctx: OrgContext, log: Log) -> bool:
+def sweep_dead_runners(ctx: OrgContext, log: Say) -> bool:
     """Queued or running rows whose runner process is gone (killed, machine rebooted) become crashes."""
     did = False
     for verdict in ledger.UNFINISHED:
@@ -149,7 +149,7 @@ def fresh_seeds(ctx: OrgContext, tree: str, n: int) -> list[int]:
 
 
 
-def ensure_baselines(ctx: OrgContext, log: Log) -> bool:
+def ensure_baselines(ctx: OrgContext, log: Say) -> bool:
     """Queue runs of the program head until it has K per slot class (recording the baseline when complete)."""
     st = settings(ctx.spec)
     head = ctx.program_head()
@@ -171,19 +171,29 @@ def ensure_baselines(ctx: OrgContext, log: Log) -> bool:
         missing = st.baseline_repeats - stats.n - inflight
         if missing <= 0:
             continue
-        for i, seed in enumerate(fresh_seeds(ctx, stats.tree, missing)):
-            exp = experiments.queue_run(ctx, kind="baseline", agent="gate", commit=head, head=head,
-                                   description=f"baseline {stats.n + inflight + i + 1}/{st.baseline_repeats} of "
-                                               f"{head[:10]}", seed=seed, budget=ctx.task.budget[cls],
-                                   slot_class=cls)
-            executors.spawn_worker(ctx.paths, exp)
+        queue_baseline_runs(ctx, head, cls, missing, first=stats.n + inflight + 1, of=st.baseline_repeats)
         log(f"baseline: queued {missing} run(s) of the program head {head[:10]} on {cls} "
             f"({stats.n} of {st.baseline_repeats} done)")
         did = True
     return did
 
 
-def record_baseline(ctx: OrgContext, stats: HeadStats, cls: str, log: Log) -> None:
+def queue_baseline_runs(ctx: OrgContext, head: str, cls: str, count: int, *, first: int = 1,
+                        of: int | None = None, note: str = "") -> list[str]:
+    """Queue `count` runs of `head` on slot class `cls` with fresh seeds, each started by a detached worker; they
+    are numbered `first`.. of `of` in their descriptions. The gate's baselines and `exp baseline` both use it."""
+    queued = []
+    tree = workspace.tree_of(ctx.repo, head)
+    for i, seed in enumerate(fresh_seeds(ctx, tree, count)):
+        exp = experiments.queue_run(ctx, kind="baseline", agent="gate", commit=head, head=head,
+                                    description=f"baseline {first + i}/{of or count} of {head[:10]}{note}",
+                                    seed=seed, budget=ctx.task.budget[cls], slot_class=cls)
+        executors.spawn_worker(ctx.paths, exp)
+        queued.append(exp)
+    return queued
+
+
+def record_baseline(ctx: OrgContext, stats: HeadStats, cls: str, log: Say) -> None:
     if any(b["head"] == stats.head and b["slot_class"] == cls for b in ledger.baselines(ctx.paths)):
         return
     noise_ = noise(ctx.paths, cls)
@@ -194,7 +204,7 @@ def record_baseline(ctx: OrgContext, stats: HeadStats, cls: str, log: Log) -> No
         f"σ {sigma} (dof {noise_.dof})")
 
 
-def screen_pending(ctx: OrgContext, log: Log) -> bool:
+def screen_pending(ctx: OrgContext, log: Say) -> bool:
     did = False
     for row in ledger.experiments(ctx.paths, kinds=("exp",), verdict="pending"):
         verdict = screen(ctx, row["exp"])
@@ -211,7 +221,7 @@ def _priority(task: TaskSpec, row: dict[str, Any]) -> float:
     return task.improvement(row["metric"], row["ref_mean"]) / row["band"]
 
 
-def advance_verification(ctx: OrgContext, log: Log) -> bool:
+def advance_verification(ctx: OrgContext, log: Say) -> bool:
     """Decide the verification in flight once its runs landed; else start one for the best candidate."""
     active = ledger.verifications(ctx.paths, status="running")
     if active:
@@ -224,7 +234,7 @@ def advance_verification(ctx: OrgContext, log: Log) -> bool:
     return True
 
 
-def start_verification(ctx: OrgContext, cand: dict[str, Any], log: Log) -> None:
+def start_verification(ctx: OrgContext, cand: dict[str, Any], log: Say) -> None:
     repo, paths = ctx.repo, ctx.paths
     head = ctx.program_head()
     message = f"{cand['description']}\n\nautoorg: {cand['exp']} by {cand['agent']}, verified by the gate"
@@ -270,7 +280,7 @@ def start_verification(ctx: OrgContext, cand: dict[str, Any], log: Log) -> None:
         f"({', '.join(runs)})")
 
 
-def decide(ctx: OrgContext, ver: dict[str, Any], log: Log) -> bool:
+def decide(ctx: OrgContext, ver: dict[str, Any], log: Say) -> bool:
     """Promote or reject a verification whose re-runs have all landed (False while they are running)."""
     rows = [ledger.get_experiment(ctx.paths, e) for e in ver["runs"]]
     pending = [r["exp"] for r in rows if r["verdict"] in ledger.UNFINISHED]
@@ -328,7 +338,7 @@ def decide(ctx: OrgContext, ver: dict[str, Any], log: Log) -> bool:
 
 
 def _stop_for_futility(ctx: OrgContext, ver: dict[str, Any], cand: dict[str, Any], rows: list[dict[str, Any]],
-                       pending: list[str], log: Log) -> bool:
+                       pending: list[str], log: Say) -> bool:
     """Reject a verification early when its landed re-runs show no real gain (see FUTILITY)."""
     values = [r["metric"] for r in rows if r["verdict"] == "ok"]
     if len(values) < FUTILITY_AFTER:
@@ -351,7 +361,7 @@ def _stop_for_futility(ctx: OrgContext, ver: dict[str, Any], cand: dict[str, Any
     return True
 
 
-def _reject(ctx: OrgContext, cand: dict[str, Any], why: str, log: Log) -> None:
+def _reject(ctx: OrgContext, cand: dict[str, Any], why: str, log: Say) -> None:
     ledger.update_experiment(ctx.paths, cand["exp"], verdict=f"rejected: {why}"[:500])
     tell_claimant(ctx, cand, f"Your candidate {cand['exp']} ({cand['description']}) was rejected by the gate: {why}.")
     log(f"{cand['exp']} ({cand['agent']}): rejected, {why}")
