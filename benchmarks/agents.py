@@ -186,7 +186,7 @@ def main() -> None:
     for backend in backends:
         for dialog, answer in DIALOGS[backend]:
             print(f"  {backend:<9} {dialog:<52} -> {answer}")
-    versions = {name: get_backend(name).details()["version"] for name in ("claude", "codex")}  # type: ignore[attr-defined]
+    versions = {name: get_backend(name).details()["version"] for name in ("claude", "codex")}
     print(f"\nClaude Code {versions['claude']}, Codex {versions['codex']} (from {PREFIX})")
 
 

@@ -156,6 +156,17 @@ def test_dry_run_touches_nothing(repo: Path, tmux_socket: str) -> None:
     assert not tmux.has_session(tmux_socket, "autoorg-4xcpu")
 
 
+def test_dry_run_of_a_bad_process_value_names_file_and_line(repo: Path, tmp_path: Path) -> None:
+    org_file = tmp_path / "org.yaml"
+    org_file.write_text("agents: [alice]\nprocesses: {gate: {repeats: eight}}\n")
+    result = run_cli("up", str(org_file), "--task", "tiny", "--backend", "command", "--command", "bash",
+                     "--dry-run", cwd=repo)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"autoorg: {org_file}:2: processes.gate.repeats must be a whole number >= 1, got 'eight'"]
+    assert not (repo / ".autoorg").exists()
+
+
 def fake_nvidia_smi(bin_dir: Path, count: int) -> None:
     bin_dir.mkdir(parents=True, exist_ok=True)
     script = bin_dir / "nvidia-smi"

@@ -7,7 +7,17 @@ from pathlib import Path
 import pytest
 
 from autoorg.errors import SpecError
-from autoorg.spec import expand_preset, find_task, load_org, load_task
+from autoorg.spec import (
+    Baseline,
+    Gate,
+    Processes,
+    Restart,
+    Standup,
+    expand_preset,
+    find_task,
+    load_org,
+    load_task,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -49,6 +59,20 @@ def test_resolved_spec_round_trips(tmp_path: Path) -> None:
     out.write_text(spec.to_yaml())
     again = load_org(str(out))
     assert again.to_dict() == spec.to_dict()
+    assert again.processes == spec.processes
+
+
+def test_processes_are_typed_with_defaults_and_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "org.yaml"
+    path.write_text("agents: [alice]\nprocesses:\n  standup: {every: 30m}\n  gate: {repeats: 3, z: 2}\n"
+                    "  restart: {backoff: 0.2s}\n")
+    spec = load_org(str(path))
+    assert spec.processes == Processes(standup=Standup(every=1800.0), gate=Gate(repeats=3, z=2.0),
+                                       baseline=Baseline(repeats=8), restart=Restart(limit=3, backoff=0.2))
+    out = tmp_path / "resolved.yaml"
+    out.write_text(spec.to_yaml())
+    assert load_org(str(out)).processes == spec.processes
+    assert load_org("2xcpu").processes == Processes()
 
 
 def test_every_example_loads() -> None:
@@ -72,6 +96,14 @@ def test_every_example_loads() -> None:
     ("tag: Bad Tag\nagents: [alice]\n", "not a safe name"),
     ("agents: [alice]\nprocesses:\n  standup: {every: soon}\n", "bad interval 'soon'"),
     ("agents: [alice]\nprocesses:\n  standpu: {}\n", "did you mean 'standup'?"),
+    ("agents: [alice]\nprocesses:\n  gate: {repaets: 3}\n", ":3: unknown key 'repaets' in processes.gate; did you mean 'repeats'?"),
+    ("agents: [alice]\nprocesses:\n  gate:\n    repeats: eight\n", ":4: processes.gate.repeats must be a whole number >= 1, got 'eight'"),
+    ("agents: [alice]\nprocesses:\n  gate: {repeats: 0}\n", ":3: processes.gate.repeats must be a whole number >= 1"),
+    ("agents: [alice]\nprocesses:\n  gate: {z: -1}\n", ":3: processes.gate.z must be a number > 0"),
+    ("agents: [alice]\nprocesses:\n  gate: {floor: x}\n", ":3: processes.gate.floor must be a number >= 0"),
+    ("agents: [alice]\nprocesses:\n  baseline: {repeats: 1}\n", ":3: processes.baseline.repeats must be a whole number >= 2"),
+    ("agents: [alice]\nprocesses:\n  restart: {limit: -1}\n", ":3: processes.restart.limit must be a whole number >= 0"),
+    ("agents: [alice]\nprocesses:\n  restart:\n    backoff: later\n", ":4: bad interval 'later'"),
     ("agents:\n  - {name: alice\n", "YAML syntax error"),
     ("- just\n- a list\n", "the org must be a mapping"),
 ])
@@ -115,6 +147,18 @@ def test_task_loads_and_finds(repo: Path) -> None:
     assert task.budget == {"cpu": 10.0, "gpu": 10.0}
     assert task.better(0.5, 1.0)
     assert task.knobs[0].file == "tiny/train.py"
+
+
+def test_metric_direction_lives_on_the_task(tmp_path: Path) -> None:
+    path = tmp_path / "task.yaml"
+    path.write_text("name: t\neditable: [a.py]\nrun: x\nmetric: {name: acc, direction: maximize}\nbudget: 5\n")
+    up = load_task(path)
+    assert up.improvement(0.9, 0.8) == pytest.approx(0.1) and up.better(0.9, 0.8) and not up.better(0.8, 0.8)
+    assert up.arrow == "↑"
+    path.write_text("name: t\neditable: [a.py]\nrun: x\nmetric: loss\nbudget: 5\n")
+    down = load_task(path)
+    assert down.improvement(0.8, 0.9) == pytest.approx(0.1) and down.better(0.8, 0.9) and not down.better(0.9, 0.8)
+    assert down.arrow == "↓"
 
 
 def test_unknown_task(repo: Path) -> None:

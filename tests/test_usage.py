@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from autoorg.agents import homes, usage
+from autoorg.agents import claude, codex, homes, usage
 from autoorg.experiments import ledger
 from autoorg.paths import OrgPaths
 
@@ -39,7 +39,7 @@ def test_claude_transcripts_count_each_message_once(tmp_path: Path) -> None:
     ])
     with open(home / "projects" / "-work-wt" / "s1.jsonl", "a") as fh:
         fh.write('{"type": "assistant", "message": {"id": "m4", "usa')
-    [s] = usage.claude_sessions(home)
+    [s] = claude.sessions(home)
     assert (s.session, s.backend, s.model) == ("claude:s1", "claude", "claude-sonnet-4-5-20250929")
     assert (s.input_tokens, s.cache_write_tokens, s.cached_input_tokens, s.output_tokens, s.requests) == \
         (200, 2000, 10000, 100, 2)
@@ -62,11 +62,11 @@ def test_codex_rollouts_take_the_last_running_total(tmp_path: Path) -> None:
         {"type": "event_msg", "payload": {"type": "token_count", "info": None}},
         count(1000, 0, 50), count(1000, 0, 50), count(3000, 1800, 90),
     ])
-    [s] = usage.codex_sessions(home)
+    [s] = codex.sessions(home)
     assert (s.session, s.model, s.requests) == ("codex:rollout-2026-11-26T08-00-00-abc", "gpt-5-codex", 2)
     assert (s.input_tokens, s.cached_input_tokens, s.output_tokens) == (1200, 1800, 90)  # Codex counts reads in
     assert s.cost_usd == pytest.approx((1200 * 1.25 + 1800 * 0.125 + 90 * 10) / 1e6)
-    assert usage.codex_sessions(tmp_path / "nothing") == []
+    assert codex.sessions(tmp_path / "nothing") == []
 
 
 def test_codex_usage_records_count_a_response_before_its_tools_run(tmp_path: Path) -> None:
@@ -83,11 +83,11 @@ def test_codex_usage_records_count_a_response_before_its_tools_run(tmp_path: Pat
         record("r1", 13234, 67),
         {"type": "response_item", "payload": {"type": "function_call", "name": "exec_command"}},  # tool not done
     ])
-    [s] = usage.codex_sessions(home)
+    [s] = codex.sessions(home)
     assert (s.input_tokens, s.output_tokens, s.requests, s.cost_usd) == (13234, 67, 1, None)
     with open(home / "sessions" / "2026" / "11" / "26" / "rollout-x.jsonl", "a") as fh:
         fh.write(json.dumps(record("r2", 26742, 113, written=500)) + "\n")
-    [s] = usage.codex_sessions(home)
+    [s] = codex.sessions(home)
     assert (s.input_tokens, s.cache_write_tokens, s.output_tokens, s.requests) == (26242, 500, 113, 2)
 
 

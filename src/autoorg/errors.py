@@ -1,6 +1,11 @@
-"""One exception tree. The CLI catches AutoorgError, prints str(err) on one line to stderr, exits 2."""
+"""What a person reads: one exception tree (the CLI catches AutoorgError, prints str(err) on one line to stderr,
+exits 2), and `Say`, the callback every long operation reports its progress through, one line at a time."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+
+Say = Callable[[str], None]  # print, a log file's writer, the daemon's log, a test's list.append
 
 
 class AutoorgError(Exception):

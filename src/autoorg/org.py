@@ -17,7 +17,7 @@ from autoorg import comms, executors, workspace
 from autoorg.agents import LaunchContext, get_backend, resolve_auto
 from autoorg.clock import now_iso
 from autoorg.compute import gpu
-from autoorg.errors import AutoorgError, StateError
+from autoorg.errors import AutoorgError, Say, StateError
 from autoorg.experiments import ledger
 from autoorg.paths import OrgPaths, atomic_write_text, autoorg_command, org_paths
 from autoorg.runtime import pane_environment, tmux
@@ -102,9 +102,7 @@ def plan_org(target: str, *, repo: Path | None = None, tag: str | None = None, t
         if name == "auto":
             name, reason = resolve_auto(auto_index)
             auto_index += 1
-        check = getattr(get_backend(name), "check", None)  # backends that can refuse early (claude as root)
-        if check is not None:
-            check(agent, spec)
+        get_backend(name).check(agent, spec)  # refuses early what cannot start (claude as root)
         plan.agents.append(PlannedAgent(spec=agent, backend=name, reason=reason,
                                         branch=workspace.feature_branch(spec.tag, agent.name),
                                         worktree=paths.worktree(agent.name),
@@ -112,7 +110,7 @@ def plan_org(target: str, *, repo: Path | None = None, tag: str | None = None, t
     return plan
 
 
-def build_org(plan: Plan, *, log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+def build_org(plan: Plan, *, log: Say = lambda _: None) -> dict[str, Any]:
     """Create branches, worktrees, agent files and the tmux session of a plan. Rolls back on failure."""
     repo, paths, tag = plan.paths.repo, plan.paths, plan.spec.tag
     undo: list[Callable[[], object]] = []
@@ -179,7 +177,7 @@ def _start_session(paths: OrgPaths, spec: OrgSpec, socket: str | None,
 
 
 def resume_org(paths: OrgPaths, *, socket: str | None = None,
-               log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+               log: Say = lambda _: None) -> dict[str, Any]:
     """`up --resume`: rebuild the tmux session of an org whose session died (or that is down), on the same
     branches, worktrees (re-created from their branches when removed) and comms; the daemon starts again."""
     state = read_state(paths)

@@ -25,7 +25,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from autoorg.agents import LaunchContext, homes, register
+from autoorg.agents import Backend, LaunchContext, homes
+from autoorg.agents.usage import SessionUsage, jsonl_objects
 from autoorg.errors import BackendError
 from autoorg.paths import atomic_write_text
 from autoorg.spec import AgentSpec, OrgSpec
@@ -116,8 +117,46 @@ def settings(log: Path) -> dict[str, Any]:
     return {"skipDangerousModePermissionPrompt": True, "hooks": hooks}
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Model use: the transcripts in the agent's config home
+
+
+def sessions(home: Path) -> list[SessionUsage]:
+    """Claude Code sessions under a config home (`CLAUDE_CONFIG_DIR`), one per transcript file. Every assistant
+    message carries its `usage`; Claude Code writes one line per content block, each with the message's usage, so
+    lines are counted once per message id (the last one wins: it has the final output count)."""
+    found = []
+    for path in sorted((home / "projects").glob("*/*.jsonl")):
+        messages: dict[str, tuple[str, dict[str, Any]]] = {}
+        for item in jsonl_objects(path):
+            message = item.get("message")
+            if item.get("type") != "assistant" or not isinstance(message, dict):
+                continue
+            usage = message.get("usage")
+            if isinstance(usage, dict) and message.get("model") != "<synthetic>":
+                key = str(message.get("id") or item.get("requestId") or item.get("uuid") or len(messages))
+                messages[key] = (str(message.get("model") or ""), usage)
+        if not messages:
+            continue
+        s = SessionUsage(session=f"claude:{path.stem}", backend="claude")
+        for model, usage in messages.values():
+            s.model = model or s.model
+            s.input_tokens += int(usage.get("input_tokens") or 0)
+            s.cached_input_tokens += int(usage.get("cache_read_input_tokens") or 0)
+            s.cache_write_tokens += int(usage.get("cache_creation_input_tokens") or 0)
+            s.output_tokens += int(usage.get("output_tokens") or 0)
+            s.requests += 1
+        found.append(s)
+    return found
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The backend
+
+
 class ClaudeBackend:
     name = "claude"
+    auto_rank = 1  # interactive CLIs first; agents alternate between claude and codex when both are ready
 
     def available(self) -> tuple[bool, str]:
         binary = homes.find_cli("claude")
@@ -181,5 +220,8 @@ class ClaudeBackend:
         argv.append(homes.kickoff(agent, ctx))
         return homes.launch_line(agent_dir / "env", argv, env)
 
+    def usage(self, agent_home: Path) -> list[SessionUsage]:
+        return sessions(agent_home / "claude")
 
-register(ClaudeBackend())
+
+backend: Backend = ClaudeBackend()

@@ -25,10 +25,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from autoorg.agents import LaunchContext, homes, register
+from autoorg.agents import Backend, LaunchContext, homes
+from autoorg.agents.usage import SessionUsage, jsonl_objects
 from autoorg.errors import BackendError
 from autoorg.paths import atomic_write_text
-from autoorg.spec import AgentSpec
+from autoorg.spec import AgentSpec, OrgSpec
 
 HOOK_STATES = {"SessionStart": "working", "UserPromptSubmit": "working", "Stop": "idle",
                "PermissionRequest": "waiting"}
@@ -138,8 +139,51 @@ def login(binary: str, home: Path) -> None:
         link.symlink_to(source)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Model use: the rollouts in the agent's CODEX_HOME
+
+
+def sessions(home: Path) -> list[SessionUsage]:
+    """Codex sessions under a `CODEX_HOME`, one per rollout file. Codex 0.169 writes a `token_usage_record` per
+    response as soon as it arrives (before its tool calls run) with the thread's running total; older versions
+    only a `token_count` event after the tools ran. The last running total of either kind is the session's."""
+    found = []
+    for path in sorted((home / "sessions").glob("**/rollout-*.jsonl")):
+        model, total, counts = "", None, 0
+        records: set[Any] = set()
+        for item in jsonl_objects(path):
+            payload = item.get("payload")
+            if not isinstance(payload, dict):
+                continue
+            if item.get("type") == "turn_context" and payload.get("model"):
+                model = str(payload["model"])
+            if item.get("type") == "token_usage_record" and isinstance(payload.get("thread_token_usage"), dict):
+                total = payload["thread_token_usage"]
+                records.add(payload.get("response_id") or len(records))
+            info = payload.get("info") if payload.get("type") == "token_count" else None
+            if isinstance(info, dict) and isinstance(info.get("total_token_usage"), dict):
+                if info["total_token_usage"] != total:
+                    counts += 1  # Codex repeats the last count on some events; a new total is a new response
+                total = info["total_token_usage"]
+        if total is None:
+            continue
+        cached = int(total.get("cached_input_tokens") or 0)
+        written = int(total.get("cache_write_input_tokens") or 0)
+        found.append(SessionUsage(
+            session=f"codex:{path.stem}", backend="codex", model=model,
+            input_tokens=max(int(total.get("input_tokens") or 0) - cached - written, 0),  # Codex counts both in
+            cached_input_tokens=cached, cache_write_tokens=written, output_tokens=int(total.get("output_tokens") or 0),
+            requests=len(records) or counts))
+    return found
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The backend
+
+
 class CodexBackend:
     name = "codex"
+    auto_rank = 1  # interactive CLIs first; agents alternate between claude and codex when both are ready
 
     def available(self) -> tuple[bool, str]:
         binary = homes.find_cli("codex")
@@ -155,6 +199,9 @@ class CodexBackend:
         return {"binary": binary or "not found", "version": (cli_version(binary) if binary else None) or "?",
                 "credentials": credentials() or "none",
                 "dialogs": "sign-in, folder trust, hook review, approvals, update check: pre-accepted per agent"}
+
+    def check(self, agent: AgentSpec, spec: OrgSpec) -> None:
+        return None  # a missing CLI is reported when the agent is prepared
 
     def prepare(self, agent: AgentSpec, ctx: LaunchContext) -> None:
         binary = homes.find_cli("codex")
@@ -182,5 +229,8 @@ class CodexBackend:
         argv.append(homes.kickoff(agent, ctx))
         return homes.launch_line(agent_dir / "env", argv, {"CODEX_HOME": str(codex_home(ctx, agent.name))})
 
+    def usage(self, agent_home: Path) -> list[SessionUsage]:
+        return sessions(agent_home / "codex")
 
-register(CodexBackend())
+
+backend: Backend = CodexBackend()

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-from autoorg.agents import LaunchContext, register
+from pathlib import Path
+
+from autoorg.agents import Backend, LaunchContext
+from autoorg.agents.usage import SessionUsage
 from autoorg.errors import BackendError
-from autoorg.spec import AgentSpec
+from autoorg.spec import AgentSpec, OrgSpec
 
 
 class CommandBackend:
     name = "command"
+    auto_rank = None  # runs only what the org names
 
     def available(self) -> tuple[bool, str]:
         return False, "runs only when a command is given (backend: command)"
+
+    def details(self) -> dict[str, str]:
+        return {}
+
+    def check(self, agent: AgentSpec, spec: OrgSpec) -> None:
+        return None  # the spec already refused an agent without a command
 
     def prepare(self, agent: AgentSpec, ctx: LaunchContext) -> None:
         return None
@@ -21,5 +31,8 @@ class CommandBackend:
             raise BackendError(f"agent '{agent.name}' has backend command but no command")
         return agent.command
 
+    def usage(self, agent_home: Path) -> list[SessionUsage]:
+        return []
 
-register(CommandBackend())
+
+backend: Backend = CommandBackend()

@@ -1,17 +1,27 @@
-"""`backend: heuristic` — the offline researcher (autoorg.heuristic) in the agent's pane. Needs no LLM, no key."""
+"""`backend: heuristic` — the offline researcher (autoorg.agents.researcher) in the agent's pane. No LLM, no key."""
 
 from __future__ import annotations
 
-from autoorg.agents import LaunchContext, register
+from pathlib import Path
+
+from autoorg.agents import Backend, LaunchContext
+from autoorg.agents.usage import SessionUsage
 from autoorg.paths import autoorg_command
-from autoorg.spec import AgentSpec
+from autoorg.spec import AgentSpec, OrgSpec
 
 
 class HeuristicBackend:
     name = "heuristic"
+    auto_rank = 4  # last: it needs nothing, so it is always ready
 
     def available(self) -> tuple[bool, str]:
         return True, "offline researcher, no LLM needed"
+
+    def details(self) -> dict[str, str]:
+        return {}
+
+    def check(self, agent: AgentSpec, spec: OrgSpec) -> None:
+        return None
 
     def prepare(self, agent: AgentSpec, ctx: LaunchContext) -> None:
         return None
@@ -19,5 +29,8 @@ class HeuristicBackend:
     def command(self, agent: AgentSpec, ctx: LaunchContext) -> str:
         return autoorg_command("agent", "--backend", "heuristic")
 
+    def usage(self, agent_home: Path) -> list[SessionUsage]:
+        return []  # no model calls
 
-register(HeuristicBackend())
+
+backend: Backend = HeuristicBackend()

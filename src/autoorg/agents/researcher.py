@@ -25,19 +25,17 @@ import math
 import random
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from autoorg import comms, experiments, gate, workspace
 from autoorg.agents import usage
 from autoorg.compute import slots
-from autoorg.errors import AutoorgError
+from autoorg.errors import AutoorgError, Say
 from autoorg.experiments import ledger
 from autoorg.paths import OrgPaths
 from autoorg.spec import Knob
 
-Say = Callable[[str], None]
 START_STEP = 0.25
 MIN_STEP = 0.03
 SHRINK = 0.7
@@ -264,11 +262,11 @@ class Researcher:
             raise AutoorgError("no knobs to explore (the task declares none I can find, or the directive "
                                "excludes them all)")
         centre, centre_name = head, "the program head"
-        sign = 1 if self.ctx.task.direction == "minimize" else -1
+        task = self.ctx.task
         if head_mean is not None and self.rng.random() < EXPLOIT_P:
-            leads = [(m, k) for k, m in ev.means.items() if sign * (head_mean - m) > 0 and k in ev.values]
+            leads = [(m, k) for k, m in ev.means.items() if task.better(m, head_mean) and k in ev.values]
             if leads:
-                _, best_key = min(leads, key=lambda t: sign * t[0])
+                _, best_key = max(leads, key=lambda t: task.improvement(t[0], head_mean))
                 centre, centre_name = {**head, **ev.values[best_key]}, "the best unverified lead"
         for attempt in range(PROPOSAL_TRIES):
             step = min(0.5, self.step * (1 + attempt / 10))
@@ -277,7 +275,7 @@ class Researcher:
             changes = []
             for k in moved:
                 u = to_unit(k, centre[k.name])
-                direction = self._direction(k, centre, ev, sign)
+                direction = self._direction(k, centre, ev)
                 new = from_unit(k, u + direction * step * (0.5 + self.rng.random()))
                 if new == centre[k.name] and k.type in ("choice", "bool", "int"):
                     new = from_unit(k, u + direction * max(step, 1 / max(1, len(k.choices or [0, 1]) - 1)))
@@ -288,7 +286,7 @@ class Researcher:
                 return proposal, f"{'; '.join(changes)} ({why})"
         raise AutoorgError("every nearby configuration has been tried; waiting for a directive or a promotion")
 
-    def _direction(self, knob: Knob, centre: dict[str, Any], ev: Evidence, sign: int) -> int:
+    def _direction(self, knob: Knob, centre: dict[str, Any], ev: Evidence) -> int:
         """+1 or -1: towards a better neighbour along this knob when the ledger has one, else a coin flip."""
         base = ev.means.get(config_key(self.knobs, centre))
         if base is not None and self.rng.random() < 0.8:
@@ -300,7 +298,7 @@ class Researcher:
                     continue
                 if any(other.get(k.name) != centre.get(k.name) for k in self.knobs if k.name != knob.name):
                     continue
-                gain = sign * (base - mean)
+                gain = self.ctx.task.improvement(mean, base)
                 side = 1 if to_unit(knob, other[knob.name]) > u0 else -1
                 if best is None or gain > best[0]:
                     best = (gain, side)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import shlex
 import subprocess
 import sys
 import threading
@@ -28,10 +27,10 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from autoorg import comms
-from autoorg.agents import LaunchContext, homes, usage
+from autoorg.agents import homes, usage
 from autoorg.errors import AutoorgError, BackendError
 from autoorg.paths import OrgPaths, atomic_write_text, autoorg_command, resolve_org
-from autoorg.spec.org import AgentSpec, load_org
+from autoorg.spec.org import load_org
 
 # The model an SDK agent uses when its spec names none. The only place model ids live in the loop.
 DEFAULT_MODELS = {"anthropic": "claude-sonnet-4-5", "openai": "gpt-5"}
@@ -476,46 +475,3 @@ def run_in_pane(backend: str, *, model: str | None = None, system_file: Path | N
         raise BackendError(f"no role prompt at {system_path}; `autoorg up` writes it (or pass --system-file)")
     return run_agent(backend, model=model, system=system_path.read_text(encoding="utf-8"), kickoff=kickoff,
                      worktree=Path.cwd(), paths=paths, agent=agent, folder=folder)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The backend that launches the loop (registered as `anthropic` and `openai` in backends/)
-
-
-class SdkBackend:
-    """`backend: anthropic|openai`: the loop above in the agent's pane; role prompt in `<agent home>/role.md`."""
-
-    def __init__(self, name: str, *, key_var: str, sdk: str) -> None:
-        self.name, self.key_var, self.sdk = name, key_var, sdk
-
-    def available(self) -> tuple[bool, str]:
-        import importlib.util
-
-        if importlib.util.find_spec(self.sdk) is None:
-            return False, f"the {self.sdk} SDK is not installed (pip install {self.sdk})"
-        if not os.environ.get(self.key_var):
-            return False, f"{self.key_var} is not set"
-        return True, f"{self.sdk} SDK with {self.key_var}"
-
-    def details(self) -> dict[str, str]:
-        import importlib.metadata
-
-        try:
-            version = importlib.metadata.version(self.sdk)
-        except importlib.metadata.PackageNotFoundError:
-            version = "not installed"
-        return {"binary": f"{self.sdk} SDK (built-in loop)", "version": version,
-                "credentials": self.key_var if os.environ.get(self.key_var) else "none",
-                "dialogs": "none (autoorg's own loop)"}
-
-    def prepare(self, agent: AgentSpec, ctx: LaunchContext) -> None:
-
-        folder = homes.agent_home(ctx.paths, agent.name)
-        atomic_write_text(folder / "role.md", homes.role_prompt(agent, ctx))
-        homes.write_env_file(folder / "env", homes.forwarded_env())
-
-    def command(self, agent: AgentSpec, ctx: LaunchContext) -> str:
-
-        folder = homes.agent_home(ctx.paths, agent.name)
-        argv = shlex.split(autoorg_command("agent", "--backend", self.name, "--kickoff", homes.kickoff(agent, ctx)))
-        return homes.launch_line(folder / "env", argv)

@@ -1,12 +1,7 @@
 """What an agent's model calls cost: tokens and dollars per agent session, read from the agents' own records.
 
-- `claude`: Claude Code's transcripts in the agent's config home, `claude/projects/*/*.jsonl`. Every assistant
-  message carries its `usage`; Claude Code writes one line per content block, each with the message's usage, so
-  lines are counted once per message id (the last one wins: it has the final output count).
-- `codex`: Codex's rollouts in the agent's home, `codex/sessions/**/rollout-*.jsonl`. Each response's
-  `token_usage_record` (or, in older versions, `token_count` event) holds the thread's running total; the last one
-  is the session's total.
-- `anthropic` / `openai`: the SDK loop counts each response's usage itself (agent_loop) and records it here.
+Each backend reads its own records from the agent's home (`Backend.usage`: Claude Code's transcripts in
+claude.py, Codex's rollouts in codex.py); the SDK loop counts each response's usage itself and records it here.
 
 Totals land in the ledger's `agent_usage` table, one row per agent session (replaced as the session grows), so a
 restarted agent adds a session rather than resetting its count. Input tokens are split three ways: fresh input,
@@ -22,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from autoorg.agents import homes
+from autoorg.agents import backends, homes
 from autoorg.errors import AutoorgError
 from autoorg.experiments import ledger
 from autoorg.paths import OrgPaths
@@ -87,7 +82,7 @@ def summary(total: dict[str, Any]) -> str:
 # Reading the CLIs' own records
 
 
-def _lines(path: Path) -> Iterator[dict[str, Any]]:
+def jsonl_objects(path: Path) -> Iterator[dict[str, Any]]:
     """JSON objects of a JSONL file; a torn last line (the CLI is still writing) is skipped."""
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
@@ -100,70 +95,9 @@ def _lines(path: Path) -> Iterator[dict[str, Any]]:
         return
 
 
-def claude_sessions(home: Path) -> list[SessionUsage]:
-    """Claude Code sessions under a config home (`CLAUDE_CONFIG_DIR`), one per transcript file."""
-    sessions = []
-    for path in sorted((home / "projects").glob("*/*.jsonl")):
-        messages: dict[str, tuple[str, dict[str, Any]]] = {}
-        for item in _lines(path):
-            message = item.get("message")
-            if item.get("type") != "assistant" or not isinstance(message, dict):
-                continue
-            usage = message.get("usage")
-            if isinstance(usage, dict) and message.get("model") != "<synthetic>":
-                key = str(message.get("id") or item.get("requestId") or item.get("uuid") or len(messages))
-                messages[key] = (str(message.get("model") or ""), usage)
-        if not messages:
-            continue
-        s = SessionUsage(session=f"claude:{path.stem}", backend="claude")
-        for model, usage in messages.values():
-            s.model = model or s.model
-            s.input_tokens += int(usage.get("input_tokens") or 0)
-            s.cached_input_tokens += int(usage.get("cache_read_input_tokens") or 0)
-            s.cache_write_tokens += int(usage.get("cache_creation_input_tokens") or 0)
-            s.output_tokens += int(usage.get("output_tokens") or 0)
-            s.requests += 1
-        sessions.append(s)
-    return sessions
-
-
-def codex_sessions(home: Path) -> list[SessionUsage]:
-    """Codex sessions under a `CODEX_HOME`, one per rollout file. Codex 0.169 writes a `token_usage_record` per
-    response as soon as it arrives (before its tool calls run) with the thread's running total; older versions
-    only a `token_count` event after the tools ran. The last running total of either kind is the session's."""
-    sessions = []
-    for path in sorted((home / "sessions").glob("**/rollout-*.jsonl")):
-        model, total, counts = "", None, 0
-        records: set[Any] = set()
-        for item in _lines(path):
-            payload = item.get("payload")
-            if not isinstance(payload, dict):
-                continue
-            if item.get("type") == "turn_context" and payload.get("model"):
-                model = str(payload["model"])
-            if item.get("type") == "token_usage_record" and isinstance(payload.get("thread_token_usage"), dict):
-                total = payload["thread_token_usage"]
-                records.add(payload.get("response_id") or len(records))
-            info = payload.get("info") if payload.get("type") == "token_count" else None
-            if isinstance(info, dict) and isinstance(info.get("total_token_usage"), dict):
-                if info["total_token_usage"] != total:
-                    counts += 1  # Codex repeats the last count on some events; a new total is a new response
-                total = info["total_token_usage"]
-        if total is None:
-            continue
-        cached = int(total.get("cached_input_tokens") or 0)
-        written = int(total.get("cache_write_input_tokens") or 0)
-        sessions.append(SessionUsage(
-            session=f"codex:{path.stem}", backend="codex", model=model,
-            input_tokens=max(int(total.get("input_tokens") or 0) - cached - written, 0),  # Codex counts both in
-            cached_input_tokens=cached, cache_write_tokens=written, output_tokens=int(total.get("output_tokens") or 0),
-            requests=len(records) or counts))
-    return sessions
-
-
 def cli_sessions(agent_home: Path) -> list[SessionUsage]:
-    """Every CLI session recorded under an agent's folder (`<home>/agents/<agent>/`)."""
-    return claude_sessions(agent_home / "claude") + codex_sessions(agent_home / "codex")
+    """Every session any backend recorded under an agent's folder (`<home>/agents/<agent>/`)."""
+    return [s for backend in backends().values() for s in backend.usage(agent_home)]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import json
 import shutil
 import subprocess
 
-from autoorg.agents import REGISTRY, get_backend
+from autoorg.agents import Backend, backends
 from autoorg.compute import gpu
 
 
@@ -36,21 +36,17 @@ def checks() -> list[dict[str, object]]:
     detail = ", ".join(f"{g.index}: {g.name} ({g.memory_mb} MiB)" for g in found) or "none"
     rows.append({"name": "gpus", "ok": True, "detail": f"{detail} (via {method})",
                  "fix": "" if found else "no GPU: use a CPU org such as 4xcpu"})
-    get_backend("command")  # loads every backend module
-    for name in sorted(REGISTRY):
-        rows.append(backend_row(name))
+    for name, backend in sorted(backends().items()):
+        rows.append(backend_row(name, backend))
     return rows
 
 
-def backend_row(name: str) -> dict[str, object]:
+def backend_row(name: str, backend: Backend) -> dict[str, object]:
     """A backend's readiness: available or why not, and for LLM backends the CLI or SDK version, which
     credentials it would use, and which first-start dialogs autoorg answers for it."""
-    backend = REGISTRY[name]
     ok, why = backend.available()
     row: dict[str, object] = {"name": f"backend {name}", "ok": ok, "detail": why, "fix": "" if ok else why}
-    details = getattr(backend, "details", None)
-    if details is not None:
-        row.update(details())
+    row.update(backend.details())
     return row
 
 

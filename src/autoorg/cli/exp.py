@@ -7,7 +7,7 @@ import contextlib
 import sys
 import time
 
-from autoorg import comms, executors, experiments, gate, workspace
+from autoorg import comms, executors, experiments, gate
 from autoorg.agents import usage
 from autoorg.cli import add_org_options
 from autoorg.cli.common import org_from_args
@@ -103,15 +103,8 @@ def baseline(args: argparse.Namespace) -> int:
     if repeats < 1:
         raise RunnerError("--repeats must be at least 1")
     head = ctx.program_head()
-    queued = []
-    tree = workspace.tree_of(ctx.repo, head)
-    for cls in gate.slot_classes(ctx):
-        for i, seed in enumerate(gate.fresh_seeds(ctx, tree, repeats)):
-            exp = experiments.queue_run(ctx, kind="baseline", agent="gate", commit=head, head=head,
-                                   description=f"baseline {i + 1}/{repeats} of {head[:10]} (exp baseline)",
-                                   seed=seed, budget=ctx.task.budget[cls], slot_class=cls)
-            executors.spawn_worker(paths, exp)
-            queued.append(exp)
+    queued = [exp for cls in gate.slot_classes(ctx)
+              for exp in gate.queue_baseline_runs(ctx, head, cls, repeats, note=" (exp baseline)")]
     _say(f"queued {len(queued)} run(s) of {ctx.program_branch} ({head[:10]}): {', '.join(queued)}")
     deadline = time.monotonic() + args.timeout
     while any(ledger.get_experiment(paths, e)["verdict"] in ledger.UNFINISHED for e in queued):

@@ -17,17 +17,16 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from autoorg import clock
-from autoorg.errors import RunnerError
+from autoorg.errors import RunnerError, Say
 from autoorg.paths import OrgPaths
 from autoorg.spec import OrgSpec
 
-Say = Callable[[str], None]
 DEFAULT_WAIT_S = 6 * 3600.0  # longest an experiment waits for a free slot
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS", "RAYON_NUM_THREADS")

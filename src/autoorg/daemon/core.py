@@ -33,14 +33,12 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from autoorg import clock, comms, gate
-from autoorg.errors import AutoorgError, DaemonError
+from autoorg.errors import AutoorgError, DaemonError, Say
 from autoorg.paths import OrgPaths, atomic_write_text
 from autoorg.runtime import pane_environment, tmux
-from autoorg.spec import load_org, parse_interval
+from autoorg.spec import load_org
 
 DOORBELL_MAX = 240  # a single one-line message up to this long is typed in full
-RESTART_LIMIT = 3  # defaults of `processes: {restart: {limit, backoff}}`
-RESTART_BACKOFF_S = 2.0  # doubles per restart
 STABLE_AFTER_S = 60.0  # an agent alive this long after a restart has its failure count reset
 PANES_EVERY_S = 1.0
 SWEEP_EVERY_S = 5.0  # safety net for missed events (inotify queue overflow, a file written before we watched)
@@ -123,7 +121,7 @@ class Daemon:
     standups), a pool delivering doorbells (one job per agent at a time) and the gate's own thread."""
 
     def __init__(self, paths: OrgPaths, *, socket: str | None = None, polling: bool = False,
-                 out: Callable[[str], None] | None = None) -> None:
+                 out: Say | None = None) -> None:
         self.paths = paths
         self.polling = polling
         state = _read_json(paths.state_json) or {}
@@ -152,11 +150,10 @@ class Daemon:
             raise DaemonError(f"no org at {paths.home} (no org.yaml); start one with `autoorg up`")
         self.spec = load_org(str(paths.org_yaml))
         self.agents = self.spec.names
-        processes = self.spec.processes
-        every = processes.get("standup", {}).get("every")
-        self.standup_every = parse_interval(every) if every else None
-        self.restart_limit = int(processes.get("restart", {}).get("limit", RESTART_LIMIT))
-        self.restart_backoff = parse_interval(processes.get("restart", {}).get("backoff", RESTART_BACKOFF_S))
+        processes = self.spec.processes  # typed and validated when the org file was loaded
+        self.standup_every = processes.standup.every
+        self.restart_limit = processes.restart.limit
+        self.restart_backoff = processes.restart.backoff
         self.pool = ThreadPoolExecutor(max_workers=min(16, max(2, len(self.agents))),
                                        thread_name_prefix="deliver")
 

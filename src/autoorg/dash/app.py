@@ -73,9 +73,8 @@ class DashApp(App[None]):
     def draw(self, snap: Snapshot) -> None:
         self.snapshot = snap
         self.sub_title = f"{snap.tag} · {'running' if snap.running else 'stopped'}"
-        arrow = "↓" if snap.direction == "minimize" else "↑"
         self.query_one("#summary", Static).update(
-            f"[b]{snap.program_branch}[/] @ {snap.program_head}   {snap.metric} {arrow}  "
+            f"[b]{snap.program_branch}[/] @ {snap.program_head}   {snap.metric} {snap.arrow}  "
             f"best [b]{snap.best or '—'}[/]   {snap.promotions} promotion(s)   {snap.experiments} experiment(s)\n"
             f"{len(snap.agents)} agents: "
             + ", ".join(f"{n} {s}" for s, n in _count_states(snap).items()))

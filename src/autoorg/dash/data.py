@@ -43,6 +43,7 @@ class Snapshot:
     program_head: str
     metric: str
     direction: str
+    arrow: str  # ↓ or ↑, from TaskSpec.arrow
     best: str
     promotions: int
     experiments: int
@@ -92,9 +93,9 @@ def take_snapshot(paths: OrgPaths) -> Snapshot:
     state = read_state(paths)
     try:
         task = load_task(Path(state["task"]))
-        metric, direction = task.metric, task.direction
+        metric, direction, arrow = task.metric, task.direction, task.arrow
     except (AutoorgError, KeyError):
-        metric, direction = "metric", "minimize"
+        metric, direction, arrow = "metric", "minimize", "↓"
     rows = ledger.experiments(paths) if paths.ledger.exists() else []
     promotions = ledger.promotions(paths) if paths.ledger.exists() else []
     usage = gpu.usage() if any(s.isdigit() for a in status["agents"] for s in a["slots"]) else {}
@@ -136,6 +137,7 @@ def take_snapshot(paths: OrgPaths) -> Snapshot:
                "delta": _fmt(r["delta"]), "verdict": r["verdict"], "description": r["description"]}
               for r in reversed(rows[-RECENT:])]
     return Snapshot(tag=status["tag"], running=status["running"], program_branch=status["program_branch"],
-                    program_head=(status["program_head"] or "")[:10], metric=metric, direction=direction, best=best,
+                    program_head=(status["program_head"] or "")[:10], metric=metric, direction=direction, arrow=arrow,
+                    best=best,
                     promotions=len(promotions), experiments=sum(r["kind"] == "exp" for r in rows),
                     agents=agents, recent=recent)

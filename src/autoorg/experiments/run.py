@@ -26,7 +26,6 @@ from typing import Any
 from autoorg import clock, comms, workspace
 from autoorg.compute.slots import (
     DEFAULT_WAIT_S,
-    Say,
     Slot,
     agent_slots,
     class_slots,
@@ -34,7 +33,7 @@ from autoorg.compute.slots import (
     lock_file,
     try_lock,
 )
-from autoorg.errors import AutoorgError, RunnerError, TaskError
+from autoorg.errors import AutoorgError, RunnerError, Say, TaskError
 from autoorg.experiments import ledger
 from autoorg.experiments.context import OrgContext
 from autoorg.experiments.process import Outcome, final_metrics, process_start, run_command

@@ -10,18 +10,16 @@ from __future__ import annotations
 
 from autoorg.gate.announce import answer, publish_board
 from autoorg.gate.heads import (
-           DEFAULTS,
            GateSettings,
            HeadStats,
            head_stats,
-           improvement,
            noise,
            settings,
            slot_classes,
 )
 from autoorg.gate.stats import Noise, band, normal_cdf, pooled_noise, t_quantile
-from autoorg.gate.verify import fresh_seeds, run_experiment, screen, step
+from autoorg.gate.verify import fresh_seeds, queue_baseline_runs, run_experiment, screen, step
 
-__all__ = ["DEFAULTS", "GateSettings", "HeadStats", "Noise", "answer", "band", "fresh_seeds", "head_stats",
-           "improvement", "noise", "normal_cdf", "pooled_noise", "publish_board", "run_experiment", "screen",
+__all__ = ["GateSettings", "HeadStats", "Noise", "answer", "band", "fresh_seeds", "head_stats",
+           "noise", "normal_cdf", "pooled_noise", "publish_board", "queue_baseline_runs", "run_experiment", "screen",
            "settings", "slot_classes", "step", "t_quantile"]

@@ -71,7 +71,7 @@ def answer(ctx: OrgContext, row: dict[str, Any]) -> str:
     lines = [f"{exp} ({row['description']}): {metric} {row['metric']:.6g}  [{where}]"]
     if row["ref_mean"] is not None:
         sigma = f", σ {row['sigma']:.3g}" if row["sigma"] is not None else ""
-        better = gate.improvement(ctx.task, row["metric"], row["ref_mean"]) > 0
+        better = ctx.task.better(row["metric"], row["ref_mean"])
         band = f"; noise band {row['band']:.3g}" if row["band"] is not None else ""
         lines.append(f"  program head {row['ref_head'][:10]}: mean {row['ref_mean']:.6g} over {row['ref_n']} runs"
                      f"{sigma} · delta {row['delta']:+.4g} ({'better' if better else 'not better'}){band}")

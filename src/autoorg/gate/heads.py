@@ -1,9 +1,8 @@
-"""A program head's numbers: the gate's settings, the org's noise, the head's runs and mean, direction."""
+"""A program head's numbers: the gate's settings, the org's noise, the head's runs and mean."""
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from autoorg import workspace
@@ -11,13 +10,7 @@ from autoorg.compute import slots
 from autoorg.experiments import OrgContext, ledger
 from autoorg.gate.stats import Noise, pooled_noise
 from autoorg.paths import OrgPaths
-from autoorg.spec import OrgSpec, TaskSpec
-
-Log = Callable[[str], None]
-# Chosen by simulating the whole procedure in a fresh org (σ known only from the baseline): a 3σ win is promoted
-# ~96% of the time, a no-effect change ~0.1% (~0.4% of those the screen lets through). R = K also means a promoted
-# head already has K runs of its own: no new baseline after a promotion.
-DEFAULTS = {"repeats": 8, "z": 2.9, "floor": 0.0001, "baseline_repeats": 8}
+from autoorg.spec import OrgSpec
 
 
 @dataclass(frozen=True)
@@ -29,19 +22,13 @@ class GateSettings:
 
 
 def settings(spec: OrgSpec) -> GateSettings:
-    gate = spec.processes.get("gate", {})
-    baseline = spec.processes.get("baseline", {})
-    return GateSettings(repeats=max(1, int(gate.get("repeats", DEFAULTS["repeats"]))),
-                        z=float(gate.get("z", DEFAULTS["z"])), floor=float(gate.get("floor", DEFAULTS["floor"])),
-                        baseline_repeats=max(2, int(baseline.get("repeats", DEFAULTS["baseline_repeats"]))))
+    """The org's `processes.gate` and `processes.baseline`, already validated (defaults: spec/processes.py)."""
+    gate, baseline = spec.processes.gate, spec.processes.baseline
+    return GateSettings(repeats=gate.repeats, z=gate.z, floor=gate.floor, baseline_repeats=baseline.repeats)
 
 
 def noise(paths: OrgPaths, slot_class: str) -> Noise:
     return pooled_noise(ledger.replicate_groups(paths, slot_class))
-
-def improvement(task: TaskSpec, value: float, reference: float) -> float:
-    """How much better value is than reference, in the metric's units (positive = better)."""
-    return reference - value if task.direction == "minimize" else value - reference
 
 
 @dataclass(frozen=True)

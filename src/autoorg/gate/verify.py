@@ -30,14 +30,15 @@ import statistics
 from typing import Any
 
 from autoorg import clock, executors, experiments, workspace
-from autoorg.compute.slots import DEFAULT_WAIT_S, Say
-from autoorg.errors import GitError
+from autoorg.compute.slots import DEFAULT_WAIT_S
+from autoorg.errors import GitError, Say
 from autoorg.experiments import OrgContext, ledger
 from autoorg.experiments.run import execute
 from autoorg.gate.announce import announce_promotion, publish_board, tell_claimant
-from autoorg.gate.heads import HeadStats, Log, head_stats, improvement, noise, settings, slot_classes
+from autoorg.gate.heads import HeadStats, head_stats, noise, settings, slot_classes
 from autoorg.gate.stats import band
 from autoorg.paths import OrgPaths
+from autoorg.spec import TaskSpec
 
 SCREEN_Z = 0.75  # screen at ~77% one-sided: a true 3σ win passes ~98% of the time; ~23% of no-effect runs do
 # Futility: once FUTILITY_AFTER re-runs have landed, a candidate whose fresh runs are not better than the head's
@@ -87,7 +88,7 @@ def screen(ctx: OrgContext, exp: str) -> str:
     elif width is None:
         verdict = "pending"
     else:
-        verdict = "candidate" if improvement(ctx.task, row["metric"], stats.mean) > width else "no gain"
+        verdict = "candidate" if ctx.task.improvement(row["metric"], stats.mean) > width else "no gain"
     ledger.update_experiment(ctx.paths, exp, verdict=verdict, ref_head=stats.head, ref_mean=stats.mean,
                              ref_n=stats.n, delta=row["metric"] - stats.mean, band=width, sigma=noise_.sigma)
     return verdict
@@ -97,7 +98,7 @@ def screen(ctx: OrgContext, exp: str) -> str:
 # One unit of gate work
 
 
-def step(paths: OrgPaths, log: Log = print) -> bool:
+def step(paths: OrgPaths, log: Say = print) -> bool:
     """Do one idempotent unit of gate work; returns whether anything was done. Never blocks on a run: runs are
     detached workers. Two callers never double-verify: the work happens under `locks/gate.lock` (a busy lock
     returns False at once)."""
@@ -121,7 +122,7 @@ def step(paths: OrgPaths, log: Log = print) -> bool:
         os.close(fd)
 
 
-def sweep_dead_runners(ctx: OrgContext, log: Log) -> bool:
+def sweep_dead_runners(ctx: OrgContext, log: Say) -> bool:
     """Queued or running rows whose runner process is gone (killed, machine rebooted) become crashes."""
     did = False
     for verdict in ledger.UNFINISHED:
@@ -148,7 +149,7 @@ def fresh_seeds(ctx: OrgContext, tree: str, n: int) -> list[int]:
 
 
 
-def ensure_baselines(ctx: OrgContext, log: Log) -> bool:
+def ensure_baselines(ctx: OrgContext, log: Say) -> bool:
     """Queue runs of the program head until it has K per slot class (recording the baseline when complete)."""
     st = settings(ctx.spec)
     head = ctx.program_head()
@@ -170,19 +171,29 @@ def ensure_baselines(ctx: OrgContext, log: Log) -> bool:
         missing = st.baseline_repeats - stats.n - inflight
         if missing <= 0:
             continue
-        for i, seed in enumerate(fresh_seeds(ctx, stats.tree, missing)):
-            exp = experiments.queue_run(ctx, kind="baseline", agent="gate", commit=head, head=head,
-                                   description=f"baseline {stats.n + inflight + i + 1}/{st.baseline_repeats} of "
-                                               f"{head[:10]}", seed=seed, budget=ctx.task.budget[cls],
-                                   slot_class=cls)
-            executors.spawn_worker(ctx.paths, exp)
+        queue_baseline_runs(ctx, head, cls, missing, first=stats.n + inflight + 1, of=st.baseline_repeats)
         log(f"baseline: queued {missing} run(s) of the program head {head[:10]} on {cls} "
             f"({stats.n} of {st.baseline_repeats} done)")
         did = True
     return did
 
 
-def record_baseline(ctx: OrgContext, stats: HeadStats, cls: str, log: Log) -> None:
+def queue_baseline_runs(ctx: OrgContext, head: str, cls: str, count: int, *, first: int = 1,
+                        of: int | None = None, note: str = "") -> list[str]:
+    """Queue `count` runs of `head` on slot class `cls` with fresh seeds, each started by a detached worker; they
+    are numbered `first`.. of `of` in their descriptions. The gate's baselines and `exp baseline` both use it."""
+    queued = []
+    tree = workspace.tree_of(ctx.repo, head)
+    for i, seed in enumerate(fresh_seeds(ctx, tree, count)):
+        exp = experiments.queue_run(ctx, kind="baseline", agent="gate", commit=head, head=head,
+                                    description=f"baseline {first + i}/{of or count} of {head[:10]}{note}",
+                                    seed=seed, budget=ctx.task.budget[cls], slot_class=cls)
+        executors.spawn_worker(ctx.paths, exp)
+        queued.append(exp)
+    return queued
+
+
+def record_baseline(ctx: OrgContext, stats: HeadStats, cls: str, log: Say) -> None:
     if any(b["head"] == stats.head and b["slot_class"] == cls for b in ledger.baselines(ctx.paths)):
         return
     noise_ = noise(ctx.paths, cls)
@@ -193,7 +204,7 @@ def record_baseline(ctx: OrgContext, stats: HeadStats, cls: str, log: Log) -> No
         f"σ {sigma} (dof {noise_.dof})")
 
 
-def screen_pending(ctx: OrgContext, log: Log) -> bool:
+def screen_pending(ctx: OrgContext, log: Say) -> bool:
     did = False
     for row in ledger.experiments(ctx.paths, kinds=("exp",), verdict="pending"):
         verdict = screen(ctx, row["exp"])
@@ -203,14 +214,14 @@ def screen_pending(ctx: OrgContext, log: Log) -> bool:
     return did
 
 
-def _priority(row: dict[str, Any]) -> float:
+def _priority(task: TaskSpec, row: dict[str, Any]) -> float:
     """Biggest claimed gain (in bands) first: real wins are verified before noise."""
-    if not row["band"]:
+    if not row["band"] or row["metric"] is None or row["ref_mean"] is None:
         return 0.0
-    return -row["delta"] / row["band"] if row["delta"] is not None else 0.0
+    return task.improvement(row["metric"], row["ref_mean"]) / row["band"]
 
 
-def advance_verification(ctx: OrgContext, log: Log) -> bool:
+def advance_verification(ctx: OrgContext, log: Say) -> bool:
     """Decide the verification in flight once its runs landed; else start one for the best candidate."""
     active = ledger.verifications(ctx.paths, status="running")
     if active:
@@ -218,13 +229,12 @@ def advance_verification(ctx: OrgContext, log: Log) -> bool:
     candidates = ledger.experiments(ctx.paths, kinds=("exp",), verdict="candidate")
     if not candidates:
         return False
-    sign = 1 if ctx.task.direction == "minimize" else -1
-    best = max(candidates, key=lambda r: sign * _priority(r))
+    best = max(candidates, key=lambda r: _priority(ctx.task, r))
     start_verification(ctx, best, log)
     return True
 
 
-def start_verification(ctx: OrgContext, cand: dict[str, Any], log: Log) -> None:
+def start_verification(ctx: OrgContext, cand: dict[str, Any], log: Say) -> None:
     repo, paths = ctx.repo, ctx.paths
     head = ctx.program_head()
     message = f"{cand['description']}\n\nautoorg: {cand['exp']} by {cand['agent']}, verified by the gate"
@@ -270,7 +280,7 @@ def start_verification(ctx: OrgContext, cand: dict[str, Any], log: Log) -> None:
         f"({', '.join(runs)})")
 
 
-def decide(ctx: OrgContext, ver: dict[str, Any], log: Log) -> bool:
+def decide(ctx: OrgContext, ver: dict[str, Any], log: Say) -> bool:
     """Promote or reject a verification whose re-runs have all landed (False while they are running)."""
     rows = [ledger.get_experiment(ctx.paths, e) for e in ver["runs"]]
     pending = [r["exp"] for r in rows if r["verdict"] in ledger.UNFINISHED]
@@ -301,7 +311,7 @@ def decide(ctx: OrgContext, ver: dict[str, Any], log: Log) -> bool:
     width = band(noise_, len(values), stats.n, stats.mean, st.z, st.floor)
     if width is None:
         return False
-    gain = improvement(ctx.task, mean, stats.mean)
+    gain = ctx.task.improvement(mean, stats.mean)
     numbers = dict(mean=mean, head_mean=stats.mean, band=width, sigma=noise_.sigma)
     summary = (f"{ctx.task.metric} {mean:.6g} over {len(values)} re-runs vs head {stats.mean:.6g} "
                f"(n={stats.n}): {mean - stats.mean:+.4g}, band {width:.4g}")
@@ -328,7 +338,7 @@ def decide(ctx: OrgContext, ver: dict[str, Any], log: Log) -> bool:
 
 
 def _stop_for_futility(ctx: OrgContext, ver: dict[str, Any], cand: dict[str, Any], rows: list[dict[str, Any]],
-                       pending: list[str], log: Log) -> bool:
+                       pending: list[str], log: Say) -> bool:
     """Reject a verification early when its landed re-runs show no real gain (see FUTILITY)."""
     values = [r["metric"] for r in rows if r["verdict"] == "ok"]
     if len(values) < FUTILITY_AFTER:
@@ -339,7 +349,7 @@ def _stop_for_futility(ctx: OrgContext, ver: dict[str, Any], cand: dict[str, Any
     if stats.n < st.baseline_repeats or stats.mean is None or noise_.sigma is None:
         return False
     mean = statistics.fmean(values)
-    if improvement(ctx.task, mean, stats.mean) > FUTILITY * noise_.sigma:
+    if ctx.task.improvement(mean, stats.mean) > FUTILITY * noise_.sigma:
         return False
     executors.cancel_runs(ctx.paths, pending, "cancelled: the verification was decided")
     why = (f"not confirmed: {ctx.task.metric} {mean:.6g} over the first {len(values)} re-runs vs head "
@@ -351,7 +361,7 @@ def _stop_for_futility(ctx: OrgContext, ver: dict[str, Any], cand: dict[str, Any
     return True
 
 
-def _reject(ctx: OrgContext, cand: dict[str, Any], why: str, log: Log) -> None:
+def _reject(ctx: OrgContext, cand: dict[str, Any], why: str, log: Say) -> None:
     ledger.update_experiment(ctx.paths, cand["exp"], verdict=f"rejected: {why}"[:500])
     tell_claimant(ctx, cand, f"Your candidate {cand['exp']} ({cand['description']}) was rejected by the gate: {why}.")
     log(f"{cand['exp']} ({cand['agent']}): rejected, {why}")

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from autoorg.spec.org import (
            AGENT_NAMES,
+           BACKEND_GROUP,
            AgentSpec,
            OrgSpec,
+           backend_names,
            build_spec,
            expand_preset,
            load_org,
-           parse_interval,
 )
+from autoorg.spec.processes import Processes, parse_interval
 from autoorg.spec.task import Knob, TaskSpec, find_task, load_task
 
-__all__ = ["AGENT_NAMES", "AgentSpec", "Knob", "OrgSpec", "TaskSpec", "build_spec", "expand_preset", "find_task",
-           "load_org", "load_task", "parse_interval"]
+__all__ = ["AGENT_NAMES", "BACKEND_GROUP", "AgentSpec", "Knob", "OrgSpec", "Processes", "TaskSpec", "backend_names", "build_spec",
+           "expand_preset", "find_task", "load_org", "load_task", "parse_interval"]

@@ -7,6 +7,7 @@ file, the line and, for unknown keys, the nearest valid spelling.
 from __future__ import annotations
 
 import difflib
+import importlib.metadata
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ import yaml
 
 from autoorg.errors import SpecError
 from autoorg.spec.loader import check_keys, line_of, read_yaml
+from autoorg.spec.processes import Processes, build_processes
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 TAG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
@@ -23,8 +25,9 @@ PRESET_RE = re.compile(r"^(?P<chief>chief\+)?(?P<n>\d+)x(?:(?P<g>\d+)gpu|(?P<cpu
 RESERVED_NAMES = {"all", "human", "autoorg", "daemon", "gate", "board", "system"}
 MAX_AGENTS = 256
 
-# Backends the spec accepts; `auto` is resolved at `up`. backends/ registers the implementations.
-BACKENDS = ("auto", "command", "heuristic", "claude", "codex", "anthropic", "openai")
+# Backends are found through this entry-point group (autoorg's own are registered there too, in pyproject.toml);
+# the spec accepts their names and `auto`, which `up` resolves. autoorg.agents loads them.
+BACKEND_GROUP = "autoorg.backends"
 
 AGENT_NAMES = (
     "alice", "bob", "carol", "dave", "eve", "frank", "grace", "heidi", "ivan", "judy", "mallory", "niaj",
@@ -42,21 +45,13 @@ ORG_KEYS = {
     "allow_skip_permissions": "let claude run with --dangerously-skip-permissions as root (sets IS_SANDBOX=1)",
 }
 AGENT_KEYS = {
-    "name": "safe identifier", "role": "role name", "backend": "one of " + ", ".join(BACKENDS),
+    "name": "safe identifier", "role": "role name", "backend": "auto, or an installed backend (autoorg doctor lists them)",
     "model": "model id for LLM backends", "slots": "GPU ids, 'cpu', or [] for none",
     "command": "shell command for backend: command", "prompt": "role prompt file (repo-relative)",
     "env": "extra environment for the pane",
 }
 ROLE_KEYS = {k: v for k, v in AGENT_KEYS.items() if k not in ("name", "role")}
 DEFAULT_KEYS = {k: v for k, v in AGENT_KEYS.items() if k != "name"}
-PROCESS_KEYS = {
-    "standup": {"every": "interval such as 30m, 2h, 90s"},
-    "gate": {"repeats": "verification re-runs per candidate", "z": "one-sided z for the noise band",
-             "floor": "minimum band as a fraction of the metric"},
-    "baseline": {"repeats": "runs of the program head when the org starts"},
-    "restart": {"limit": "restarts of a crashed agent before it is left crashed (default 3)",
-                "backoff": "wait before the first restart, doubled each time (default 2s)"},
-}
 BUILTIN_ROLES: dict[str, dict[str, Any]] = {
     "researcher": {"prompt": "prompts/researcher.md"},
     "chief": {"prompt": "prompts/chief.md", "slots": []},
@@ -96,7 +91,7 @@ class OrgSpec:
     task: str
     agents: list[AgentSpec]
     roles: dict[str, dict[str, Any]] = field(default_factory=dict)
-    processes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    processes: Processes = field(default_factory=Processes)
     allow_skip_permissions: bool = False
     source: str = ""
 
@@ -113,6 +108,7 @@ class OrgSpec:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("source")
+        out["processes"] = self.processes.to_dict()
         for a in out["agents"]:
             for key in ("model", "command", "prompt"):
                 if a[key] is None:
@@ -189,8 +185,13 @@ def _expand_slots(value: Any, *, source: str, line: int | None, agent: str) -> l
 # Stages 3 and 4: fill defaults (org → role → agent) and validate
 
 
+def backend_names() -> list[str]:
+    """The names an agent's `backend:` may take: `auto` and every installed backend's entry-point name."""
+    return ["auto", *sorted({e.name for e in importlib.metadata.entry_points(group=BACKEND_GROUP)})]
+
+
 def _fill_agent(raw: Any, index: int, roles: dict[str, dict[str, Any]], defaults: dict[str, Any],
-                source: str) -> AgentSpec:
+                source: str, backends: list[str]) -> AgentSpec:
     if isinstance(raw, str):
         raw = {"name": raw}
     check_keys(raw, AGENT_KEYS, source=source, where=f"agents[{index}]")
@@ -211,11 +212,11 @@ def _fill_agent(raw: Any, index: int, roles: dict[str, dict[str, Any]], defaults
     for layer in (defaults, roles[role], raw):
         merged.update({k: v for k, v in layer.items() if k not in ("name", "role")})
     backend = merged.get("backend", "auto")
-    if backend not in BACKENDS:
-        close = difflib.get_close_matches(str(backend), BACKENDS, n=1)
+    if backend not in backends:
+        close = difflib.get_close_matches(str(backend), backends, n=1)
         raise SpecError(f"agent '{name}': unknown backend '{backend}'", source=source,
                         line=line_of(raw, "backend"),
-                        hint=f"did you mean '{close[0]}'?" if close else "backends: " + ", ".join(BACKENDS))
+                        hint=f"did you mean '{close[0]}'?" if close else "backends: " + ", ".join(backends))
     command = merged.get("command")
     if backend == "command" and not (isinstance(command, str) and command.strip()):
         raise SpecError(f"agent '{name}': backend 'command' needs a command", source=source, line=line,
@@ -231,33 +232,6 @@ def _fill_agent(raw: Any, index: int, roles: dict[str, dict[str, Any]], defaults
     return AgentSpec(name=name, role=role, backend=backend, model=str(model) if model else None, slots=slots,
                      command=command if backend == "command" else None,
                      prompt=str(prompt) if prompt else None, env={str(k): str(v) for k, v in env.items()})
-
-
-def _fill_processes(raw: Any, source: str) -> dict[str, dict[str, Any]]:
-    if raw is None:
-        return {}
-    check_keys(raw, PROCESS_KEYS, source=source, where="processes")
-    out: dict[str, dict[str, Any]] = {}
-    for name, body in raw.items():
-        body = body or {}
-        check_keys(body, PROCESS_KEYS[name], source=source, where=f"processes.{name}")
-        out[name] = dict(body)
-    if "standup" in out and "every" in out["standup"]:
-        parse_interval(out["standup"]["every"], source=source)
-    if "backoff" in out.get("restart", {}):
-        parse_interval(out["restart"]["backoff"], source=source)
-    limit = out.get("restart", {}).get("limit", 0)
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise SpecError(f"processes.restart.limit must be a whole number >= 0, got {limit!r}", source=source)
-    return out
-
-
-def parse_interval(value: Any, *, source: str = "") -> float:
-    """`30m`, `2h`, `90s` or a number of seconds → seconds."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(value))
-    if not m:
-        raise SpecError(f"bad interval '{value}'", source=source, hint="use 90s, 30m or 2h")
-    return float(m[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[m[2]]
 
 
 def build_spec(raw: Any, *, source: str, tag: str | None = None, task: str | None = None,
@@ -292,6 +266,7 @@ def build_spec(raw: Any, *, source: str, tag: str | None = None, task: str | Non
         raise SpecError("an org needs a non-empty list of agents", source=source, line=line_of(raw, "agents"),
                         hint="add agents: or use preset: 4xcpu")
     agents = []
+    backends = backend_names()
     for i, entry in enumerate(raw_agents):
         if backend or command:  # CLI overrides beat what the file says for every agent
             entry = {"name": entry} if isinstance(entry, str) else dict(entry)
@@ -299,7 +274,7 @@ def build_spec(raw: Any, *, source: str, tag: str | None = None, task: str | Non
                 entry["backend"] = backend
             if command:
                 entry["command"] = command
-        agents.append(_fill_agent(entry, i, roles, defaults, source))
+        agents.append(_fill_agent(entry, i, roles, defaults, source, backends))
     seen: set[str] = set()
     for a in agents:
         if a.name in seen:
@@ -314,7 +289,7 @@ def build_spec(raw: Any, *, source: str, tag: str | None = None, task: str | Non
                         hint="use lowercase letters, digits, '-' or '_' (max 40)")
     final_task = task or raw.get("task") or "nanochat"
     return OrgSpec(tag=final_tag, task=str(final_task), agents=agents, roles=roles,
-                   processes=_fill_processes(raw.get("processes"), source),
+                   processes=build_processes(raw.get("processes"), source=source),
                    allow_skip_permissions=bool(raw.get("allow_skip_permissions", False)), source=source)
 
 

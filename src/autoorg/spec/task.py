@@ -54,9 +54,20 @@ class TaskSpec:
     knobs: list[Knob] = field(default_factory=list)
     noise: dict[str, Any] = field(default_factory=dict)
 
+    # The one place that knows which way the metric goes; the gate, the dashboard and the researcher ask here.
+
+    def improvement(self, value: float, reference: float) -> float:
+        """How much better value is than reference, in the metric's units (positive = better)."""
+        return reference - value if self.direction == "minimize" else value - reference
+
     def better(self, a: float, b: float) -> bool:
         """Is metric value a better than b?"""
-        return a < b if self.direction == "minimize" else a > b
+        return self.improvement(a, b) > 0
+
+    @property
+    def arrow(self) -> str:
+        """↓ for a metric to minimize, ↑ for one to maximize."""
+        return "↓" if self.direction == "minimize" else "↑"
 
 
 def find_task(repo: Path, task: str) -> Path:
