@@ -70,7 +70,7 @@ def test_hook_status_for_an_agent_not_in_the_org_writes_nothing(org: OrgPaths) -
 def test_submit_with_a_huge_seed_or_an_endless_budget_and_results_of_nobody(repo: Path, tmux_socket: str,
                                                                              tmp_path: Path) -> None:
     add_synthetic(repo)
-    paths = start_org(repo, tmux_socket, tmp_path, agents=1, baseline=1)
+    paths = start_org(repo, tmux_socket, tmp_path, agents=1, baseline=2)
     env = env_of(paths)
     (paths.worktree("alice") / "note.txt").write_text("x")  # something to commit, were it accepted
     for args, fragment in [(["--seed", str(10**30)], "--seed must be a whole number below 2**63"),

@@ -16,8 +16,9 @@ from autoorg.spec.org import (
            expand_preset,
            load_org,
 )
-from autoorg.spec.processes import Processes, parse_interval
+from autoorg.spec.processes import Baseline, Gate, Processes, Restart, Standup, parse_interval
 from autoorg.spec.task import Knob, TaskSpec, find_task, load_task
 
-__all__ = ["AGENT_NAMES", "BACKEND_GROUP", "AgentSpec", "Knob", "OrgSpec", "Processes", "TaskSpec", "backend_names", "build_spec",
-           "expand_preset", "find_task", "load_org", "load_task", "parse_interval"]
+__all__ = ["AGENT_NAMES", "BACKEND_GROUP", "AgentSpec", "Baseline", "Gate", "Knob", "OrgSpec", "Processes", "Restart",
+           "Standup", "TaskSpec", "backend_names", "build_spec", "expand_preset", "find_task", "load_org",
+           "load_task", "parse_interval"]
