@@ -1,4 +1,4 @@
-"""LLM agent figures, per backend, on the scripted model server (tests/model_server.py) and a real org.
+"""LLM agent figures, per backend, on the scripted model server (autoorg.testing.model_server) and a real org.
 
 For each backend (claude, codex: the real CLIs from `.ci/install-clis`; anthropic, openai: autoorg's SDK loop),
 one agent, `autoorg up` on a private tmux server, the synthetic task:
@@ -33,10 +33,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autoorg import ledger  # noqa: E402
 from autoorg.agents import get_backend  # noqa: E402
+from autoorg.experiments import ledger  # noqa: E402
 from autoorg.paths import org_paths  # noqa: E402
-from tests.model_server import Rule, ScriptedModelServer, anthropic_events, openai_events  # noqa: E402
+from autoorg.testing.model_server import Rule, ScriptedModelServer, anthropic_events, openai_events  # noqa: E402
 
 PREFIX = ROOT / ".npm-prefix" / "bin"
 RULES = [

@@ -15,7 +15,7 @@ from autoorg.agents import LaunchContext, get_backend, homes
 from autoorg.agents.claude import HOOK_STATES
 from autoorg.errors import BackendError
 from autoorg.org import plan_org
-from tests.conftest import git, run_cli
+from autoorg.testing import git, run_cli
 
 ORG = """\
 tag: cc

@@ -14,7 +14,7 @@ from autoorg.agents import LaunchContext, get_backend, homes
 from autoorg.agents.codex import to_toml
 from autoorg.org import plan_org
 from autoorg.spec import AgentSpec
-from tests.conftest import git
+from autoorg.testing import git
 
 CLI_PREFIX = orgcode.source_root() / ".npm-prefix" / "bin"
 ORG = """\

@@ -14,7 +14,7 @@ import pytest
 from autoorg.agents import backends, get_backend, resolve_auto
 from autoorg.errors import SpecError
 from autoorg.spec import backend_names, load_org
-from tests.conftest import run_cli
+from autoorg.testing import run_cli
 
 BUILT_INS = {"anthropic", "claude", "codex", "command", "heuristic", "openai"}
 

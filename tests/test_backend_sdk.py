@@ -13,7 +13,7 @@ import pytest
 
 from autoorg.agents import get_backend
 from autoorg.agents.sdk import AgentLoop, Tokens, Toolbox, Usage, make_chat
-from tests.model_server import Rule, ScriptedModelServer
+from autoorg.testing.model_server import Rule, ScriptedModelServer
 
 RULES = [
     Rule("write the file", ["echo made-by-$0 > made.txt", "cat made.txt"], "The file is written."),

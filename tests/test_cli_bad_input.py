@@ -15,8 +15,9 @@ from autoorg import comms
 from autoorg.experiments import ledger
 from autoorg.paths import OrgPaths
 from autoorg.spec import build_spec
-from tests.conftest import run_cli
-from tests.exp_support import add_synthetic, start_org
+from autoorg.testing import run_cli
+from autoorg.testing.experiments import start_org
+from tests.exp_support import add_synthetic
 
 ORG = {"tag": "t", "task": "tiny", "agents": ["alice", "bob"]}
 

@@ -16,7 +16,7 @@ from autoorg import comms
 from autoorg.cli import main
 from autoorg.paths import OrgPaths
 from autoorg.spec import build_spec
-from tests.conftest import run_cli
+from autoorg.testing import run_cli
 from tests.hostile_files import HOSTILE, plant
 
 ORG = {"tag": "t", "task": "tiny", "agents": [{"name": "chief", "role": "chief"}, "alice", "bob"]}

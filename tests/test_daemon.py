@@ -19,7 +19,7 @@ from autoorg import comms
 from autoorg.daemon.core import Cursor, doorbell_text
 from autoorg.paths import OrgPaths, org_paths
 from autoorg.runtime import tmux
-from tests.conftest import retry_until, run_cli
+from autoorg.testing import retry_until, run_cli
 from tests.hostile_files import HOSTILE, plant
 
 ECHO = f"{sys.executable} {Path(__file__).with_name('comms_echo_agent.py')}"

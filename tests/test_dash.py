@@ -11,7 +11,7 @@ from autoorg.dash import make_app
 from autoorg.dash.data import take_snapshot
 from autoorg.org import build_org, plan_org
 from autoorg.runtime import tmux
-from tests.conftest import retry_until
+from autoorg.testing import retry_until
 
 
 def run_experiment(paths_home: Path, agent: str, worktree: Path) -> None:

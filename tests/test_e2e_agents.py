@@ -23,8 +23,8 @@ from autoorg.agents import homes
 from autoorg.paths import org_paths
 from autoorg.runtime import tmux
 from autoorg.state import read_state
-from tests.conftest import git, retry_until, run_cli
-from tests.model_server import Rule, ScriptedModelServer, anthropic_events, openai_events
+from autoorg.testing import git, retry_until, run_cli
+from autoorg.testing.model_server import Rule, ScriptedModelServer, anthropic_events, openai_events
 
 CLI_PREFIX = orgcode.source_root() / ".npm-prefix" / "bin"
 needs_clis = pytest.mark.skipif(

@@ -12,7 +12,7 @@ import pytest
 
 from autoorg import workspace
 from autoorg.errors import GitError
-from tests.conftest import git
+from autoorg.testing import git
 
 
 def commit_all(repo: Path) -> str:

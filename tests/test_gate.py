@@ -14,9 +14,10 @@ import pytest
 from autoorg import comms, experiments, gate, workspace
 from autoorg.experiments import ledger
 from autoorg.paths import OrgPaths
-from tests import exp_support as sup
-from tests.conftest import git, retry_until, run_cli
-from tests.exp_support import SYNTHETIC, TRAIN, drive_gate, set_knobs, settled, verdict
+from autoorg.testing import experiments as sup
+from autoorg.testing import git, retry_until, run_cli
+from autoorg.testing.experiments import TRAIN, drive_gate, set_knobs, settled, verdict
+from tests.exp_support import SYNTHETIC, add_synthetic
 
 SIGMA = 0.005
 
@@ -44,7 +45,7 @@ def baseline_done(paths: OrgPaths) -> bool:
 
 @pytest.fixture
 def org(repo: Path, tmux_socket: str, tmp_path: Path, request: pytest.FixtureRequest) -> OrgPaths:
-    sup.add_synthetic(repo, sigma=SIGMA)
+    add_synthetic(repo, sigma=SIGMA)
     param = getattr(request, "param", None) or {}
     paths = sup.start_org(repo, tmux_socket, tmp_path, agents=2, baseline=4, repeats=param.get("repeats", 3),
                           z=param.get("z"))

@@ -14,8 +14,9 @@ import pytest
 from autoorg.errors import SpecError
 from autoorg.experiments import ledger
 from autoorg.spec import load_org
-from tests.conftest import retry_until
-from tests.exp_support import add_synthetic, start_org
+from autoorg.testing import retry_until
+from autoorg.testing.experiments import start_org
+from tests.exp_support import add_synthetic
 from tests.test_org import fake_nvidia_smi
 
 

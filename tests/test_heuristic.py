@@ -11,8 +11,9 @@ from autoorg.agents import researcher
 from autoorg.experiments import ledger
 from autoorg.paths import OrgPaths
 from autoorg.spec import Knob, load_task
-from tests.conftest import retry_until, run_cli
-from tests.exp_support import SYNTHETIC, TRAIN, add_synthetic, start_org
+from autoorg.testing import retry_until, run_cli
+from autoorg.testing.experiments import TRAIN, start_org
+from tests.exp_support import SYNTHETIC, add_synthetic
 
 KNOBS = load_task(SYNTHETIC / "task.yaml").knobs
 

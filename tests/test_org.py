@@ -18,7 +18,7 @@ from autoorg.org import build_org, org_status, plan_org, teardown_org
 from autoorg.paths import org_paths
 from autoorg.runtime import tmux
 from autoorg.state import read_state
-from tests.conftest import git, retry_until, run_cli
+from autoorg.testing import git, retry_until, run_cli
 
 
 def dump_command(out: Path) -> str:

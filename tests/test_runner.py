@@ -16,8 +16,9 @@ from autoorg.compute import slots
 from autoorg.experiments import ledger, process
 from autoorg.paths import OrgPaths
 from autoorg.spec import load_task
-from tests.conftest import git, retry_until, run_cli
-from tests.exp_support import TRAIN, add_synthetic, drive_gate, set_knobs, start_org
+from autoorg.testing import git, retry_until, run_cli
+from autoorg.testing.experiments import TRAIN, drive_gate, set_knobs, start_org
+from tests.exp_support import add_synthetic
 
 
 @pytest.fixture

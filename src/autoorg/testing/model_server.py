@@ -15,7 +15,7 @@ one server:
 
 Requests without tools (titles, summaries, quota probes) get a short text. Every request is recorded.
 
-Run it by hand for a lab session: `python tests/model_server.py --port 8765 --script script.json`.
+Run it by hand for a lab session: `python -m autoorg.testing.model_server --port 8765 --script script.json`.
 """
 
 from __future__ import annotations
@@ -160,10 +160,10 @@ def shell_call(tools: list[dict[str, Any]], command: str, *, api: str) -> tuple[
         if name:
             by_name[name] = tool
     for name in SHELL_TOOLS:
-        tool = by_name.get(name)
-        if tool is None:
+        offered = by_name.get(name)
+        if offered is None:
             continue
-        schema = tool.get("input_schema") if api == "anthropic" else tool.get("parameters")
+        schema = offered.get("input_schema") if api == "anthropic" else offered.get("parameters")
         props = _schema_props(schema or {})
         key = "cmd" if "cmd" in props else "command"
         value: Any = ["bash", "-lc", command] if props.get(key, {}).get("type") == "array" else command
@@ -422,7 +422,7 @@ class ScriptedModelServer:
     @property
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def main_requests(self, api: str | None = None) -> list[Recorded]:
         """Requests of agents' main loops (with tools), optionally of one API."""
