@@ -1,17 +1,32 @@
-"""The Textual dashboard, driven with Pilot against a real org (tmux, git, ledger) and saved as an SVG."""
+"""The Textual dashboard, driven with Pilot against a real org (tmux, git, ledger), with SVG snapshots at fixed sizes."""
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import pytest
+from rich.text import Text
+from textual.pilot import Pilot
+from textual.widgets import DataTable
+
+from autoorg import comms
 from autoorg.dash import make_app
 from autoorg.dash.data import take_snapshot
+from autoorg.experiments import ledger
 from autoorg.org import build_org, plan_org
+from autoorg.paths import OrgPaths
 from autoorg.runtime import tmux
-from autoorg.testing import retry_until
+from autoorg.testing import make_repo, retry_until
+
+# Fixed commit dates and names make the same commit hashes, so the heads drawn are the same on every machine.
+GIT_DATES = {"GIT_AUTHOR_DATE": "2026-01-01T00:00:00+0000", "GIT_COMMITTER_DATE": "2026-01-01T00:00:00+0000"}
 
 
 def run_experiment(paths_home: Path, agent: str, worktree: Path) -> None:
@@ -22,7 +37,7 @@ def run_experiment(paths_home: Path, agent: str, worktree: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_dashboard_shows_agents_and_results_and_jumps_to_a_pane(repo: Path, tmux_socket: str, tmp_path: Path) -> None:
+def test_dashboard_shows_agents_and_results_and_jumps_to_a_pane(repo: Path, tmux_socket: str) -> None:
     plan = plan_org("2xcpu", task="tiny", backend="command", command="sleep 600", socket=tmux_socket)
     state = build_org(plan)
     paths = plan.paths
@@ -33,24 +48,16 @@ def test_dashboard_shows_agents_and_results_and_jumps_to_a_pane(repo: Path, tmux
     assert alice.exp and alice.loss == "0.5000"
     assert snap.metric == "loss" and snap.direction == "minimize"
 
-    async def drive() -> str:
+    async def drive() -> None:
         app = make_app(paths, refresh_s=0.5)
         async with app.run_test(size=(160, 40)) as pilot:
-            for _ in range(100):
-                if app.snapshot is not None:
-                    break
-                await pilot.pause(0.05)
-            assert app.snapshot is not None
+            await wait_for_first_draw(pilot)
             table = app.query_one("#agents")
             assert table.row_count == 2  # type: ignore[attr-defined]
             await pilot.press("down", "enter")  # bob
             await pilot.pause(0.2)
-            return str(app.export_screenshot())
 
-    svg = asyncio.run(drive())
-    (tmp_path / "dash.svg").write_text(svg)
-    for text in ("alice", "bob", "org/2xcpu", "0.5000", "latest results"):
-        assert text in svg.replace("&#160;", " "), text
+    asyncio.run(drive())
     bob_pane = state["agents"]["bob"]["pane"]
     active = retry_until(lambda: subprocess.run(
         ["tmux", "-L", tmux_socket, "display-message", "-p", "-t", state["windows"]["org"], "#{pane_id}"],
@@ -67,3 +74,83 @@ def test_dash_window_runs_the_dashboard(repo: Path, tmux_socket: str) -> None:
 
     retry_until(lambda: "org/1xcpu" in screen() and "org/1xcpu.alice" in screen(), timeout=30,
                 message="the dashboard to draw the org and its agent")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Snapshots: an org whose every drawn value is fixed (commit hashes, states, ledger rows, live loss)
+
+
+async def wait_for_first_draw(pilot: Pilot[Any]) -> None:
+    """Until the first snapshot is drawn and both tables have sized their columns to it (they do so when idle)."""
+    app = pilot.app
+    for _ in range(200):
+        if app.snapshot is not None and all(columns_fit(t) for t in app.query(DataTable)):  # type: ignore[attr-defined]
+            break
+        await pilot.pause(0.05)
+    assert app.snapshot is not None  # type: ignore[attr-defined]
+    await pilot.pause()
+
+
+def columns_fit(table: DataTable[Any]) -> bool:
+    """Every column of table is as wide as its widest cell."""
+    if table.row_count == 0:
+        return False
+    for index, column in enumerate(table.ordered_columns):
+        widest = max(Text.from_markup(str(cell)).cell_len for cell in table.get_column_at(index))
+        if column.content_width < widest:
+            return False
+    return True
+
+
+def add_result(paths: OrgPaths, agent: str, description: str, **fields: Any) -> str:
+    exp = ledger.add_experiment(paths, {
+        "kind": "exp", "agent": agent, "task": "tiny", "commit_sha": "0" * 40, "tree": "1" * 40, "head": "2" * 40,
+        "description": description, "seed": 1, "budget": 10.0, "standard": 1, "slot_class": "cpu"})
+    ledger.update_experiment(paths, exp, **fields)
+    return exp
+
+
+@pytest.fixture
+def known_org(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tmux_socket: str) -> Iterator[OrgPaths]:
+    """A real org of five agents, one in each of five states, with promoted, discarded, crashed and running
+    experiments. Its daemon is kept out (its lock is held here, so it exits at once): a live daemon would queue
+    baseline runs and restart the crashed agent while the dashboard draws."""
+    for name, value in GIT_DATES.items():
+        monkeypatch.setenv(name, value)
+    repo = make_repo(tmp_path / "repo")
+    monkeypatch.chdir(repo)
+    plan = plan_org("5xcpu", tag="snap", task="tiny", backend="command", command="sleep 600", socket=tmux_socket)
+    paths = plan.paths
+    paths.locks.mkdir(parents=True)
+    with open(paths.locks / "daemon.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        state = build_org(plan)
+        names = list(state["agents"])
+        daemon_log = paths.logs / "daemon.log"
+        retry_until(lambda: not tmux.pane_alive(tmux_socket, state["services"]["daemon"])
+                    or "already runs" in "\n".join(tmux.capture(tmux_socket, state["services"]["daemon"])),
+                    timeout=30, message="the second daemon to give way")
+        assert not daemon_log.exists()
+        first, second, third, fourth, fifth = names
+        comms.write_status(paths, first, "running", "e0004")
+        comms.write_status(paths, second, "idle")
+        comms.write_status(paths, third, "waiting", "for a slot")
+        comms.hold(paths, fourth, "human")
+        subprocess.run(["tmux", "-L", tmux_socket, "kill-pane", "-t", state["agents"][fifth]["pane"]], check=True)
+        promoted = add_result(paths, first, "lower X to 0.8", verdict="promoted", metric=0.8, delta=-0.2)
+        add_result(paths, second, "raise X to 1.1", verdict="discarded", metric=1.1, delta=0.1)
+        add_result(paths, third, "divide X by zero", verdict="crash (exit 1)")
+        running = add_result(paths, first, "X = 0.5", verdict="running")
+        ledger.add_promotion(paths, exp=promoted, agent=first, old_head="2" * 40, new_head="3" * 40, metric=0.8,
+                             head_mean=1.0, delta=-0.2, band=0.05, description="lower X to 0.8")
+        (paths.runs / running).mkdir(parents=True, exist_ok=True)
+        (paths.runs / running / "metrics.jsonl").write_text(json.dumps({"step": 120, "train_loss": 0.61234}) + "\n")
+        yield paths
+
+
+@pytest.mark.parametrize("size", [(80, 24), (240, 64)], ids=["80x24", "240x64"])
+def test_dashboard_snapshot(known_org: OrgPaths, snap_compare: Any, size: tuple[int, int]) -> None:
+    snap = take_snapshot(known_org)
+    assert [a.state for a in snap.agents] == ["running", "idle", "waiting", "human", "crashed"]
+    app = make_app(known_org, refresh_s=3600)  # one draw: no refresh while the screenshot is taken
+    assert snap_compare(app, terminal_size=size, run_before=wait_for_first_draw)
