@@ -88,6 +88,10 @@ async def wait_for_first_draw(pilot: Pilot[Any]) -> None:
             break
         await pilot.pause(0.05)
     assert app.snapshot is not None  # type: ignore[attr-defined]
+    # A DataTable may keep lines it rendered before it sized its columns (the live dashboard heals on its next
+    # refresh); drop them so the screenshot shows the settled table.
+    for table in app.query(DataTable):
+        table.notify_style_update()
     await pilot.pause()
 
 
