@@ -7,7 +7,8 @@ divided by the number of UTF-8 bytes those tokens stand for. BOS tokens stand fo
 The scored tokens are fixed: the first EVAL_TOKENS targets of val.bin (all of it when it is shorter), cut
 into consecutive windows of the model's context length, in order. The model sees each window on its own.
 
-Standalone, on a checkpoint written by `train.py --save PATH`:
+Standalone, on a checkpoint written by `train.py --save PATH` (a torch.export program of the model, with its
+config; this file never imports train.py, so a measure runs no editable code but the model's own graph):
 
     python nanochat/evaluate.py PATH
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import zipfile
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -94,23 +96,46 @@ def evaluate_bpb(model: torch.nn.Module, seq_len: int, device: torch.device | st
     return total_bits / total_bytes
 
 
+class SavedModel(torch.nn.Module):
+    """A model written by `train.py --save`: its exported graph, called as `model(idx) -> logits`."""
+
+    def __init__(self, program: torch.export.ExportedProgram):
+        super().__init__()
+        self.graph = program.module()
+
+    def train(self, mode: bool = True) -> SavedModel:
+        self.training = mode  # the graph was exported in eval mode and has no mode of its own
+        return self
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.graph(idx)
+
+
+def load_checkpoint(path: str) -> tuple[SavedModel, dict]:
+    """The saved model and what train.py wrote about it (`config`, and the `device` it was exported on)."""
+    with open(path, "rb") as fh:  # a missing file says so; a file that is no archive is refused before torch tries
+        if not zipfile.is_zipfile(fh):
+            raise ValueError("not a file written by `train.py --save`")
+    extra = {"nanochat.json": ""}
+    program = torch.export.load(path, extra_files=extra)
+    return SavedModel(program), json.loads(extra["nanochat.json"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = prepare.OneLineParser(prog="evaluate.py", description="val_bpb of a train.py --save checkpoint")
     parser.add_argument("checkpoint", help="file written by `train.py --save PATH`")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", help="where to run it (default: the device it was trained on)")
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args(argv)
-    import train  # the model's code sits next to this file (the worktree's own train.py)
-
     try:
-        saved = torch.load(args.checkpoint, map_location=args.device, weights_only=True)
-    except (OSError, RuntimeError) as exc:
+        model, info = load_checkpoint(args.checkpoint)
+    except (OSError, RuntimeError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         print(f"evaluate.py: error: cannot read checkpoint {args.checkpoint}: {exc}", file=sys.stderr)
         return 2
-    model = train.GPT(train.GPTConfig(**saved["config"])).to(args.device)
-    model.load_state_dict(saved["state_dict"])
+    device = args.device or info["device"]
+    model.to(device)
     try:
-        val_bpb = evaluate_bpb(model, saved["config"]["seq_len"], args.device, args.batch_size)
+        val_bpb = evaluate_bpb(model, info["config"]["seq_len"], device, args.batch_size)
     except prepare.PrepareError as exc:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 2

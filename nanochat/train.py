@@ -119,6 +119,8 @@ class Attention(nn.Module):
     def __init__(self, cfg: GPTConfig, layer: int):
         super().__init__()
         self.heads, self.head_dim, self.window = cfg.width // cfg.head_dim, cfg.head_dim, cfg.window(layer)
+        # decided by the config, not by each call's length: the saved model (torch.export) has one graph for all
+        self.causal_only = self.window >= cfg.seq_len
         self.q = nn.Linear(cfg.width, cfg.width, bias=False)
         self.k = nn.Linear(cfg.width, cfg.width, bias=False)
         self.v = nn.Linear(cfg.width, cfg.width, bias=False)
@@ -136,7 +138,7 @@ class Attention(nn.Module):
         q, k = rotate(norm(q), cos, sin), rotate(norm(k), cos, sin)
         q, k = q.to(v.dtype), k.to(v.dtype)  # autocast may have upcast them
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        if self.window >= T:
+        if self.causal_only:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # fused (cuDNN or flash) on CUDA
         else:
             pos = torch.arange(T, device=x.device)
@@ -345,7 +347,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--preset", choices=["cpu", "gpu"], default="cpu", help="cpu: fp32, all allowed cores; gpu: CUDA bf16")
     add("--budget", type=float, help="seconds of training (default: cpu 60, gpu 300); warm-up is extra")
     add("--seed", type=int, default=0)
-    add("--save", metavar="PATH", help="write the trained model here (for evaluate.py)")
+    add("--save", metavar="PATH", help="write the trained model here, self-contained (torch.export), for evaluate.py")
     add("--compile", action=argparse.BooleanOptionalAction, help="torch.compile (default: on for gpu)")
     # model
     add("--depth", type=int, help=f"transformer blocks (default: cpu {DEPTH}, gpu {GPU_DEPTH})")
@@ -425,6 +427,19 @@ def peak_flops(device: torch.device) -> float | None:
         if key in name:
             return value
     return None
+
+
+def save_for_evaluation(model: GPT, cfg: GPTConfig, path: str) -> None:
+    """Write the trained model as evaluate.py reads it on its own: a torch.export program (the graph and weights,
+    taking idx of any batch and up to seq_len tokens to logits) and this config as JSON beside it. evaluate.py
+    runs the program without importing this file: the protected evaluator depends on no editable file."""
+    model.eval()
+    device = next(model.parameters()).device
+    example = torch.zeros(2, cfg.seq_len, dtype=torch.long, device=device)
+    shapes = {"idx": {0: torch.export.Dim("batch"), 1: torch.export.Dim("tokens", min=1, max=cfg.seq_len)}}
+    program = torch.export.export(model, (example,), dynamic_shapes=shapes)
+    info = {"config": asdict(cfg), "device": device.type}
+    torch.export.save(program, path, extra_files={"nanochat.json": json.dumps(info)})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -547,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     if peak:
         final["mfu"] = round(flops / train_s / peak, 4)
     if args.save:
-        torch.save({"config": asdict(cfg), "state_dict": model.state_dict()}, args.save)
+        save_for_evaluation(model, cfg, args.save)
     emit(**final)
     return 0
 
