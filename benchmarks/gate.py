@@ -80,7 +80,7 @@ def make_org(root: Path, socket: str, budget: float, sigma: float) -> tuple[OrgP
     plan = plan_org(str(org_file), repo=repo, socket=socket)
     state = build_org(plan)
     # Only the runner and the gate are measured: no panes, no daemon (this script steps the gate itself).
-    tmux.kill_session(socket, state["session"])
+    tmux.kill_session(socket, state.session)
     return plan.paths, plan.base
 
 

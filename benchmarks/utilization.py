@@ -67,7 +67,7 @@ def make_org(root: Path, socket: str, budget: float, agents: int) -> OrgPaths:
         "agents": [{"name": name, "slots": "cpu"} for name in AGENT_NAMES[:agents]]}))
     plan = plan_org(str(org_file), repo=repo, socket=socket)
     state = build_org(plan)
-    tmux.kill_session(socket, state["session"])  # agents are this script's loops; no daemon
+    tmux.kill_session(socket, state.session)  # agents are this script's loops; no daemon
     return plan.paths
 
 

@@ -51,9 +51,9 @@ def test_dashboard_shows_agents_and_results_and_jumps_to_a_pane(repo: Path, tmux
     (tmp_path / "dash.svg").write_text(svg)
     for text in ("alice", "bob", "org/2xcpu", "0.5000", "latest results"):
         assert text in svg.replace("&#160;", " "), text
-    bob_pane = state["agents"]["bob"]["pane"]
+    bob_pane = state.agents["bob"].pane
     active = retry_until(lambda: subprocess.run(
-        ["tmux", "-L", tmux_socket, "display-message", "-p", "-t", state["windows"]["org"], "#{pane_id}"],
+        ["tmux", "-L", tmux_socket, "display-message", "-p", "-t", state.windows["org"], "#{pane_id}"],
         capture_output=True, text=True).stdout.strip() == bob_pane, message="bob's pane to be selected")
     assert active
     assert tmux.pane_alive(tmux_socket, bob_pane)
@@ -63,7 +63,7 @@ def test_dash_window_runs_the_dashboard(repo: Path, tmux_socket: str) -> None:
     plan = plan_org("1xcpu", task="tiny", backend="command", command="sleep 600", socket=tmux_socket)
     state = build_org(plan)
     def screen() -> str:
-        return "\n".join(tmux.capture(tmux_socket, state["windows"]["dash"]))
+        return "\n".join(tmux.capture(tmux_socket, state.windows["dash"]))
 
     retry_until(lambda: "org/1xcpu" in screen() and "org/1xcpu.alice" in screen(), timeout=30,
                 message="the dashboard to draw the org and its agent")

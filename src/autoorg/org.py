@@ -22,7 +22,7 @@ from autoorg.experiments import ledger
 from autoorg.paths import OrgPaths, atomic_write_text, autoorg_command, org_paths
 from autoorg.runtime import pane_environment, tmux
 from autoorg.spec import AgentSpec, OrgSpec, TaskSpec, find_task, load_org, load_task
-from autoorg.state import read_state, write_state
+from autoorg.state import AgentState, OrgState, read_state, update_state, write_state
 
 
 def default_org() -> str:
@@ -81,8 +81,8 @@ def plan_org(target: str, *, repo: Path | None = None, tag: str | None = None, t
         gpu.check_gpus(wanted, found, method, len(spec.agents))
     if paths.state_json.is_file():
         state = read_state(paths)
-        if state.get("status") == "running":
-            if tmux.has_session(state.get("socket"), state.get("session", "")):
+        if state.status == "running":
+            if tmux.has_session(state.socket, state.session):
                 raise StateError(f"org '{spec.tag}' is already running; `autoorg attach --tag {spec.tag}` "
                                  f"or `autoorg down --tag {spec.tag}`")
             raise StateError(f"org '{spec.tag}' was running but its tmux session is gone; "
@@ -110,7 +110,7 @@ def plan_org(target: str, *, repo: Path | None = None, tag: str | None = None, t
     return plan
 
 
-def build_org(plan: Plan, *, log: Say = lambda _: None) -> dict[str, Any]:
+def build_org(plan: Plan, *, log: Say = lambda _: None) -> OrgState:
     """Create branches, worktrees, agent files and the tmux session of a plan. Rolls back on failure."""
     repo, paths, tag = plan.paths.repo, plan.paths, plan.spec.tag
     undo: list[Callable[[], object]] = []
@@ -135,16 +135,14 @@ def build_org(plan: Plan, *, log: Say = lambda _: None) -> dict[str, Any]:
         launches = [(a.spec, a.backend, a.worktree, a.env) for a in plan.agents]
         layout = _start_session(paths, plan.spec, plan.socket, launches)
         undo.append(lambda: tmux.kill_session(plan.socket, plan.session))
-        state = {
-            "tag": tag, "status": "running", "repo": str(repo), "socket": plan.socket, "session": layout.session,
-            "session_id": layout.session_id, "windows": layout.windows, "services": layout.services,
-            "created": now_iso(),
-            "program_branch": program, "base": plan.base, "task": str(plan.task.path),
-            "agents": {a.spec.name: {"pane": layout.panes[a.spec.name], "backend": a.backend,
-                                     "backend_reason": a.reason, "branch": a.branch,
-                                     "worktree": str(a.worktree), "slots": a.spec.slots}
-                       for a in plan.agents},
-        }
+        state = OrgState(
+            tag=tag, repo=str(repo), socket=plan.socket, session=layout.session, session_id=layout.session_id,
+            windows=layout.windows, services=layout.services, created=now_iso(), program_branch=program,
+            base=plan.base, task=str(plan.task.path),
+            agents={a.spec.name: AgentState(pane=layout.panes[a.spec.name], backend=a.backend,
+                                            backend_reason=a.reason, branch=a.branch, worktree=str(a.worktree),
+                                            slots=list(a.spec.slots))
+                    for a in plan.agents})
         write_state(paths, state)
         return state
     except BaseException:
@@ -177,54 +175,52 @@ def _start_session(paths: OrgPaths, spec: OrgSpec, socket: str | None,
 
 
 def resume_org(paths: OrgPaths, *, socket: str | None = None,
-               log: Say = lambda _: None) -> dict[str, Any]:
+               log: Say = lambda _: None) -> OrgState:
     """`up --resume`: rebuild the tmux session of an org whose session died (or that is down), on the same
     branches, worktrees (re-created from their branches when removed) and comms; the daemon starts again."""
     state = read_state(paths)
-    old_socket = state.get("socket")
-    if state.get("status") == "running" and tmux.has_session(old_socket, state["session"]):
+    old_socket = state.socket
+    if state.status == "running" and tmux.has_session(old_socket, state.session):
         if restart_daemon(paths, state):
             log("the daemon had stopped: restarted it in its window")
             return state
         raise StateError(f"org '{paths.tag}' is running; `autoorg attach --tag {paths.tag}`")
     socket = socket or old_socket
-    if tmux.has_session(socket, state["session"]):
-        raise StateError(f"tmux session '{state['session']}' already exists; `autoorg attach --tag {paths.tag}`")
+    if tmux.has_session(socket, state.session):
+        raise StateError(f"tmux session '{state.session}' already exists; `autoorg attach --tag {paths.tag}`")
     spec = load_org(str(paths.org_yaml))
-    repo = Path(state["repo"])
+    repo = Path(state.repo)
     launches = []
     for agent in spec.agents:
-        info = state["agents"].get(agent.name)
+        info = state.agents.get(agent.name)
         if info is None:
             raise StateError(f"agent '{agent.name}' of {paths.org_yaml} is not in {paths.state_json}")
-        worktree = Path(info["worktree"])
+        worktree = Path(info.worktree)
         if not worktree.exists():
-            if not workspace.branch_exists(repo, info["branch"]):
-                raise StateError(f"cannot resume {agent.name}: its branch {info['branch']} is gone")
-            workspace.add_worktree(repo, worktree, info["branch"], info["branch"])
-            log(f"{agent.name}: worktree re-created from {info['branch']}")
-        launches.append((agent, info["backend"], worktree, pane_environment(paths, agent, socket)))
+            if not workspace.branch_exists(repo, info.branch):
+                raise StateError(f"cannot resume {agent.name}: its branch {info.branch} is gone")
+            workspace.add_worktree(repo, worktree, info.branch, info.branch)
+            log(f"{agent.name}: worktree re-created from {info.branch}")
+        launches.append((agent, info.backend, worktree, pane_environment(paths, agent, socket)))
     layout = _start_session(paths, spec, socket, launches)
-    state.update({"status": "running", "socket": socket, "session": layout.session,
-                  "session_id": layout.session_id, "windows": layout.windows, "services": layout.services,
-                  "resumed": now_iso()})
-    state.pop("stopped", None)
+    state.status, state.socket, state.session, state.session_id = "running", socket, layout.session, layout.session_id
+    state.windows, state.services, state.resumed, state.stopped = layout.windows, layout.services, now_iso(), None
     for name, pane in layout.panes.items():
-        state["agents"][name]["pane"] = pane
+        state.agents[name].pane = pane
     write_state(paths, state)
     return state
 
 
-def daemon_alive(state: dict[str, Any], panes: dict[str, tmux.PaneState] | None) -> bool:
-    pane = (panes or {}).get(state.get("services", {}).get("daemon", ""))
+def daemon_alive(state: OrgState, panes: dict[str, tmux.PaneState] | None) -> bool:
+    pane = (panes or {}).get(state.services.get("daemon", ""))
     return pane is not None and not pane.dead
 
 
-def restart_daemon(paths: OrgPaths, state: dict[str, Any]) -> bool:
+def restart_daemon(paths: OrgPaths, state: OrgState) -> bool:
     """Respawn a running org's daemon when its pane has died; returns whether it did."""
-    pane = state.get("services", {}).get("daemon")
-    socket = state.get("socket")
-    if pane is None or daemon_alive(state, tmux.pane_states(socket, state["session"])):
+    pane = state.services.get("daemon")
+    socket = state.socket
+    if pane is None or daemon_alive(state, tmux.pane_states(socket, state.session)):
         return False
     tmux.respawn_pane(socket, pane, {"AUTOORG_HOME": str(paths.home), "AUTOORG_TAG": paths.tag})
     return True
@@ -233,35 +229,35 @@ def restart_daemon(paths: OrgPaths, state: dict[str, Any]) -> bool:
 def org_status(paths: OrgPaths) -> dict[str, Any]:
     """The org as `autoorg status --json` prints it (a stable shape). One git and one tmux call, whatever its size."""
     state = read_state(paths)
-    repo = Path(state["repo"])
-    socket = state.get("socket")
-    panes = tmux.pane_states(socket, state["session"]) if state.get("status") == "running" else None
+    repo = Path(state.repo)
+    socket = state.socket
+    panes = tmux.pane_states(socket, state.session) if state.status == "running" else None
     running = panes is not None
     spec_agents = {}
     if paths.org_yaml.is_file():
         spec = load_org(str(paths.org_yaml))
         spec_agents = {a.name: a for a in spec.agents}
-    program = state["program_branch"]
-    heads = workspace.branch_heads(repo, state["tag"])
+    program = state.program_branch
+    heads = workspace.branch_heads(repo, state.tag)
     spend: dict[str, Any] = {}
     if paths.ledger.exists():
         with contextlib.suppress(AutoorgError):  # a damaged ledger must not hide the org's status
             spend = ledger.usage_totals(paths)
     agents = []
-    for name, info in state["agents"].items():
-        pane = (panes or {}).get(info["pane"])
+    for name, info in state.agents.items():
+        pane = (panes or {}).get(info.pane)
         alive = pane is not None and not pane.dead
         reported = comms.read_status(paths, name) or {}
         agent_spec = spec_agents.get(name)
         agents.append({
-            "name": name, "role": agent_spec.role if agent_spec else None, "backend": info["backend"],
-            "slots": info["slots"], "branch": info["branch"], "head": heads.get(info["branch"]),
-            "pane": info["pane"], "worktree": info["worktree"], "alive": alive,
+            "name": name, "role": agent_spec.role if agent_spec else None, "backend": info.backend,
+            "slots": info.slots, "branch": info.branch, "head": heads.get(info.branch),
+            "pane": info.pane, "worktree": info.worktree, "alive": alive,
             "state": _agent_state(reported.get("state"), running, alive), "detail": reported.get("detail", ""),
             "usage": spend.get(name),
         })
     return {
-        "tag": state["tag"], "session": state["session"], "socket": socket, "running": running,
+        "tag": state.tag, "session": state.session, "socket": socket, "running": running,
         "program_branch": program, "program_head": heads.get(program), "daemon_alive": daemon_alive(state, panes),
         "agents": agents,
     }
@@ -289,25 +285,26 @@ def teardown_org(paths: OrgPaths, *, purge: bool = False) -> Teardown:
     """Kill the session, stop detached runs, remove the worktrees (committing leftovers first), keep every branch
     with work on it. The session goes first: with the daemon gone no new gate run starts while runs are stopped."""
     state = read_state(paths)
-    repo = Path(state["repo"])
-    killed = tmux.kill_session(state.get("socket"), state["session"])
+    repo = Path(state.repo)
+    killed = tmux.kill_session(state.socket, state.session)
     stopped_runs = sorted(executors.stop_runs(paths)) if paths.ledger.exists() else []
     saved = {}
-    for name, info in state["agents"].items():
-        commit = workspace.remove_worktree(repo, Path(info["worktree"]), name)
+    for name, info in state.agents.items():
+        commit = workspace.remove_worktree(repo, Path(info.worktree), name)
         if commit:
             saved[name] = commit
-    program = state["program_branch"]
+    program = state.program_branch
     unmerged, deleted = {}, []
-    for branch in workspace.agent_branches(repo, state["tag"]):
+    for branch in workspace.agent_branches(repo, state.tag):
         ahead = workspace.commits_not_on(repo, branch, program)
         if ahead:
             unmerged[branch] = ahead
         elif purge:
             workspace.delete_branch(repo, branch)
             deleted.append(branch)
-    state["status"] = "stopped"
-    state["stopped"] = now_iso()
-    write_state(paths, state)
+    def mark_stopped(now: OrgState) -> None:
+        now.status, now.stopped = "stopped", now_iso()
+
+    update_state(paths, mark_stopped)
     return Teardown(killed_session=killed, saved=saved, unmerged=unmerged, deleted=deleted,
                     stopped_runs=stopped_runs)

@@ -22,14 +22,11 @@ def run(args: argparse.Namespace) -> int:
     paths = org_from_args(args)
     state = read_state(paths)
     socket = socket_from_args(args, state)
-    if not tmux.has_session(socket, state["session"]):
-        raise StateError(f"org '{paths.tag}' is not running (no tmux session {state['session']})")
-    target = state["session"]
+    if not tmux.has_session(socket, state.session):
+        raise StateError(f"org '{paths.tag}' is not running (no tmux session {state.session})")
+    target = state.session
     if args.agent:
-        agents = state["agents"]
-        if args.agent not in agents:
-            raise StateError(f"no agent '{args.agent}' in org '{paths.tag}' (agents: {', '.join(agents)})")
-        target = agents[args.agent]["pane"]
+        target = state.agent(args.agent).pane
         tmux.select_pane(socket, target)
     if not tmux.attach(socket, target):
         raise StateError(f"cannot switch to {target}: no tmux client here; {tmux.attach_hint(socket, target)}")

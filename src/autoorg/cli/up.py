@@ -52,10 +52,10 @@ def run(args: argparse.Namespace) -> int:
     for (backend_name, reason), names in chosen.items():
         print(f"backend auto -> {backend_name} for {', '.join(names)}: {reason}", file=sys.stderr)
     state = build_org(plan, log=lambda line: print(line, file=sys.stderr))
-    print(f"org {plan.spec.tag} is up: {len(plan.agents)} agents in tmux session {state['session']}")
-    target = state["windows"].get("org", state["session"])
+    print(f"org {plan.spec.tag} is up: {len(plan.agents)} agents in tmux session {state.session}")
+    target = state.windows.get("org", state.session)
     if args.no_attach or not (sys.stdin.isatty() and sys.stdout.isatty()) or not tmux.attach(socket, target):
-        print(f"attach with: {tmux.attach_hint(socket, state['session'])}")
+        print(f"attach with: {tmux.attach_hint(socket, state.session)}")
     return 0
 
 
@@ -69,8 +69,8 @@ def run_resume(args: argparse.Namespace, socket: str | None) -> int:
         raise StateError(f"--resume restarts the org as it was; it cannot be combined with {', '.join(given)} "
                          "(pick the org with --tag)")
     state = resume_org(paths, socket=socket, log=lambda line: print(line, file=sys.stderr))
-    print(f"org {paths.tag} resumed: {len(state['agents'])} agents in tmux session {state['session']}")
-    target = state["windows"].get("org", state["session"])
-    if args.no_attach or not (sys.stdin.isatty() and sys.stdout.isatty()) or not tmux.attach(state["socket"], target):
-        print(f"attach with: {tmux.attach_hint(state['socket'], state['session'])}")
+    print(f"org {paths.tag} resumed: {len(state.agents)} agents in tmux session {state.session}")
+    target = state.windows.get("org", state.session)
+    if args.no_attach or not (sys.stdin.isatty() and sys.stdout.isatty()) or not tmux.attach(state.socket, target):
+        print(f"attach with: {tmux.attach_hint(state.socket, state.session)}")
     return 0

@@ -33,10 +33,11 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from autoorg import clock, comms, gate
-from autoorg.errors import AutoorgError, DaemonError, Say
+from autoorg.errors import AutoorgError, DaemonError, Say, StateError
 from autoorg.paths import OrgPaths, atomic_write_text
 from autoorg.runtime import pane_environment, tmux
 from autoorg.spec import load_org
+from autoorg.state import org_status_word, read_state
 
 DOORBELL_MAX = 240  # a single one-line message up to this long is typed in full
 STABLE_AFTER_S = 60.0  # an agent alive this long after a restart has its failure count reset
@@ -124,8 +125,9 @@ class Daemon:
                  out: Say | None = None) -> None:
         self.paths = paths
         self.polling = polling
-        state = _read_json(paths.state_json) or {}
-        self.socket = socket or state.get("socket") or None
+        with contextlib.suppress(StateError):
+            socket = socket or read_state(paths).socket
+        self.socket = socket
         self.session = tmux.session_name(paths.tag)
         self.out = out or (lambda line: print(line, flush=True))
         self.stop = threading.Event()
@@ -265,8 +267,7 @@ class Daemon:
                 self.log(f"unexpected error (kept running):\n{traceback.format_exc()}")
 
     def _org_stopped(self) -> bool:
-        state = _read_json(self.paths.state_json) or {}
-        return state.get("status") == "stopped"
+        return org_status_word(self.paths) == "stopped"
 
     def _notice(self, path_text: str) -> None:
         """Route one changed path: an inbox or status file marks its agent dirty; a result wakes the gate."""
