@@ -1,9 +1,10 @@
-"""The org's daemon (`autoorg daemon`, in the session's `daemon` window).
+"""The org's daemon (`autoorg daemon`: in the session's `daemon` window, or a process of its own headless).
 
 It watches `comms/` and `runs/` (watchdog: inotify, or polling), and
 - rings an agent's doorbell when it turns idle with unread messages: the message itself when short, else
-  "N new messages — run `autoorg inbox`", typed into its pane and confirmed; never into a `human`/`paused` pane;
-- watches the agents' panes, marks dead ones `crashed` and restarts them with backoff;
+  "N new messages — run `autoorg inbox`", given as a line of input (typed into its pane and confirmed, or written
+  to its stdin headless); never to a `human`/`paused` agent;
+- watches the agents (through the org's `Session`), marks dead ones `crashed` and restarts them with backoff;
 - runs standups (`processes: {standup: {every: 30m}}`) and sends the digest to the chief (or the board);
 - runs the verification gate (`autoorg.gate.step`) in its own thread when a result lands and every few seconds.
 
@@ -35,7 +36,7 @@ from watchdog.observers.polling import PollingObserver
 from autoorg import clock, comms, gate
 from autoorg.errors import AutoorgError, DaemonError, Say, StateError
 from autoorg.paths import OrgPaths, atomic_write_text
-from autoorg.runtime import pane_environment, tmux
+from autoorg.runtime import Liveness, Session, open_session, pane_environment
 from autoorg.spec import load_org
 from autoorg.state import org_status_word, read_state
 
@@ -125,22 +126,26 @@ class Daemon:
                  out: Say | None = None) -> None:
         self.paths = paths
         self.polling = polling
-        with contextlib.suppress(StateError):
-            socket = socket or read_state(paths).socket
-        self.socket = socket
-        self.session = tmux.session_name(paths.tag)
+        try:
+            state = read_state(paths)
+        except StateError as exc:
+            raise DaemonError(f"no org at {paths.home} ({exc}); start one with `autoorg up`") from None
+        if socket and not state.headless:
+            state.socket = socket
+        self.socket = state.socket
+        self.headless = state.headless
+        self.session: Session = open_session(paths, state)
         self.out = out or (lambda line: print(line, flush=True))
         self.stop = threading.Event()
         self.dirty: queue.SimpleQueue[str] = queue.SimpleQueue()
-        # agent -> (%pane, its process id), from the panes' @autoorg_agent option; replaced whole, never edited,
-        # so a delivery thread always sees a pane and its pid from the same look
-        self.panes: dict[str, tuple[str, str]] = {}
+        # agent -> its process id, as the session last saw it; replaced whole, never edited
+        self.pids: dict[str, str] = {}
         self.cursors: dict[str, Cursor] = {}
         self.retry_at: dict[str, float] = {}
         self.backoff: dict[str, float] = {}
         self.restarts: dict[str, list[float]] = {}  # agent -> monotonic times of restarts since it was stable
         self.restart_due: dict[str, float] = {}
-        self.dead_since: dict[str, float] = {}  # %pane -> when first seen dead without an exit status
+        self.dead_since: dict[str, float] = {}  # agent -> when first seen dead without an exit status
         self._jobs_lock = threading.Lock()
         self._busy: set[str] = set()
         self._again: set[str] = set()
@@ -253,7 +258,7 @@ class Daemon:
                     if self._org_stopped():
                         self.log(f"org {self.paths.tag} is stopped; exiting")
                         return
-                    self.watch_panes()
+                    self.watch_agents()
                 if now >= next_sweep:
                     next_sweep = now + SWEEP_EVERY_S
                     for agent in self.agents:
@@ -324,14 +329,14 @@ class Daemon:
 
     def deliver_pending(self, agent: str) -> None:
         """Ring agent's doorbell if it is idle and has messages it was not told about yet."""
-        pane, pid = self.panes.get(agent, ("", ""))
-        if not pane or not pid or time.monotonic() < self.retry_at.get(agent, 0.0):
+        pid = self.pids.get(agent, "")
+        if not pid or time.monotonic() < self.retry_at.get(agent, 0.0):
             return
         cursor = self.cursor(agent)
         if cursor.pid != pid:  # a new process (started, restarted, resumed) has heard nothing yet
             cursor.pid, cursor.notified, cursor.inflight = pid, set(), None
             cursor.save()
-        if cursor.inflight and not self._finish_inflight(agent, pane, cursor):
+        if cursor.inflight and not self._finish_inflight(agent, cursor):
             return
         status = comms.read_status(self.paths, agent)
         if not status or status["state"] != "idle":
@@ -350,29 +355,27 @@ class Daemon:
             cursor.inflight = None  # it stopped being idle meanwhile; its next idle rings
             cursor.save()
             return
-        if self._type(agent, pane, text):
+        if self._type(agent, text):
             self._delivered(agent, cursor)
         else:
             self._failed(agent, "doorbell not taken")
 
-    def _finish_inflight(self, agent: str, pane: str, cursor: Cursor) -> bool:
+    def _finish_inflight(self, agent: str, cursor: Cursor) -> bool:
         """Settle a doorbell a previous attempt (or a killed daemon) left half done. True when settled."""
         assert cursor.inflight is not None
         status = comms.read_status(self.paths, agent)
         if status and status["state"] in comms.HELD_STATES:
             return False
         text = str(cursor.inflight["text"])
-        view = tmux.input_view(self.socket, pane)
-        if view is None or view.dead or view.in_mode:
+        fate = self.session.settle_line(agent, text)
+        if fate == "blocked":
             return False
         detail = f"doorbell: {text[:80]}"
-        if view.unsent(text):  # typed, but its Enter was lost
-            taken = tmux.enter_and_confirm(self.socket, pane, text, view)
-        elif any(text in line for line in tmux.capture(self.socket, pane, lines=5000)):
-            taken = True
+        if fate != "absent":
+            taken = fate == "taken"
         elif (status and status["state"] == "working" and status["detail"] == detail) or \
                 comms.swap_status(self.paths, agent, "idle", "working", detail):
-            taken = self._type(agent, pane, text)  # never typed: the agent still waits for it
+            taken = self._type(agent, text)  # never typed: the agent still waits for it
         else:  # the agent is not waiting for input: drop this doorbell, its messages ring at the next idle
             cursor.inflight = None
             cursor.save()
@@ -383,11 +386,11 @@ class Daemon:
         self._failed(agent, "doorbell not taken (retry)")
         return False
 
-    def _type(self, agent: str, pane: str, text: str) -> bool:
+    def _type(self, agent: str, text: str) -> bool:
         try:
-            return tmux.send_and_confirm(self.socket, pane, text)
+            return self.session.send_line(agent, text)
         except AutoorgError as exc:
-            self.log(f"{agent}: cannot type into {pane}: {exc}")
+            self.log(f"{agent}: cannot give it input: {exc}")
             return False
 
     def _delivered(self, agent: str, cursor: Cursor) -> None:
@@ -414,25 +417,24 @@ class Daemon:
         timer.start()
         self.log(f"{agent}: {why}; retrying in {delay:.1f}s")
 
-    # -- panes: liveness and restarts ---------------------------------------------------------------------------
+    # -- agents: liveness and restarts --------------------------------------------------------------------------
 
-    def watch_panes(self) -> None:
-        """Map agents to panes (by their @autoorg_agent option) and handle dead ones."""
-        states = tmux.pane_states(self.socket, self.session)
-        if states is None:
-            self.panes = {}
+    def watch_agents(self) -> None:
+        """Look at every agent through the session and handle dead ones."""
+        live = self.session.liveness()
+        if live is None:
+            self.pids = {}
             return
-        known = set(self.agents)
-        self.panes = {s.agent: (pane, s.pid) for pane, s in states.items() if s.agent in known}
+        seen = {agent: live[agent] for agent in self.agents if agent in live}
+        self.pids = {agent: s.pid for agent, s in seen.items()}
         now = time.monotonic()
-        for agent, (pane, _pid) in self.panes.items():
-            state = states[pane]
+        for agent, state in seen.items():
             if state.dead:
-                self._dead(agent, pane, state)
+                self._dead(agent, state)
             elif self.restarts.get(agent) and now - self.restarts[agent][-1] > STABLE_AFTER_S:
                 self.restarts.pop(agent)  # stable again: a later crash starts a fresh count
 
-    def _dead(self, agent: str, pane: str, pane_state: tmux.PaneState) -> None:
+    def _dead(self, agent: str, pane_state: Liveness) -> None:
         status = comms.read_status(self.paths, agent) or {}
         if status.get("state") in comms.HELD_STATES:
             return  # a person drives this pane; they decide
@@ -441,19 +443,20 @@ class Daemon:
         if not code and not signal:
             # tmux may mark the pane dead before it has the exit status, and tmux 3.3 sometimes never reports
             # it for a respawned pane: wait a little, then call it a crash of unknown cause
-            first = self.dead_since.setdefault(pane, now)
+            first = self.dead_since.setdefault(agent, now)
             if now - first < 3.0:
                 return
-        self.dead_since.pop(pane, None)
+        self.dead_since.pop(agent, None)
         if code:
             exited = f"exited with status {code}"
         else:
-            exited = f"was killed by signal {signal}" if signal else "exited (tmux reported no status)"
+            unknown = "was killed (no exit status)" if self.headless else "exited (tmux reported no status)"
+            exited = f"was killed by signal {signal}" if signal else unknown
         due = self.restart_due.get(agent)
         if due is not None:
             if now >= due:
                 self.restart_due.pop(agent)
-                self._restart(agent, pane, exited)
+                self._restart(agent, exited)
             return
         if code == "0":
             if status.get("state") != "stopped":
@@ -473,13 +476,13 @@ class Daemon:
         self.log(f"{agent}: {exited}; restarting in {delay:.1f}s ({tries + 1}/{self.restart_limit})")
         self.restart_due[agent] = now + delay
 
-    def _restart(self, agent: str, pane: str, exited: str) -> None:
+    def _restart(self, agent: str, exited: str) -> None:
         env = pane_environment(self.paths, self.spec.agent(agent), self.socket)
         self.restarts.setdefault(agent, []).append(time.monotonic())
         n = len(self.restarts[agent])
         comms.write_status(self.paths, agent, "starting", f"restarted ({n}/{self.restart_limit}) after it {exited}")
-        tmux.respawn_pane(self.socket, pane, env)
-        self.log(f"{agent}: restarted in {pane} ({n}/{self.restart_limit})")
+        self.session.respawn(agent, env)
+        self.log(f"{agent}: restarted ({n}/{self.restart_limit})")
 
     # -- standups -----------------------------------------------------------------------------------------------
 
