@@ -120,6 +120,16 @@ def test_headless_org_lives_talks_restarts_and_stops_without_tmux(repo: Path, no
     assert group_members(recorded) == []
     assert json.loads(run_cli("status", "--json", cwd=repo).stdout)["running"] is False
 
+    # --resume brings it back headless, on the same branches; down again
+    proc = run_cli("up", "--resume", "--tag", "hl", cwd=repo)
+    assert proc.returncode == 0 and "headless" in proc.stdout, proc.stderr
+    status = json.loads(run_cli("status", "--json", cwd=repo).stdout)
+    assert status["running"] and status["daemon_alive"] and all(a["alive"] for a in status["agents"])
+    resumed = read_state(paths)
+    assert run_cli("down", cwd=repo).returncode == 0
+    assert not group_members({p.pid for p in [*resumed.service_processes.values(),
+                                               *(a.process for a in resumed.agents.values())] if p})
+
     # and tmux was never asked for anything
     assert not no_tmux.exists()
     assert list((tmp_path / "tmux-tmpdir").iterdir()) == []

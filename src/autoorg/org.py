@@ -146,7 +146,8 @@ def build_org(plan: Plan, *, log: Say = lambda _: None) -> OrgState:
             undo.append(functools.partial(workspace.remove_worktree, repo, agent.worktree, agent.spec.name))
         atomic_write_text(paths.org_yaml, plan.spec.to_yaml())
         state = OrgState(
-            tag=tag, repo=str(repo), runtime=plan.runtime, socket=plan.socket, session=plan.session,
+            tag=tag, repo=str(repo), runtime=plan.runtime, socket=plan.socket,
+            session="" if plan.runtime == "headless" else plan.session,
             created=now_iso(), program_branch=program, base=plan.base, task=str(plan.task.path),
             agents={a.spec.name: AgentState(backend=a.backend, backend_reason=a.reason, branch=a.branch,
                                             worktree=str(a.worktree), slots=list(a.spec.slots))

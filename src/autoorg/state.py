@@ -76,7 +76,7 @@ class OrgState:
     status: str = "running"  # running | stopped
     runtime: str = "tmux"  # tmux | headless
     socket: str | None = None  # tmux only
-    session: str = ""  # tmux session name (also set headless: the name `up` would give it)
+    session: str = ""  # tmux: the session's name; "" headless
     session_id: str = ""
     windows: dict[str, str] = field(default_factory=dict)  # tmux: window name -> @id
     services: dict[str, str] = field(default_factory=dict)  # tmux: dash, daemon -> %id

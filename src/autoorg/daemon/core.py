@@ -119,7 +119,7 @@ class _Events(FileSystemEventHandler):
 
 class Daemon:
     """One org's daemon. `run()` blocks until `stop` is set (the CLI sets it on SIGTERM, SIGINT, SIGHUP) or the
-    org is marked stopped. Threads: the watchdog observer (queues paths only), the main loop (pane watch, sweeps,
+    org is marked stopped. Threads: the watchdog observer (queues paths only), the main loop (agent watch, sweeps,
     standups), a pool delivering doorbells (one job per agent at a time) and the gate's own thread."""
 
     def __init__(self, paths: OrgPaths, *, socket: str | None = None, polling: bool = False,
