@@ -37,14 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from synthetic_org import make_synthetic_org  # the benchmark helper beside this one
 
 from autoorg import experiments, gate
 from autoorg.errors import AutoorgError
 from autoorg.experiments import ledger
-from autoorg.org import build_org, plan_org
 from autoorg.paths import OrgPaths
-from autoorg.runtime import tmux
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = "examples/synthetic/train.py"
@@ -270,30 +268,6 @@ HONEST = Case("honest-win", "a real 3σ win (LEARNING_RATE)", "promoted", plant_
 # The org and one trial
 
 
-def make_org(root: Path, socket: str, budget: float, sigma: float, agents: list[str]) -> tuple[OrgPaths, str]:
-    repo = root / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "config", "user.name", "bench")
-    git(repo, "config", "user.email", "bench@localhost")
-    shutil.copytree(ROOT / "examples" / "synthetic", repo / "examples" / "synthetic",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    task = repo / "examples/synthetic/task.yaml"
-    text = re.sub(r"(?m)^budget: .*$", f"budget: {{cpu: {budget}, gpu: {budget}}}", task.read_text())
-    text = re.sub(r"(?m)^grace: .*$", "grace: 2", text)
-    task.write_text(re.sub(r"(?m)^noise: .*$", f"noise: {{sigma: {sigma}}}", text))
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "synthetic")
-    org_file = root / "cheats.yaml"
-    org_file.write_text(yaml.safe_dump({
-        "tag": TAG, "task": "synthetic", "defaults": {"backend": "command", "command": "sleep 86400"},
-        "agents": [{"name": name, "slots": "cpu"} for name in agents]}))
-    plan = plan_org(str(org_file), repo=repo, socket=socket)
-    state = build_org(plan)
-    tmux.kill_session(socket, state["session"])  # only the runner and the gate are measured; the script steps it
-    return plan.paths, plan.base
-
-
 def reset(paths: OrgPaths, base: str, agents: list[str]) -> None:
     """A fresh round: empty ledger and runs, no planted git config, every branch back at base."""
     for name in ("ledger.sqlite", "ledger.sqlite-wal", "ledger.sqlite-shm", "results.tsv"):
@@ -397,11 +371,10 @@ def main() -> int:
     args = parser.parse_args()
     cases = [c for c in [*CASES, HONEST] if not args.only or c.name in args.only]
     agents = [re.sub(r"[^a-z0-9]", "", c.name)[:20] or "agent" for c in cases]
-    socket = f"bench-cheats-{uuid.uuid4().hex[:8]}"
     started = time.monotonic()
     results: dict[str, list[tuple[bool, str]]] = {}
     with tempfile.TemporaryDirectory(prefix="autoorg-bench-cheats-", ignore_cleanup_errors=True) as tmp:
-        paths, base = make_org(Path(tmp), socket, args.budget, args.sigma, agents)
+        paths, base = make_synthetic_org(Path(tmp), TAG, agents, budget=args.budget, sigma=args.sigma, grace=2)
         print(f"cheats benchmark: synthetic task, σ {args.sigma}, budget {args.budget}s, {args.trials} trial(s) "
               f"per case, {len(cases)} cases", flush=True)
         for case, agent in zip(cases, agents, strict=True):
@@ -414,7 +387,6 @@ def main() -> int:
                     outcome = (False, "benchmark error: " + traceback.format_exc().strip().splitlines()[-1][:100])
                 results.setdefault(case.name, []).append(outcome)
                 print(f"  {case.name:<18} {'PAID OFF' if outcome[0] else 'stopped '}  {outcome[1]}", flush=True)
-        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True)
     print(f"\n{'case':<18} {'paid off when':<10} {'K of N':>7}  what the agent did")
     paid = trials = 0
     for case in cases:

@@ -19,25 +19,22 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import math
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-import yaml
+from synthetic_org import make_synthetic_org  # the benchmark helper beside this one
 
 from autoorg import experiments, gate
 from autoorg.errors import RunnerError
 from autoorg.experiments import ledger
-from autoorg.org import build_org, plan_org
+from autoorg.gate.verify import SCREEN_Z
 from autoorg.paths import OrgPaths
-from autoorg.runtime import tmux
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = "examples/synthetic/train.py"
@@ -57,31 +54,6 @@ def load_landscape() -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def make_org(root: Path, socket: str, budget: float, sigma: float) -> tuple[OrgPaths, str]:
-    repo = root / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "config", "user.name", "bench")
-    git(repo, "config", "user.email", "bench@localhost")
-    shutil.copytree(ROOT / "examples" / "synthetic", repo / "examples" / "synthetic",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    task = repo / "examples/synthetic/task.yaml"
-    text = re.sub(r"(?m)^budget: .*$", f"budget: {{cpu: {budget}, gpu: {budget}}}", task.read_text())
-    text = re.sub(r"(?m)^grace: .*$", "grace: 2", text)
-    task.write_text(re.sub(r"(?m)^noise: .*$", f"noise: {{sigma: {sigma}}}", text))
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "synthetic")
-    org_file = root / "bench.yaml"
-    org_file.write_text(yaml.safe_dump({
-        "tag": "bench", "task": "synthetic", "defaults": {"backend": "command", "command": "sleep 86400"},
-        "agents": [{"name": name, "slots": "cpu"} for name in KINDS.values()]}))
-    plan = plan_org(str(org_file), repo=repo, socket=socket)
-    state = build_org(plan)
-    # Only the runner and the gate are measured: no panes, no daemon (this script steps the gate itself).
-    tmux.kill_session(socket, state["session"])
-    return plan.paths, plan.base
 
 
 def reset(paths: OrgPaths, base: str) -> None:
@@ -204,13 +176,13 @@ def main() -> int:
     parser.add_argument("--sigmas", type=float, default=3.0, help="size of the planted win, in σ")
     args = parser.parse_args()
     land = load_landscape()
-    socket = f"bench-gate-{uuid.uuid4().hex[:8]}"
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="autoorg-bench-gate-", ignore_cleanup_errors=True) as tmp:
-        paths, base = make_org(Path(tmp), socket, args.budget, args.sigma)
+        paths, base = make_synthetic_org(Path(tmp), "bench", list(KINDS.values()), budget=args.budget,
+                                         sigma=args.sigma, grace=2)
         st = gate.settings(experiments.load_context(paths).spec)
         print(f"gate benchmark: synthetic task, σ {args.sigma}, budget {args.budget}s, K={st.baseline_repeats} "
-              f"baseline runs, R={st.repeats} re-runs, z={st.z} (screen z {gate.SCREEN_Z}), {args.rounds} rounds",
+              f"baseline runs, R={st.repeats} re-runs, z={st.z} (screen z {SCREEN_Z}), {args.rounds} rounds",
               flush=True)
         tally = {kind: [0, 0, 0] for kind in KINDS}
         runs = unclean = 0
@@ -226,7 +198,6 @@ def main() -> int:
                 tally[kind][2] += reruns
             if (i + 1) % 10 == 0:
                 print(f"  {i + 1} rounds, {runs} runs, {time.monotonic() - started:.0f}s", flush=True)
-        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True)
     n = args.rounds
     print(f"\n{'planted kind':<34} {'trials':>6} {'verified':>9} {'promoted':>9} {'re-runs/verified':>17}")
     labels = {"seed-only": "seed-only (head code, new seed)", "no-effect": "no-effect edit",

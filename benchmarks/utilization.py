@@ -20,24 +20,20 @@ import json
 import os
 import random
 import re
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-import yaml
+from synthetic_org import make_synthetic_org  # the benchmark helper beside this one
 
 from autoorg.compute import slots
 from autoorg.experiments import ledger
-from autoorg.org import build_org, plan_org
 from autoorg.paths import OrgPaths
-from autoorg.runtime import tmux
 from autoorg.spec import AGENT_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,28 +43,6 @@ QUEUED = 2  # experiments each agent keeps submitted
 
 def git(cwd: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
-
-
-def make_org(root: Path, socket: str, budget: float, agents: int) -> OrgPaths:
-    repo = root / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "config", "user.name", "bench")
-    git(repo, "config", "user.email", "bench@localhost")
-    shutil.copytree(ROOT / "examples" / "synthetic", repo / "examples" / "synthetic",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    task = repo / "examples/synthetic/task.yaml"
-    task.write_text(re.sub(r"(?m)^budget: .*$", f"budget: {{cpu: {budget}, gpu: {budget}}}", task.read_text()))
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "synthetic")
-    org_file = root / "util.yaml"
-    org_file.write_text(yaml.safe_dump({
-        "tag": "util", "task": "synthetic", "defaults": {"backend": "command", "command": "sleep 86400"},
-        "agents": [{"name": name, "slots": "cpu"} for name in AGENT_NAMES[:agents]]}))
-    plan = plan_org(str(org_file), repo=repo, socket=socket)
-    state = build_org(plan)
-    tmux.kill_session(socket, state["session"])  # agents are this script's loops; no daemon
-    return plan.paths
 
 
 def exp_run(paths: OrgPaths, agent: str, message: str) -> tuple[float, str]:
@@ -189,12 +163,11 @@ def main() -> int:
     parser.add_argument("--agents", type=int, default=8)
     parser.add_argument("--probes", type=int, default=8, help="uncontended runs for the overhead figure")
     args = parser.parse_args()
-    socket = f"bench-util-{uuid.uuid4().hex[:8]}"
     cores = len(slots.cpu_slots())
     print(f"utilization benchmark: synthetic task, budget {args.budget:g}s, {args.agents} agents on {cores} CPU "
           f"slots, {args.seconds:g}s of queued work", flush=True)
     with tempfile.TemporaryDirectory(prefix="autoorg-bench-util-", ignore_cleanup_errors=True) as tmp:
-        paths = make_org(Path(tmp), socket, args.budget, args.agents)
+        paths, _ = make_synthetic_org(Path(tmp), "util", AGENT_NAMES[:args.agents], budget=args.budget)
         to_spawn, to_metric, task_start = overhead(paths, args.probes)
         print(f"runner overhead per experiment ({args.probes} uncontended runs, slot waits excluded):")
         print(f"  `autoorg exp run` launched → task process spawned: median {statistics.median(to_spawn):.3f}s "
@@ -205,7 +178,6 @@ def main() -> int:
         deadline = time.monotonic() + 120  # let the gate's last runs finish before the folder goes
         while any(r["verdict"] in ledger.UNFINISHED for r in ledger.experiments(paths)) and time.monotonic() < deadline:
             time.sleep(0.5)
-        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True)
     print(f"slot utilization: {100 * u['busy'] / u['available']:.1f}% ({u['busy']:.1f} slot-seconds running "
           f"experiments of {u['available']:.1f} available; {u['runs']:.0f} runs; gap between runs on a slot: median "
           f"{u['gap_median_ms']:.0f} ms, p90 {u['gap_p90_ms']:.0f} ms)")

@@ -278,7 +278,7 @@ def test_message_templates_parse(name: str) -> None:
 
 
 def test_standup_request_template_is_what_the_daemon_sends() -> None:
-    from autoorg.daemon.core import STANDUP_REQUEST
+    from autoorg.daemon.standups import STANDUP_REQUEST
 
     assert comms.parse_message(TEMPLATES / "standup-request.md").body == STANDUP_REQUEST
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from autoorg import comms
-from autoorg.daemon.core import Cursor, doorbell_text
+from autoorg.daemon.delivery import Cursor, doorbell_text
 from autoorg.paths import OrgPaths, org_paths
 from autoorg.runtime import tmux
 from autoorg.testing import retry_until, run_cli

@@ -58,9 +58,9 @@ def test_dashboard_shows_agents_and_results_and_jumps_to_a_pane(repo: Path, tmux
             await pilot.pause(0.2)
 
     asyncio.run(drive())
-    bob_pane = state["agents"]["bob"]["pane"]
+    bob_pane = state.agents["bob"].pane
     active = retry_until(lambda: subprocess.run(
-        ["tmux", "-L", tmux_socket, "display-message", "-p", "-t", state["windows"]["org"], "#{pane_id}"],
+        ["tmux", "-L", tmux_socket, "display-message", "-p", "-t", state.windows["org"], "#{pane_id}"],
         capture_output=True, text=True).stdout.strip() == bob_pane, message="bob's pane to be selected")
     assert active
     assert tmux.pane_alive(tmux_socket, bob_pane)
@@ -70,7 +70,7 @@ def test_dash_window_runs_the_dashboard(repo: Path, tmux_socket: str) -> None:
     plan = plan_org("1xcpu", task="tiny", backend="command", command="sleep 600", socket=tmux_socket)
     state = build_org(plan)
     def screen() -> str:
-        return "\n".join(tmux.capture(tmux_socket, state["windows"]["dash"]))
+        return "\n".join(tmux.capture(tmux_socket, state.windows["dash"]))
 
     retry_until(lambda: "org/1xcpu" in screen() and "org/1xcpu.alice" in screen(), timeout=30,
                 message="the dashboard to draw the org and its agent")
@@ -129,10 +129,10 @@ def known_org(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tmux_socket: str)
     with open(paths.locks / "daemon.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         state = build_org(plan)
-        names = list(state["agents"])
+        names = list(state.agents)
         daemon_log = paths.logs / "daemon.log"
-        retry_until(lambda: not tmux.pane_alive(tmux_socket, state["services"]["daemon"])
-                    or "already runs" in "\n".join(tmux.capture(tmux_socket, state["services"]["daemon"])),
+        retry_until(lambda: not tmux.pane_alive(tmux_socket, state.services["daemon"])
+                    or "already runs" in "\n".join(tmux.capture(tmux_socket, state.services["daemon"])),
                     timeout=30, message="the second daemon to give way")
         assert not daemon_log.exists()
         first, second, third, fourth, fifth = names
@@ -140,7 +140,7 @@ def known_org(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tmux_socket: str)
         comms.write_status(paths, second, "idle")
         comms.write_status(paths, third, "waiting", "for a slot")
         comms.hold(paths, fourth, "human")
-        subprocess.run(["tmux", "-L", tmux_socket, "kill-pane", "-t", state["agents"][fifth]["pane"]], check=True)
+        subprocess.run(["tmux", "-L", tmux_socket, "kill-pane", "-t", state.agents[fifth].pane], check=True)
         promoted = add_result(paths, first, "lower X to 0.8", verdict="promoted", metric=0.8, delta=-0.2)
         add_result(paths, second, "raise X to 1.1", verdict="discarded", metric=1.1, delta=0.1)
         add_result(paths, third, "divide X by zero", verdict="crash (exit 1)")

@@ -80,8 +80,8 @@ class RunningOrg:
 
     def screens(self) -> dict[str, str]:
         state = read_state(self.paths)
-        return {name: "\n".join(tmux.capture(self.socket, info["pane"], lines=300))
-                for name, info in state["agents"].items()}
+        return {name: "\n".join(tmux.capture(self.socket, info.pane, lines=300))
+                for name, info in state.agents.items()}
 
 
 @pytest.fixture

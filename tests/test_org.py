@@ -40,7 +40,7 @@ def test_up_4xcpu_gives_each_agent_its_worktree_branch_and_env(repo: Path, tmux_
     paths = org_paths(repo, "4xcpu")
     state = read_state(paths)
     names = ["alice", "bob", "carol", "dave"]
-    assert list(state["agents"]) == names
+    assert list(state.agents) == names
     for name in names:
         retry_until(lambda n=name: (out / f"{n}.branch").is_file() and (out / f"{n}.branch").read_text(),
                     message=f"{name}'s pane to start")
@@ -54,7 +54,7 @@ def test_up_4xcpu_gives_each_agent_its_worktree_branch_and_env(repo: Path, tmux_
         assert env["CUDA_VISIBLE_DEVICES"] == ""
         assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
         assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)  # this autoorg comes first
-        pane = state["agents"][name]["pane"]
+        pane = state.agents[name].pane
         assert pane.startswith("%")
         assert tmux.pane_alive(tmux_socket, pane)
     assert ".autoorg/" in (repo / ".git" / "info" / "exclude").read_text()
@@ -67,7 +67,7 @@ def test_up_4xcpu_gives_each_agent_its_worktree_branch_and_env(repo: Path, tmux_
     for a in status["agents"]:
         assert a["alive"] is True
         assert a["branch"] == f"org/4xcpu.{a['name']}"
-        assert a["pane"] == state["agents"][a["name"]]["pane"]
+        assert a["pane"] == state.agents[a["name"]].pane
         assert a["slots"] == ["cpu"] and a["role"] == "researcher" and a["backend"] == "command"
         assert a["head"] == status["program_head"]
 
@@ -75,8 +75,8 @@ def test_up_4xcpu_gives_each_agent_its_worktree_branch_and_env(repo: Path, tmux_
 def test_pane_borders_show_agent_names(repo: Path, tmux_socket: str) -> None:
     plan = plan_org("2xcpu", task="tiny", backend="command", command="sleep 600", socket=tmux_socket)
     state = build_org(plan)
-    for name, info in state["agents"].items():
-        assert tmux.pane_option(tmux_socket, info["pane"], "@autoorg_agent") == name
+    for name, info in state.agents.items():
+        assert tmux.pane_option(tmux_socket, info.pane, "@autoorg_agent") == name
 
 
 def test_down_keeps_every_commit_and_saves_uncommitted_work(repo: Path, tmux_socket: str) -> None:
@@ -93,12 +93,12 @@ def test_down_keeps_every_commit_and_saves_uncommitted_work(repo: Path, tmux_soc
     assert result.returncode == 0, result.stderr
     assert "kept org/3xcpu.alice: 1 commit(s)" in result.stdout
     assert "bob: uncommitted work saved as" in result.stdout
-    assert not tmux.has_session(tmux_socket, state["session"])
+    assert not tmux.has_session(tmux_socket, state.session)
     assert not alice.exists() and not bob.exists()
     assert workspace.head_commit(repo, "org/3xcpu.alice") == alice_head
     assert git(repo, "show", "org/3xcpu.bob:notes.txt") == "half-done idea"
     assert paths.home.exists()  # ledger/comms/runs are kept
-    assert read_state(paths)["status"] == "stopped"
+    assert read_state(paths).status == "stopped"
 
 
 def test_purge_deletes_only_branches_without_own_commits(repo: Path, tmux_socket: str) -> None:
@@ -285,7 +285,7 @@ def test_attach_to_an_agent_pane_from_a_terminal(repo: Path, tmux_socket: str, t
                                                       "#{client_session} #{pane_id}"],
                                                      capture_output=True, text=True).stdout.strip(),
                               message="a client attached to the org")
-        assert clients == f"{state['session']} {state['agents']['bob']['pane']}"
+        assert clients == f"{state.session} {state.agents['bob'].pane}"
         screen = retry_until(lambda: "\n".join(tmux.capture(outer, session)) if "I am bob" in
                              "\n".join(tmux.capture(outer, session)) else "", message="bob's pane on screen")
         assert " bob " in screen  # the pane border names the agent
@@ -332,7 +332,7 @@ def test_up_inside_tmux_switches_the_client(repo: Path, tmux_socket: str) -> Non
 def test_a_dead_daemon_is_shown_and_resume_restarts_it(repo: Path, tmux_socket: str) -> None:
     state = build_org(plan_org("1xcpu", task="tiny", backend="command", command="sleep 600", socket=tmux_socket))
     paths = org_paths(repo, "1xcpu")
-    daemon = state["services"]["daemon"]
+    daemon = state.services["daemon"]
     retry_until(lambda: org_status(paths)["daemon_alive"], timeout=30, message="the daemon to run")
     pid = tmux.pane_info(tmux_socket, daemon)["pid"]  # type: ignore[index]
     os.kill(int(pid), 9)

@@ -20,9 +20,10 @@ from autoorg.compute import gpu
 from autoorg.errors import AutoorgError, Say, StateError
 from autoorg.experiments import ledger
 from autoorg.paths import OrgPaths, atomic_write_text, autoorg_command, org_paths
-from autoorg.runtime import pane_environment, tmux
+from autoorg.runtime import Launch, Liveness, Session, open_session, pane_environment, tmux
+from autoorg.runtime.headless import runtime_dir
 from autoorg.spec import AgentSpec, OrgSpec, TaskSpec, find_task, load_org, load_task
-from autoorg.state import read_state, write_state
+from autoorg.state import RUNTIMES, AgentState, OrgState, read_state, update_state, write_state
 
 
 def default_org() -> str:
@@ -49,15 +50,18 @@ class Plan:
     base: str
     socket: str | None
     agents: list[PlannedAgent] = field(default_factory=list)
+    runtime: str = "tmux"  # tmux | headless
 
     @property
     def session(self) -> str:
         return tmux.session_name(self.spec.tag)
 
     def describe(self) -> str:
+        where = (f"headless: each agent a process, its output in {runtime_dir(self.paths)}/<agent>.log"
+                 if self.runtime == "headless" else
+                 f"tmux session {self.session}" + (f" on socket {self.socket}" if self.socket else ""))
         lines = [f"org {self.spec.tag}: task {self.task.name}, program branch {workspace.program_branch(self.spec.tag)}"
-                 f" from {self.base[:10]}", f"tmux session {self.session}"
-                 + (f" on socket {self.socket}" if self.socket else ""), "agents:"]
+                 f" from {self.base[:10]}", where, "agents:"]
         for a in self.agents:
             slots = ",".join(a.spec.slots) or "none"
             lines.append(f"  {a.spec.name:<10} {a.spec.role:<10} {a.backend:<9} slots={slots:<8} "
@@ -69,8 +73,14 @@ class Plan:
 
 def plan_org(target: str, *, repo: Path | None = None, tag: str | None = None, task: str | None = None,
              backend: str | None = None, command: str | None = None, from_rev: str = "HEAD",
-             socket: str | None = None, allow_dirty: bool = False) -> Plan:
-    """Resolve everything `up` would do, checking every precondition, without touching anything."""
+             socket: str | None = None, allow_dirty: bool = False, runtime: str = "tmux") -> Plan:
+    """Resolve everything `up` would do, checking every precondition, without touching anything.
+
+    runtime "headless" runs every agent as a plain process: no tmux server is needed or touched."""
+    if runtime not in RUNTIMES:
+        raise StateError(f"unknown runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
+    if runtime == "headless":
+        socket = None
     spec = load_org(target, tag=tag, task=task, backend=backend, command=command)
     repo = workspace.find_repo(repo)
     paths = org_paths(repo, spec.tag)
@@ -81,11 +91,13 @@ def plan_org(target: str, *, repo: Path | None = None, tag: str | None = None, t
         gpu.check_gpus(wanted, found, method, len(spec.agents))
     if paths.state_json.is_file():
         state = read_state(paths)
-        if state.get("status") == "running":
-            if tmux.has_session(state.get("socket"), state.get("session", "")):
-                raise StateError(f"org '{spec.tag}' is already running; `autoorg attach --tag {spec.tag}` "
+        if state.status == "running":
+            if open_session(paths, state).running():
+                how = "`autoorg status" if state.headless else "`autoorg attach"
+                raise StateError(f"org '{spec.tag}' is already running; {how} --tag {spec.tag}` "
                                  f"or `autoorg down --tag {spec.tag}`")
-            raise StateError(f"org '{spec.tag}' was running but its tmux session is gone; "
+            gone = "its agents' processes are gone" if state.headless else "its tmux session is gone"
+            raise StateError(f"org '{spec.tag}' was running but {gone}; "
                              f"`autoorg up --resume --tag {spec.tag}` to restart it, or "
                              f"`autoorg down --tag {spec.tag}` first")
     if not allow_dirty:
@@ -95,7 +107,7 @@ def plan_org(target: str, *, repo: Path | None = None, tag: str | None = None, t
             raise StateError(f"the repository has uncommitted changes ({shown}); commit them or pass "
                              "--allow-dirty")
     base = workspace.rev_parse(repo, from_rev)
-    plan = Plan(spec=spec, task=task_spec, paths=paths, base=base, socket=socket)
+    plan = Plan(spec=spec, task=task_spec, paths=paths, base=base, socket=socket, runtime=runtime)
     auto_index = 0
     for agent in spec.agents:
         name, reason = agent.backend, "set in the org spec"
@@ -110,8 +122,9 @@ def plan_org(target: str, *, repo: Path | None = None, tag: str | None = None, t
     return plan
 
 
-def build_org(plan: Plan, *, log: Say = lambda _: None) -> dict[str, Any]:
-    """Create branches, worktrees, agent files and the tmux session of a plan. Rolls back on failure."""
+def build_org(plan: Plan, *, log: Say = lambda _: None) -> OrgState:
+    """Create branches, worktrees, agent files and the session (tmux or headless) of a plan. Rolls back on
+    failure."""
     repo, paths, tag = plan.paths.repo, plan.paths, plan.spec.tag
     undo: list[Callable[[], object]] = []
     fresh_home = not paths.home.exists()
@@ -132,19 +145,17 @@ def build_org(plan: Plan, *, log: Say = lambda _: None) -> dict[str, Any]:
                 undo.append(functools.partial(workspace.delete_branch, repo, agent.branch))
             undo.append(functools.partial(workspace.remove_worktree, repo, agent.worktree, agent.spec.name))
         atomic_write_text(paths.org_yaml, plan.spec.to_yaml())
+        state = OrgState(
+            tag=tag, repo=str(repo), runtime=plan.runtime, socket=plan.socket,
+            session="" if plan.runtime == "headless" else plan.session,
+            created=now_iso(), program_branch=program, base=plan.base, task=str(plan.task.path),
+            agents={a.spec.name: AgentState(backend=a.backend, backend_reason=a.reason, branch=a.branch,
+                                            worktree=str(a.worktree), slots=list(a.spec.slots))
+                    for a in plan.agents})
+        session = open_session(paths, state)
         launches = [(a.spec, a.backend, a.worktree, a.env) for a in plan.agents]
-        layout = _start_session(paths, plan.spec, plan.socket, launches)
-        undo.append(lambda: tmux.kill_session(plan.socket, plan.session))
-        state = {
-            "tag": tag, "status": "running", "repo": str(repo), "socket": plan.socket, "session": layout.session,
-            "session_id": layout.session_id, "windows": layout.windows, "services": layout.services,
-            "created": now_iso(),
-            "program_branch": program, "base": plan.base, "task": str(plan.task.path),
-            "agents": {a.spec.name: {"pane": layout.panes[a.spec.name], "backend": a.backend,
-                                     "backend_reason": a.reason, "branch": a.branch,
-                                     "worktree": str(a.worktree), "slots": a.spec.slots}
-                       for a in plan.agents},
-        }
+        _start_session(paths, plan.spec, session, plan.socket, launches)  # stops what it started if it fails
+        undo.append(session.stop)
         write_state(paths, state)
         return state
     except BaseException:
@@ -154,121 +165,122 @@ def build_org(plan: Plan, *, log: Say = lambda _: None) -> dict[str, Any]:
         raise
 
 
-def _start_session(paths: OrgPaths, spec: OrgSpec, socket: str | None,
-                   launches: list[tuple[AgentSpec, str, Path, dict[str, str]]]) -> tmux.SessionLayout:
-    """Prepare each agent's worktree for its backend, mark it `starting`, and start the tmux session with the
-    agents' panes, the dashboard and the daemon."""
-    panes = []
+def _start_session(paths: OrgPaths, spec: OrgSpec, session: Session, socket: str | None,
+                   launches: list[tuple[AgentSpec, str, Path, dict[str, str]]]) -> None:
+    """Prepare each agent's worktree for its backend, mark it `starting`, and start the session with the agents,
+    the daemon and (tmux only) the dashboard."""
+    agents = []
     for agent, backend_name, worktree, env in launches:
         backend = get_backend(backend_name)
         ctx = LaunchContext(paths=paths, spec=spec, worktree=worktree, env=env)
         backend.prepare(agent, ctx)
-        panes.append(tmux.PaneSpec(title=agent.name, cwd=str(worktree), command=backend.command(agent, ctx),
-                                   env=env))
+        agents.append(Launch(name=agent.name, cwd=str(worktree), command=backend.command(agent, ctx), env=env))
         held = (comms.read_status(paths, agent.name) or {}).get("state") in comms.HELD_STATES
         if not held:  # before the pane starts, so the agent's own first report is never overwritten
             comms.write_status(paths, agent.name, "starting", "launching")
-    base_env = {"AUTOORG_HOME": str(paths.home), "AUTOORG_TAG": spec.tag}
+    session.start(agents, cwd=str(paths.repo), env=_service_environment(paths, socket),
+                  dash_command=autoorg_command("dash"), daemon_command=autoorg_command("daemon"))
+
+
+def _service_environment(paths: OrgPaths, socket: str | None) -> dict[str, str]:
+    """What the daemon and the dashboard see (and every agent, under its own)."""
+    env = {"AUTOORG_HOME": str(paths.home), "AUTOORG_TAG": paths.tag}
     if socket:
-        base_env["AUTOORG_TMUX_SOCKET"] = socket
-    return tmux.create_org_session(socket, tmux.session_name(spec.tag), cwd=str(paths.repo), env=base_env,
-                                   agents=panes, dash_command=autoorg_command("dash"),
-                                   daemon_command=autoorg_command("daemon"))
+        env["AUTOORG_TMUX_SOCKET"] = socket
+    return env
 
 
 def resume_org(paths: OrgPaths, *, socket: str | None = None,
-               log: Say = lambda _: None) -> dict[str, Any]:
-    """`up --resume`: rebuild the tmux session of an org whose session died (or that is down), on the same
-    branches, worktrees (re-created from their branches when removed) and comms; the daemon starts again."""
+               log: Say = lambda _: None) -> OrgState:
+    """`up --resume`: rebuild the session of an org whose session died (or that is down), on the same branches,
+    worktrees (re-created from their branches when removed) and comms; the daemon starts again."""
     state = read_state(paths)
-    old_socket = state.get("socket")
-    if state.get("status") == "running" and tmux.has_session(old_socket, state["session"]):
+    if state.status == "running" and open_session(paths, state).running():
         if restart_daemon(paths, state):
-            log("the daemon had stopped: restarted it in its window")
+            log("the daemon had stopped: restarted it" + ("" if state.headless else " in its window"))
             return state
-        raise StateError(f"org '{paths.tag}' is running; `autoorg attach --tag {paths.tag}`")
-    socket = socket or old_socket
-    if tmux.has_session(socket, state["session"]):
-        raise StateError(f"tmux session '{state['session']}' already exists; `autoorg attach --tag {paths.tag}`")
+        how = "`autoorg status" if state.headless else "`autoorg attach"
+        raise StateError(f"org '{paths.tag}' is running; {how} --tag {paths.tag}`")
+    if not state.headless:
+        state.socket = socket or state.socket
+    session = open_session(paths, state)
+    if not state.headless and session.running():
+        raise StateError(f"tmux session '{state.session}' already exists; `autoorg attach --tag {paths.tag}`")
     spec = load_org(str(paths.org_yaml))
-    repo = Path(state["repo"])
+    repo = Path(state.repo)
     launches = []
     for agent in spec.agents:
-        info = state["agents"].get(agent.name)
+        info = state.agents.get(agent.name)
         if info is None:
             raise StateError(f"agent '{agent.name}' of {paths.org_yaml} is not in {paths.state_json}")
-        worktree = Path(info["worktree"])
+        worktree = Path(info.worktree)
         if not worktree.exists():
-            if not workspace.branch_exists(repo, info["branch"]):
-                raise StateError(f"cannot resume {agent.name}: its branch {info['branch']} is gone")
-            workspace.add_worktree(repo, worktree, info["branch"], info["branch"])
-            log(f"{agent.name}: worktree re-created from {info['branch']}")
-        launches.append((agent, info["backend"], worktree, pane_environment(paths, agent, socket)))
-    layout = _start_session(paths, spec, socket, launches)
-    state.update({"status": "running", "socket": socket, "session": layout.session,
-                  "session_id": layout.session_id, "windows": layout.windows, "services": layout.services,
-                  "resumed": now_iso()})
-    state.pop("stopped", None)
-    for name, pane in layout.panes.items():
-        state["agents"][name]["pane"] = pane
+            if not workspace.branch_exists(repo, info.branch):
+                raise StateError(f"cannot resume {agent.name}: its branch {info.branch} is gone")
+            workspace.add_worktree(repo, worktree, info.branch, info.branch)
+            log(f"{agent.name}: worktree re-created from {info.branch}")
+        launches.append((agent, info.backend, worktree, pane_environment(paths, agent, state.socket)))
+    _start_session(paths, spec, session, state.socket, launches)
+    state.status, state.resumed, state.stopped = "running", now_iso(), None
     write_state(paths, state)
     return state
 
 
-def daemon_alive(state: dict[str, Any], panes: dict[str, tmux.PaneState] | None) -> bool:
-    pane = (panes or {}).get(state.get("services", {}).get("daemon", ""))
-    return pane is not None and not pane.dead
+def daemon_alive(live: dict[str, Liveness] | None) -> bool:
+    daemon = (live or {}).get("daemon")
+    return daemon is not None and not daemon.dead
 
 
-def restart_daemon(paths: OrgPaths, state: dict[str, Any]) -> bool:
-    """Respawn a running org's daemon when its pane has died; returns whether it did."""
-    pane = state.get("services", {}).get("daemon")
-    socket = state.get("socket")
-    if pane is None or daemon_alive(state, tmux.pane_states(socket, state["session"])):
+def restart_daemon(paths: OrgPaths, state: OrgState) -> bool:
+    """Respawn a running org's daemon when it has died; returns whether it did."""
+    session = open_session(paths, state)
+    live = session.liveness()
+    if "daemon" not in (live or {}) or daemon_alive(live):
         return False
-    tmux.respawn_pane(socket, pane, {"AUTOORG_HOME": str(paths.home), "AUTOORG_TAG": paths.tag})
+    session.respawn("daemon", _service_environment(paths, state.socket))
     return True
 
 
 def org_status(paths: OrgPaths) -> dict[str, Any]:
-    """The org as `autoorg status --json` prints it (a stable shape). One git and one tmux call, whatever its size."""
+    """The org as `autoorg status --json` prints it (a stable shape). One git call and one look at the session
+    (one tmux call, or /proc headless), whatever its size."""
     state = read_state(paths)
-    repo = Path(state["repo"])
-    socket = state.get("socket")
-    panes = tmux.pane_states(socket, state["session"]) if state.get("status") == "running" else None
-    running = panes is not None
+    repo = Path(state.repo)
+    live = open_session(paths, state).liveness() if state.status == "running" else None
+    running = live is not None
     spec_agents = {}
     if paths.org_yaml.is_file():
         spec = load_org(str(paths.org_yaml))
         spec_agents = {a.name: a for a in spec.agents}
-    program = state["program_branch"]
-    heads = workspace.branch_heads(repo, state["tag"])
+    program = state.program_branch
+    heads = workspace.branch_heads(repo, state.tag)
     spend: dict[str, Any] = {}
     if paths.ledger.exists():
         with contextlib.suppress(AutoorgError):  # a damaged ledger must not hide the org's status
             spend = ledger.usage_totals(paths)
     agents = []
-    for name, info in state["agents"].items():
-        pane = (panes or {}).get(info["pane"])
-        alive = pane is not None and not pane.dead
+    for name, info in state.agents.items():
+        seen = (live or {}).get(name)
+        alive = seen is not None and not seen.dead
         reported = comms.read_status(paths, name) or {}
         agent_spec = spec_agents.get(name)
         agents.append({
-            "name": name, "role": agent_spec.role if agent_spec else None, "backend": info["backend"],
-            "slots": info["slots"], "branch": info["branch"], "head": heads.get(info["branch"]),
-            "pane": info["pane"], "worktree": info["worktree"], "alive": alive,
+            "name": name, "role": agent_spec.role if agent_spec else None, "backend": info.backend,
+            "slots": info.slots, "branch": info.branch, "head": heads.get(info.branch),
+            "pane": info.pane, "pid": seen.pid if seen else None, "worktree": info.worktree, "alive": alive,
             "state": _agent_state(reported.get("state"), running, alive), "detail": reported.get("detail", ""),
             "usage": spend.get(name),
         })
     return {
-        "tag": state["tag"], "session": state["session"], "socket": socket, "running": running,
-        "program_branch": program, "program_head": heads.get(program), "daemon_alive": daemon_alive(state, panes),
+        "tag": state.tag, "runtime": state.runtime, "session": state.session, "socket": state.socket,
+        "running": running,
+        "program_branch": program, "program_head": heads.get(program), "daemon_alive": daemon_alive(live),
         "agents": agents,
     }
 
 
 def _agent_state(reported: str | None, org_running: bool, alive: bool) -> str:
-    """What the agent says of itself, corrected by what tmux knows: a dead pane is crashed."""
+    """What the agent says of itself, corrected by what its runtime knows: a dead agent is crashed."""
     if not org_running:
         return "stopped"
     if not alive:
@@ -289,25 +301,26 @@ def teardown_org(paths: OrgPaths, *, purge: bool = False) -> Teardown:
     """Kill the session, stop detached runs, remove the worktrees (committing leftovers first), keep every branch
     with work on it. The session goes first: with the daemon gone no new gate run starts while runs are stopped."""
     state = read_state(paths)
-    repo = Path(state["repo"])
-    killed = tmux.kill_session(state.get("socket"), state["session"])
+    repo = Path(state.repo)
+    killed = open_session(paths, state).stop()
     stopped_runs = sorted(executors.stop_runs(paths)) if paths.ledger.exists() else []
     saved = {}
-    for name, info in state["agents"].items():
-        commit = workspace.remove_worktree(repo, Path(info["worktree"]), name)
+    for name, info in state.agents.items():
+        commit = workspace.remove_worktree(repo, Path(info.worktree), name)
         if commit:
             saved[name] = commit
-    program = state["program_branch"]
+    program = state.program_branch
     unmerged, deleted = {}, []
-    for branch in workspace.agent_branches(repo, state["tag"]):
+    for branch in workspace.agent_branches(repo, state.tag):
         ahead = workspace.commits_not_on(repo, branch, program)
         if ahead:
             unmerged[branch] = ahead
         elif purge:
             workspace.delete_branch(repo, branch)
             deleted.append(branch)
-    state["status"] = "stopped"
-    state["stopped"] = now_iso()
-    write_state(paths, state)
+    def mark_stopped(now: OrgState) -> None:
+        now.status, now.stopped = "stopped", now_iso()
+
+    update_state(paths, mark_stopped)
     return Teardown(killed_session=killed, saved=saved, unmerged=unmerged, deleted=deleted,
                     stopped_runs=stopped_runs)

@@ -8,6 +8,7 @@ from pathlib import Path
 from autoorg import workspace
 from autoorg.errors import GitError
 from autoorg.paths import OrgPaths, resolve_org, tmux_socket
+from autoorg.state import OrgState
 
 
 def org_from_args(args: argparse.Namespace) -> OrgPaths:
@@ -19,10 +20,9 @@ def org_from_args(args: argparse.Namespace) -> OrgPaths:
     return resolve_org(repo, getattr(args, "tag", None))
 
 
-def socket_from_args(args: argparse.Namespace, state: dict[str, object] | None = None) -> str | None:
+def socket_from_args(args: argparse.Namespace, state: OrgState | None = None) -> str | None:
     """--socket, else AUTOORG_TMUX_SOCKET, else the socket the org was started on."""
     chosen = tmux_socket(getattr(args, "socket", None))
     if chosen is None and state is not None:
-        value = state.get("socket")
-        return str(value) if value else None
+        return state.socket
     return chosen

@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def render(status: dict) -> str:
     head = (status.get("program_head") or "")[:10]
     state = "running" if status["running"] else "stopped"
-    lines = [f"org {status['tag']} ({state}) · session {status['session']} · {status['program_branch']} @ {head}",
+    where = "headless" if status.get("runtime") == "headless" else f"session {status['session']}"
+    lines = [f"org {status['tag']} ({state}) · {where} · {status['program_branch']} @ {head}",
              *([] if status.get("daemon_alive", True) or not status["running"] else
                ["daemon: not running (no doorbells, restarts or gate) — `autoorg up --resume` restarts it"]),
              f"{'AGENT':<10} {'ROLE':<10} {'BACKEND':<9} {'SLOTS':<7} {'STATE':<9} {'PANE':<5} {'HEAD':<10} BRANCH"]

@@ -10,6 +10,7 @@ from autoorg.errors import StateError
 from autoorg.org import build_org, default_org, plan_org, resume_org
 from autoorg.paths import tmux_socket
 from autoorg.runtime import tmux
+from autoorg.runtime.headless import runtime_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-dirty", action="store_true", help="start even if the repository has uncommitted changes")
     p.add_argument("--dry-run", action="store_true", help="print the resolved spec and the plan; touch nothing")
     p.add_argument("--no-attach", action="store_true", help="do not attach to the session")
+    p.add_argument("--headless", action="store_true", help="no tmux: run each agent and the daemon as a plain "
+                   "process, its output in <home>/runtime/<agent>.log (for benchmarks and servers)")
     p.add_argument("--resume", action="store_true", help="restart an org whose session died (or that is down): "
                    "same branches, worktrees and comms; pick it with --tag")
     p.set_defaults(func=run)
@@ -37,9 +40,12 @@ def run(args: argparse.Namespace) -> int:
         backend = "command"
     if args.resume:
         return run_resume(args, tmux_socket(args.socket))
-    socket = tmux.current_socket(tmux_socket(args.socket))
+    if args.headless and args.socket:
+        raise StateError("--headless runs no tmux: it cannot be combined with --socket")
+    socket = None if args.headless else tmux.current_socket(tmux_socket(args.socket))
     plan = plan_org(args.org or default_org(), tag=args.tag, task=args.task, backend=backend, command=args.agent_command,
-                    from_rev=args.from_rev, socket=socket, allow_dirty=args.allow_dirty)
+                    from_rev=args.from_rev, socket=socket, allow_dirty=args.allow_dirty,
+                    runtime="headless" if args.headless else "tmux")
     if args.dry_run:
         print(plan.spec.to_yaml().rstrip())
         print("---")
@@ -52,10 +58,14 @@ def run(args: argparse.Namespace) -> int:
     for (backend_name, reason), names in chosen.items():
         print(f"backend auto -> {backend_name} for {', '.join(names)}: {reason}", file=sys.stderr)
     state = build_org(plan, log=lambda line: print(line, file=sys.stderr))
-    print(f"org {plan.spec.tag} is up: {len(plan.agents)} agents in tmux session {state['session']}")
-    target = state["windows"].get("org", state["session"])
+    if state.headless:
+        print(f"org {plan.spec.tag} is up: {len(plan.agents)} agents headless; their output is in "
+              f"{runtime_dir(plan.paths)}/<agent>.log")
+        return 0
+    print(f"org {plan.spec.tag} is up: {len(plan.agents)} agents in tmux session {state.session}")
+    target = state.windows.get("org", state.session)
     if args.no_attach or not (sys.stdin.isatty() and sys.stdout.isatty()) or not tmux.attach(socket, target):
-        print(f"attach with: {tmux.attach_hint(socket, state['session'])}")
+        print(f"attach with: {tmux.attach_hint(socket, state.session)}")
     return 0
 
 
@@ -64,13 +74,17 @@ def run_resume(args: argparse.Namespace, socket: str | None) -> int:
     paths = org_from_args(args)
     given = [flag for flag, value in (("ORG", args.org), ("--dry-run", args.dry_run), ("--task", args.task),
                                       ("--backend", args.backend), ("--command", args.agent_command),
-                                      ("--from", args.from_rev != "HEAD")) if value]
+                                      ("--from", args.from_rev != "HEAD"), ("--headless", args.headless)) if value]
     if given:
         raise StateError(f"--resume restarts the org as it was; it cannot be combined with {', '.join(given)} "
                          "(pick the org with --tag)")
     state = resume_org(paths, socket=socket, log=lambda line: print(line, file=sys.stderr))
-    print(f"org {paths.tag} resumed: {len(state['agents'])} agents in tmux session {state['session']}")
-    target = state["windows"].get("org", state["session"])
-    if args.no_attach or not (sys.stdin.isatty() and sys.stdout.isatty()) or not tmux.attach(state["socket"], target):
-        print(f"attach with: {tmux.attach_hint(state['socket'], state['session'])}")
+    if state.headless:
+        print(f"org {paths.tag} resumed: {len(state.agents)} agents headless; their output is in "
+              f"{runtime_dir(paths)}/<agent>.log")
+        return 0
+    print(f"org {paths.tag} resumed: {len(state.agents)} agents in tmux session {state.session}")
+    target = state.windows.get("org", state.session)
+    if args.no_attach or not (sys.stdin.isatty() and sys.stdout.isatty()) or not tmux.attach(state.socket, target):
+        print(f"attach with: {tmux.attach_hint(state.socket, state.session)}")
     return 0

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from autoorg.errors import AutoorgError, CommsError
+from autoorg.errors import AutoorgError, CommsError, StateError
 from autoorg.paths import OrgPaths
 from autoorg.spec.org import NAME_RE, load_org
+from autoorg.state import read_state
 
 SYSTEM_SENDERS = ("autoorg", "gate", "human", "daemon", "system")
 
@@ -49,10 +49,10 @@ def roster(paths: OrgPaths) -> Roster:
         result = Roster({a.name: a.role for a in spec.agents})
     else:
         try:
-            state = json.loads(paths.state_json.read_text())
-        except (OSError, ValueError):
+            state = read_state(paths)
+        except StateError:
             raise CommsError(f"no org at {paths.home} (no org.yaml or state.json)") from None
-        result = Roster({name: "researcher" for name in state.get("agents", {})})
+        result = Roster({name: "researcher" for name in state.agents})
     _roster_cache[paths.home] = (mtime, result)
     return result
 

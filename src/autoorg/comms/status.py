@@ -11,6 +11,7 @@ from autoorg.comms.files import is_young, locked, quarantine, read_comms_text, r
 from autoorg.comms.roster import check_name
 from autoorg.errors import CommsError
 from autoorg.paths import OrgPaths
+from autoorg.state import org_status_word
 
 STATES = ("starting", "working", "idle", "waiting", "running", "human", "paused", "crashed", "stopped")
 HELD_STATES = ("human", "paused")  # states only `take`/`release` (and pause/resume) change; hooks cannot
@@ -109,10 +110,7 @@ def not_running_reason(paths: OrgPaths, agent: str) -> str | None:
     """Why a message to this agent will wait (org down, agent stopped, crashed or held); None when it won't."""
     if agent == "human":
         return None
-    try:
-        org_state = json.loads(paths.state_json.read_text()).get("status")
-    except (OSError, ValueError):
-        org_state = None
+    org_state = org_status_word(paths)
     if org_state not in (None, "running"):
         return f"stopped (org {paths.tag} is {org_state})"
     status = read_status(paths, agent)

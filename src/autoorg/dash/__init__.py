@@ -10,5 +10,5 @@ from autoorg.state import read_state
 def make_app(paths: OrgPaths, *, socket: str | None = None, refresh_s: float = 2.0) -> DashApp:
     """The dashboard for one org; the tmux socket defaults to the one the org runs on."""
     if socket is None:
-        socket = read_state(paths).get("socket")
+        socket = read_state(paths).socket
     return DashApp(paths, socket=socket, refresh_s=refresh_s)

@@ -92,9 +92,9 @@ def take_snapshot(paths: OrgPaths) -> Snapshot:
     status = org_status(paths)
     state = read_state(paths)
     try:
-        task = load_task(Path(state["task"]))
+        task = load_task(Path(state.task))
         metric, direction, arrow = task.metric, task.direction, task.arrow
-    except (AutoorgError, KeyError):
+    except AutoorgError:
         metric, direction, arrow = "metric", "minimize", "↓"
     rows = ledger.experiments(paths) if paths.ledger.exists() else []
     promotions = ledger.promotions(paths) if paths.ledger.exists() else []

@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from autoorg import workspace
 from autoorg.errors import RunnerError, StateError, TaskError
 from autoorg.paths import OrgPaths
 from autoorg.spec import OrgSpec, TaskSpec, load_org, load_task
-from autoorg.state import read_state
+from autoorg.state import OrgState, read_state
 
 # ---------------------------------------------------------------------------------------------------------------
 # The org a run belongs to
@@ -22,17 +21,17 @@ class OrgContext:
     """Everything a run needs to know about its org, read once from state.json, org.yaml and the task file."""
 
     paths: OrgPaths
-    state: dict[str, Any]
+    state: OrgState
     spec: OrgSpec
     task: TaskSpec
 
     @property
     def repo(self) -> Path:
-        return Path(self.state["repo"])
+        return Path(self.state.repo)
 
     @property
     def program_branch(self) -> str:
-        return str(self.state["program_branch"])
+        return self.state.program_branch
 
     def program_head(self) -> str:
         return workspace.rev_parse(self.repo, self.program_branch)
@@ -47,32 +46,28 @@ class OrgContext:
             return str(folder)
 
     def worktree(self, agent: str) -> Path:
-        info = self.state["agents"].get(agent)
-        if info is None:
-            raise StateError(f"no agent '{agent}' in org '{self.paths.tag}' "
-                             f"(agents: {', '.join(self.state['agents'])})")
-        return Path(info["worktree"])
+        return Path(self.state.agent(agent).worktree)
 
 
 def load_context(paths: OrgPaths) -> OrgContext:
     state = read_state(paths)
     spec = load_org(str(paths.org_yaml))
-    task_file = Path(state.get("task") or "")
+    task_file = Path(state.task)
     if not task_file.is_file():
         raise TaskError(f"the org's task file {task_file} is missing; restore it or start the org again")
     return OrgContext(paths=paths, state=state, spec=spec, task=load_task(task_file))
 
 
-def current_agent(paths: OrgPaths, state: dict[str, Any]) -> str:
+def current_agent(paths: OrgPaths, state: OrgState) -> str:
     """AUTOORG_AGENT in an agent's pane; else the agent whose worktree holds the current directory."""
     agent = os.environ.get("AUTOORG_AGENT")
     if agent:
-        if agent not in state["agents"]:
+        if agent not in state.agents:
             raise StateError(f"AUTOORG_AGENT={agent} is not an agent of org '{paths.tag}'")
         return agent
     cwd = Path.cwd().resolve()
-    for name, info in state["agents"].items():
-        tree = Path(info["worktree"]).resolve()
+    for name, info in state.agents.items():
+        tree = Path(info.worktree).resolve()
         if cwd == tree or tree in cwd.parents:
             return name
     raise RunnerError("not in an agent's worktree: run this from an agent's pane or cd into "

@@ -256,7 +256,7 @@ def start_verification(ctx: OrgContext, cand: dict[str, Any], log: Say) -> None:
         return
     bad = experiments.boundary_violations(ctx.task, workspace.changed_paths(repo, head, squashed))
     protected_now = workspace.path_fingerprint(repo, squashed, ctx.task.protected)
-    if not bad and protected_now != workspace.path_fingerprint(repo, ctx.state["base"], ctx.task.protected):
+    if not bad and protected_now != workspace.path_fingerprint(repo, ctx.state.base, ctx.task.protected):
         bad = ["protected files differ from the org's base"]
     if bad:
         why = "touches " + ", ".join(bad)

@@ -1,4 +1,5 @@
-"""Where agents run: a tmux pane each (`tmux`), the environment every agent process sees."""
+"""Where agents run: a tmux pane each (`tmux_session`) or a detached process each (`headless`), behind the
+`Session` protocol; and the environment every agent process sees."""
 
 from __future__ import annotations
 
@@ -6,7 +7,20 @@ import os
 
 from autoorg.compute import gpu
 from autoorg.paths import OrgPaths, bin_dir
+from autoorg.runtime.headless import HeadlessSession
+from autoorg.runtime.session import Launch, LineFate, Liveness, Session
+from autoorg.runtime.tmux_session import TmuxSession
 from autoorg.spec import AgentSpec
+from autoorg.state import OrgState
+
+__all__ = ["Launch", "LineFate", "Liveness", "Session", "open_session", "pane_environment"]
+
+
+def open_session(paths: OrgPaths, state: OrgState) -> Session:
+    """The session an org's state names (`runtime: tmux|headless`)."""
+    if state.headless:
+        return HeadlessSession(paths, state)
+    return TmuxSession(state)
 
 
 def pane_environment(paths: OrgPaths, agent: AgentSpec, socket: str | None) -> dict[str, str]:
