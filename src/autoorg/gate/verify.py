@@ -19,7 +19,8 @@ and promoted only if the re-runs' mean beats the head's by the band at z with nâ
 budget. Promotion fast-forwards `org/<tag>` with a compare-and-swap.
 
 `step(paths)` does one idempotent unit of that work under `locks/gate.lock` and returns at once: runs are
-detached `autoorg exp worker` processes, and a later step decides when they have landed.
+detached `autoorg exp worker` processes, and a later step decides when they have landed. Each step first puts
+back a move of the program branch the gate did not make (guard.py).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from autoorg.errors import GitError, Say
 from autoorg.experiments import OrgContext, ledger
 from autoorg.experiments.run import execute
 from autoorg.gate.announce import announce_promotion, publish_board, tell_claimant
+from autoorg.gate.guard import revert_foreign_move
 from autoorg.gate.heads import HeadStats, head_stats, noise, settings, slot_classes
 from autoorg.gate.stats import band
 from autoorg.paths import OrgPaths
@@ -110,7 +112,8 @@ def step(paths: OrgPaths, log: Say = print) -> bool:
         except BlockingIOError:
             return False
         ctx = experiments.load_context(paths)
-        did = sweep_dead_runners(ctx, log)
+        did = revert_foreign_move(ctx, log)
+        did = sweep_dead_runners(ctx, log) or did
         did = ensure_baselines(ctx, log) or did
         did = screen_pending(ctx, log) or did
         did = advance_verification(ctx, log) or did
@@ -239,8 +242,7 @@ def start_verification(ctx: OrgContext, cand: dict[str, Any], log: Say) -> None:
     head = ctx.program_head()
     message = f"{cand['description']}\n\nautoorg: {cand['exp']} by {cand['agent']}, verified by the gate"
     try:
-        squashed = workspace.squash_onto(repo, cand["commit_sha"], head, paths.home / "gate" / "work", message,
-                                         author=cand["agent"])
+        squashed = workspace.squash_onto(repo, cand["commit_sha"], head, message, author=cand["agent"])
         failed = None
     except GitError as exc:  # e.g. its commit is gone: decided now, not retried forever
         squashed, failed = None, f"git could not put it on the program head ({exc})"
