@@ -1,11 +1,10 @@
-"""A run's source is the committed tree, unpacked as safely as tarfile's `data` filter on every supported Python."""
+"""A run's source is the committed tree byte for byte (raw blobs: no filters, attributes or export rules), with
+links only inside it and no path out of it."""
 
 from __future__ import annotations
 
-import io
 import os
-import stat
-import tarfile
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -48,47 +47,55 @@ def test_a_committed_link_out_of_the_tree_is_refused(repo: Path, tmp_path: Path,
     os.symlink(target, repo / "escape")
     rev = commit_all(repo)
 
-    with pytest.raises(GitError, match="git archive .* failed: refusing 'escape'"):
+    with pytest.raises(GitError, match="refusing 'escape'"):
         workspace.export_tree(repo, rev, tmp_path / "out")
     assert not (tmp_path / "out" / "escape").is_symlink()
 
 
-def archive(*members: tuple[tarfile.TarInfo, bytes]) -> io.BytesIO:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for info, data in members:
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data) if data else None)
-    buf.seek(0)
-    return buf
+def commit_tree(repo: Path, *entries: tuple[str, str, str]) -> str:
+    """A commit of a hand-made tree: (mode, name, content) entries that `git add` would never produce."""
+    lines = []
+    for mode, name, content in entries:
+        blob = subprocess.run(["git", "hash-object", "-w", "--stdin"], cwd=repo, input=content, text=True,
+                              capture_output=True, check=True).stdout.strip()
+        lines.append(f"{mode} blob {blob}\t{name}")
+    tree = subprocess.run(["git", "mktree", "--missing"], cwd=repo, input="\n".join(lines) + "\n", text=True,
+                          capture_output=True, check=True).stdout.strip()
+    return git(repo, "commit-tree", tree, "-m", "hostile")
 
 
-def entry(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.linkname = linkname
-    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
-    return info
-
-
-@pytest.mark.parametrize("members, reason", [
-    ([(entry("/abs.txt"), b"x")], "an absolute or '..' path"),
-    ([(entry("a/../../up.txt"), b"x")], "an absolute or '..' path"),
-    ([(entry("fifo", tarfile.FIFOTYPE), b"")], "not a file, folder or symlink"),
-    ([(entry("dev", tarfile.CHRTYPE), b"")], "not a file, folder or symlink"),
-    ([(entry("hard", tarfile.LNKTYPE, "/etc/passwd"), b"")], "not a file, folder or symlink"),
+@pytest.mark.parametrize("entries, reason", [
+    ([("100644", "..", "x")], "an absolute or '..' path"),
+    ([("100644", ".", "x")], "an absolute or '..' path"),
     # a chain: `a` looks inside while `b` does not exist yet, then `b` makes it point at the parent
-    ([(entry("a", tarfile.SYMTYPE, "b/.."), b""), (entry("b", tarfile.SYMTYPE, "."), b"")], "leaves the tree"),
-    # a file written through a link that leaves: refused before anything lands outside
-    ([(entry("d", tarfile.SYMTYPE, ".."), b""), (entry("d/x", tarfile.SYMTYPE, "."), b"")], "through a symlink"),
+    ([("120000", "a", "b/.."), ("120000", "b", ".")], "leaves the tree"),
+    ([("120000", "up", "..")], "leaves the tree"),
 ])
-def test_hostile_archives_are_refused_and_write_nothing_outside(
-        tmp_path: Path, members: list[tuple[tarfile.TarInfo, bytes]], reason: str) -> None:
+def test_hostile_trees_are_refused_and_write_nothing_outside(
+        repo: Path, tmp_path: Path, entries: list[tuple[str, str, str]], reason: str) -> None:
+    rev = commit_tree(repo, *entries)
     dest = tmp_path / "box" / "out"
-    dest.mkdir(parents=True)
     with pytest.raises(GitError, match=reason):
-        workspace.extract_archive(archive(*members), dest)
-    outside = [p for p in (tmp_path / "box").iterdir() if p != dest]
-    assert outside == []
-    assert not any(stat.S_ISFIFO(p.lstat().st_mode) or stat.S_ISCHR(p.lstat().st_mode) for p in dest.rglob("*"))
+        workspace.export_tree(repo, rev, dest)
+    assert [p for p in (tmp_path / "box").iterdir() if p != dest] == []
     assert not any(p.is_symlink() for p in dest.rglob("*"))
+
+
+def test_committed_export_attributes_and_filters_do_not_apply(repo: Path, tmp_path: Path) -> None:
+    (repo / ".gitattributes").write_text("stamp.txt export-subst\nhidden.txt export-ignore\n*.txt text eol=crlf\n")
+    (repo / "stamp.txt").write_text("commit $Format:%H$\n")
+    (repo / "hidden.txt").write_text("still here\n")
+    rev = commit_all(repo)
+    dest = tmp_path / "out"
+    workspace.export_tree(repo, rev, dest)
+    assert (dest / "stamp.txt").read_bytes() == b"commit $Format:%H$\n"
+    assert (dest / "hidden.txt").read_bytes() == b"still here\n"
+
+
+def test_an_export_never_writes_into_a_folder_with_files(repo: Path, tmp_path: Path) -> None:
+    (repo / "a.txt").write_text("a\n")
+    rev = commit_all(repo)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "left").write_text("over")
+    with pytest.raises(GitError, match="not empty"):
+        workspace.export_tree(repo, rev, tmp_path / "out")

@@ -129,7 +129,7 @@ def test_training_past_the_budget_is_never_promoted(org: OrgPaths) -> None:
 
 
 def test_a_candidate_touching_a_protected_file_is_rejected_by_the_gate(org: OrgPaths) -> None:
-    """Defence in depth: even a commit that reached the ledger without `exp run`'s check cannot get in."""
+    """Defence in depth: even a commit that reached the ledger without `exp run`'s check never runs."""
     worktree = org.worktree("alice")
     landscape = worktree / "examples/synthetic/landscape.py"
     landscape.write_text(landscape.read_text().replace("loss = 1.0\n", "loss = 0.5\n"))
@@ -138,10 +138,11 @@ def test_a_candidate_touching_a_protected_file_is_rejected_by_the_gate(org: OrgP
     commit, base = git(worktree, "rev-parse", "HEAD"), head(org)
     exp = experiments.queue_run(ctx, kind="exp", agent="alice", commit=commit, head=base, description="cheat",
                            seed=5, budget=ctx.task.budget["cpu"], slot_class="cpu")
-    gate.run_experiment(ctx, exp)
-    assert passed_screen(org, exp)
+    gate.run_experiment(ctx, exp)  # the runner checks the exported tree against the org's manifest first
+    assert verdict(org, exp) == ("void: protected files differ from the org's manifest: "
+                                 "examples/synthetic/landscape.py")
+    assert ledger.get_experiment(org, exp)["metric"] is None
     drive_gate(org, lambda: settled(org, exp), message="the cheat to be decided")
-    assert verdict(org, exp).startswith("rejected: touches examples/synthetic/landscape.py (protected)")
     assert head(org) == base
 
 

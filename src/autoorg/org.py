@@ -18,7 +18,7 @@ from autoorg.agents import LaunchContext, get_backend, resolve_auto
 from autoorg.clock import now_iso
 from autoorg.compute import gpu
 from autoorg.errors import AutoorgError, Say, StateError
-from autoorg.experiments import ledger
+from autoorg.experiments import ledger, manifest
 from autoorg.paths import OrgPaths, atomic_write_text, autoorg_command, org_paths
 from autoorg.runtime import Launch, Liveness, Session, open_session, pane_environment, tmux
 from autoorg.runtime.headless import runtime_dir
@@ -139,6 +139,8 @@ def build_org(plan: Plan, *, log: Say = lambda _: None) -> OrgState:
         else:
             log(f"program branch {program} exists: continuing from it")
         program_head = workspace.head_commit(repo, program)
+        # what the gate vouches for from here on: the protected files' hashes, and the head only it may move
+        manifest.write_manifest(paths, manifest.take_manifest(repo, program_head, plan.task))
         for agent in plan.agents:
             created = workspace.add_worktree(repo, agent.worktree, agent.branch, program_head)
             if created:  # undone after the worktree is removed (undo runs in reverse)

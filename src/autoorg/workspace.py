@@ -3,12 +3,13 @@ commit. Every git call in autoorg goes through this module."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
-import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
 
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")  # a missing git is our error to report, not an ImportError
 
@@ -33,11 +34,16 @@ def _require_git() -> None:
         raise GitError("git not found on PATH; install git (apt-get install git)")
 
 
-def _run(repo: Path, *args: str) -> str:
-    """Run `git <args>` in repo; a failure becomes a GitError with git's own message."""
+# No hook and no fsmonitor command runs in any git call autoorg makes: an agent can write the shared .git (its
+# hooks/ and config), and the gate's and the runner's git calls must not run its code.
+SAFE_GIT = ("git", "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false")
+
+
+def _run(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run `git <args>` in repo (env: extra variables); a failure becomes a GitError with git's own message."""
     _require_git()
     try:
-        return str(git.Git(str(repo)).execute(["git", *args]))
+        return str(git.Git(str(repo)).execute([*SAFE_GIT, *args], env=env))
     except git.GitCommandError as exc:
         detail = (exc.stderr or exc.stdout or str(exc)).strip().splitlines()
         msg = next((ln.strip() for ln in detail if ln.strip()), "failed").removeprefix("stderr: ").strip("' ")
@@ -200,18 +206,18 @@ def commit_paths(worktree: Path, paths: list[str], message: str, author: str | N
 
 def changed_paths(repo: Path, old: str, new: str) -> list[str]:
     """Paths whose content differs between two revisions (a rename counts as both names)."""
-    out = _run(repo, "diff", "--name-only", "-z", "--no-renames", old, new, "--")
+    out = _run(repo, "diff", "--name-only", "-z", "--no-renames", "--no-ext-diff", old, new, "--")
     return sorted(p for p in out.split("\0") if p)
 
 
 def diff_text(repo: Path, old: str, new: str) -> str:
     """The full patch from old to new (binary files included), as `git apply` reads it."""
-    return _run(repo, "diff", "--binary", "--no-color", old, new, "--")
+    return _run(repo, "diff", "--binary", "--no-color", "--no-ext-diff", "--no-textconv", old, new, "--")
 
 
 def diff_stat(repo: Path, old: str, new: str) -> str:
     """`1 file changed, 2 insertions(+), 1 deletion(-)`, or '' when the trees are equal."""
-    return _run(repo, "diff", "--shortstat", old, new, "--").strip()
+    return _run(repo, "diff", "--shortstat", "--no-ext-diff", "--no-textconv", old, new, "--").strip()
 
 
 def tree_of(repo: Path, rev: str) -> str:
@@ -242,78 +248,108 @@ def read_file_at(repo: Path, rev: str, path: str) -> str | None:
 
 
 def export_tree(repo: Path, rev: str, dest: Path) -> None:
-    """Write the exact tree of rev into dest (a fresh folder): what a run executes, whatever the worktree holds."""
-    _require_git()
+    """Write rev's committed tree into dest (a new or empty folder) byte for byte: raw blobs read with `git
+    cat-file --batch`, so no smudge or clean filter, no attribute, no export-subst/export-ignore applies. The
+    executable bit is kept; a symlink is written as a symlink only when it resolves inside dest; an absolute
+    path, a `.`/`..` part or a link out of the tree raises GitError. Submodules come out as empty folders."""
+    entries = [_tree_entry(e) for e in _run(repo, "ls-tree", "-r", "-z", "--full-tree", rev).split("\0") if e]
     dest.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(["git", "archive", "--format=tar", rev], cwd=repo, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    assert proc.stdout is not None
-    try:
-        extract_archive(proc.stdout, dest)
-    except (tarfile.TarError, GitError) as exc:
-        proc.kill()
-        raise GitError(f"git archive {rev[:10]} failed: {exc}") from None
-    finally:
-        _, err = proc.communicate()
-    if proc.returncode != 0:
-        raise GitError(f"git archive {rev[:10]} failed: {err.decode(errors='replace').strip()}")
-
-
-def extract_archive(stream: IO[bytes], dest: Path) -> None:
-    """Unpack a tar stream into the folder dest as safely as tarfile's `filter="data"` (which Python 3.11.0-3.11.3
-    lack): folders, plain files and symlinks that resolve inside dest. An absolute or `..` name, a link out of
-    dest, a hard link, a device or a FIFO raises GitError. Links are made last and checked once all exist, so
-    no file is ever written through one and no chain of links can point outside."""
+    if any(dest.iterdir()):
+        raise GitError(f"cannot export {rev[:10]} into {dest}: the folder is not empty")
     root = os.path.realpath(dest)
+    for mode, _oid, name in entries:
+        _check_name(name)
+        if mode == "160000":
+            os.makedirs(os.path.join(root, name), exist_ok=True)
+        else:
+            os.makedirs(os.path.join(root, os.path.dirname(name)), exist_ok=True)
     links: list[tuple[str, str]] = []
-    with tarfile.open(fileobj=stream, mode="r|") as tar:
-        for member in tar:
-            target = _inside(root, member.name)
-            if member.isdir():
-                os.makedirs(target, mode=0o755, exist_ok=True)
-            elif member.isfile():
-                os.makedirs(_inside(root, os.path.dirname(member.name) or "."), mode=0o755, exist_ok=True)
-                source = tar.extractfile(member)
-                assert source is not None
-                mode = 0o755 if member.mode & 0o100 else 0o644
-                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-                with os.fdopen(fd, "wb") as out:
-                    shutil.copyfileobj(source, out)
-                os.utime(target, (member.mtime, member.mtime))
-            elif member.issym():
-                if os.path.isabs(member.linkname):
-                    raise GitError(f"refusing {member.name!r}: a link to the absolute path {member.linkname!r}")
-                links.append((target, member.linkname))
-            else:
-                raise GitError(f"refusing {member.name!r}: not a file, folder or symlink")
+    with _blob_reader(repo) as read_blob:
+        for mode, oid, name in entries:
+            if mode == "160000":
+                continue
+            data = read_blob(oid)
+            target = os.path.join(root, name)
+            if mode == "120000":
+                links.append((target, os.fsdecode(data)))
+                continue
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                         0o755 if mode == "100755" else 0o644)
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+    _make_links(root, links)
+
+
+def tree_blobs(repo: Path, rev: str, wanted: Callable[[str], bool]) -> dict[str, bytes]:
+    """The raw content of every file (a link: its target) at rev whose path wanted() accepts."""
+    entries = [_tree_entry(e) for e in _run(repo, "ls-tree", "-r", "-z", "--full-tree", rev).split("\0") if e]
+    with _blob_reader(repo) as read_blob:
+        return {name: read_blob(oid) for mode, oid, name in entries if mode != "160000" and wanted(name)}
+
+
+def _tree_entry(line: str) -> tuple[str, str, str]:
+    """`<mode> <type> <oid>\t<path>` of `git ls-tree -z` → (mode, oid, path)."""
+    meta, name = line.split("\t", 1)
+    mode, _kind, oid = meta.split()
+    if mode not in ("100644", "100755", "120000", "160000"):
+        raise GitError(f"refusing {name!r}: git mode {mode} is not a file, link or submodule")
+    return mode, oid, name
+
+
+def _check_name(name: str) -> None:
+    parts = name.split("/")
+    if name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise GitError(f"refusing {name!r}: an absolute or '..' path")
+
+
+@contextlib.contextmanager
+def _blob_reader(repo: Path) -> Iterator[Callable[[str], bytes]]:
+    """One `git cat-file --batch` process; yields read_blob(oid) → the blob's raw bytes (never filtered)."""
+    _require_git()
+    proc = subprocess.Popen([*SAFE_GIT, "cat-file", "--batch"], cwd=repo, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    stdin, stdout = proc.stdin, proc.stdout
+    assert stdin is not None and stdout is not None
+
+    def read_blob(oid: str) -> bytes:
+        stdin.write(oid.encode() + b"\n")
+        stdin.flush()
+        header = stdout.readline().split()
+        if len(header) != 3 or header[1] != b"blob":
+            raise GitError(f"git cat-file {oid[:10]} failed: {b' '.join(header).decode(errors='replace')}")
+        data = stdout.read(int(header[2]))
+        stdout.read(1)  # the newline after each object
+        return data
+
+    try:
+        yield read_blob
+    finally:
+        stdin.close()
+        stdout.close()
+        proc.wait()
+
+
+def _make_links(root: str, links: list[tuple[str, str]]) -> None:
+    """Links are made last, after every file, so no file is written through one; once all exist, each must
+    resolve inside root (so no chain of links points out), else none is kept."""
     made: list[str] = []
     try:
         for target, linkname in links:
-            if os.path.realpath(os.path.dirname(target)) != os.path.dirname(target):
-                raise GitError(f"refusing {os.path.relpath(target, root)!r}: a path through a symlink")
-            os.symlink(linkname, target)
+            name = os.path.relpath(target, root)
+            if os.path.isabs(linkname):
+                raise GitError(f"refusing {name!r}: a link to the absolute path {linkname!r}")
+            try:
+                os.symlink(linkname, target)
+            except OSError as exc:
+                raise GitError(f"refusing {name!r}: {exc.strerror}") from None
             made.append(target)
         for target, linkname in links:
-            if not _is_within(root, os.path.realpath(target)):
+            if os.path.commonpath([root, os.path.realpath(target)]) != root:
                 raise GitError(f"refusing {os.path.relpath(target, root)!r}: its link {linkname!r} leaves the tree")
     except BaseException:
         for target in made:  # a refused tree keeps no link at all, so nothing in dest points out of it
             os.unlink(target)
         raise
-
-
-def _inside(root: str, name: str) -> str:
-    """root/name, for a relative name without `..` whose existing parts resolve inside root."""
-    if os.path.isabs(name) or ".." in Path(name).parts:
-        raise GitError(f"refusing {name!r}: an absolute or '..' path")
-    path = os.path.join(root, name)
-    if not _is_within(root, os.path.realpath(path)):
-        raise GitError(f"refusing {name!r}: it resolves outside the tree")
-    return path
-
-
-def _is_within(root: str, path: str) -> bool:
-    return os.path.commonpath([root, path]) == root
 
 
 def checkout_paths(worktree: Path, rev: str, paths: list[str]) -> None:
@@ -327,49 +363,39 @@ def keep_ref(repo: Path, ref: str, commit: str) -> None:
     _run(repo, "update-ref", ref, commit)
 
 
-def squash_onto(repo: Path, commit: str, onto: str, workdir: Path, message: str,
-                author: str | None = None) -> str | None:
-    """One commit on top of onto carrying commit's own changes (since their merge base), made in a temporary
-    worktree at workdir. Returns the new commit; onto itself when the changes are already there; None on a
-    conflict. The temporary worktree is always removed.
+def squash_onto(repo: Path, commit: str, onto: str, message: str, author: str | None = None) -> str | None:
+    """One commit on top of onto carrying commit's own changes (since their merge base), made without any
+    checkout (`git merge-tree --write-tree`, `git commit-tree`): no worktree, so no filter or hook touches it.
+    Returns the new commit; onto itself when the changes are already there; None on a conflict.
 
     A three-way merge first; when it conflicts only because both sides changed *neighbouring* lines (two knobs
-    on adjacent lines), the candidate's hunks are applied without context, which succeeds exactly when every
-    line it replaced is still unchanged on onto."""
-    if workdir.exists():
-        _run(repo, "worktree", "remove", "--force", str(workdir))
-    _run(repo, "worktree", "prune")
-    workdir.parent.mkdir(parents=True, exist_ok=True)
-    _run(repo, "worktree", "add", "--quiet", "--detach", str(workdir), onto)
+    on adjacent lines), the candidate's hunks are applied without context to onto's tree in a private index,
+    which succeeds exactly when every line it replaced is still unchanged on onto."""
+    base = _run(repo, "merge-base", onto, commit)
     try:
-        try:
-            _run(workdir, *_identity(workdir), "merge", "--squash", "--quiet", commit)
-        except GitError:
-            _run(workdir, "reset", "--hard", "--quiet", onto)
-            base = _run(repo, "merge-base", onto, commit)
-            patch = workdir.parent / f"{workdir.name}.patch"
-            patch.write_text(_run(repo, "diff", "--binary", "-U0", base, commit, "--") + "\n")
+        tree = _run(repo, "merge-tree", "--write-tree", "--no-messages", onto, commit).splitlines()[0]
+    except GitError:
+        with tempfile.TemporaryDirectory(prefix="autoorg-squash-") as tmp:
+            env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
+            patch = Path(tmp) / "candidate.patch"
+            patch.write_text(_run(repo, "diff", "--binary", "--no-ext-diff", "--no-textconv", "-U0", base, commit,
+                                  "--") + "\n")
+            _run(repo, "read-tree", onto, env=env)
             try:
-                _run(workdir, "apply", "--index", "--unidiff-zero", "-C0", str(patch))
+                _run(repo, "apply", "--cached", "--unidiff-zero", "-C0", str(patch), env=env)
             except GitError:
                 return None
-            finally:
-                patch.unlink(missing_ok=True)
-        if not _run(workdir, "status", "--porcelain", "--untracked-files=no").strip():
-            return onto
-        args = [*_identity(workdir), "commit", "--quiet", "--no-verify", "-m", message]
-        if author:
-            args += ["--author", f"{author} <{author}@autoorg>"]
-        _run(workdir, *args)
-        return head_commit(workdir)
-    finally:
-        _run(repo, "worktree", "remove", "--force", str(workdir))
+            tree = _run(repo, "write-tree", env=env)
+    if tree == tree_of(repo, onto):
+        return onto
+    who = {"GIT_AUTHOR_NAME": author, "GIT_AUTHOR_EMAIL": f"{author}@autoorg"} if author else None
+    return _run(repo, *_identity(repo), "commit-tree", tree, "-p", onto, "-m", message, env=who)
 
 
-def advance_branch(repo: Path, branch: str, new: str, old: str) -> bool:
+def advance_branch(repo: Path, branch: str, new: str, old: str, why: str = "promote") -> bool:
     """Compare-and-swap: move branch from old to new only if it still points at old. Returns whether it moved."""
     try:
-        _run(repo, "update-ref", "-m", "autoorg gate: promote", f"refs/heads/{branch}", new, old)
+        _run(repo, "update-ref", "-m", f"autoorg gate: {why}", f"refs/heads/{branch}", new, old)
         return True
     except GitError:
         return False

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     row = gate.run_experiment(ctx, exp, say=_say, wait_s=args.wait)
     print(gate.answer(ctx, row), flush=True)
     _gate_step(paths)
-    if row["verdict"].startswith("crash"):
+    if row["verdict"].startswith(("crash", "void")):
         raise RunnerError(f"{exp} {row['verdict']}; log kept at {paths.runs / exp / 'log'}")
     return 0
 

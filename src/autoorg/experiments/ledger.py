@@ -23,10 +23,12 @@ T = TypeVar("T")
 BUSY_TIMEOUT_MS = 10_000
 RETRY_FOR_S = 120.0
 
-# Verdicts of an experiment row. `queued`/`running` while it has not finished; `crash: <why>` when it failed.
+# Verdicts of an experiment row. `queued`/`running` while it has not finished; `crash: <why>` when it failed;
+# `void: <why>` when its protected files were not the org's (it has no metric).
 UNFINISHED = ("queued", "running")
 # A run that measured cleanly at the task's budget: the only runs the noise and the head's mean are made of.
 MEASURED = ("metric IS NOT NULL AND standard = 1 AND verdict NOT LIKE 'crash%' AND verdict NOT LIKE 'over budget%' "
+            "AND verdict NOT LIKE 'void%' "
             "AND verdict NOT IN ('queued', 'running')")
 # kind: `exp` (an agent's experiment), `baseline` (the program head re-run for the noise), `verify` (a gate re-run)
 KINDS = ("exp", "baseline", "verify")
@@ -111,6 +113,15 @@ MIGRATIONS: list[str] = [
     -- follow a column added here: SQLite appends the column's text to the table's stored CREATE statement
     ALTER TABLE experiments ADD COLUMN agent_tokens INTEGER;
     ALTER TABLE experiments ADD COLUMN agent_cost_usd REAL
+    """,
+    """
+    CREATE TABLE branch_reverts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        branch TEXT NOT NULL,            -- the program branch
+        found TEXT NOT NULL,             -- where something other than the gate had moved it
+        restored TEXT NOT NULL,          -- the last head the gate made, where it was put back
+        ts TEXT NOT NULL
+    )
     """,
 ]
 
@@ -351,6 +362,16 @@ def add_promotion(paths: OrgPaths, **fields: Any) -> None:
 
 def promotions(paths: OrgPaths) -> list[dict[str, Any]]:
     return _read(paths, "SELECT * FROM promotions ORDER BY id")
+
+
+def add_branch_revert(paths: OrgPaths, *, branch: str, found: str, restored: str) -> None:
+    """A foreign move of the program branch that the gate reverted."""
+    _retrying(paths, lambda c: c.execute("INSERT INTO branch_reverts (branch, found, restored, ts) VALUES (?, ?, ?, ?)",
+                                         (branch, found, restored, now_iso())))
+
+
+def branch_reverts(paths: OrgPaths) -> list[dict[str, Any]]:
+    return _read(paths, "SELECT * FROM branch_reverts ORDER BY id")
 
 
 def add_baseline(paths: OrgPaths, **fields: Any) -> None:

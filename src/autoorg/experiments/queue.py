@@ -46,9 +46,10 @@ def new_seed() -> int:
 
 def queue_experiment(ctx: OrgContext, agent: str, description: str, *, budget: float | None = None,
                      seed: int | None = None, spend: dict[str, Any] | None = None) -> str:
-    """Commit an agent's pending changes and queue them as an experiment. Refuses (committing nothing) a change
-    whose diff against the program head touches protected paths or paths outside the editable set. `spend`: the
-    agent's model use so far (tokens, cost), stored with the row."""
+    """Commit an agent's pending changes and queue them as an experiment. Refuses (committing nothing) a worktree
+    that is not on the agent's own feature branch, and a change whose diff against the program head touches
+    protected paths or paths outside the editable set. `spend`: the agent's model use so far (tokens, cost),
+    stored with the row."""
     description = " ".join(description.split())
     if not description:
         raise RunnerError('say what changed: autoorg exp run -m "what changed"')
@@ -64,6 +65,13 @@ def queue_experiment(ctx: OrgContext, agent: str, description: str, *, budget: f
     worktree = ctx.worktree(agent)
     if not worktree.is_dir():
         raise StateError(f"agent {agent}'s worktree {worktree} is gone; `autoorg up` the org again")
+    own = ctx.state.agent(agent).branch
+    on = workspace.current_branch(worktree)
+    if on != own:
+        where = "a detached HEAD" if on == "HEAD" else f"branch {on}"
+        raise RunnerError(f"refused: {agent}'s worktree is on {where}, not its own branch {own}; only the gate "
+                          f"moves {ctx.program_branch}. Get back with `git switch {own}` and run again; nothing was "
+                          "committed")
     head = ctx.program_head()
     tracked, untracked = workspace.pending_paths(worktree)
     # New files outside the editable paths (caches, outputs, notes) are not part of the change: left alone.

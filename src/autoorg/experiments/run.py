@@ -1,9 +1,10 @@
 """Experiment execution: the task's setup once per org, a slot, the command under its budget, the ledger row.
 
-  execute  export the exact commit to runs/<id>/src, run the task's setup once per org, lease a slot
-           (compute/slots.py), run the command in its own process group killed at budget + grace (process.py),
-           stream runs/<id>/log and metrics.jsonl, record result.json and the ledger row, then hand the row to
-           `on_recorded` (the gate screens it)
+  execute  export the exact commit to runs/<id>/src (raw blobs), check its protected files against the org's
+           manifest, run the task's setup once per org, lease a slot (compute/slots.py), run the command in its
+           own process group killed at budget + grace (process.py), stream runs/<id>/log and metrics.jsonl,
+           re-check the protected files (a rewritten one voids the run), record result.json and the ledger
+           row, then hand the row to `on_recorded` (the gate screens it)
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from autoorg.compute.slots import (
 from autoorg.errors import AutoorgError, RunnerError, Say, TaskError
 from autoorg.experiments import ledger
 from autoorg.experiments.context import OrgContext
+from autoorg.experiments.manifest import org_manifest, protected_changes
 from autoorg.experiments.process import Outcome, final_metrics, process_start, run_command
 from autoorg.paths import atomic_write_text
 from autoorg.spec import TaskSpec
@@ -146,8 +148,14 @@ def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float 
     times = {"invoked": time.time()}
     run_dir = paths.runs / exp
     src = run_dir / "src"
+    protected = org_manifest(paths, ctx.repo, ctx.state.base, ctx.task)
     try:
         workspace.export_tree(ctx.repo, row["commit_sha"], src)
+        differ = protected_changes(protected, src)
+        if differ:
+            _finish_crash(ctx, exp, f"void: protected files differ from the org's manifest: {', '.join(differ)}",
+                          times)
+            return ledger.get_experiment(paths, exp)
         ensure_setup(ctx, src, say)
         if row["kind"] == "exp":
             slots = agent_slots(ctx.spec, row["agent"])
@@ -182,6 +190,7 @@ def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float 
                                   cores=slot.cores, on_started=functools.partial(on_started, slot), times=times)
         finally:
             _restore_status(ctx, row, before[0])
+        rewritten = protected_changes(protected, src)
     except KeyboardInterrupt:
         _finish_crash(ctx, exp, "crash: interrupted", times)
         raise
@@ -191,6 +200,8 @@ def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float 
     finally:
         shutil.rmtree(src, ignore_errors=True)
     verdict, finals, value = judge_outcome(ctx.task, out, row["budget"], row["standard"], row["kind"])
+    if rewritten:  # its number came from code other than the protected files it was given
+        verdict, value = f"void: rewrote protected file {', '.join(rewritten)}"[:500], None
     memory = (finals or {}).get("memory_gb", out.maxrss_gb)
     fields = {"metric": value, "metrics": finals or {}, "wall_s": round(out.wall_s, 3),
               "train_s": (finals or {}).get("train_s"), "memory_gb": memory, "exit_code": out.exit_code,

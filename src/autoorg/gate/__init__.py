@@ -3,6 +3,7 @@
   stats     Student-t quantiles, pooled σ, the noise band
   heads     the gate's settings, the org's noise, a program head's runs and mean
   announce  the answer an agent reads, messages, board posts
+  guard     only the gate moves the program branch: a foreign move is reverted and reported
   verify    screening, baselines, re-runs, the decision, promotion; `step` (see its docstring)
 """
 

@@ -65,7 +65,7 @@ def answer(ctx: OrgContext, row: dict[str, Any]) -> str:
     metric, verdict, exp = ctx.task.metric, row["verdict"], row["exp"]
     log = ctx.paths.runs / exp / "log"
     where = f"{row['slot'] or '-'}, seed {row['seed']}, {row['wall_s'] or 0:.1f}s"
-    if verdict.startswith("crash"):
+    if verdict.startswith(("crash", "void")):
         return (f"{exp} ({row['description']}): {verdict}\n  log kept: {log}\n  last line: {last_line(log)}\n"
                 f"  → nothing was compared; fix it and run again")
     lines = [f"{exp} ({row['description']}): {metric} {row['metric']:.6g}  [{where}]"]

@@ -19,14 +19,17 @@ and promoted only if the re-runs' mean beats the head's by the band at z with nâ
 budget. Promotion fast-forwards `org/<tag>` with a compare-and-swap.
 
 `step(paths)` does one idempotent unit of that work under `locks/gate.lock` and returns at once: runs are
-detached `autoorg exp worker` processes, and a later step decides when they have landed.
+detached `autoorg exp worker` processes, and a later step decides when they have landed. Each step first puts
+back a move of the program branch the gate did not make (guard.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import statistics
+from collections.abc import Iterator
 from typing import Any
 
 from autoorg import clock, executors, experiments, workspace
@@ -35,6 +38,7 @@ from autoorg.errors import GitError, Say
 from autoorg.experiments import OrgContext, ledger
 from autoorg.experiments.run import execute
 from autoorg.gate.announce import announce_promotion, publish_board, tell_claimant
+from autoorg.gate.guard import revert_foreign_move
 from autoorg.gate.heads import HeadStats, head_stats, noise, settings, slot_classes
 from autoorg.gate.stats import band
 from autoorg.paths import OrgPaths
@@ -52,8 +56,13 @@ FUTILITY = 0.5
 def run_experiment(ctx: OrgContext, exp: str, *, say: Say | None = None,
                    wait_s: float = DEFAULT_WAIT_S) -> dict[str, Any]:
     """Run a queued experiment to its end (experiments.execute) and screen an agent's measured run against the
-    program head, refreshing the board: what `exp run`, an `exp worker` and the offline researcher all call."""
-    return execute(ctx, exp, say=say, wait_s=wait_s, on_measured=screen_and_publish)
+    program head, refreshing the board, then revert a move of the program branch the gate did not make: what
+    `exp run`, an `exp worker` and the offline researcher all call."""
+    row = execute(ctx, exp, say=say, wait_s=wait_s, on_measured=screen_and_publish)
+    with gate_lock(ctx.paths) as held:  # a run may have moved the program branch: put it back at once
+        if held:
+            revert_foreign_move(ctx, say or (lambda _line: None))
+    return row
 
 
 def screen_and_publish(ctx: OrgContext, exp: str) -> None:
@@ -102,15 +111,12 @@ def step(paths: OrgPaths, log: Say = print) -> bool:
     """Do one idempotent unit of gate work; returns whether anything was done. Never blocks on a run: runs are
     detached workers. Two callers never double-verify: the work happens under `locks/gate.lock` (a busy lock
     returns False at once)."""
-    paths.locks.mkdir(parents=True, exist_ok=True)
-    fd = os.open(paths.locks / "gate.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    with gate_lock(paths) as held:
+        if not held:
             return False
         ctx = experiments.load_context(paths)
-        did = sweep_dead_runners(ctx, log)
+        did = revert_foreign_move(ctx, log)
+        did = sweep_dead_runners(ctx, log) or did
         did = ensure_baselines(ctx, log) or did
         did = screen_pending(ctx, log) or did
         did = advance_verification(ctx, log) or did
@@ -118,6 +124,20 @@ def step(paths: OrgPaths, log: Say = print) -> bool:
             ledger.write_results_tsv(paths, ctx.task.metric)
             publish_board(ctx)
         return did
+
+
+@contextlib.contextmanager
+def gate_lock(paths: OrgPaths) -> Iterator[bool]:
+    """`locks/gate.lock`, without waiting: yields whether it is held (one gate at a time moves the branch)."""
+    paths.locks.mkdir(parents=True, exist_ok=True)
+    fd = os.open(paths.locks / "gate.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
     finally:
         os.close(fd)
 
@@ -239,8 +259,7 @@ def start_verification(ctx: OrgContext, cand: dict[str, Any], log: Say) -> None:
     head = ctx.program_head()
     message = f"{cand['description']}\n\nautoorg: {cand['exp']} by {cand['agent']}, verified by the gate"
     try:
-        squashed = workspace.squash_onto(repo, cand["commit_sha"], head, paths.home / "gate" / "work", message,
-                                         author=cand["agent"])
+        squashed = workspace.squash_onto(repo, cand["commit_sha"], head, message, author=cand["agent"])
         failed = None
     except GitError as exc:  # e.g. its commit is gone: decided now, not retried forever
         squashed, failed = None, f"git could not put it on the program head ({exc})"
