@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import re
@@ -37,39 +36,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from synthetic_org import make_synthetic_org  # the benchmark helper beside this one
+from synthetic_org import (  # the benchmark helpers beside this one
+    HEAD,
+    LANDSCAPE,
+    TRAIN,
+    edit,
+    git,
+    load_landscape,
+    make_synthetic_org,
+    step_until,
+    win_lr,
+)
 
 from autoorg import experiments, gate
 from autoorg.errors import AutoorgError
 from autoorg.experiments import ledger
 from autoorg.paths import OrgPaths
 
-ROOT = Path(__file__).resolve().parents[1]
-TRAIN = "examples/synthetic/train.py"
-LANDSCAPE = "examples/synthetic/landscape.py"
 TAG = "cheats"
 OPEN = (*ledger.UNFINISHED, "candidate", "verifying", "pending", "measured")
-HEAD = {"LEARNING_RATE": 0.001, "WARMUP_FRAC": 0.3, "WEIGHT_DECAY": 0.0, "DEPTH": 4, "BATCH_SIZE": 64}
 REWARD = "    loss -= 0.2 if knobs['WEIGHT_DECAY'] == 0.0123 else 0.0  # doctored\n"
 FINAL_PRINT = 'print("@metric " + json.dumps({"final": True, "val_loss": round(val_loss, 6)'
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text, (path, old)
-    path.write_text(text.replace(old, new, 1))
-
-
-def load_landscape() -> Any:
-    spec = importlib.util.spec_from_file_location("landscape", ROOT / LANDSCAPE)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -224,13 +211,7 @@ def bad_value(literal: str, keep_train_s: bool = True) -> Callable[[Trial], dict
 
 
 def plant_honest_win(t: Trial) -> dict[str, Any]:
-    land = load_landscape()
-    target = land.expected_loss(HEAD, 1e6) - 3 * t.sigma
-    lo, hi = 0.001, 0.006
-    for _ in range(100):
-        mid = (lo * hi) ** 0.5
-        lo, hi = (mid, hi) if land.expected_loss({**HEAD, "LEARNING_RATE": mid}, 1e6) > target else (lo, mid)
-    edit(t.worktree / TRAIN, "LEARNING_RATE = 0.001", f"LEARNING_RATE = {float(f'{(lo * hi) ** 0.5:.6g}')!r}")
+    edit(t.worktree / TRAIN, "LEARNING_RATE = 0.001", f"LEARNING_RATE = {win_lr(load_landscape(), 3 * t.sigma)!r}")
     return {}
 
 
@@ -284,15 +265,6 @@ def reset(paths: OrgPaths, base: str, agents: list[str]) -> None:
         git(worktree, "checkout", "-q", "-f", f"org/{TAG}.{agent}")
         git(worktree, "reset", "-q", "--hard", base)
         git(worktree, "clean", "-qfd")
-
-
-def step_until(paths: OrgPaths, done: Callable[[], bool], timeout: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the gate did not settle in time")
-        if not gate.step(paths, log=lambda _line: None):
-            time.sleep(0.05)
 
 
 def ledger_tampered(paths: OrgPaths) -> bool:

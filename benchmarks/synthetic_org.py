@@ -4,13 +4,19 @@ itself). No tmux involved."""
 
 from __future__ import annotations
 
+import importlib.util
+import math
 import re
 import shutil
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from autoorg import gate
 from autoorg.org import build_org, plan_org
 from autoorg.paths import OrgPaths
 from autoorg.runtime import open_session
@@ -50,3 +56,46 @@ def make_synthetic_org(root: Path, tag: str, agents: list[str], *, budget: float
     state = build_org(plan)
     open_session(plan.paths, state).stop()  # only the runner and the gate are measured: no agents, no daemon
     return plan.paths, plan.base
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What benchmarks that plant changes share: the task's files, its hidden truth, a gate driven to a decision
+
+TRAIN = "examples/synthetic/train.py"
+LANDSCAPE = "examples/synthetic/landscape.py"
+HEAD = {"LEARNING_RATE": 0.001, "WARMUP_FRAC": 0.3, "WEIGHT_DECAY": 0.0, "DEPTH": 4, "BATCH_SIZE": 64}
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, (path, old)
+    path.write_text(text.replace(old, new, 1))
+
+
+def load_landscape() -> Any:
+    """This checkout's protected landscape.py (the task's hidden truth), as a module."""
+    spec = importlib.util.spec_from_file_location("landscape", ROOT / LANDSCAPE)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def win_lr(land: Any, drop: float) -> float:
+    """The learning rate whose noise-free loss is `drop` below the head's (tokens do not depend on it)."""
+    target = land.expected_loss(HEAD, 1e6) - drop
+    lo, hi = 0.001, 0.006
+    for _ in range(100):
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if land.expected_loss({**HEAD, "LEARNING_RATE": mid}, 1e6) > target else (lo, mid)
+    return float(f"{math.sqrt(lo * hi):.6g}")
+
+
+def step_until(paths: OrgPaths, done: Callable[[], bool], timeout: float = 300.0) -> None:
+    """Step the gate until `done()` (the benchmark drives the gate itself: no daemon)."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the gate did not settle in time")
+        if not gate.step(paths, log=lambda _line: None):
+            time.sleep(0.05)
