@@ -112,6 +112,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE experiments ADD COLUMN agent_tokens INTEGER;
     ALTER TABLE experiments ADD COLUMN agent_cost_usd REAL
     """,
+    """
+    -- 1 when the agent chose the seed (`exp run --seed`): such a run never counts towards a head's mean
+    ALTER TABLE experiments ADD COLUMN seed_chosen INTEGER NOT NULL DEFAULT 0
+    """,
 ]
 
 
