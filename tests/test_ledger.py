@@ -33,7 +33,7 @@ def test_first_open_creates_the_schema_in_wal_mode(paths: OrgPaths) -> None:
     assert ledger.add_experiment(paths, row()) == "e0002"
     conn = sqlite3.connect(paths.ledger)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert [r[0] for r in conn.execute("SELECT version FROM migrations")] == [1, 2]
+    assert [r[0] for r in conn.execute("SELECT version FROM migrations")] == [1, 2, 3]
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"experiments", "verifications", "promotions", "baselines", "agent_usage", "migrations"} <= tables
 
@@ -49,6 +49,7 @@ def test_a_ledger_of_an_older_autoorg_is_migrated_keeping_its_rows(paths: OrgPat
                  "1, 'cpu', 'no gain', 'then')")
     conn.close()
     assert ledger.get_experiment(paths, "e0001")["agent_tokens"] is None
+    assert ledger.get_experiment(paths, "e0001")["seed_chosen"] == 0  # an old row: its seed was the runner's
     assert ledger.add_experiment(paths, row(agent_tokens=1234)) == "e0002"
     assert ledger.get_experiment(paths, "e0002")["agent_tokens"] == 1234
     assert ledger.usage_totals(paths) == {}

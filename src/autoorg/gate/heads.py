@@ -17,7 +17,7 @@ from autoorg.spec import OrgSpec
 
 @dataclass(frozen=True)
 class GateSettings:
-    repeats: int  # re-runs per candidate (R)
+    repeats: int  # most same-seed pairs per verification (R)
     z: float  # one-sided z of the promotion test
     floor: float  # smallest band, as a fraction of the head's mean
     baseline_repeats: int  # runs of a program head before it is judged against (K)

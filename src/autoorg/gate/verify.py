@@ -2,11 +2,12 @@
 
 The statistics, for a task metric on one slot class:
 
-- the program head's *mean*: its runs of kind `baseline` and `exp` with the head's exact tree (one per seed),
-  plus the re-runs that promoted it. A head needs `baseline.repeats` (K) of them before anything is judged
+- the program head's *mean*: its runs of kind `baseline` and `exp` with the head's exact tree (one per seed,
+  never a seed an agent chose), the head's arm of every pair verified against it, plus the re-runs that promoted
+  it. A head needs `baseline.repeats` (K) of them before anything is judged
   against it; `step` queues the missing ones on free slots.
 - the noise σ: pooled over every tree run more than once (distinct seeds), so it sharpens as runs accumulate,
-  with dof = Σ(nᵢ − 1).
+  with dof = Σ(nᵢ − 1); a tree whose runs ignore their seed is left out (gate.stats.pooled_noise).
 - the band for "better": q·σ·√(1/n₁ + 1/n₂), where q is the one-sided Student-t quantile at the confidence of z
   (Φ(z); it tends to z as dof grows — with σ estimated from few runs, z alone would promote noise), never below
   `floor` × |head mean|.
