@@ -11,6 +11,9 @@ its own agent, through the real runner, ledger, git and gate (the gate's runs ar
   over budget     trains 1.6× the budget (more tokens, a better loss)
   3σ win          LEARNING_RATE moved so the noise-free loss drops by exactly 3σ — after the null kinds are decided
 
+It reports the runs the gate spent per decision: every baseline and re-run it queued (cancelled ones included)
+over the candidates it decided by verification.
+
     .venv/bin/python benchmarks/gate.py [--rounds 50] [--budget 0.1] [--sigmas 3]
 """
 
@@ -182,14 +185,16 @@ def main() -> int:
                                          sigma=args.sigma, grace=2)
         st = gate.settings(experiments.load_context(paths).spec)
         print(f"gate benchmark: synthetic task, σ {args.sigma}, budget {args.budget}s, K={st.baseline_repeats} "
-              f"baseline runs, R={st.repeats} re-runs, z={st.z} (screen z {SCREEN_Z}), {args.rounds} rounds",
+              f"baseline runs, up to R={st.repeats} same-seed pairs, z={st.z} (screen z {SCREEN_Z}), "
+              f"{args.rounds} rounds",
               flush=True)
         tally = {kind: [0, 0, 0] for kind in KINDS}
-        runs = unclean = 0
+        runs = unclean = gate_runs = 0
         for i, seed in enumerate(lucky_seeds(land, args.rounds, 2.0)):
             reset(paths, base)
             result = one_round(paths, land, args.sigma, args.sigmas, seed)
             runs += len(ledger.experiments(paths))
+            gate_runs += len(ledger.experiments(paths, kinds=("baseline", "verify")))
             unclean += sum(not (r["verdict"] == "ok" or r["verdict"].startswith("cancelled"))
                            for r in ledger.experiments(paths, kinds=("baseline", "verify")))
             for kind, (cand, promoted, reruns) in result.items():
@@ -219,6 +224,9 @@ def main() -> int:
     lo, hi = wilson(wins, n)
     print(f"true-promotion rate for {args.sigmas:g}σ wins: {wins}/{n} = {100 * wins / n:.1f}% "
           f"(95% CI {100 * lo:.1f}–{100 * hi:.1f}%)")
+    decided = sum(tally[k][0] for k in KINDS)
+    per = f"{gate_runs / decided:.1f}" if decided else "-"
+    print(f"gate runs (baselines and re-runs): {gate_runs} for {decided} decisions = {per} per decision")
     print(f"{runs} runs in {time.monotonic() - started:.0f}s; gate runs that did not measure cleanly: {unclean}")
     return 0
 

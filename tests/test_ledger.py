@@ -49,6 +49,7 @@ def test_a_ledger_of_an_older_autoorg_is_migrated_keeping_its_rows(paths: OrgPat
                  "1, 'cpu', 'no gain', 'then')")
     conn.close()
     assert ledger.get_experiment(paths, "e0001")["agent_tokens"] is None
+    assert ledger.get_experiment(paths, "e0001")["seed_chosen"] == 0  # an old row: its seed was the runner's
     assert ledger.add_experiment(paths, row(agent_tokens=1234)) == "e0002"
     assert ledger.get_experiment(paths, "e0002")["agent_tokens"] == 1234
     assert ledger.usage_totals(paths) == {}

@@ -123,6 +123,10 @@ MIGRATIONS: list[str] = [
         ts TEXT NOT NULL
     )
     """,
+    """
+    -- 1 when the agent chose the seed (`exp run --seed`): such a run never counts towards a head's mean
+    ALTER TABLE experiments ADD COLUMN seed_chosen INTEGER NOT NULL DEFAULT 0
+    """,
 ]
 
 

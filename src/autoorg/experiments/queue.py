@@ -86,6 +86,6 @@ def queue_experiment(ctx: OrgContext, agent: str, description: str, *, budget: f
     commit = (workspace.commit_paths(worktree, [*tracked, *new_files], description, author=agent)
               or workspace.head_commit(worktree))
     return queue_run(ctx, kind="exp", agent=agent, commit=commit, head=head, description=description,
-                     seed=new_seed() if seed is None else seed,
+                     seed=new_seed() if seed is None else seed, seed_chosen=int(seed is not None),
                      budget=ctx.task.budget[cls] if budget is None else float(budget), slot_class=cls,
                      **(spend or {}))

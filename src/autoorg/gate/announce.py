@@ -77,10 +77,12 @@ def answer(ctx: OrgContext, row: dict[str, Any]) -> str:
                      f"{sigma} · delta {row['delta']:+.4g} ({'better' if better else 'not better'}){band}")
     st = gate.settings(ctx.spec)
     nxt = {
-        "candidate": f"candidate: queued for verification ({st.repeats} re-runs with other seeds on other slots); "
+        "candidate": f"candidate: queued for verification (up to {st.repeats} same-seed pairs of the head and your change, "
+                     "fresh seeds, other slots); "
                      "the gate's decision arrives as a message",
         "no gain": "no gain: not better than the head by more than the noise band",
-        "same as head": "same code as the program head: this run counts towards the head's mean",
+        "same as head": "same code as the program head: this run counts towards the head's mean (unless you "
+                        "chose its seed)",
         "pending": f"no baseline for the program head yet ({row['ref_n'] or 0} of {st.baseline_repeats} runs); "
                    "the gate screens this run when it lands",
         "off-budget": f"ran with --budget {row['budget']:g} (the task's is {ctx.task.budget[row['slot_class']]:g}): "

@@ -1,21 +1,23 @@
-"""A program head's numbers: the gate's settings, the org's noise, the head's runs and mean."""
+"""A program head's numbers: the gate's settings, the org's noise (single runs and same-seed pairs), the head's
+runs and mean."""
 
 from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
+from typing import Any
 
 from autoorg import workspace
 from autoorg.compute import slots
 from autoorg.experiments import OrgContext, ledger
-from autoorg.gate.stats import Noise, pooled_noise
+from autoorg.gate.stats import Noise, pair_noise, pooled_noise
 from autoorg.paths import OrgPaths
 from autoorg.spec import OrgSpec
 
 
 @dataclass(frozen=True)
 class GateSettings:
-    repeats: int  # re-runs per candidate (R)
+    repeats: int  # most same-seed pairs per verification (R)
     z: float  # one-sided z of the promotion test
     floor: float  # smallest band, as a fraction of the head's mean
     baseline_repeats: int  # runs of a program head before it is judged against (K)
@@ -27,8 +29,35 @@ def settings(spec: OrgSpec) -> GateSettings:
     return GateSettings(repeats=gate.repeats, z=gate.z, floor=gate.floor, baseline_repeats=baseline.repeats)
 
 
+# Past verifications' paired gains replace √2·σ as the estimate of σ_d once they have this many dof.
+PAIRED_MIN_DOF = 4
+
+
 def noise(paths: OrgPaths, slot_class: str) -> Noise:
     return pooled_noise(ledger.replicate_groups(paths, slot_class))
+
+
+def same_seed_pairs(rows: list[dict[str, Any]], head: str) -> list[tuple[float, float]]:
+    """(the head's value, the candidate's value) of each same-seed pair of a verification's runs that both
+    measured, in the order they were queued."""
+    ok = [r for r in rows if r["verdict"] == "ok" and r["metric"] is not None]
+    head_arm = {r["seed"]: r["metric"] for r in ok if r["commit_sha"] == head}
+    cand_arm = {r["seed"]: r["metric"] for r in ok if r["commit_sha"] != head}
+    return [(head_arm[s], cand_arm[s]) for s in head_arm if s in cand_arm]
+
+
+def pair_noise_of(ctx: OrgContext, slot_class: str, *, leave_out: int) -> Noise:
+    """σ_d of same-seed pairs on a slot class, from every verification but `leave_out` (the one being judged:
+    its own gains must not set its bar), else √2·σ (gate.stats.pair_noise)."""
+    rows = {r["exp"]: r for r in ledger.experiments(ctx.paths, kinds=("verify",)) if r["slot_class"] == slot_class}
+    groups = []
+    for ver in ledger.verifications(ctx.paths):
+        if ver["id"] == leave_out or ver["why"].startswith("ignores its seed"):
+            continue
+        pairs = same_seed_pairs([rows[e] for e in ver["runs"] if e in rows], ver["head"])
+        if len(pairs) > 1:
+            groups.append([ctx.task.improvement(c, h) for h, c in pairs])
+    return pair_noise(pooled_noise(groups), noise(ctx.paths, slot_class), PAIRED_MIN_DOF)
 
 
 @dataclass(frozen=True)
@@ -47,14 +76,17 @@ class HeadStats:
 
 
 def head_stats(ctx: OrgContext, head: str, slot_class: str) -> HeadStats:
-    """A program head's runs: baselines and agents' runs of its exact tree (one per seed), plus the re-runs of
+    """A program head's runs: baselines and agents' runs of its exact tree (one per seed; never a seed the agent
+    chose, which may be a lucky one), the head's arm of every paired verification against it, plus the re-runs of
     the verification that promoted it (selected for being good, so they can only make the head look better)."""
     tree = workspace.tree_of(ctx.repo, head)
     rows = ledger.runs_of_tree(ctx.paths, tree, slot_class, ("baseline", "exp", "verify"))
     promoted = {p["exp"] for p in ledger.promotions(ctx.paths) if p["new_head"] == head}
     by_seed: dict[int, float] = {}
     for r in rows:
-        if r["kind"] != "verify" or r["candidate"] in promoted:
+        if r["seed_chosen"]:
+            continue
+        if r["kind"] != "verify" or r["candidate"] in promoted or r["commit_sha"] == head:
             by_seed.setdefault(r["seed"], r["metric"])
     return HeadStats(head, tree, tuple(by_seed.values()))
 

@@ -2,21 +2,26 @@
 
 The statistics, for a task metric on one slot class:
 
-- the program head's *mean*: its runs of kind `baseline` and `exp` with the head's exact tree (one per seed),
-  plus the re-runs that promoted it. A head needs `baseline.repeats` (K) of them before anything is judged
+- the program head's *mean*: its runs of kind `baseline` and `exp` with the head's exact tree (one per seed,
+  never a seed an agent chose), the head's arm of every pair verified against it, plus the re-runs that promoted
+  it. A head needs `baseline.repeats` (K) of them before anything is judged
   against it; `step` queues the missing ones on free slots.
 - the noise σ: pooled over every tree run more than once (distinct seeds), so it sharpens as runs accumulate,
-  with dof = Σ(nᵢ − 1).
+  with dof = Σ(nᵢ − 1); a tree whose runs ignore their seed is left out (gate.stats.pooled_noise).
 - the band for "better": q·σ·√(1/n₁ + 1/n₂), where q is the one-sided Student-t quantile at the confidence of z
   (Φ(z); it tends to z as dof grows — with σ estimated from few runs, z alone would promote noise), never below
   `floor` × |head mean|.
 
 A run is *screened* against the head it started from: beating its mean by more than the band at SCREEN_Z with
 n₁ = 1 makes it a candidate (a loose screen, so a real 3σ win is not lost to one unlucky run). A candidate is
-squashed onto the current head in a temporary worktree (a conflict: stale), checked (editable paths only,
-protected files unchanged), re-run `gate.repeats` (R) times with fresh seeds on slots other than the claimant's,
-and promoted only if the re-runs' mean beats the head's by the band at z with n₁ = R, each re-run inside the
-budget. Promotion fast-forwards `org/<tag>` with a compare-and-swap.
+squashed onto the current head without any checkout (merge-tree; a conflict: stale), checked (editable paths only,
+protected files unchanged), and re-run in same-seed pairs, on slots other than the claimant's: each pair is one
+run of the head and one of the candidate, started together with one fresh seed, so what moves both alike cancels
+in their difference. Pairs are queued a look at a time (gate.stats.looks: every 2 pairs up to `gate.repeats`, R)
+and judged by the sequential rule in gate.stats.paired_verdict: promote, reject, or queue the next look. Before
+that, re-runs on distinct seeds that do not vary (gate.stats.ignores_seed) reject the candidate as ignoring its
+seed. Every re-run must measure cleanly. Promotion fast-forwards `org/<tag>` with a compare-and-swap. The head's
+arm of each pair counts towards the head's mean.
 
 `step(paths)` does one idempotent unit of that work under `locks/gate.lock` and returns at once: runs are
 detached `autoorg exp worker` processes, and a later step decides when they have landed. Each step first puts
@@ -39,18 +44,20 @@ from autoorg.experiments import OrgContext, ledger
 from autoorg.experiments.run import execute
 from autoorg.gate.announce import announce_promotion, publish_board, tell_claimant
 from autoorg.gate.guard import revert_foreign_move
-from autoorg.gate.heads import HeadStats, head_stats, noise, settings, slot_classes
-from autoorg.gate.stats import band
+from autoorg.gate.heads import (
+    HeadStats,
+    head_stats,
+    noise,
+    pair_noise_of,
+    same_seed_pairs,
+    settings,
+    slot_classes,
+)
+from autoorg.gate.stats import band, ignores_seed, looks, paired_verdict, promotion_bound
 from autoorg.paths import OrgPaths
 from autoorg.spec import TaskSpec
 
 SCREEN_Z = 0.75  # screen at ~77% one-sided: a true 3σ win passes ~98% of the time; ~23% of no-effect runs do
-# Futility: once FUTILITY_AFTER re-runs have landed, a candidate whose fresh runs are not better than the head's
-# mean by FUTILITY σ is rejected and its remaining re-runs cancelled. Stopping early can only make a promotion
-# rarer, never easier; simulated, it cuts the re-runs spent on a no-effect candidate from 8 to ~3.2 and a 3σ
-# win's promotion rate from ~96.4% to ~96.2%.
-FUTILITY_AFTER = 2
-FUTILITY = 0.5
 
 
 def run_experiment(ctx: OrgContext, exp: str, *, say: Say | None = None,
@@ -154,12 +161,10 @@ def sweep_dead_runners(ctx: OrgContext, log: Say) -> bool:
     return did
 
 
-def _used_seeds(ctx: OrgContext, tree: str) -> set[int]:
-    return {r["seed"] for r in ledger.experiments(ctx.paths) if r["tree"] == tree}
-
-
-def fresh_seeds(ctx: OrgContext, tree: str, n: int) -> list[int]:
-    used = _used_seeds(ctx, tree)
+def fresh_seeds(ctx: OrgContext, tree: str, n: int, *others: str) -> list[int]:
+    """n seeds never used with tree (nor with any of the other trees)."""
+    trees = {tree, *others}
+    used = {r["seed"] for r in ledger.experiments(ctx.paths) if r["tree"] in trees}
     seeds: list[int] = []
     while len(seeds) < n:
         s = experiments.new_seed()
@@ -285,22 +290,34 @@ def start_verification(ctx: OrgContext, cand: dict[str, Any], log: Say) -> None:
         return
     workspace.keep_ref(repo, f"refs/autoorg/{paths.tag}/verify/{cand['exp']}", squashed)
     st = settings(ctx.spec)
-    cls = cand["slot_class"]
-    tree = workspace.tree_of(repo, squashed)
-    runs = [experiments.queue_run(ctx, kind="verify", agent="gate", commit=squashed, head=head,
-                             description=f"verify {cand['exp']} ({i + 1}/{st.repeats})", seed=seed,
-                             budget=ctx.task.budget[cls], slot_class=cls, candidate=cand["exp"])
-            for i, seed in enumerate(fresh_seeds(ctx, tree, st.repeats))]
+    runs = queue_pairs(ctx, cand, head, squashed, looks(st.repeats)[0], first=1, of=st.repeats)
     ledger.add_verification(paths, exp=cand["exp"], head=head, commit_sha=squashed, runs=runs, status="running")
     ledger.update_experiment(paths, cand["exp"], verdict="verifying")
-    for exp in runs:
-        executors.spawn_worker(paths, exp)
-    log(f"{cand['exp']} ({cand['agent']}): verifying on top of {head[:10]} with {st.repeats} re-runs "
-        f"({', '.join(runs)})")
+    log(f"{cand['exp']} ({cand['agent']}): verifying on top of {head[:10]} in same-seed pairs with the head, "
+        f"up to {st.repeats} ({', '.join(runs)})")
+
+
+def queue_pairs(ctx: OrgContext, cand: dict[str, Any], head: str, commit: str, count: int, *, first: int,
+                of: int) -> list[str]:
+    """Queue `count` same-seed pairs (a run of the head, then one of the candidate's squashed commit, with one
+    fresh seed) and start each pair's two workers together; returns the runs' ids."""
+    cls = cand["slot_class"]
+    runs = []
+    seeds = fresh_seeds(ctx, workspace.tree_of(ctx.repo, commit), count, workspace.tree_of(ctx.repo, head))
+    for i, seed in enumerate(seeds):
+        pair = [experiments.queue_run(ctx, kind="verify", agent="gate", commit=sha, head=head,
+                                      description=f"verify {cand['exp']} (pair {first + i}/{of}: {arm})", seed=seed,
+                                      budget=ctx.task.budget[cls], slot_class=cls, candidate=cand["exp"])
+                for sha, arm in ((head, "head"), (commit, "candidate"))]
+        for exp in pair:
+            executors.spawn_worker(ctx.paths, exp)
+        runs += pair
+    return runs
 
 
 def decide(ctx: OrgContext, ver: dict[str, Any], log: Say) -> bool:
-    """Promote or reject a verification whose re-runs have all landed (False while they are running)."""
+    """Judge a verification whose queued pairs have all landed: promote, reject, or queue its next look (False
+    while runs are in flight)."""
     rows = [ledger.get_experiment(ctx.paths, e) for e in ver["runs"]]
     pending = [r["exp"] for r in rows if r["verdict"] in ledger.UNFINISHED]
     cand = ledger.get_experiment(ctx.paths, ver["exp"])
@@ -313,7 +330,7 @@ def decide(ctx: OrgContext, ver: dict[str, Any], log: Say) -> bool:
         _reject(ctx, cand, why, log)
         return True
     if pending:
-        return _stop_for_futility(ctx, ver, cand, rows, pending, log)
+        return False
     if ctx.program_head() != ver["head"]:
         ledger.update_verification(ctx.paths, ver["id"], status="superseded", why="the program head moved",
                                    finished=clock.now_iso())
@@ -321,20 +338,33 @@ def decide(ctx: OrgContext, ver: dict[str, Any], log: Say) -> bool:
         log(f"{cand['exp']}: the program head moved during verification; it will be verified again")
         return True
     st = settings(ctx.spec)
-    stats = head_stats(ctx, ver["head"], cand["slot_class"])
-    if stats.n < st.baseline_repeats or stats.mean is None:
-        return False  # the head's baseline is still running
-    values = [r["metric"] for r in rows]
+    cls = cand["slot_class"]
+    pairs = same_seed_pairs(rows, ver["head"])
+    values = [c for _, c in pairs]
+    runs_noise = noise(ctx.paths, cls)
+    if ignores_seed(values, runs_noise):
+        sigma = f"{runs_noise.sigma:.4g}" if runs_noise.sigma is not None else "?"
+        why = (f"ignores its seed: {len(values)} re-runs on distinct seeds gave {ctx.task.metric} "
+               f"{min(values):.6g}..{max(values):.6g}, far less spread than the org's noise (σ {sigma})")
+        ledger.update_verification(ctx.paths, ver["id"], status="rejected", why=why, finished=clock.now_iso())
+        _reject(ctx, cand, why, log)
+        return True
+    gains = [ctx.task.improvement(c, h) for h, c in pairs]
+    head_mean = statistics.fmean(h for h, _ in pairs)
+    noise_ = pair_noise_of(ctx, cls, leave_out=ver["id"])
+    verdict = paired_verdict(gains, noise_, st.z, st.repeats, st.floor * abs(head_mean))
+    if verdict == "continue":
+        more = queue_pairs(ctx, cand, ver["head"], ver["commit_sha"], next_look(len(pairs), st.repeats),
+                           first=len(pairs) + 1, of=st.repeats)
+        ledger.update_verification(ctx.paths, ver["id"], runs=[*ver["runs"], *more])
+        log(f"{cand['exp']}: undecided after {len(pairs)} pairs; queued {len(more) // 2} more")
+        return True
     mean = statistics.fmean(values)
-    noise_ = noise(ctx.paths, cand["slot_class"])
-    width = band(noise_, len(values), stats.n, stats.mean, st.z, st.floor)
-    if width is None:
-        return False
-    gain = ctx.task.improvement(mean, stats.mean)
-    numbers = dict(mean=mean, head_mean=stats.mean, band=width, sigma=noise_.sigma)
-    summary = (f"{ctx.task.metric} {mean:.6g} over {len(values)} re-runs vs head {stats.mean:.6g} "
-               f"(n={stats.n}): {mean - stats.mean:+.4g}, band {width:.4g}")
-    if gain <= width:
+    width = promotion_bound(noise_, len(pairs), st.z, len(looks(st.repeats)))
+    numbers = dict(mean=mean, head_mean=head_mean, band=width, sigma=noise_.sigma)
+    summary = (f"{ctx.task.metric} {mean:.6g} vs head {head_mean:.6g} over {len(pairs)} same-seed pairs: "
+               f"{mean - head_mean:+.4g}, needed {width or 0:.4g} (σ_d {noise_.sigma or 0:.4g})")
+    if verdict == "reject":
         ledger.update_verification(ctx.paths, ver["id"], status="rejected", why=f"not confirmed: {summary}",
                                    finished=clock.now_iso(), **numbers)
         _reject(ctx, cand, f"not confirmed: {summary}", log)
@@ -347,7 +377,7 @@ def decide(ctx: OrgContext, ver: dict[str, Any], log: Say) -> bool:
     ledger.update_verification(ctx.paths, ver["id"], status="promoted", why=summary, finished=clock.now_iso(),
                                **numbers)
     ledger.add_promotion(ctx.paths, exp=cand["exp"], agent=cand["agent"], old_head=ver["head"],
-                         new_head=ver["commit_sha"], metric=mean, head_mean=stats.mean, delta=mean - stats.mean,
+                         new_head=ver["commit_sha"], metric=mean, head_mean=head_mean, delta=mean - head_mean,
                          band=width, description=cand["description"])
     ledger.update_experiment(ctx.paths, cand["exp"], verdict="promoted")
     log(f"PROMOTED {cand['exp']} ({cand['agent']}: {cand['description']}): {summary}; "
@@ -356,28 +386,9 @@ def decide(ctx: OrgContext, ver: dict[str, Any], log: Say) -> bool:
     return True
 
 
-def _stop_for_futility(ctx: OrgContext, ver: dict[str, Any], cand: dict[str, Any], rows: list[dict[str, Any]],
-                       pending: list[str], log: Say) -> bool:
-    """Reject a verification early when its landed re-runs show no real gain (see FUTILITY)."""
-    values = [r["metric"] for r in rows if r["verdict"] == "ok"]
-    if len(values) < FUTILITY_AFTER:
-        return False
-    st = settings(ctx.spec)
-    stats = head_stats(ctx, ver["head"], cand["slot_class"])
-    noise_ = noise(ctx.paths, cand["slot_class"])
-    if stats.n < st.baseline_repeats or stats.mean is None or noise_.sigma is None:
-        return False
-    mean = statistics.fmean(values)
-    if ctx.task.improvement(mean, stats.mean) > FUTILITY * noise_.sigma:
-        return False
-    executors.cancel_runs(ctx.paths, pending, "cancelled: the verification was decided")
-    why = (f"not confirmed: {ctx.task.metric} {mean:.6g} over the first {len(values)} re-runs vs head "
-           f"{stats.mean:.6g} (n={stats.n}): {mean - stats.mean:+.4g}, not better by {FUTILITY:g}σ "
-           f"({FUTILITY * noise_.sigma:.4g}); the other re-runs were cancelled")
-    ledger.update_verification(ctx.paths, ver["id"], status="rejected", why=why, finished=clock.now_iso(),
-                               mean=mean, head_mean=stats.mean, sigma=noise_.sigma)
-    _reject(ctx, cand, why, log)
-    return True
+def next_look(pairs: int, max_pairs: int) -> int:
+    """How many pairs to add to reach the next look."""
+    return min(n for n in looks(max_pairs) if n > pairs) - pairs
 
 
 def _reject(ctx: OrgContext, cand: dict[str, Any], why: str, log: Say) -> None:

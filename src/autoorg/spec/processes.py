@@ -15,7 +15,7 @@ from autoorg.spec.loader import check_keys, line_of
 
 PROCESS_KEYS = {
     "standup": {"every": "interval such as 30m, 2h, 90s"},
-    "gate": {"repeats": "verification re-runs per candidate", "z": "one-sided z for the noise band",
+    "gate": {"repeats": "most same-seed pairs (head, candidate) per verification", "z": "one-sided z for the noise band",
              "floor": "minimum band as a fraction of the metric"},
     "baseline": {"repeats": "runs of the program head when the org starts"},
     "restart": {"limit": "restarts of a crashed agent before it is left crashed (default 3)",
@@ -33,7 +33,7 @@ class Standup:
 # through). R = K also means a promoted head already has K runs of its own: no new baseline after a promotion.
 @dataclass(frozen=True)
 class Gate:
-    repeats: int = 8  # re-runs per candidate (R)
+    repeats: int = 8  # most same-seed pairs per verification (R)
     z: float = 2.9  # one-sided z of the promotion test
     floor: float = 0.0001  # smallest band, as a fraction of the head's mean
 

@@ -1,0 +1,91 @@
+"""The gate's pure statistics: chi-square quantiles, the seed test, σ without seed-ignoring groups, and the paired
+sequential rule's error rates by a seeded simulation."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from autoorg.gate import stats
+from autoorg.gate.stats import Noise
+
+
+def test_chi_square_quantiles_match_the_tables() -> None:
+    for p, dof, table in ((0.05, 1, 0.00393), (0.001, 1, 1.571e-6), (0.05, 4, 0.711), (0.5, 4, 3.357),
+                          (0.001, 7, 0.598), (0.95, 10, 18.307), (0.01, 30, 14.953)):
+        assert stats.chi2_quantile(p, dof) == pytest.approx(table, rel=2e-3)
+
+
+def test_runs_that_do_not_vary_with_their_seed_are_caught() -> None:
+    org = Noise(0.01, 20)
+    assert stats.ignores_seed([0.9, 0.9], Noise(None, 0))  # identical: caught even before σ is known
+    assert stats.ignores_seed([0.9, 0.9, 0.9, 0.9], org)
+    assert stats.ignores_seed([0.9, 0.9 + 1e-6, 0.9 - 1e-6, 0.9], org)  # a spread of 1e-4 σ
+    assert not stats.ignores_seed([0.9, 0.91], org)
+    assert not stats.ignores_seed([0.9], org)
+    rng = random.Random(12)
+    honest = sum(stats.ignores_seed([rng.gauss(1.0, 0.01) for _ in range(n)], org)
+                 for n in (2, 3, 4, 8) for _ in range(5000))
+    assert honest <= 20 * 5000 * 4 * stats.SEED_P  # ≈ SEED_P of honest groups (20·σ-estimate slack)
+
+
+def test_groups_that_ignore_their_seed_do_not_shrink_the_pooled_sigma() -> None:
+    honest = [[1.0, 3.0], [10.0, 12.0, 14.0]]
+    pinned = [[5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0]]
+    assert stats.pooled_noise(honest + pinned) == stats.pooled_noise(honest)
+    assert stats.pooled_noise(honest).dof == 3
+
+
+def test_looks_and_the_promotion_bound() -> None:
+    assert stats.looks(8) == (2, 4, 6, 8) and stats.looks(3) == (2, 3) and stats.looks(1) == (1,)
+    sigma = Noise(0.01, 10_000)
+    # α/L at each look: with one look the bound is the plain one-sided test at z
+    assert stats.promotion_bound(sigma, 4, 2.9, 1) == pytest.approx(2.9 * 0.01 / 2, rel=1e-3)
+    assert stats.promotion_bound(sigma, 4, 2.9, 4) > stats.promotion_bound(sigma, 4, 2.9, 1)  # type: ignore[operator]
+    assert stats.promotion_bound(Noise(None, 0), 4, 2.9, 4) is None
+    assert stats.paired_verdict([0.05, 0.05], sigma, 2.9, 8) == "promote"
+    assert stats.paired_verdict([-0.01, 0.0], sigma, 2.9, 8) == "reject"  # futile
+    assert stats.paired_verdict([0.01, 0.015], sigma, 2.9, 8) == "continue"
+    assert stats.paired_verdict([0.01, 0.015, 0.01], sigma, 2.9, 8) == "continue"  # not a look
+    assert stats.paired_verdict([0.01] * 8, sigma, 2.9, 8) == "reject"  # the last look
+    assert stats.paired_verdict([0.05, 0.05], sigma, 2.9, 8, min_gain=0.1) != "promote"
+    assert stats.pair_noise(Noise(None, 0), Noise(0.01, 7), 4) == Noise(math.sqrt(2) * 0.01, 7)
+    assert stats.pair_noise(Noise(0.004, 5), Noise(0.01, 7), 4) == Noise(0.004, 5)
+    assert stats.pair_noise(Noise(0.004, 3), Noise(0.01, 7), 4).sigma == pytest.approx(math.sqrt(2) * 0.01)
+
+
+def simulate(effect: float, trials: int, *, shared: float = 0.0, baselines: int = 8,
+             seed: int = 1) -> tuple[float, float]:
+    """(promotion rate, mean pairs per decision) of the paired rule at the default z = 2.9 and R = 8, as the gate
+    runs it: σ pooled over the head's baselines and arms and the candidate's arms (σ in units of 1), σ_d = √2·σ̂,
+    a true gain of `effect`, pairs sharing `shared` of their variance."""
+    rng = random.Random(seed)
+    promoted = pairs = 0
+    for _ in range(trials):
+        head = [rng.gauss(0, 1) for _ in range(baselines)]
+        cand: list[float] = []
+        gains: list[float] = []
+        verdict = "continue"
+        while verdict == "continue":
+            common = rng.gauss(0, math.sqrt(shared))
+            head.append(common + rng.gauss(0, math.sqrt(1 - shared)))
+            cand.append(common + rng.gauss(0, math.sqrt(1 - shared)) - effect)
+            gains.append(head[-1] - cand[-1])
+            if len(gains) in stats.looks(8):
+                sigma_d = stats.pair_noise(Noise(None, 0), stats.pooled_noise([head, cand]), 4)
+                verdict = stats.paired_verdict(gains, sigma_d, 2.9, 8)
+        promoted += verdict == "promote"
+        pairs += len(gains)
+    return promoted / trials, pairs / trials
+
+
+def test_the_paired_rule_promotes_no_noise_and_nearly_every_3_sigma_win() -> None:
+    alpha = 1 - stats.normal_cdf(2.9)  # 0.19%
+    null_rate, null_pairs = simulate(0.0, 20_000)
+    assert null_rate <= alpha and null_pairs < 3.5  # observed 0.085%; most stop at the first look
+    win_rate, win_pairs = simulate(3.0, 4000, seed=2)
+    assert win_rate >= 0.96 and win_pairs < 5.5  # observed 96.8% over 4.9 pairs
+    shared_rate, _ = simulate(0.0, 20_000, shared=0.8, seed=3)  # sharing only makes √2·σ conservative
+    assert shared_rate <= alpha
