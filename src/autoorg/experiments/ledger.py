@@ -112,6 +112,13 @@ MIGRATIONS: list[str] = [
     ALTER TABLE experiments ADD COLUMN agent_tokens INTEGER;
     ALTER TABLE experiments ADD COLUMN agent_cost_usd REAL
     """,
+    """
+    -- what the harness measured of a run (sandbox.py): CPU seconds of its whole process tree, GPU seconds where
+    -- known (else NULL), and how it was sealed (namespaces | subreaper). No comment may follow a column here
+    ALTER TABLE experiments ADD COLUMN cpu_s REAL;
+    ALTER TABLE experiments ADD COLUMN gpu_s REAL;
+    ALTER TABLE experiments ADD COLUMN sealed TEXT
+    """,
 ]
 
 
@@ -401,7 +408,7 @@ def usage_totals(paths: OrgPaths) -> dict[str, dict[str, Any]]:
 
 
 TSV_EXTRA = ("exp", "kind", "agent", "verdict", "seed", "slot", "wall_s", "train_s", "head", "parent", "diff_stat",
-             "org_code", "candidate", "finished")
+             "org_code", "candidate", "finished", "cpu_s")
 
 
 def tsv_status(row: dict[str, Any]) -> str:
