@@ -294,7 +294,9 @@ def test_exp_baseline_and_gate_once_from_the_cli(org: OrgPaths) -> None:
 def test_down_cancels_detached_runs_and_kills_their_processes(org: OrgPaths) -> None:
     marker = f"child-{uuid.uuid4().hex}"
     replace_train(org, "bob", OVER_BUDGET.replace("MARKER", marker))
-    proc = run_cli("exp", "submit", "-m", "long", cwd=org.worktree("bob"), env=agent_env(org, "bob"))
+    # a long budget: the run is still on its slot (not killed as over budget) when `down` comes, on any load
+    proc = run_cli("exp", "submit", "-m", "long", "--budget", "60", cwd=org.worktree("bob"),
+                   env=agent_env(org, "bob"))
     exp = proc.stdout.split()[0]
     retry_until(lambda: live_with(marker), timeout=30, message="the run to start")
     down = run_cli("down", env={"AUTOORG_HOME": str(org.home)})

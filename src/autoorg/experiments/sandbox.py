@@ -1,20 +1,19 @@
 """A sealed run: it writes only its own run folder and private temp, sees an allow-listed environment, and every
 process it starts dies with it; the kernel's accounting of the whole process tree gives its CPU seconds.
 
-  namespaces  (Linux user + mount + pid namespaces through `unshare`, no root needed) the org's state, the
-              repository (its `.git` included) and the task's data cache are bind-mounted read-only, the run
-              folder stays writable; a nested user namespace locks those mounts so the run cannot undo them; our
-              init is PID 1 of a fresh PID namespace, and when the run's command ends it takes every descendant
-              down, setsid or not
+  namespaces  (Linux user + mount + pid namespaces through `unshare`, no root needed) our init is PID 1 of a
+              fresh PID namespace: it bind-mounts the org's state, the repository (its `.git` included) and the
+              task's data cache read-only, the run folder writable, and starts the command in a nested user and
+              mount namespace, which locks those mounts (the command, root in it, cannot undo them); when the
+              command ends init takes every descendant down, setsid or not
   subreaper   (no namespaces: said once in `doctor` and `up`, recorded per run) nothing is read-only; our init is
               a child subreaper, so descendants that left the run's session are still ours to kill and reap
 
 Either way our init reaps every descendant, so the runner's wait4() on the sealed process returns the CPU time of
-the whole tree (the kernel's count, not the run's report). This file is also that init (and the mount step): it
-runs as a script by path, so it imports the standard library only.
+the whole tree (the kernel's count, not the run's report). This file is also that init: it runs as a script by
+path, so it imports the standard library only.
 
-    python sandbox.py mount --rw DIR --ro PATH ... -- ARGV    bind mounts, then exec ARGV (inside namespaces)
-    python sandbox.py init --status-fd N -- ARGV              run ARGV, reap and kill every descendant
+    python sandbox.py init --status-fd N [--subreaper] [--rw DIR --ro PATH ...] -- ARGV
 """
 
 from __future__ import annotations
@@ -36,10 +35,7 @@ NAMESPACES, SUBREAPER = "namespaces", "subreaper"
 # What a run inherits of the org's environment: nothing else (no AUTOORG_HOME, no API keys, no TMUX*).
 ALLOWED_ENV = ("PATH", "HOME", "LANG", "TERM", "AUTOORG_DATA")
 ALLOWED_PREFIXES = ("LC_", "PYTHON")
-UNSHARE = ("unshare", "--user", "--map-root-user", "--mount")
-# The inner namespace: a new user namespace locks the outer one's mounts (the run, root in it, cannot unmount
-# or remount them), a PID namespace whose init is ours, its own /proc.
-UNSHARE_INNER = (*UNSHARE, "--pid", "--fork", "--kill-child", "--mount-proc")
+UNSHARE = ("unshare", "--user", "--map-root-user", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc")
 
 
 @dataclass(frozen=True)
@@ -65,7 +61,7 @@ def seal_mode() -> Seal:
     if not sys.platform.startswith("linux"):
         return Seal(SUBREAPER, f"no Linux namespaces on {sys.platform}")
     try:
-        probe = subprocess.run([*UNSHARE_INNER, "true"], capture_output=True, text=True, timeout=30)
+        probe = subprocess.run([*UNSHARE, "true"], capture_output=True, text=True, timeout=30)
     except FileNotFoundError:
         return Seal(SUBREAPER, "no `unshare` on PATH (util-linux)")
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -95,14 +91,14 @@ class Sealing:
 def sealed_argv(argv: Sequence[str], sealing: Sealing, status_fd: int) -> list[str]:
     """argv wrapped in the seal: our init (and, with namespaces, the mounts first). Read-only paths that do not
     exist are left out; the writable folder must exist."""
-    init = [sys.executable, "-S", __file__, "init", "--status-fd", str(status_fd)]
+    init = [sys.executable, "-I", "-S", __file__, "init", "--status-fd", str(status_fd)]
     if sealing.seal.mode == SUBREAPER:
         return [*init, "--subreaper", "--", *argv]
-    mounts = [sys.executable, "-S", __file__, "mount", "--rw", str(sealing.writable)]
+    init += ["--rw", str(sealing.writable)]
     for path in sealing.read_only:
         if path.exists():
-            mounts += ["--ro", str(path)]
-    return [*UNSHARE, "--", *mounts, "--", *UNSHARE_INNER, "--", *init, "--", *argv]
+            init += ["--ro", str(path)]
+    return [*UNSHARE, "--", *init, "--", *argv]
 
 
 def read_status(fd: int) -> int | None:
@@ -140,13 +136,27 @@ def bind(path: str, read_only: bool) -> None:
     _mount(path, path, MS_REMOUNT | MS_BIND | kept | (MS_RDONLY if read_only else 0))
 
 
-def mount_main(writable: list[str], read_only: list[str], argv: list[str]) -> None:
-    # the writable folder first: the read-only binds above it carry it along (MS_REC), still writable
+def seal_mounts(writable: list[str], read_only: list[str]) -> None:
+    """The run's view: writable folders first, so the read-only binds above them carry them along (MS_REC)."""
     for path in writable:
         bind(path, read_only=False)
     for path in read_only:
         bind(path, read_only=True)
-    os.execvp(argv[0], argv)
+
+
+CLONE_NEWNS, CLONE_NEWUSER = 0x00020000, 0x10000000
+
+
+def lock_mounts() -> None:
+    """Enter a new user and mount namespace (still uid 0 inside): the mounts made in the parent namespace are
+    locked here, so not even root in it can unmount or remount them."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"unshare: {os.strerror(err)}")
+    Path("/proc/self/setgroups").write_text("deny")
+    Path("/proc/self/uid_map").write_text("0 0 1")
+    Path("/proc/self/gid_map").write_text("0 0 1")
 
 
 def _descendants(root: int) -> list[int]:
@@ -185,11 +195,15 @@ def _kill_descendants(pid_one: bool) -> None:
                 return
 
 
-def init_main(status_fd: int, subreaper: bool, argv: list[str]) -> int:
-    """Run argv; reap whatever is orphaned meanwhile; when it ends, kill and reap every descendant and report its
-    exit code on status_fd. Signals from outside (the runner's SIGTERM to the group) reach the command; init
-    outlives them to clean up (SIGKILL still ends it, and with namespaces everything in them)."""
+def init_main(status_fd: int, subreaper: bool, writable: list[str], read_only: list[str], argv: list[str]) -> int:
+    """Run argv (with mounts: sealed in them); reap whatever is orphaned meanwhile; when it ends, kill and reap
+    every descendant and report its exit code on status_fd. Signals from outside (the runner's SIGTERM to the
+    group) reach the command; init outlives them to clean up (SIGKILL still ends it, and with namespaces
+    everything in them)."""
     os.set_inheritable(status_fd, False)
+    sealed = bool(writable or read_only)
+    if sealed:
+        seal_mounts(writable, read_only)
     if subreaper:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
@@ -198,6 +212,8 @@ def init_main(status_fd: int, subreaper: bool, argv: list[str]) -> int:
     pid = os.fork()
     if pid == 0:
         try:
+            if sealed:
+                lock_mounts()
             os.execvp(argv[0], argv)
         except OSError as exc:
             print(f"sandbox: cannot run {argv[0]}: {exc}", file=sys.stderr, flush=True)
@@ -213,15 +229,15 @@ def init_main(status_fd: int, subreaper: bool, argv: list[str]) -> int:
 
 
 def main(args: list[str]) -> int:
-    """`mount --rw DIR --ro PATH ... -- ARGV` or `init --status-fd N [--subreaper] -- ARGV` (ARGV may hold `--`)."""
+    """`init --status-fd N [--subreaper] [--rw DIR --ro PATH ...] -- ARGV` (ARGV may hold `--`)."""
     cut = args.index("--")
     step, options, argv = args[0], args[1:cut], args[cut + 1:]
     valued = [o for o in options if o != "--subreaper"]
     pairs = list(zip(valued[::2], valued[1::2], strict=True))
-    if step == "mount":
-        mount_main([v for k, v in pairs if k == "--rw"], [v for k, v in pairs if k == "--ro"], argv)
+    assert step == "init", step
     status_fd = next(int(v) for k, v in pairs if k == "--status-fd")
-    return init_main(status_fd, "--subreaper" in options, argv)
+    return init_main(status_fd, "--subreaper" in options, [v for k, v in pairs if k == "--rw"],
+                     [v for k, v in pairs if k == "--ro"], argv)
 
 
 if __name__ == "__main__":

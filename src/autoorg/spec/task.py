@@ -92,9 +92,10 @@ def _startup(raw: dict[str, Any], run: dict[str, Any], source: str) -> dict[str,
     per_class = value if isinstance(value, dict) else {cls: value for cls in run}
     out = {}
     for cls, seconds in per_class.items():
-        if cls not in run or isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+        number = isinstance(seconds, int | float) and not isinstance(seconds, bool)
+        if cls not in ("cpu", "gpu") or not number or seconds < 0:
             raise SpecError(f"startup {cls}: {seconds!r} must be a non-negative number of seconds for a slot class "
-                            f"the task runs on ({', '.join(run)})", source=source, line=line_of(raw, "startup"))
+                            "(cpu, gpu)", source=source, line=line_of(raw, "startup"))
         out[str(cls)] = float(seconds)
     return out
 
