@@ -132,6 +132,20 @@ def test_without_namespaces_a_subreaper_still_kills_the_helpers_and_the_run_says
     assert doctor.stdout.count("runs are not sealed") == 1
 
 
+def test_up_says_once_when_runs_cannot_be_sealed(repo: Path) -> None:
+    add_synthetic(repo)
+    (repo / "org.yaml").write_text("tag: u\ntask: synthetic\ndefaults: {backend: command, command: sleep 600}\n"
+                                   "agents: [{name: alice, slots: cpu}]\n")
+    git(repo, "add", "org.yaml")
+    git(repo, "commit", "-qm", "org")
+    up = run_cli("up", "org.yaml", "--headless", cwd=repo, env={SEAL_ENV: SUBREAPER}, timeout=120)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert up.stderr.count("runs are not sealed") == 1 and "runs are not sealed" not in up.stdout
+    finally:
+        run_cli("down", "--tag", "u", cwd=repo, timeout=120)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The budget the harness measures: CPU seconds of the process tree per allotted core
 
