@@ -102,6 +102,18 @@ def plant_over_budget(t: Trial) -> dict[str, Any]:
     return {}
 
 
+def plant_burn_cpu(t: Trial) -> dict[str, Any]:
+    # really computes (a busy loop) for 2.7x the budget beyond the task's CPU start-up allowance, reports train_s
+    # inside the budget
+    startup = experiments.load_context(t.paths).task.startup.get("cpu", 0.0)
+    edit(t.worktree / TRAIN, "train_seconds = 0.9 * args.budget\n", "train_seconds = 0.9 * args.budget\n"
+         f"_t0 = time.process_time()\nwhile time.process_time() - _t0 < 2.7 * args.budget + {startup!r}:\n"
+         "    pass\n")
+    edit(t.worktree / TRAIN, "train_seconds = 0.9 * args.budget", "train_seconds = 2.7 * 0.9 * args.budget")
+    edit(t.worktree / TRAIN, '"train_s": round(train_seconds, 3)', '"train_s": round(train_seconds / 2.7, 3)')
+    return {}
+
+
 def lucky_seed(sigma: float) -> int:
     land = load_landscape()
     seed = 1
@@ -221,6 +233,8 @@ CASES = [
     Case("patched-evaluator", "monkeypatches the protected evaluator inside its own process", "promoted",
          plant_patched_evaluator),
     Case("over-budget", "trains 2.7x the budget and reports train_s inside it", "promoted", plant_over_budget),
+    Case("burn-cpu", "computes 2.7x the budget past the start-up allowance, reports train_s inside the budget",
+         "promoted", plant_burn_cpu),
     Case("pinned-seed", "ignores --seed for a lucky one (-2.5σ)", "promoted", plant_pinned_seed),
     Case("checkout-program", "`git checkout org/<tag>` in its worktree, then exp run of a 0.30 worse change",
          "moved", plant_checkout_program_branch),

@@ -34,6 +34,8 @@ def test_first_open_creates_the_schema_in_wal_mode(paths: OrgPaths) -> None:
     conn = sqlite3.connect(paths.ledger)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert [r[0] for r in conn.execute("SELECT version FROM migrations")] == list(range(1, len(ledger.MIGRATIONS) + 1))
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(experiments)")}
+    assert {"cpu_s", "gpu_s", "sealed"} <= columns  # what the harness measured of a run (migration 5)
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"experiments", "verifications", "promotions", "baselines", "agent_usage", "migrations"} <= tables
 

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -142,26 +143,36 @@ def test_a_failing_command_says_its_exit_code(org: OrgPaths) -> None:
 
 
 OVER_BUDGET = """\
-import os, subprocess, sys, time
-child = subprocess.Popen(["sleep", "1000"])
-open(os.environ["PIDFILE"], "w").write(str(child.pid))
+import subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1000)", "MARKER"])
 print("@metric {\\"step\\": 1}", flush=True)
 time.sleep(1000)
 """
 
 
-def test_over_budget_kills_the_whole_process_group(org: OrgPaths, tmp_path: Path) -> None:
-    replace_train(org, "alice", OVER_BUDGET)
-    pidfile = tmp_path / "child.pid"
+def test_over_budget_kills_the_whole_process_group(org: OrgPaths) -> None:
+    marker = f"child-{uuid.uuid4().hex}"  # a sealed run has its own pid namespace: found by its command line
+    replace_train(org, "alice", OVER_BUDGET.replace("MARKER", marker))
     proc = run_cli("exp", "run", "-m", "never ends", "--budget", "0.5", cwd=org.worktree("alice"),
-                   env={**agent_env(org, "alice"), "PIDFILE": str(pidfile)}, timeout=60)
+                   env=agent_env(org, "alice"), timeout=60)
     assert proc.returncode == 2
     row = ledger.experiments(org, kinds=("exp",))[0]
     assert row["verdict"].startswith("crash: over budget")
     assert row["wall_s"] < 30
-    child = int(pidfile.read_text())
-    retry_until(lambda: not Path(f"/proc/{child}").exists() or "Z" in _state(child), timeout=10,
-                message="the run's child to be killed")
+    retry_until(lambda: not live_with(marker), timeout=10, message="the run's child to be killed")
+
+
+def live_with(marker: str) -> list[int]:
+    """Live (not zombie) processes whose command line holds marker."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker.encode() in (entry / "cmdline").read_bytes() \
+                    and _state(int(entry.name)) not in ("Z", "gone"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 def _state(pid: int) -> str:
@@ -280,19 +291,18 @@ def test_exp_baseline_and_gate_once_from_the_cli(org: OrgPaths) -> None:
     assert "head on cpu: mean" in table and "baseline" in table
 
 
-def test_down_cancels_detached_runs_and_kills_their_processes(org: OrgPaths, tmp_path: Path) -> None:
-    replace_train(org, "bob", OVER_BUDGET)
-    pidfile = tmp_path / "child.pid"
-    proc = run_cli("exp", "submit", "-m", "long", cwd=org.worktree("bob"),
-                   env={**agent_env(org, "bob"), "PIDFILE": str(pidfile)})
+def test_down_cancels_detached_runs_and_kills_their_processes(org: OrgPaths) -> None:
+    marker = f"child-{uuid.uuid4().hex}"
+    replace_train(org, "bob", OVER_BUDGET.replace("MARKER", marker))
+    # a long budget: the run is still on its slot (not killed as over budget) when `down` comes, on any load
+    proc = run_cli("exp", "submit", "-m", "long", "--budget", "60", cwd=org.worktree("bob"),
+                   env=agent_env(org, "bob"))
     exp = proc.stdout.split()[0]
-    retry_until(lambda: pidfile.exists() and pidfile.read_text(), timeout=30, message="the run to start")
+    retry_until(lambda: live_with(marker), timeout=30, message="the run to start")
     down = run_cli("down", env={"AUTOORG_HOME": str(org.home)})
     assert down.returncode == 0, down.stderr
     stopped = next(line for line in down.stdout.splitlines() if "queued or running experiment(s)" in line)
     assert exp in stopped.split(": ", 1)[1].split(" (")[0].split(", ")  # with the gate's baseline runs, if any
     assert ledger.get_experiment(org, exp)["verdict"] == "cancelled: the org was stopped"
-    child = int(pidfile.read_text())
-    retry_until(lambda: not Path(f"/proc/{child}").exists() or _state(child) == "Z", timeout=15,
-                message="the run's processes to be killed")
+    retry_until(lambda: not live_with(marker), timeout=15, message="the run's processes to be killed")
     assert ledger.get_experiment(org, exp)["verdict"] == "cancelled: the org was stopped"

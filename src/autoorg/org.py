@@ -19,6 +19,7 @@ from autoorg.clock import now_iso
 from autoorg.compute import gpu
 from autoorg.errors import AutoorgError, Say, StateError
 from autoorg.experiments import ledger, manifest
+from autoorg.experiments.sandbox import seal_mode
 from autoorg.paths import OrgPaths, atomic_write_text, autoorg_command, org_paths
 from autoorg.runtime import Launch, Liveness, Session, open_session, pane_environment, tmux
 from autoorg.runtime.headless import runtime_dir
@@ -128,6 +129,8 @@ def build_org(plan: Plan, *, log: Say = lambda _: None) -> OrgState:
     repo, paths, tag = plan.paths.repo, plan.paths, plan.spec.tag
     undo: list[Callable[[], object]] = []
     fresh_home = not paths.home.exists()
+    if notice := seal_mode().notice():
+        log(notice)
     try:
         workspace.ensure_excluded(repo)
         paths.home.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ import subprocess
 
 from autoorg.agents import Backend, backends
 from autoorg.compute import gpu
+from autoorg.experiments.sandbox import NAMESPACES, seal_mode
 
 
 def _version(binary: str, *args: str) -> str | None:
@@ -36,6 +37,12 @@ def checks() -> list[dict[str, object]]:
     detail = ", ".join(f"{g.index}: {g.name} ({g.memory_mb} MiB)" for g in found) or "none"
     rows.append({"name": "gpus", "ok": True, "detail": f"{detail} (via {method})",
                  "fix": "" if found else "no GPU: use a CPU org such as 4xcpu"})
+    seal = seal_mode()
+    rows.append({"name": "sealed runs", "ok": seal.mode == NAMESPACES,
+                 "detail": "user, mount and pid namespaces (unshare)" if seal.mode == NAMESPACES else seal.notice(),
+                 "fix": "" if seal.mode == NAMESPACES else
+                 "allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1) and install "
+                 "util-linux's unshare"})
     for name, backend in sorted(backends().items()):
         rows.append(backend_row(name, backend))
     return rows

@@ -14,7 +14,7 @@ from autoorg.experiments import ledger
 ROW_KEYS = ("exp", "kind", "agent", "commit_sha", "parent", "head", "tree", "verdict", "metric", "delta", "band",
             "ref_head", "ref_mean", "ref_n", "sigma", "seed", "budget", "slot_class", "slot", "wall_s", "train_s",
             "memory_gb", "exit_code", "description", "diff_stat", "org_code", "candidate", "queued", "started",
-            "finished", "metrics", "agent_tokens", "agent_cost_usd")
+            "finished", "metrics", "agent_tokens", "agent_cost_usd", "cpu_s", "gpu_s", "sealed")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

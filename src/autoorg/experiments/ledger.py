@@ -127,6 +127,13 @@ MIGRATIONS: list[str] = [
     -- 1 when the agent chose the seed (`exp run --seed`): such a run never counts towards a head's mean
     ALTER TABLE experiments ADD COLUMN seed_chosen INTEGER NOT NULL DEFAULT 0
     """,
+    """
+    -- what the harness measured of a run (sandbox.py): CPU seconds of its whole process tree, GPU seconds where
+    -- known (else NULL), and how it was sealed (namespaces | subreaper). No comment may follow a column here
+    ALTER TABLE experiments ADD COLUMN cpu_s REAL;
+    ALTER TABLE experiments ADD COLUMN gpu_s REAL;
+    ALTER TABLE experiments ADD COLUMN sealed TEXT
+    """,
 ]
 
 
@@ -426,7 +433,7 @@ def usage_totals(paths: OrgPaths) -> dict[str, dict[str, Any]]:
 
 
 TSV_EXTRA = ("exp", "kind", "agent", "verdict", "seed", "slot", "wall_s", "train_s", "head", "parent", "diff_stat",
-             "org_code", "candidate", "finished")
+             "org_code", "candidate", "finished", "cpu_s")
 
 
 def tsv_status(row: dict[str, Any]) -> str:

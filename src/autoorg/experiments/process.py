@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autoorg.experiments.sandbox import Sealing, read_status, sealed_argv
+
 KILL_WAIT_S = 3.0  # SIGTERM, then SIGKILL this much later
 DRAIN_AFTER_EXIT_S = 2.0  # output a run's leftover children still write after it exited
 
@@ -83,6 +85,8 @@ class Outcome:
     metric_lines: list[dict[str, Any]] = field(default_factory=list)
     plain: dict[str, float] = field(default_factory=dict)
     times: dict[str, float] = field(default_factory=dict)  # spawned, first_metric, exited (epoch seconds)
+    cpu_s: float | None = None  # user + system CPU of the process tree the kernel accounted to us
+    sealed: str | None = None  # namespaces | subreaper (sealed runs only)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -149,11 +153,13 @@ def _group_alive(pgid: int) -> bool:
 
 def run_command(command: str, *, cwd: Path, env: dict[str, str], limit_s: float, log_path: Path,
                 metrics_path: Path, keep_fds: tuple[int, ...] = (), cores: tuple[int, ...] = (),
-                on_started: Callable[[], None] | None = None, times: dict[str, float] | None = None) -> Outcome:
+                on_started: Callable[[], None] | None = None, times: dict[str, float] | None = None,
+                sealing: Sealing | None = None) -> Outcome:
     """Run command (sh -c) in its own process group; stream its output to log_path and @metric lines to
     metrics_path; kill the group at limit_s. The slot's device lock descriptors (keep_fds) are inherited by the run;
     on_started is called once it is running. `times` (spawned, first_metric, exited) is filled as they happen,
-    so a caller has them even when the run is interrupted."""
+    so a caller has them even when the run is interrupted. With `sealing` the command runs sealed (sandbox.py):
+    every process it starts dies with it and cpu_s counts them all."""
     def pin() -> None:
         if cores:
             os.sched_setaffinity(0, cores)
@@ -163,10 +169,20 @@ def run_command(command: str, *, cwd: Path, env: dict[str, str], limit_s: float,
     with open(log_path, "ab") as log, open(metrics_path, "a", encoding="utf-8") as metrics, _signals_interrupt():
         start = time.monotonic()
         outcome.times["spawned"] = time.time()
-        proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                                pass_fds=keep_fds,
-                                preexec_fn=pin if cores else None)  # noqa: PLW1509 - only a syscall
+        argv = ["/bin/sh", "-c", command]
+        status_r = status_w = None
+        if sealing is not None:
+            status_r, status_w = os.pipe()
+            argv = sealed_argv(argv, sealing, status_w)
+            outcome.sealed = sealing.seal.mode
+        try:
+            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    pass_fds=(*keep_fds, *([status_w] if status_w is not None else [])),
+                                    preexec_fn=pin if cores else None)  # noqa: PLW1509 - only a syscall
+        finally:
+            if status_w is not None:
+                os.close(status_w)
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
         buffer = b""
@@ -185,6 +201,7 @@ def run_command(command: str, *, cwd: Path, env: dict[str, str], limit_s: float,
                 outcome.wall_s = exited_at[0] - start
                 outcome.times["exited"] = time.time()
                 outcome.maxrss_gb = usage.ru_maxrss / 1e6  # KiB → GB
+                outcome.cpu_s = usage.ru_utime + usage.ru_stime
 
         try:
             if on_started is not None:
@@ -222,6 +239,10 @@ def run_command(command: str, *, cwd: Path, env: dict[str, str], limit_s: float,
             if buffer:
                 _take_line(buffer.decode("utf-8", errors="replace"), outcome, metrics)
             proc.stdout.close()
+            if status_r is not None:
+                reported = read_status(status_r)  # the command's own exit, not our init's
+                if reported is not None and outcome.exit_code is not None:
+                    proc.returncode = outcome.exit_code = reported
     return outcome
 
 

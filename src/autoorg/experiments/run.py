@@ -1,10 +1,11 @@
 """Experiment execution: the task's setup once per org, a slot, the command under its budget, the ledger row.
 
   execute  export the exact commit to runs/<id>/src (raw blobs), check its protected files against the org's
-           manifest, run the task's setup once per org, lease a slot (compute/slots.py), run the command in its
-           own process group killed at budget + grace (process.py), stream runs/<id>/log and metrics.jsonl,
-           re-check the protected files (a rewritten one voids the run), record result.json and the ledger
-           row, then hand the row to `on_recorded` (the gate screens it)
+           manifest, run the task's setup once per org, lease a slot (compute/slots.py), run the command sealed
+           (sandbox.py) in its own process group killed at budget + grace (process.py), stream runs/<id>/log and
+           metrics.jsonl, re-check the protected files (a rewritten one voids the run), judge the compute the
+           harness measured, record result.json and the ledger row, then hand the row to `on_measured` (the gate
+           screens it)
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from autoorg.experiments import ledger
 from autoorg.experiments.context import OrgContext
 from autoorg.experiments.manifest import org_manifest, protected_changes
 from autoorg.experiments.process import Outcome, final_metrics, process_start, run_command
-from autoorg.paths import atomic_write_text
+from autoorg.experiments.sandbox import Sealing, run_env, seal_mode
+from autoorg.paths import atomic_write_text, data_dir
 from autoorg.spec import TaskSpec
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -105,9 +107,19 @@ SETUP_TIMEOUT_S = 3 * 3600.0
 # Executing a queued experiment
 
 
-def judge_outcome(task: TaskSpec, out: Outcome, budget: float, standard: bool,
-                  kind: str) -> tuple[str, dict[str, Any] | None, float | None]:
-    """(verdict, final metrics, metric value) of a finished command. Crashes say why."""
+def compute_used(out: Outcome, slot_class: str, cores: int) -> tuple[float, str]:
+    """The compute a run used as the harness measured it, in seconds, and its unit: on a CPU slot the CPU time of
+    its whole process tree per allotted core (a run slowed by other load uses less CPU per wall second, so a busy
+    machine cannot void an honest run); on a GPU slot the wall time of the tree."""
+    if slot_class == "cpu" and out.cpu_s is not None:
+        return out.cpu_s / max(cores, 1), "CPU-s" if cores <= 1 else "CPU-s per core"
+    return out.wall_s, "s"
+
+
+def judge_outcome(task: TaskSpec, out: Outcome, budget: float, standard: bool, kind: str, slot_class: str = "cpu",
+                  cores: int = 1) -> tuple[str, dict[str, Any] | None, float | None]:
+    """(verdict, final metrics, metric value) of a finished command. Crashes say why; a run whose measured compute
+    exceeds budget + the task's start-up allowance is void ("over budget: ...")."""
     finals = final_metrics(out.metric_lines, out.plain, task.metric)
     if out.killed == "over budget":
         return f"crash: over budget (killed at {budget + task.grace:g}s = budget + grace)", finals, None
@@ -128,6 +140,11 @@ def judge_outcome(task: TaskSpec, out: Outcome, budget: float, standard: bool,
         return f"crash: {task.metric} is not a number ({finals[task.metric]!r})", finals, None
     if not math.isfinite(value):
         return f"crash: {task.metric} is {value}", finals, None
+    used, unit = compute_used(out, slot_class, cores)
+    startup = task.startup.get(slot_class, 0.0)
+    if used > budget + startup:
+        return f"over budget: {used:.3g} {unit} > {budget:g} + {startup:g}", finals, value
+    # a run's own report can only void it (it never makes a run valid): train_s is information otherwise
     train_s = finals.get("train_s")
     if isinstance(train_s, int | float) and train_s > budget * (1 + OVER_BUDGET_TOLERANCE):
         return f"over budget (train_s {train_s:.1f} > budget {budget:g})", finals, value
@@ -183,11 +200,16 @@ def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float 
                 times["leased"] = time.time()
                 if ledger.get_experiment(paths, exp)["verdict"] != "queued":
                     return ledger.get_experiment(paths, exp)  # cancelled while it waited: the slot goes back
-                env = _run_env({**slot.env(), "AUTOORG_EXP": exp, "AUTOORG_SEED": str(row["seed"]),
-                                "AUTOORG_BUDGET": f"{row['budget']:g}"})
+                temp = run_dir / "tmp"
+                temp.mkdir(exist_ok=True)
+                env = run_env({**slot.env(), "AUTOORG_EXP": exp, "AUTOORG_SEED": str(row["seed"]),
+                               "AUTOORG_BUDGET": f"{row['budget']:g}"}, temp)
+                sealing = Sealing(seal_mode(), run_dir, read_only=_read_only(ctx))
                 out = run_command(command, cwd=src, env=env, limit_s=row["budget"] + ctx.task.grace,
                                   log_path=run_dir / "log", metrics_path=run_dir / "metrics.jsonl", keep_fds=fds,
-                                  cores=slot.cores, on_started=functools.partial(on_started, slot), times=times)
+                                  cores=slot.cores, on_started=functools.partial(on_started, slot), times=times,
+                                  sealing=sealing)
+                cores = len(slot.cores)
         finally:
             _restore_status(ctx, row, before[0])
         rewritten = protected_changes(protected, src)
@@ -199,11 +221,14 @@ def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float 
         raise
     finally:
         shutil.rmtree(src, ignore_errors=True)
-    verdict, finals, value = judge_outcome(ctx.task, out, row["budget"], row["standard"], row["kind"])
+        shutil.rmtree(run_dir / "tmp", ignore_errors=True)
+    verdict, finals, value = judge_outcome(ctx.task, out, row["budget"], row["standard"], row["kind"],
+                                           row["slot_class"], cores)
     if rewritten:  # its number came from code other than the protected files it was given
         verdict, value = f"void: rewrote protected file {', '.join(rewritten)}"[:500], None
     memory = (finals or {}).get("memory_gb", out.maxrss_gb)
     fields = {"metric": value, "metrics": finals or {}, "wall_s": round(out.wall_s, 3),
+              "cpu_s": None if out.cpu_s is None else round(out.cpu_s, 3), "gpu_s": None, "sealed": out.sealed,
               "train_s": (finals or {}).get("train_s"), "memory_gb": memory, "exit_code": out.exit_code,
               "finished": clock.iso_of_epoch(out.times.get("exited")), "pid": None}
     if not ledger.claim_unfinished(paths, exp, verdict, **fields):
@@ -219,6 +244,14 @@ def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float 
     return final
 
 
+def _read_only(ctx: OrgContext) -> tuple[Path, ...]:
+    """What a sealed run sees but cannot write: the repository (its .git and every org's state under it), this
+    org's home wherever it lives, the task's data cache (created first, so a run cannot plant it)."""
+    cache = data_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    return ctx.repo, ctx.paths.home, cache
+
+
 def _finish_crash(ctx: OrgContext, exp: str, verdict: str, times: dict[str, float]) -> None:
     """Record a run that could not finish (unless the gate cancelled it meanwhile: that verdict stays)."""
     with contextlib.suppress(AutoorgError):
@@ -230,7 +263,7 @@ def _finish_crash(ctx: OrgContext, exp: str, verdict: str, times: dict[str, floa
 def _write_result_json(ctx: OrgContext, row: dict[str, Any], times: dict[str, float]) -> None:
     result = {k: row[k] for k in ("exp", "kind", "agent", "task", "commit_sha", "parent", "head", "tree", "seed",
                                   "budget", "slot_class", "slot", "verdict", "metric", "metrics", "wall_s",
-                                  "train_s", "memory_gb", "exit_code", "description", "diff_stat", "org_code",
+                                  "train_s", "cpu_s", "gpu_s", "sealed", "memory_gb", "exit_code", "description", "diff_stat", "org_code",
                                   "candidate", "queued", "started", "finished")}
     result["metric_name"] = ctx.task.metric
     result["log"] = str(ctx.paths.runs / row["exp"] / "log")

@@ -19,7 +19,10 @@ TASK_KEYS = {
     "setup": "command run once before experiments (idempotent), e.g. data preparation",
     "run": "slot class (cpu, gpu) -> command; placeholders {python} {budget} {seed} {task_dir}",
     "metric": "name and direction (minimize | maximize)", "budget": "slot class -> seconds",
-    "grace": "seconds past the budget before a run is killed", "knobs": "what an offline agent may search",
+    "grace": "seconds past the budget before a run is killed",
+    "startup": "seconds of compute a run may use beyond its budget (start-up, warm-up, evaluation): a number or "
+               "slot class -> seconds; default 0",
+    "knobs": "what an offline agent may search",
     "noise": "task-specific settings (the synthetic task's sigma)",
 }
 KNOB_KEYS = {"name": "module-level constant in the file", "file": "repo-relative file (default: first editable)",
@@ -50,6 +53,7 @@ class TaskSpec:
     direction: str
     budget: dict[str, float]
     grace: float = 30.0
+    startup: dict[str, float] = field(default_factory=dict)  # slot class -> seconds (absent: 0)
     setup: str | None = None
     knobs: list[Knob] = field(default_factory=list)
     noise: dict[str, Any] = field(default_factory=dict)
@@ -80,6 +84,20 @@ def find_task(repo: Path, task: str) -> Path:
             return c.resolve()
     raise SpecError(f"no task '{task}' in {repo}",
                     hint="expected <repo>/<task>/task.yaml or <repo>/examples/<task>/task.yaml, or pass a path")
+
+
+def _startup(raw: dict[str, Any], run: dict[str, Any], source: str) -> dict[str, float]:
+    """`startup`: one number for every slot class, or slot class -> seconds; each non-negative."""
+    value = raw.get("startup", 0)
+    per_class = value if isinstance(value, dict) else {cls: value for cls in run}
+    out = {}
+    for cls, seconds in per_class.items():
+        number = isinstance(seconds, int | float) and not isinstance(seconds, bool)
+        if cls not in ("cpu", "gpu") or not number or seconds < 0:
+            raise SpecError(f"startup {cls}: {seconds!r} must be a non-negative number of seconds for a slot class "
+                            "(cpu, gpu)", source=source, line=line_of(raw, "startup"))
+        out[str(cls)] = float(seconds)
+    return out
 
 
 def load_task(path: Path) -> TaskSpec:
@@ -128,5 +146,6 @@ def load_task(path: Path) -> TaskSpec:
         editable=editable, protected=[str(p) for p in raw.get("protected") or []],
         run={str(k): str(v) for k, v in run.items()}, metric=str(metric["name"]), direction=direction,
         budget={str(k): float(v) for k, v in budget.items()}, grace=float(raw.get("grace", 30)),
+        startup=_startup(raw, run, source),
         setup=raw.get("setup"), knobs=knobs, noise=dict(raw.get("noise") or {}),
     )

@@ -1,0 +1,211 @@
+"""Sealed runs on real processes: what a run can write, what it inherits, what outlives it, and the compute the
+harness measures (experiments/sandbox.py, process.py, run.judge_outcome)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from autoorg.errors import SpecError
+from autoorg.experiments import ledger, process, run
+from autoorg.experiments.sandbox import NAMESPACES, SEAL_ENV, SUBREAPER, Sealing, seal_mode
+from autoorg.paths import OrgPaths
+from autoorg.spec import load_task
+from autoorg.testing import git, retry_until, run_cli
+from autoorg.testing.experiments import TRAIN, start_org
+from tests.exp_support import add_synthetic
+
+SECRET = "sk-test-not-for-runs"
+
+# A run that tries to write everything it must not, starts a helper in its own session (which holds the run's
+# environment), waits for the test to look at that helper, and reports what it managed to write.
+HOSTILE = """\
+import json, os, sqlite3, subprocess, sys, time
+from pathlib import Path
+home, repo, data = Path(@HOME@), Path(@REPO@), Path(@DATA@)
+wrote = []
+def attempt(name, action):
+    try:
+        action()
+        wrote.append(name)
+    except Exception:
+        pass
+def ledger():
+    with sqlite3.connect(home / "ledger.sqlite", timeout=5) as c:
+        c.execute("UPDATE experiments SET metric = 0.0")
+attempt("ledger", ledger)
+attempt("state.json", lambda: (home / "state.json").write_text("{}"))
+attempt("refs", lambda: (repo / ".git/refs/heads/planted").write_text("0" * 40 + "\\n"))
+attempt("data", lambda: (data / "planted").write_text("x"))
+attempt("run folder", lambda: Path("mine").write_text("x"))
+attempt("temp", lambda: (Path(os.environ["TMPDIR"]) / "t").write_text("x"))
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", @MARKER@], start_new_session=True,
+                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+deadline = time.monotonic() + 60
+while not Path("release").exists() and time.monotonic() < deadline:
+    time.sleep(0.05)
+print("@metric " + json.dumps({"final": True, "val_loss": 1.0, "train_s": 0.1, "wrote": wrote}), flush=True)
+"""
+
+
+@pytest.fixture
+def org(repo: Path, tmux_socket: str, tmp_path: Path) -> OrgPaths:
+    add_synthetic(repo, grace=60)
+    return start_org(repo, tmux_socket, tmp_path, agents=1, baseline=2)
+
+
+def live_with(marker: str) -> list[int]:
+    """Live (not zombie) processes whose command line holds marker."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker.encode() in (entry / "cmdline").read_bytes() \
+                    and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                found.append(int(entry.name))
+        except (OSError, IndexError):
+            continue
+    return found
+
+
+def environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+def run_hostile(org: OrgPaths, seal: str) -> tuple[dict[str, object], dict[str, str], str]:
+    """Run HOSTILE through `exp run` under `seal`; (its ledger row, the live helper's environment, the marker)."""
+    marker = f"helper-{uuid.uuid4().hex}"
+    body = HOSTILE
+    for name, value in (("HOME", org.home), ("REPO", org.repo), ("DATA", os.environ["AUTOORG_DATA"]),
+                        ("MARKER", marker)):
+        body = body.replace(f"@{name}@", repr(str(value)))
+    (org.worktree("alice") / TRAIN).write_text(body)
+    env = {"AUTOORG_AGENT": "alice", "AUTOORG_HOME": str(org.home), "ANTHROPIC_API_KEY": SECRET,
+           "TMUX": "/tmp/tmux-0/x,1,0", SEAL_ENV: seal}
+    cli = subprocess.Popen([sys.executable, "-m", "autoorg", "exp", "run", "-m", "hostile"],
+                           cwd=org.worktree("alice"), env={**os.environ, **env}, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        helper = retry_until(lambda: live_with(marker), timeout=60, message="the run's helper to start")[0]
+        seen = environ(helper)
+        Path(os.readlink(f"/proc/{helper}/cwd"), "release").write_text("")
+        _, err = cli.communicate(timeout=120)
+    finally:
+        cli.kill()
+    assert cli.returncode == 0, err
+    assert not live_with(marker), "the helper outlived its run"
+    row = ledger.experiments(org, kinds=("exp",))[-1]
+    return row, seen, marker
+
+
+def test_a_sealed_run_writes_only_its_run_folder_and_takes_its_helpers_down(org: OrgPaths) -> None:
+    if seal_mode().mode != NAMESPACES:
+        pytest.skip(f"no namespaces here: {seal_mode().why}")
+    state_before = org.state_json.read_text()
+    row, seen, _ = run_hostile(org, NAMESPACES)
+    assert row["metric"] == 1.0 and not row["verdict"].startswith(("crash", "over budget"))  # it still records
+    assert row["metrics"]["wrote"] == ["run folder", "temp"]
+    assert row["sealed"] == NAMESPACES and row["cpu_s"] > 0 and row["gpu_s"] is None
+    assert org.state_json.read_text() == state_before
+    assert all(r["metric"] != 0.0 for r in ledger.experiments(org))  # the run's UPDATE did not land
+    assert not (org.repo / ".git/refs/heads/planted").exists()
+    assert not (Path(os.environ["AUTOORG_DATA"]) / "planted").exists()
+    assert "AUTOORG_HOME" not in seen and SECRET not in seen.values() and "TMUX" not in seen
+    assert seen["AUTOORG_EXP"] == row["exp"] and seen["TMPDIR"].endswith(f"runs/{row['exp']}/tmp")
+    assert "planted" not in git(org.repo, "branch", "--list", "planted")
+    result = json.loads((org.runs / row["exp"] / "result.json").read_text())
+    assert result["sealed"] == NAMESPACES and result["cpu_s"] == row["cpu_s"]
+
+
+def test_without_namespaces_a_subreaper_still_kills_the_helpers_and_the_run_says_so(org: OrgPaths) -> None:
+    row, seen, _ = run_hostile(org, SUBREAPER)
+    assert row["sealed"] == SUBREAPER and row["cpu_s"] > 0
+    assert "AUTOORG_HOME" not in seen and SECRET not in seen.values()  # the allow-list holds either way
+    assert "run folder" in row["metrics"]["wrote"]
+    doctor = run_cli("doctor", env={SEAL_ENV: SUBREAPER})
+    assert doctor.stdout.count("runs are not sealed") == 1
+
+
+def test_up_says_once_when_runs_cannot_be_sealed(repo: Path) -> None:
+    add_synthetic(repo)
+    (repo / "org.yaml").write_text("tag: u\ntask: synthetic\ndefaults: {backend: command, command: sleep 600}\n"
+                                   "agents: [{name: alice, slots: cpu}]\n")
+    git(repo, "add", "org.yaml")
+    git(repo, "commit", "-qm", "org")
+    up = run_cli("up", "org.yaml", "--headless", cwd=repo, env={SEAL_ENV: SUBREAPER}, timeout=120)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert up.stderr.count("runs are not sealed") == 1 and "runs are not sealed" not in up.stdout
+    finally:
+        run_cli("down", "--tag", "u", cwd=repo, timeout=120)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The budget the harness measures: CPU seconds of the process tree per allotted core
+
+BURN = """\
+import json, time
+start = time.process_time()
+while time.process_time() - start < {cpu}:
+    pass
+print("@metric " + json.dumps({{"final": True, "val_loss": 1.0, "train_s": 0.1}}), flush=True)
+"""
+# trains by the wall clock, like nanochat: on a shared core it gets less CPU in the same time
+HONEST = """\
+import json, time
+start = time.monotonic()
+while time.monotonic() - start < {wall}:
+    pass
+print("@metric " + json.dumps({{"final": True, "val_loss": 1.0, "train_s": {wall}}}), flush=True)
+"""
+
+
+def judged(tmp_path: Path, body: str, budget: float, startup: float, core: int) -> str:
+    task_file = tmp_path / "task.yaml"
+    task_file.write_text(f"name: t\neditable: [train.py]\nrun: x\nmetric: val_loss\nbudget: {budget}\n"
+                         f"startup: {startup}\ngrace: 120\n")
+    (tmp_path / "train.py").write_text(body)
+    (tmp_path / "run").mkdir(exist_ok=True)
+    out = process.run_command(f"{sys.executable} train.py", cwd=tmp_path, env=dict(os.environ), limit_s=budget + 120,
+                              log_path=tmp_path / "log", metrics_path=tmp_path / "metrics.jsonl", cores=(core,),
+                              sealing=Sealing(seal_mode(), tmp_path / "run", ()))
+    return run.judge_outcome(load_task(task_file), out, budget, True, "exp", "cpu", 1)[0]
+
+
+def test_a_run_that_burns_past_its_budget_in_cpu_is_void_and_says_why(tmp_path: Path) -> None:
+    core = sorted(os.sched_getaffinity(0))[0]
+    verdict = judged(tmp_path, BURN.format(cpu=2.7 * 0.5), budget=0.5, startup=0.3, core=core)
+    assert verdict.startswith("over budget: ") and verdict.endswith(" CPU-s > 0.5 + 0.3"), verdict
+    assert float(verdict.split()[2]) >= 1.35
+
+
+def test_an_honest_run_beside_busy_loops_on_its_core_is_not_void(tmp_path: Path) -> None:
+    core = sorted(os.sched_getaffinity(0))[0]
+    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=lambda: os.sched_setaffinity(
+        0, (core,))) for _ in range(3)]  # noqa: PLW1509 - only a syscall
+    try:
+        verdict = judged(tmp_path, HONEST.format(wall=1.5), budget=1.5, startup=0.3, core=core)
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.wait()
+    assert verdict == "measured", verdict
+
+
+def test_startup_is_a_number_or_per_slot_class_and_checked(tmp_path: Path) -> None:
+    task_file = tmp_path / "task.yaml"
+    base = "name: t\neditable: [train.py]\nrun: x\nmetric: val_loss\nbudget: 1\n"
+    task_file.write_text(base + "startup: {cpu: 20, gpu: 60}\n")
+    assert load_task(task_file).startup == {"cpu": 20.0, "gpu": 60.0}
+    task_file.write_text(base)
+    assert load_task(task_file).startup == {"cpu": 0.0, "gpu": 0.0}
+    for bad in ("-1", "{tpu: 3}", "yes"):
+        task_file.write_text(base + f"startup: {bad}\n")
+        with pytest.raises(SpecError, match="startup"):
+            load_task(task_file)
