@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autoorg import comms, executors, workspace
+from autoorg import comms, executors, orgcode, workspace
 from autoorg.agents import LaunchContext, get_backend, resolve_auto
 from autoorg.clock import now_iso
 from autoorg.compute import gpu
 from autoorg.errors import AutoorgError, Say, StateError
-from autoorg.experiments import ledger, manifest
+from autoorg.experiments import ledger, manifest, resolve_org_code
 from autoorg.experiments.sandbox import seal_mode
 from autoorg.paths import OrgPaths, atomic_write_text, autoorg_command, org_paths
 from autoorg.runtime import Launch, Liveness, Session, open_session, pane_environment, tmux
@@ -150,6 +150,7 @@ def build_org(plan: Plan, *, log: Say = lambda _: None) -> OrgState:
                 undo.append(functools.partial(workspace.delete_branch, repo, agent.branch))
             undo.append(functools.partial(workspace.remove_worktree, repo, agent.worktree, agent.spec.name))
         atomic_write_text(paths.org_yaml, plan.spec.to_yaml())
+        orgcode.record(resolve_org_code(repo, plan.spec, paths.org_yaml), paths.orgcode)
         state = OrgState(
             tag=tag, repo=str(repo), runtime=plan.runtime, socket=plan.socket,
             session="" if plan.runtime == "headless" else plan.session,

@@ -67,6 +67,11 @@ class OrgPaths:
     def logs(self) -> Path:
         return self.home / "logs"
 
+    @property
+    def orgcode(self) -> Path:
+        """Each version of the org's code it ran, a copy kept per hash (orgcode.record)."""
+        return self.home / "orgcode"
+
 
 def org_paths(repo: Path, tag: str) -> OrgPaths:
     return OrgPaths(Path(repo).resolve() / STATE_DIR / tag)
@@ -125,6 +130,16 @@ def data_dir() -> Path:
     """Cache for task data (tokenized corpora): `AUTOORG_DATA`, default `~/.cache/autoorg`."""
     env = os.environ.get("AUTOORG_DATA")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "autoorg"
+
+
+def user_dir() -> Path:
+    """The user's own org code (prompts/, skills/): `AUTOORG_USER_DIR`, else `$XDG_CONFIG_HOME/autoorg`, default
+    `~/.config/autoorg`."""
+    env = os.environ.get("AUTOORG_USER_DIR")
+    if env:
+        return Path(env).expanduser()
+    config = os.environ.get("XDG_CONFIG_HOME")
+    return (Path(config).expanduser() if config else Path.home() / ".config") / "autoorg"
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from autoorg.agents import LaunchContext
 from autoorg.errors import BackendError, SpecError
-from autoorg.orgcode import org_file, prompt_path, skill_dirs, source_root
+from autoorg.orgcode import find_file, prompt_path, roots, skill_dirs, source_root
 from autoorg.paths import OrgPaths, atomic_write_text, autoorg_command, bin_dir
 from autoorg.spec import AgentSpec, TaskSpec, find_task, load_task
 
@@ -77,11 +77,11 @@ def render(text: str, facts: dict[str, str]) -> str:
 
 def prompt_file(agent: AgentSpec, ctx: LaunchContext) -> Path:
     relative = prompt_path(agent.role, agent.prompt)
-    found = org_file(ctx.paths.repo, relative)
-    if found is None or not found.is_file():
-        raise BackendError(f"agent '{agent.name}': role prompt '{relative}' not found in {ctx.paths.repo} "
-                           f"nor in autoorg's bundled prompts ({source_root() / 'prompts'})")
-    return found
+    found = find_file(ctx.paths.repo, relative)
+    if found is None:
+        searched = ", ".join(str(root) for _, root in roots(ctx.paths.repo))
+        raise BackendError(f"agent '{agent.name}': role prompt '{relative}' not found in any of {searched}")
+    return found.path
 
 
 def role_prompt(agent: AgentSpec, ctx: LaunchContext) -> str:

@@ -12,10 +12,10 @@
 
 from __future__ import annotations
 
-from autoorg.experiments.context import OrgContext, current_agent, load_context
+from autoorg.experiments.context import OrgContext, current_agent, load_context, resolve_org_code
 from autoorg.experiments.policy import boundary_violations
 from autoorg.experiments.queue import new_seed, queue_experiment, queue_run
 from autoorg.experiments.run import ensure_setup, execute, judge_outcome, substitute
 
 __all__ = ["OrgContext", "boundary_violations", "current_agent", "ensure_setup", "execute", "judge_outcome",
-           "load_context", "new_seed", "queue_experiment", "queue_run", "substitute"]
+           "load_context", "new_seed", "queue_experiment", "queue_run", "resolve_org_code", "substitute"]

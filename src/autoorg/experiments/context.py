@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from autoorg import workspace
+from autoorg import orgcode, workspace
 from autoorg.errors import RunnerError, StateError, TaskError
 from autoorg.paths import OrgPaths
 from autoorg.spec import OrgSpec, TaskSpec, load_org, load_task
@@ -47,6 +47,15 @@ class OrgContext:
 
     def worktree(self, agent: str) -> Path:
         return Path(self.state.agent(agent).worktree)
+
+    def org_code(self) -> orgcode.OrgCode:
+        return resolve_org_code(self.repo, self.spec, self.paths.org_yaml)
+
+
+def resolve_org_code(repo: Path, spec: OrgSpec, org_yaml: Path) -> orgcode.OrgCode:
+    """The files an org's code resolves to: its roles' prompts, the skills, its resolved org.yaml."""
+    prompts = sorted({orgcode.prompt_path(a.role, a.prompt) for a in spec.agents})
+    return orgcode.resolve(repo, prompts, org_yaml)
 
 
 def load_context(paths: OrgPaths) -> OrgContext:

@@ -52,7 +52,7 @@ MIGRATIONS: list[str] = [
         standard INTEGER NOT NULL,       -- 1 when budget is the task's: only those are compared
         slot_class TEXT NOT NULL,        -- cpu | gpu
         slot TEXT,                       -- the slot it ran on (cpu0, gpu3, gpu0+1)
-        org_code TEXT NOT NULL DEFAULT '',  -- hash of prompts/, skills/ and org.yaml
+        org_code TEXT NOT NULL DEFAULT '',  -- orgcode hash: the resolved prompts, skills and org.yaml
         candidate TEXT,                  -- verify runs: the experiment they verify
         verdict TEXT NOT NULL,
         ref_head TEXT,                   -- the program head this run was screened against

@@ -6,7 +6,7 @@ import math
 import secrets
 from typing import Any
 
-from autoorg import workspace
+from autoorg import orgcode, workspace
 from autoorg.compute.slots import (
     agent_slots,
 )
@@ -14,7 +14,6 @@ from autoorg.errors import RunnerError, StateError, TaskError
 from autoorg.experiments import ledger
 from autoorg.experiments.context import OrgContext
 from autoorg.experiments.policy import boundary_violations
-from autoorg.orgcode import org_code_hash
 from autoorg.paths import atomic_write_text
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -31,7 +30,7 @@ def queue_run(ctx: OrgContext, *, kind: str, agent: str, commit: str, head: str,
         "kind": kind, "agent": agent, "task": ctx.task.name, "commit_sha": commit,
         "tree": workspace.tree_of(repo, commit), "parent": workspace.parent_of(repo, commit), "head": head,
         "diff_stat": workspace.diff_stat(repo, head, commit), "description": description, "seed": seed,
-        "budget": budget, "standard": int(standard), "slot_class": slot_class, "org_code": org_code_hash(ctx.repo, ctx.paths.org_yaml),
+        "budget": budget, "standard": int(standard), "slot_class": slot_class, "org_code": orgcode.record(ctx.org_code(), ctx.paths.orgcode),
         "candidate": candidate, **extra,
     })
     run_dir = ctx.paths.runs / exp

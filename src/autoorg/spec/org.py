@@ -306,3 +306,30 @@ def load_org(target: str, *, tag: str | None = None, task: str | None = None, ba
     if raw is None:
         raise SpecError(f"{path} is empty")
     return build_spec(raw, source=str(path), tag=tag, task=task, backend=backend, command=command)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A new org (`autoorg init`)
+
+
+def scaffold_org(*, tag: str, task: str, agents: int, backend: str) -> str:
+    """The text of a new org YAML, commented for the person who will edit it; load_org reads it back."""
+    if not 1 <= agents <= len(AGENT_NAMES):
+        raise SpecError(f"--agents must be between 1 and {len(AGENT_NAMES)}, got {agents}")
+    if not TAG_RE.match(tag):
+        raise SpecError(f"tag {tag!r} is not a safe name", hint="use lowercase letters, digits, '-' or '_' (max 40)")
+    lines = [
+        "# The org: who works on the task and how. Prompts and skills resolve from org/prompts and org/skills here,",
+        "# then ~/.config/autoorg, then autoorg's bundled library; `autoorg org show` lists which file came from where.",
+        f"tag: {tag}",
+        f"task: {task}",
+        "defaults:",
+        f"  backend: {backend}  # auto: claude or codex when installed, else heuristic (offline, no LLM)",
+        "roles:",
+        "  researcher: {prompt: prompts/researcher.md}",
+        "agents:  # slots: cpu, or GPU ids such as [0]",
+        *[f"  - {{name: {name}, slots: cpu}}" for name in AGENT_NAMES[:agents]],
+        "processes:",
+        "  gate: {repeats: 2}  # paired re-runs a candidate needs before it is promoted",
+    ]
+    return "\n".join(lines) + "\n"

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ast
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from autoorg.errors import SpecError
 from autoorg.spec.loader import check_keys, line_of, read_yaml
@@ -149,3 +153,66 @@ def load_task(path: Path) -> TaskSpec:
         startup=_startup(raw, run, source),
         setup=raw.get("setup"), knobs=knobs, noise=dict(raw.get("noise") or {}),
     )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A new task (`autoorg init`)
+
+_CONSTANT = re.compile(r"^(?P<name>[A-Z][A-Z0-9_]*)\s*(?::\s*\w+\s*)?=\s*(?P<value>[^#\n]+?)\s*(?:#.*)?$", re.M)
+
+
+def detect_knobs(text: str, file: str) -> list[Knob]:
+    """Module-level UPPER_CASE numeric or boolean constants of a training script, each a knob with a range around
+    its value (a float ×/÷10 on a log scale, an int ×/÷2): a starting point for the offline researcher."""
+    knobs = []
+    for m in _CONSTANT.finditer(text):
+        try:
+            value = ast.literal_eval(m["value"])
+        except (ValueError, SyntaxError):
+            continue
+        name = m["name"]
+        if isinstance(value, bool):
+            knobs.append(Knob(name=name, file=file, type="bool"))
+        elif isinstance(value, int) and value >= 1:
+            knobs.append(Knob(name=name, file=file, type="int", low=max(1, value // 2), high=value * 2))
+        elif isinstance(value, float) and value > 0:
+            knobs.append(Knob(name=name, file=file, type="float", low=float(f"{value / 10:.4g}"),
+                              high=float(f"{value * 10:.4g}"), log=True))
+    return knobs
+
+
+def scaffold_task(*, name: str, train: str, run: str, metric: str, direction: str, budget: float,
+                  protected: list[str], knobs: list[Knob]) -> str:
+    """The text of a new task.yaml, commented for the person who will edit it; load_task reads it back."""
+
+    def flow(value: Any) -> str:
+        text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10_000)
+        return text.removesuffix("...\n").strip()  # a lone scalar is dumped as a document with an end marker
+
+    knob_lines = []
+    for k in knobs:
+        entry: dict[str, Any] = {"name": k.name, "type": k.type}
+        if k.type in ("float", "int"):
+            entry.update(low=k.low, high=k.high)
+        if k.log:
+            entry["log"] = True
+        knob_lines.append(f"  - {flow(entry)}")
+    return "\n".join([
+        "# The task: what the org may change, how a run is started, and how it is scored.",
+        f"name: {flow(name)}",
+        "description: >",
+        f"  Improve {metric} of {train} within a fixed training budget. (Say here what the model is and what a",
+        "  good change looks like: every agent reads this.)",
+        "# Paths agents may change; everything else is refused. Protected paths are checked again by the gate.",
+        f"editable: {flow([train])}",
+        f"protected: {flow(protected)}",
+        "# {python} is autoorg's interpreter; {seed} and {budget} (seconds) must be honoured by the script.",
+        f"run: {flow(run)}",
+        "# The script prints a final line: @metric {\"final\": true, \"" + metric + "\": <value>}",
+        f"metric: {flow({'name': metric, 'direction': direction})}",
+        f"budget: {budget:g}",
+        "grace: 30",
+        "# What the offline researcher (backend heuristic) may search: module-level constants of the script.",
+        "knobs:" + ("" if knob_lines else " []"),
+        *knob_lines,
+    ]) + "\n"

@@ -18,10 +18,11 @@ from autoorg.testing.helpers import make_repo
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No test sees the developer's org, agent identity or data cache."""
+    """No test sees the developer's org, agent identity, org code or data cache."""
     for var in ("AUTOORG_HOME", "AUTOORG_AGENT", "AUTOORG_TAG", "AUTOORG_TMUX_SOCKET", "TMUX"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AUTOORG_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("AUTOORG_USER_DIR", str(tmp_path / "user-org-code"))
 
 
 @pytest.fixture
