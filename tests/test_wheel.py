@@ -73,8 +73,10 @@ def fresh_venv(path: Path) -> Path:
 
 
 def pip_install(python: Path, *args: str | Path) -> None:
+    # without PYTHONPATH: a checkout on it (with its egg-info) would make pip think autoorg is already installed
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     ok(run(sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", "--no-build-isolation",
-           *args, timeout=300))
+           *args, env=env, timeout=300))
 
 
 def clean_env(tmp: Path) -> dict[str, str]:
