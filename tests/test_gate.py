@@ -121,9 +121,7 @@ def test_training_past_the_budget_is_never_promoted(org: OrgPaths) -> None:
     train = org.worktree("alice") / TRAIN
     train.write_text(train.read_text().replace("0.9 * args.budget", "1.6 * args.budget"))
     exp = run_exp(org, "alice", "train a bit longer")
-    assert verdict(org, exp).startswith("over budget")
-    assert ledger.get_experiment(org, exp)["metric"] < gate.head_stats(
-        experiments.load_context(org), head(org), "cpu").mean  # it *looks* better: more tokens
+    assert verdict(org, exp).startswith("over budget")  # its own report; the evaluator scored what the budget buys
     drive_gate(org, lambda: True)
     assert ledger.promotions(org) == [] and verdict(org, exp).startswith("over budget")
 

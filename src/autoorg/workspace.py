@@ -241,11 +241,13 @@ def read_file_at(repo: Path, rev: str, path: str) -> str | None:
         return None
 
 
-def export_tree(repo: Path, rev: str, dest: Path) -> None:
-    """Write the exact tree of rev into dest (a fresh folder): what a run executes, whatever the worktree holds."""
+def export_tree(repo: Path, rev: str, dest: Path, paths: list[str] | None = None) -> None:
+    """Write the exact tree of rev into dest (a fresh folder): what a run executes, whatever the worktree holds.
+    With paths, only those files (the protected evaluator)."""
     _require_git()
     dest.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(["git", "archive", "--format=tar", rev], cwd=repo, stdout=subprocess.PIPE,
+    only = ["--", *paths] if paths else []
+    proc = subprocess.Popen(["git", "archive", "--format=tar", rev, *only], cwd=repo, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     assert proc.stdout is not None
     try:
