@@ -131,6 +131,7 @@ def test_a_candidate_touching_a_protected_file_is_rejected_by_the_gate(org: OrgP
     worktree = org.worktree("alice")
     landscape = worktree / "examples/synthetic/landscape.py"
     landscape.write_text(landscape.read_text().replace("loss = 1.0\n", "loss = 0.5\n"))
+    set_knobs(worktree, LEARNING_RATE=0.006)  # a real gain beside it (the doctored copy itself is never run)
     git(worktree, "commit", "-qam", "easier landscape")
     ctx = experiments.load_context(org)
     commit, base = git(worktree, "rev-parse", "HEAD"), head(org)
