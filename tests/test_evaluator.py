@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from autoorg import comms, experiments, gate
+from autoorg.errors import SpecError
 from autoorg.experiments import ledger
 from autoorg.experiments.measure import metric_value
 from autoorg.experiments.process import run_command
@@ -207,3 +209,16 @@ def test_a_promotion_worse_on_the_held_out_split_is_flagged_to_human(
     flagged = [m for m in comms.read_inbox(paths, "human") if m.exp == exp]
     assert flagged and "worse on the held-out split" in flagged[0].body
     assert "held-out: worse — possible val overfitting" in comms.read_board(paths)
+
+
+@pytest.mark.parametrize(("extra", "why"), [
+    ("metric: {name: val_loss, range: [10, 0]}", "metric range must be [lo, hi] with lo < hi"),
+    ("metric: {name: val_loss, range: [0, true]}", "metric range must be [lo, hi] with lo < hi"),
+    ("metric: val_loss\nheldout: python h.py", "heldout needs evaluate"),
+    ("metric: val_loss\nevaluate: [python, e.py]", "evaluate must be a command line"),
+])
+def test_bad_evaluation_keys_are_spec_errors(tmp_path: Path, extra: str, why: str) -> None:
+    task = tmp_path / "task.yaml"
+    task.write_text(f"name: t\neditable: [train.py]\nrun: python train.py\nbudget: 5\n{extra}\n")
+    with pytest.raises(SpecError, match=re.escape(why)):
+        load_task(task)

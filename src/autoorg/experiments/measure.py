@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,6 @@ class Measurement:
     value: float | None
     crash: str | None = None
     heldout: float | None = None
-    evaluation: Outcome | None = field(default=None, repr=False)
 
 
 def metric_value(task: TaskSpec, out: Outcome) -> tuple[dict[str, Any] | None, float | None, str | None]:
@@ -73,11 +72,11 @@ def evaluate(task: TaskSpec, command: str, *, cwd: Path, env: dict[str, str], lo
     out = run_command(command, cwd=cwd, env=env, limit_s=max(task.grace, EVALUATE_MIN_S), log_path=log_path,
                       metrics_path=metrics_path, keep_fds=keep_fds, cores=cores)
     if out.killed:
-        return Measurement(None, None, f"evaluation {out.killed}", evaluation=out)
+        return Measurement(None, None, f"evaluation {out.killed}")
     if out.exit_code != 0:
         why = f"evaluation failed (exit {out.exit_code}): {last_line(log_path)}"
-        return Measurement(None, None, why, evaluation=out)
+        return Measurement(None, None, why)
     finals, value, crash = metric_value(task, out)
     if crash:
         crash = f"evaluation: {crash}"
-    return Measurement(finals, value, crash, evaluation=out)
+    return Measurement(finals, value, crash)
