@@ -203,8 +203,8 @@ def test_the_tasks_commands_train_then_measure_in_another_process(prepared, tmp_
     """task.yaml's run saves the model without measuring it; its evaluate command gives the one final val_bpb,
     and refuses data whose checksums no longer match what prepare.py recorded."""
     task = load_task(NANOCHAT / "task.yaml")
-    assert "--save {out}/model.pt" in task.run["cpu"] and task.evaluate and task.metric_range == (0, 16)
-    model = str(tmp_path / "model.pt")
+    assert "--save {out}/model.pt2" in task.run["cpu"] and task.evaluate and task.metric_range == (0, 16)
+    model = str(tmp_path / "model.pt2")
     proc = run("train.py", "--preset", "cpu", "--budget", "1", "--seed", "3", "--save", model, "--no-eval",
                data=prepared)
     assert proc.returncode == 0, proc.stderr
