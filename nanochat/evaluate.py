@@ -1,6 +1,7 @@
 """val_bpb: bits per byte of a model on the fixed validation tokens. The task's metric; lower is better.
 
-Protected: train.py imports and calls `evaluate_bpb`, so editing train.py cannot change how a run is measured.
+Protected, and run by autoorg in its own process on the checkpoint `train.py --save` wrote, from the program
+head's copy of this file, after checking the data's checksums: nothing in train.py changes how a run is measured.
 Bits per byte do not depend on the tokenizer: the summed cross-entropy (in bits) of every scored token is
 divided by the number of UTF-8 bytes those tokens stand for. BOS tokens stand for no bytes and are skipped.
 
@@ -135,11 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     device = args.device or info["device"]
     model.to(device)
     try:
+        prepare.verify_checksums()
         val_bpb = evaluate_bpb(model, info["config"]["seq_len"], device, args.batch_size)
     except prepare.PrepareError as exc:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 2
-    print("@metric " + json.dumps({"val_bpb": val_bpb}), flush=True)
+    print("@metric " + json.dumps({"final": True, "val_bpb": val_bpb}), flush=True)
     return 0
 
 

@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-FORMAT = 1  # bump when the layout or the tokenizer recipe changes: old caches are then rebuilt
+FORMAT = 2  # bump when the layout or the tokenizer recipe changes: old caches are then rebuilt
+MEASURED_FILES = ("val.bin", "token_bytes.npy")  # what evaluate.py reads; their sha256 is in meta.json
 VOCAB_SIZE = 2048  # offline corpora: sized for the CPU preset, whose tiny model spends much time in the head
 SHARD_VOCAB_SIZE = 8192  # parquet shards (web text, for GPU runs)
 VAL_FRACTION = 0.05  # share of files (by a stable hash of their path) held out for validation
@@ -88,6 +89,24 @@ def load_meta(where: Path | None = None) -> dict:
     if meta.get("format") != FORMAT:
         raise PrepareError(f"data in {where} has an old format; run `python nanochat/prepare.py` again")
     return meta
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_checksums(where: Path | None = None) -> None:
+    """The files a measurement reads must be the ones prepare.py wrote (a run may not double token_bytes.npy)."""
+    where = where or data_dir()
+    expected = load_meta(where).get("sha256", {})
+    for name in MEASURED_FILES:
+        if name not in expected or file_sha256(where / name) != expected[name]:
+            raise PrepareError(f"{where / name} does not match the checksum prepare.py recorded in meta.json; "
+                               "run `python nanochat/prepare.py --force` to rebuild the data")
 
 
 def load_tokens(split: str, where: Path | None = None) -> np.ndarray:
@@ -433,6 +452,7 @@ def build(corpus: Corpus, vocab_size: int, force: bool, tokenizer_chars: int) ->
             "val_docs": val["docs"], "val_tokens": val["tokens"], "val_bytes": val["bytes"],
             "python": sys.version.split()[0], "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "seconds": round(time.monotonic() - started, 1),
+            "sha256": {name: file_sha256(work / name) for name in MEASURED_FILES},
         }
         (work / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         # swap the whole folder in: a run that has the old files open keeps reading them

@@ -348,6 +348,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--budget", type=float, help="seconds of training (default: cpu 60, gpu 300); warm-up is extra")
     add("--seed", type=int, default=0)
     add("--save", metavar="PATH", help="write the trained model here, self-contained (torch.export), for evaluate.py")
+    add("--no-eval", dest="evaluate", action="store_false",
+        help="skip the in-process val_bpb (autoorg's protected evaluator measures the --save file on its own)")
     add("--compile", action=argparse.BooleanOptionalAction, help="torch.compile (default: on for gpu)")
     # model
     add("--depth", type=int, help=f"transformer blocks (default: cpu {DEPTH}, gpu {GPU_DEPTH})")
@@ -541,7 +543,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # evaluation by the protected evaluate.py, on the uncompiled model (it shares the trained weights)
     eval_start = time.perf_counter()
-    val_bpb = evaluate.evaluate_bpb(model, args.seq_len, device, batch_size=args.device_batch)
+    val_bpb = evaluate.evaluate_bpb(model, args.seq_len, device, batch_size=args.device_batch) if args.evaluate \
+        else None
     tokens = step * args.batch_tokens
     flops = model.flops_per_token() * tokens
     if on_cuda:
@@ -554,10 +557,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: training went {tokens / meta['train_tokens']:.1f} times through the train split; prepare "
               f"more data for runs this long (python nanochat/prepare.py --download 8)", flush=True)
     final = {
-        "final": True, "val_bpb": round(val_bpb, 6), "steps": step, "tokens": tokens, "params": params,
+        "final": True, "steps": step, "tokens": tokens, "params": params,
         "flops": float(f"{flops:.4g}"), "train_s": round(train_s, 2), "warmup_s": round(warmup_s, 2),
         "peak_mem_mb": round(peak_mem_mb, 1), "corpus": meta["corpus_sha256"][:12],
     }
+    if val_bpb is not None:  # progress: the result is the protected evaluator's, measured in its own process
+        final["val_bpb"] = round(val_bpb, 6)
     peak = peak_flops(device)
     if peak:
         final["mfu"] = round(flops / train_s / peak, 4)

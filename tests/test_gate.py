@@ -124,9 +124,7 @@ def test_training_past_the_budget_is_never_promoted(org: OrgPaths) -> None:
     train = org.worktree("alice") / TRAIN
     train.write_text(train.read_text().replace("0.9 * args.budget", "1.6 * args.budget"))
     exp = run_exp(org, "alice", "train a bit longer")
-    assert verdict(org, exp).startswith("over budget")
-    assert ledger.get_experiment(org, exp)["metric"] < gate.head_stats(
-        experiments.load_context(org), head(org), "cpu").mean  # it *looks* better: more tokens
+    assert verdict(org, exp).startswith("over budget")  # its own report; the evaluator scored what the budget buys
     drive_gate(org, lambda: True)
     assert ledger.promotions(org) == [] and verdict(org, exp).startswith("over budget")
 
@@ -136,6 +134,7 @@ def test_a_candidate_touching_a_protected_file_is_rejected_by_the_gate(org: OrgP
     worktree = org.worktree("alice")
     landscape = worktree / "examples/synthetic/landscape.py"
     landscape.write_text(landscape.read_text().replace("loss = 1.0\n", "loss = 0.5\n"))
+    set_knobs(worktree, LEARNING_RATE=0.006)  # a real gain beside it (the doctored copy itself is never run)
     git(worktree, "commit", "-qam", "easier landscape")
     ctx = experiments.load_context(org)
     commit, base = git(worktree, "rev-parse", "HEAD"), head(org)

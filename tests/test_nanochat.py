@@ -7,6 +7,7 @@ import ast
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -193,6 +194,28 @@ def test_a_saved_model_measures_the_same_without_train_py(prepared, tmp_path):
 
     (tmp_path / "junk.pt2").write_text("not a model")
     assert "cannot read checkpoint" in one_line_error(run("evaluate.py", str(tmp_path / "junk.pt2"), data=prepared))
+
+
+def test_the_tasks_commands_train_then_measure_in_another_process(prepared, tmp_path):
+    """task.yaml's run saves the model without measuring it; its evaluate command gives the one final val_bpb,
+    and refuses data whose checksums no longer match what prepare.py recorded."""
+    task = load_task(NANOCHAT / "task.yaml")
+    assert "--save {out}/model.pt2" in task.run["cpu"] and task.evaluate and task.metric_range == (0, 16)
+    model = str(tmp_path / "model.pt2")
+    proc = run("train.py", "--preset", "cpu", "--budget", "1", "--seed", "3", "--save", model, "--no-eval",
+               data=prepared)
+    assert proc.returncode == 0, proc.stderr
+    assert "val_bpb" not in [m for m in metric_lines(proc.stdout) if m.get("final")][0]  # progress only
+    measured = run("evaluate.py", model, data=prepared)
+    assert measured.returncode == 0, measured.stderr
+    (final,) = metric_lines(measured.stdout)
+    assert final["final"] is True and 0 < final["val_bpb"] < 16
+
+    doctored = tmp_path / "doctored"
+    shutil.copytree(prepared, doctored)
+    token_bytes = doctored / "nanochat" / "data" / "token_bytes.npy"
+    np.save(token_bytes, np.load(token_bytes) * 2)  # every token "stands for" twice the bytes: half the bpb
+    assert "does not match the checksum" in one_line_error(run("evaluate.py", model, data=doctored))
 
 
 def test_evaluate_imports_nothing_editable():

@@ -28,6 +28,14 @@ def org(repo: Path, tmux_socket: str, tmp_path: Path) -> OrgPaths:
     return start_org(repo, tmux_socket, tmp_path, agents=2, baseline=2)
 
 
+@pytest.fixture
+def unprotected(repo: Path, tmux_socket: str, tmp_path: Path) -> OrgPaths:
+    """The synthetic task without its evaluator: training's own final line is the metric (tests that replace
+    train.py wholesale check how a training run itself is judged)."""
+    add_synthetic(repo, evaluator=False)
+    return start_org(repo, tmux_socket, tmp_path, agents=2, baseline=2)
+
+
 def agent_env(paths: OrgPaths, agent: str) -> dict[str, str]:
     return {"AUTOORG_AGENT": agent, "AUTOORG_HOME": str(paths.home)}
 
@@ -124,15 +132,15 @@ def test_no_org_at_all_is_one_line(repo: Path) -> None:
     assert proc.returncode == 2 and proc.stderr.startswith("autoorg: no org in") and proc.stderr.count("\n") == 1
 
 
-def test_a_run_that_never_prints_the_metric_is_a_crash_with_its_log_kept(org: OrgPaths) -> None:
-    replace_train(org, "alice", "print('warming up')\nprint('@metric {\"step\": 1}')\n")
-    rc, out, err = exp_run(org, "alice", "-m", "forgot the metric")
+def test_a_run_that_never_prints_the_metric_is_a_crash_with_its_log_kept(unprotected: OrgPaths) -> None:
+    replace_train(unprotected, "alice", "print('warming up')\nprint('@metric {\"step\": 1}')\n")
+    rc, out, err = exp_run(unprotected, "alice", "-m", "forgot the metric")
     assert rc == 2
-    exp = ledger.experiments(org, kinds=("exp",))[0]["exp"]
+    exp = ledger.experiments(unprotected, kinds=("exp",))[0]["exp"]
     assert err.strip().splitlines()[-1].startswith(f"autoorg: {exp} crash: metric never printed")
     assert "log kept:" in out and "last line: @metric" in out
-    assert "warming up" in (org.runs / exp / "log").read_text()
-    assert ledger.get_experiment(org, exp)["verdict"].startswith("crash: metric never printed")
+    assert "warming up" in (unprotected.runs / exp / "log").read_text()
+    assert ledger.get_experiment(unprotected, exp)["verdict"].startswith("crash: metric never printed")
 
 
 def test_a_failing_command_says_its_exit_code(org: OrgPaths) -> None:
@@ -182,21 +190,21 @@ def _state(pid: int) -> str:
         return "gone"
 
 
-def test_reported_training_past_the_budget_is_not_compared(org: OrgPaths) -> None:
-    replace_train(org, "alice", 'print(\'@metric {"final": true, "val_loss": 0.5, "train_s": 9.0}\')\n')
-    rc, out, _ = exp_run(org, "alice", "-m", "trains too long")
+def test_reported_training_past_the_budget_is_not_compared(unprotected: OrgPaths) -> None:
+    replace_train(unprotected, "alice", 'print(\'@metric {"final": true, "val_loss": 0.5, "train_s": 9.0}\')\n')
+    rc, out, _ = exp_run(unprotected, "alice", "-m", "trains too long")
     assert rc == 0
-    assert ledger.experiments(org, kinds=("exp",))[0]["verdict"].startswith("over budget")
+    assert ledger.experiments(unprotected, kinds=("exp",))[0]["verdict"].startswith("over budget")
     assert "not compared" in out
 
 
-def test_runs_are_pinned_to_one_core_with_thread_limits(org: OrgPaths) -> None:
-    replace_train(org, "alice", "import json, os\nprint('@metric ' + json.dumps({'final': True, 'val_loss': 1.0, "
+def test_runs_are_pinned_to_one_core_with_thread_limits(unprotected: OrgPaths) -> None:
+    replace_train(unprotected, "alice", "import json, os\nprint('@metric ' + json.dumps({'final': True, 'val_loss': 1.0, "
                   "'cores': len(os.sched_getaffinity(0)), 'omp': os.environ['OMP_NUM_THREADS'], "
                   "'cuda': os.environ['CUDA_VISIBLE_DEVICES'], 'exp': os.environ['AUTOORG_EXP']}))\n")
-    rc, _, err = exp_run(org, "alice", "-m", "where am I")
+    rc, _, err = exp_run(unprotected, "alice", "-m", "where am I")
     assert rc == 0, err
-    row = ledger.experiments(org, kinds=("exp",))[0]
+    row = ledger.experiments(unprotected, kinds=("exp",))[0]
     assert row["metrics"]["cores"] == 1 and row["metrics"]["omp"] == "1" and row["metrics"]["cuda"] == ""
     assert row["metrics"]["exp"] == row["exp"]
 

@@ -1,13 +1,15 @@
 """Synthetic training run: the file agents edit. The knobs below are the recipe; landscape.py (protected) says
-how good it is. It "trains" for the budget it is given (the task's {budget}), prints progress and a final line.
+how good it is. It "trains" for the budget it is given (the task's {budget}), prints progress, and writes the
+recipe it trained to OUT/recipe.json, which the protected evaluate.py scores in its own process.
 
-    python examples/synthetic/train.py --seed 1 --budget 2
+    python examples/synthetic/train.py --seed 1 --budget 2 --out /tmp/run
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,6 +32,8 @@ BATCH_SIZE = 64
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--budget", type=float, default=2.0, help="seconds of training")
+parser.add_argument("--out", type=Path, default=Path(os.environ.get("AUTOORG_OUT", ".")),
+                    help="folder for the trained recipe (default: $AUTOORG_OUT)")
 args = parser.parse_args()
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -49,15 +53,18 @@ for report in range(1, 5):
     print("@metric " + json.dumps({"step": step, "train_loss": round(train_loss, 5)}), flush=True)
 
 # ---------------------------------------------------------------------------------------------------------------
-# Evaluate
+# Hand the trained recipe to the evaluator
 
 # The compute is the simulated training time (it sets the tokens); the wall clock is reported beside it, since a
 # loaded machine oversleeps by milliseconds that bought no training.
 wall_train_s = time.monotonic() - start
 steps = landscape.steps_in(train_seconds, DEPTH)
 tokens = steps * BATCH_SIZE * landscape.SEQ_LEN
+args.out.mkdir(parents=True, exist_ok=True)
+(args.out / "recipe.json").write_text(json.dumps(knobs) + "\n")
+# Our own estimate, as progress for the dashboard: the result is evaluate.py's, measured after this process ends.
 val_loss = landscape.noisy_loss(knobs, tokens, args.seed, sigma)
-print(f"trained {steps} steps on {tokens} tokens in {wall_train_s:.2f}s")
+print(f"trained {steps} steps on {tokens} tokens in {wall_train_s:.2f}s; recipe in {args.out / 'recipe.json'}")
 print("@metric " + json.dumps({"final": True, "val_loss": round(val_loss, 6), "steps": steps, "tokens": tokens,
                                "train_s": round(train_seconds, 3), "wall_train_s": round(wall_train_s, 3)}),
       flush=True)

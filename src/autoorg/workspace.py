@@ -4,6 +4,7 @@ commit. Every git call in autoorg goes through this module."""
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import os
 import shutil
 import subprocess
@@ -247,12 +248,15 @@ def read_file_at(repo: Path, rev: str, path: str) -> str | None:
         return None
 
 
-def export_tree(repo: Path, rev: str, dest: Path) -> None:
+def export_tree(repo: Path, rev: str, dest: Path, paths: list[str] | None = None) -> None:
     """Write rev's committed tree into dest (a new or empty folder) byte for byte: raw blobs read with `git
     cat-file --batch`, so no smudge or clean filter, no attribute, no export-subst/export-ignore applies. The
     executable bit is kept; a symlink is written as a symlink only when it resolves inside dest; an absolute
-    path, a `.`/`..` part or a link out of the tree raises GitError. Submodules come out as empty folders."""
+    path, a `.`/`..` part or a link out of the tree raises GitError. Submodules come out as empty folders. With
+    paths (files, folders or glob patterns), only what they name (the protected evaluator)."""
     entries = [_tree_entry(e) for e in _run(repo, "ls-tree", "-r", "-z", "--full-tree", rev).split("\0") if e]
+    if paths is not None:
+        entries = [e for e in entries if any(_names(e[2], p) for p in paths)]
     dest.mkdir(parents=True, exist_ok=True)
     if any(dest.iterdir()):
         raise GitError(f"cannot export {rev[:10]} into {dest}: the folder is not empty")
@@ -285,6 +289,12 @@ def tree_blobs(repo: Path, rev: str, wanted: Callable[[str], bool]) -> dict[str,
     entries = [_tree_entry(e) for e in _run(repo, "ls-tree", "-r", "-z", "--full-tree", rev).split("\0") if e]
     with _blob_reader(repo) as read_blob:
         return {name: read_blob(oid) for mode, oid, name in entries if mode != "160000" and wanted(name)}
+
+
+def _names(path: str, pattern: str) -> bool:
+    """Does pattern (a file, a folder or a glob) name path?"""
+    pattern = pattern.strip("/")
+    return path == pattern or path.startswith(pattern + "/") or fnmatch.fnmatchcase(path, pattern)
 
 
 def _tree_entry(line: str) -> tuple[str, str, str]:

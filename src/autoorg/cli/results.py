@@ -60,7 +60,7 @@ def render(data: dict[str, Any], limit: int) -> str:
                      f"(dof {h['dof']})")
     for p in data["promotions"]:
         lines.append(f"  promoted {p['exp']} ({p['agent']}): {p['description']} → {metric} {p['metric']:.6g} "
-                     f"({p['delta']:+.4g})")
+                     f"(val {p['delta']:+.4g}{gate.heldout_gain(p)})")
     rows = data["experiments"][-limit:]
     lines.append(f"{'EXP':<6} {'KIND':<8} {'AGENT':<8} {metric.upper():<10} {'DELTA':<9} {'SLOT':<6} "
                  f"{'VERDICT':<24} DESCRIPTION")

@@ -134,6 +134,16 @@ MIGRATIONS: list[str] = [
     ALTER TABLE experiments ADD COLUMN gpu_s REAL;
     ALTER TABLE experiments ADD COLUMN sealed TEXT
     """,
+    """
+    -- the gate's runs scored on the task's held-out split (agents' runs never are), and each promotion's
+    -- held-out comparison: the new head's re-runs against the old head's baselines, and whether it got worse
+    ALTER TABLE experiments ADD COLUMN heldout REAL;
+    ALTER TABLE promotions ADD COLUMN heldout_mean REAL;
+    ALTER TABLE promotions ADD COLUMN heldout_head_mean REAL;
+    ALTER TABLE promotions ADD COLUMN heldout_delta REAL;
+    ALTER TABLE promotions ADD COLUMN heldout_band REAL;
+    ALTER TABLE promotions ADD COLUMN heldout_worse INTEGER
+    """,
 ]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import select
@@ -27,11 +28,23 @@ DRAIN_AFTER_EXIT_S = 2.0  # output a run's leftover children still write after i
 _PLAIN = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*:\s*([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+|nan|inf))\s*$")
 
 
+class Unrepresentable(str):
+    """A JSON number no float holds (1e-999 underflows to 0, 1e999 overflows): kept as its text, never a number."""
+
+
+def _json_number(text: str) -> float | Unrepresentable:
+    value = float(text)
+    mantissa = text.lower().split("e")[0]
+    if math.isinf(value) or (value == 0.0 and any(c in "123456789" for c in mantissa)):
+        return Unrepresentable(text)
+    return value
+
+
 def parse_metric_line(line: str) -> tuple[str, dict[str, Any]] | None:
     """`@metric {json}` → ("metric", dict); a plain `name: number` line → ("plain", {name: value})."""
     if line.startswith("@metric "):
         try:
-            data = json.loads(line[len("@metric "):])
+            data = json.loads(line[len("@metric "):], parse_float=_json_number)
         except ValueError:
             return None
         return ("metric", data) if isinstance(data, dict) else None
@@ -70,6 +83,14 @@ def process_start(pid: int) -> str | None:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError):
         return None
+
+
+def last_line(path: Path) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1].strip()[:200] if lines else "(no output)"
 
 
 # ---------------------------------------------------------------------------------------------------------------

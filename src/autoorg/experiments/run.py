@@ -3,7 +3,8 @@
   execute  export the exact commit to runs/<id>/src (raw blobs), check its protected files against the org's
            manifest, run the task's setup once per org, lease a slot (compute/slots.py), run the command sealed
            (sandbox.py) in its own process group killed at budget + grace (process.py), stream runs/<id>/log and
-           metrics.jsonl, re-check the protected files (a rewritten one voids the run), judge the compute the
+           metrics.jsonl, measure its output folder runs/<id>/out with the protected evaluator on the same slot
+           (measure.py), re-check the protected files (a rewritten one voids the run), judge the compute the
            harness measured, record result.json and the ledger row, then hand the row to `on_measured` (the gate
            screens it)
 """
@@ -14,7 +15,6 @@ import contextlib
 import fcntl
 import functools
 import json
-import math
 import os
 import shlex
 import shutil
@@ -39,7 +39,8 @@ from autoorg.errors import AutoorgError, RunnerError, Say, TaskError
 from autoorg.experiments import ledger
 from autoorg.experiments.context import OrgContext
 from autoorg.experiments.manifest import org_manifest, protected_changes
-from autoorg.experiments.process import Outcome, final_metrics, process_start, run_command
+from autoorg.experiments.measure import Measurement, evaluate, export_evaluator, metric_value
+from autoorg.experiments.process import Outcome, last_line, process_start, run_command
 from autoorg.experiments.sandbox import Sealing, run_env, seal_mode
 from autoorg.paths import atomic_write_text, data_dir
 from autoorg.spec import TaskSpec
@@ -48,10 +49,10 @@ from autoorg.spec import TaskSpec
 # Setup, once per org
 
 
-def substitute(command: str, *, budget: float, seed: int, task_dir: str) -> str:
-    """Fill {python} {budget} {seed} {task_dir} (and nothing else: other braces stay as written)."""
+def substitute(command: str, *, budget: float, seed: int, task_dir: str, out: str = "") -> str:
+    """Fill {python} {budget} {seed} {task_dir} {out} (and nothing else: other braces stay as written)."""
     values = {"{python}": shlex.quote(sys.executable), "{budget}": f"{budget:g}", "{seed}": str(seed),
-              "{task_dir}": shlex.quote(task_dir)}
+              "{task_dir}": shlex.quote(task_dir), "{out}": shlex.quote(out)}
     for key, value in values.items():
         command = command.replace(key, value)
     return command
@@ -88,14 +89,6 @@ def ensure_setup(ctx: OrgContext, cwd: Path, say: Say | None = None) -> None:
         os.close(fd)
 
 
-def last_line(path: Path) -> str:
-    try:
-        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return ""
-    return lines[-1].strip()[:200] if lines else "(no output)"
-
-
 def _run_env(extra: dict[str, str]) -> dict[str, str]:
     return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", **extra}
 
@@ -117,10 +110,14 @@ def compute_used(out: Outcome, slot_class: str, cores: int) -> tuple[float, str]
 
 
 def judge_outcome(task: TaskSpec, out: Outcome, budget: float, standard: bool, kind: str, slot_class: str = "cpu",
-                  cores: int = 1) -> tuple[str, dict[str, Any] | None, float | None]:
-    """(verdict, final metrics, metric value) of a finished command. Crashes say why; a run whose measured compute
-    exceeds budget + the task's start-up allowance is void ("over budget: ...")."""
-    finals = final_metrics(out.metric_lines, out.plain, task.metric)
+                  cores: int = 1, measured: Measurement | None = None) -> tuple[str, dict[str, Any] | None, float | None]:
+    """(verdict, final metrics, metric value) of a finished training command and its measurement by the protected
+    evaluator (None: the task has none, so training's own final line is the result). Crashes say why; a run whose
+    measured compute exceeds budget + the task's start-up allowance is void ("over budget: ...")."""
+    if measured is None:
+        finals, value, why = metric_value(task, out)
+    else:
+        finals, value, why = measured.finals, measured.value, measured.crash
     if out.killed == "over budget":
         return f"crash: over budget (killed at {budget + task.grace:g}s = budget + grace)", finals, None
     if out.killed:
@@ -132,25 +129,59 @@ def judge_outcome(task: TaskSpec, out: Outcome, budget: float, standard: bool, k
         elif out.exit_code is not None and out.exit_code < 0:
             why = f"killed by {signal.Signals(-out.exit_code).name}"
         return f"crash: {why}", finals, None
-    if finals is None or task.metric not in finals:
-        return f"crash: metric never printed (no final {task.metric})", finals, None
-    try:
-        value = float(finals[task.metric])
-    except (TypeError, ValueError):
-        return f"crash: {task.metric} is not a number ({finals[task.metric]!r})", finals, None
-    if not math.isfinite(value):
-        return f"crash: {task.metric} is {value}", finals, None
+    if why is not None or value is None:
+        return f"crash: {why}", finals, None
     used, unit = compute_used(out, slot_class, cores)
     startup = task.startup.get(slot_class, 0.0)
     if used > budget + startup:
         return f"over budget: {used:.3g} {unit} > {budget:g} + {startup:g}", finals, value
     # a run's own report can only void it (it never makes a run valid): train_s is information otherwise
-    train_s = finals.get("train_s")
+    train_s = _reported_train_s(finals, out, measured)
     if isinstance(train_s, int | float) and train_s > budget * (1 + OVER_BUDGET_TOLERANCE):
         return f"over budget (train_s {train_s:.1f} > budget {budget:g})", finals, value
     if kind != "exp":
         return "ok", finals, value
     return ("measured" if standard else "off-budget"), finals, value
+
+
+def _training_report(out: Outcome) -> dict[str, Any]:
+    """Training's last final @metric line: progress, never the result."""
+    finals = [m for m in out.metric_lines if m.get("final")]
+    return dict(finals[-1]) if finals else {}
+
+
+def _reported_train_s(finals: dict[str, Any] | None, out: Outcome, measured: Measurement | None) -> Any:
+    """The training time a run reports (its own claim, held to the budget), else the evaluator's."""
+    if measured is None:
+        return (finals or {}).get("train_s")
+    return _training_report(out).get("train_s", (finals or {}).get("train_s"))
+
+
+def measure_run(ctx: OrgContext, row: dict[str, Any], out: Outcome, run_dir: Path, env: dict[str, str],
+                fds: tuple[int, ...], cores: tuple[int, ...]) -> Measurement | None:
+    """Measure a finished training run with the protected evaluator (and score a gate run on the held-out split);
+    None when the task has no evaluator."""
+    task = ctx.task
+    if task.evaluate is None:
+        return None
+    if out.killed or out.exit_code != 0:
+        return Measurement(None, None, None)  # training failed: judge_outcome says how
+    folder = run_dir / "evaluator"
+    try:
+        export_evaluator(ctx.repo, ctx.program_head(), task, folder)
+        values = {"budget": row["budget"], "seed": row["seed"], "task_dir": ctx.task_dir, "out": env["AUTOORG_OUT"]}
+        measured = evaluate(task, substitute(task.evaluate, **values), cwd=folder, env=env,
+                            log_path=run_dir / "log", metrics_path=run_dir / "evaluation.jsonl", keep_fds=fds,
+                            cores=cores)
+        if task.heldout and row["kind"] != "exp" and measured.crash is None:
+            # logged apart from the run's log: no agent sees a held-out number
+            heldout = evaluate(task, substitute(task.heldout, **values), cwd=folder, env=env,
+                               log_path=run_dir / "heldout.log", metrics_path=run_dir / "heldout.jsonl",
+                               keep_fds=fds, cores=cores)
+            measured.heldout = heldout.value
+        return measured
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float = DEFAULT_WAIT_S,
@@ -165,8 +196,11 @@ def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float 
     times = {"invoked": time.time()}
     run_dir = paths.runs / exp
     src = run_dir / "src"
+    out_dir = run_dir / "out"
+    measured: Measurement | None = None
     protected = org_manifest(paths, ctx.repo, ctx.state.base, ctx.task)
     try:
+        out_dir.mkdir(parents=True, exist_ok=True)
         workspace.export_tree(ctx.repo, row["commit_sha"], src)
         differ = protected_changes(protected, src)
         if differ:
@@ -182,7 +216,8 @@ def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float 
         command = ctx.task.run.get(row["slot_class"])
         if not command:
             raise TaskError(f"task '{ctx.task.name}' has no run command for {row['slot_class']} slots")
-        command = substitute(command, budget=row["budget"], seed=row["seed"], task_dir=ctx.task_dir)
+        command = substitute(command, budget=row["budget"], seed=row["seed"], task_dir=ctx.task_dir,
+                             out=str(out_dir))
         holder = {"exp": exp, "agent": row["agent"], "kind": row["kind"]}
         before: list[str | None] = [None]
 
@@ -203,13 +238,14 @@ def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float 
                 temp = run_dir / "tmp"
                 temp.mkdir(exist_ok=True)
                 env = run_env({**slot.env(), "AUTOORG_EXP": exp, "AUTOORG_SEED": str(row["seed"]),
-                               "AUTOORG_BUDGET": f"{row['budget']:g}"}, temp)
+                               "AUTOORG_BUDGET": f"{row['budget']:g}", "AUTOORG_OUT": str(out_dir)}, temp)
                 sealing = Sealing(seal_mode(), run_dir, read_only=_read_only(ctx))
                 out = run_command(command, cwd=src, env=env, limit_s=row["budget"] + ctx.task.grace,
                                   log_path=run_dir / "log", metrics_path=run_dir / "metrics.jsonl", keep_fds=fds,
                                   cores=slot.cores, on_started=functools.partial(on_started, slot), times=times,
                                   sealing=sealing)
                 cores = len(slot.cores)
+                measured = measure_run(ctx, row, out, run_dir, env, fds, slot.cores)
         finally:
             _restore_status(ctx, row, before[0])
         rewritten = protected_changes(protected, src)
@@ -221,16 +257,18 @@ def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float 
         raise
     finally:
         shutil.rmtree(src, ignore_errors=True)
+        shutil.rmtree(out_dir, ignore_errors=True)
         shutil.rmtree(run_dir / "tmp", ignore_errors=True)
     verdict, finals, value = judge_outcome(ctx.task, out, row["budget"], row["standard"], row["kind"],
-                                           row["slot_class"], cores)
+                                           row["slot_class"], cores, measured)
     if rewritten:  # its number came from code other than the protected files it was given
         verdict, value = f"void: rewrote protected file {', '.join(rewritten)}"[:500], None
-    memory = (finals or {}).get("memory_gb", out.maxrss_gb)
+    memory = (finals or {}).get("memory_gb", _training_report(out).get("memory_gb", out.maxrss_gb))
     fields = {"metric": value, "metrics": finals or {}, "wall_s": round(out.wall_s, 3),
               "cpu_s": None if out.cpu_s is None else round(out.cpu_s, 3), "gpu_s": None, "sealed": out.sealed,
-              "train_s": (finals or {}).get("train_s"), "memory_gb": memory, "exit_code": out.exit_code,
-              "finished": clock.iso_of_epoch(out.times.get("exited")), "pid": None}
+              "train_s": _reported_train_s(finals, out, measured), "memory_gb": memory, "exit_code": out.exit_code,
+              "finished": clock.iso_of_epoch(out.times.get("exited")), "pid": None,
+              "heldout": measured.heldout if measured is not None and value is not None else None}
     if not ledger.claim_unfinished(paths, exp, verdict, **fields):
         final = ledger.get_experiment(paths, exp)  # cancelled while it ran: that verdict stands
         _write_result_json(ctx, final, times)

@@ -2,6 +2,7 @@
 
   stats     Student-t quantiles, pooled σ, the noise band
   heads     the gate's settings, the org's noise, a program head's runs and mean
+  heldout   a promotion's held-out check (val overfitting)
   announce  the answer an agent reads, messages, board posts
   guard     only the gate moves the program branch: a foreign move is reverted and reported
   verify    screening, baselines, re-runs, the decision, promotion; `step` (see its docstring)
@@ -9,7 +10,7 @@
 
 from __future__ import annotations
 
-from autoorg.gate.announce import answer, publish_board
+from autoorg.gate.announce import answer, heldout_gain, publish_board
 from autoorg.gate.heads import (
            GateSettings,
            HeadStats,
@@ -21,6 +22,6 @@ from autoorg.gate.heads import (
 from autoorg.gate.stats import Noise, band, normal_cdf, pooled_noise, t_quantile
 from autoorg.gate.verify import fresh_seeds, queue_baseline_runs, run_experiment, screen, step
 
-__all__ = ["GateSettings", "HeadStats", "Noise", "answer", "band", "fresh_seeds", "head_stats",
+__all__ = ["GateSettings", "HeadStats", "Noise", "answer", "band", "fresh_seeds", "head_stats", "heldout_gain",
            "noise", "normal_cdf", "pooled_noise", "publish_board", "queue_baseline_runs", "run_experiment", "screen",
            "settings", "slot_classes", "step", "t_quantile"]

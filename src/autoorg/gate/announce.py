@@ -20,7 +20,16 @@ def tell_claimant(ctx: OrgContext, cand: dict[str, Any], body: str) -> None:
         comms.send_message(ctx.paths, sender="gate", to=cand["agent"], kind="result", body=body, exp=cand["exp"])
 
 
-def announce_promotion(ctx: OrgContext, cand: dict[str, Any], new_head: str, summary: str) -> None:
+def announce_promotion(ctx: OrgContext, cand: dict[str, Any], new_head: str, summary: str, *,
+                       heldout_worse: bool = False) -> None:
+    """The board post and the message to all (the summary holds the val and held-out gains side by side); a
+    promotion that got worse on the held-out split is also sent to `human`."""
+    if heldout_worse:
+        with contextlib.suppress(AutoorgError):
+            comms.send_message(ctx.paths, sender="gate", to="human", kind="system", exp=cand["exp"],
+                               body=f"Promoted {cand['exp']} by {cand['agent']} ({cand['description']}) on "
+                                    f"{ctx.program_branch} ({new_head[:10]}) is worse on the held-out split: "
+                                    f"{summary}. Review it; the gate does not undo promotions.")
     with contextlib.suppress(AutoorgError):
         comms.post_board(ctx.paths, "gate", f"promoted {cand['exp']} by {cand['agent']} "
                                             f"({cand['description']}): {summary}")
@@ -30,6 +39,14 @@ def announce_promotion(ctx: OrgContext, cand: dict[str, Any], new_head: str, sum
                                 f"{cand['agent']}, {cand['description']}. {summary}.\nBring your branch up to "
                                 f"date before your next experiment: git merge {ctx.program_branch} "
                                 f"(or git rebase {ctx.program_branch}).")
+
+
+def heldout_gain(promotion: dict[str, Any]) -> str:
+    """", held-out +0.0012" beside a promotion's val delta (with the overfitting flag); "" without a score."""
+    if promotion.get("heldout_delta") is None:
+        return ""
+    flag = " — held-out: worse, possible val overfitting" if promotion.get("heldout_worse") else ""
+    return f", held-out {promotion['heldout_delta']:+.4g}{flag}"
 
 
 def publish_board(ctx: OrgContext) -> None:
@@ -45,7 +62,7 @@ def publish_board(ctx: OrgContext) -> None:
             best.append(f"- {cls}: {metric} {stats.mean:.6g} over {stats.n} runs{sigma}")
     for p in ledger.promotions(ctx.paths)[-5:][::-1]:
         best.append(f"- promoted {p['exp']} by {p['agent']} ({p['description']}): {metric} {p['metric']:.6g} "
-                    f"({p['delta']:+.4g}) at {p['ts'][:19]}Z")
+                    f"({p['delta']:+.4g}{heldout_gain(p)}) at {p['ts'][:19]}Z")
     recent = []
     for r in ledger.experiments(ctx.paths, kinds=("exp",))[-10:][::-1]:
         value = f"{r['metric']:.6g}" if r["metric"] is not None else "-"

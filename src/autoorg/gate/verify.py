@@ -53,6 +53,7 @@ from autoorg.gate.heads import (
     settings,
     slot_classes,
 )
+from autoorg.gate.heldout import check_heldout, describe
 from autoorg.gate.stats import band, ignores_seed, looks, paired_verdict, promotion_bound
 from autoorg.paths import OrgPaths
 from autoorg.spec import TaskSpec
@@ -376,13 +377,17 @@ def decide(ctx: OrgContext, ver: dict[str, Any], log: Say) -> bool:
         return True
     ledger.update_verification(ctx.paths, ver["id"], status="promoted", why=summary, finished=clock.now_iso(),
                                **numbers)
+    heldout = check_heldout(ctx, ver["head"], [r for r in rows if r["commit_sha"] != ver["head"]], cls,
+                            runs_noise.sigma)
     ledger.add_promotion(ctx.paths, exp=cand["exp"], agent=cand["agent"], old_head=ver["head"],
                          new_head=ver["commit_sha"], metric=mean, head_mean=head_mean, delta=mean - head_mean,
-                         band=width, description=cand["description"])
+                         band=width, description=cand["description"], **(heldout.columns() if heldout else {}))
     ledger.update_experiment(ctx.paths, cand["exp"], verdict="promoted")
+    if heldout is not None:
+        summary = f"{summary}; {describe(ctx, heldout)}"
     log(f"PROMOTED {cand['exp']} ({cand['agent']}: {cand['description']}): {summary}; "
         f"{ctx.program_branch} is now {ver['commit_sha'][:10]}")
-    announce_promotion(ctx, cand, ver["commit_sha"], summary)
+    announce_promotion(ctx, cand, ver["commit_sha"], summary, heldout_worse=bool(heldout and heldout.worse))
     return True
 
 

@@ -21,8 +21,12 @@ TASK_KEYS = {
     "name": "task name", "description": "one paragraph for agents",
     "editable": "repo-relative paths agents may change", "protected": "repo-relative paths that must not change",
     "setup": "command run once before experiments (idempotent), e.g. data preparation",
-    "run": "slot class (cpu, gpu) -> command; placeholders {python} {budget} {seed} {task_dir}",
-    "metric": "name and direction (minimize | maximize)", "budget": "slot class -> seconds",
+    "run": "slot class (cpu, gpu) -> command; placeholders {python} {budget} {seed} {task_dir} {out}",
+    "evaluate": "the protected evaluation command, run after training on its output folder {out}; the metric is "
+                "its one final line (without it, training's own final line is the metric: unprotected)",
+    "heldout": "an evaluation command on a split agents never see a number for; the gate scores promotions on it",
+    "metric": "name, direction (minimize | maximize) and the range [lo, hi] a sane value lies in",
+    "budget": "slot class -> seconds",
     "grace": "seconds past the budget before a run is killed",
     "startup": "seconds of compute a run may use beyond its budget (start-up, warm-up, evaluation): a number or "
                "slot class -> seconds; default 0",
@@ -61,6 +65,9 @@ class TaskSpec:
     setup: str | None = None
     knobs: list[Knob] = field(default_factory=list)
     noise: dict[str, Any] = field(default_factory=dict)
+    evaluate: str | None = None
+    heldout: str | None = None
+    metric_range: tuple[float, float] | None = None
 
     # The one place that knows which way the metric goes; the gate, the dashboard and the researcher ask here.
 
@@ -114,11 +121,15 @@ def load_task(path: Path) -> TaskSpec:
     metric = raw["metric"]
     if isinstance(metric, str):
         metric = {"name": metric, "direction": "minimize"}
-    check_keys(metric, {"name": "", "direction": ""}, source=source, where="metric")
+    check_keys(metric, {"name": "", "direction": "", "range": ""}, source=source, where="metric")
     direction = metric.get("direction", "minimize")
     if direction not in ("minimize", "maximize"):
         raise SpecError(f"metric direction '{direction}' must be minimize or maximize", source=source,
                         line=line_of(metric, "direction"))
+    metric_range = _metric_range(metric.get("range"), source, line_of(metric, "range"))
+    if raw.get("heldout") and not raw.get("evaluate"):
+        raise SpecError("heldout needs evaluate (both are protected evaluation commands)", source=source,
+                        line=line_of(raw, "heldout"))
     run = raw["run"]
     if isinstance(run, str):
         run = {"cpu": run, "gpu": run}
@@ -152,7 +163,28 @@ def load_task(path: Path) -> TaskSpec:
         budget={str(k): float(v) for k, v in budget.items()}, grace=float(raw.get("grace", 30)),
         startup=_startup(raw, run, source),
         setup=raw.get("setup"), knobs=knobs, noise=dict(raw.get("noise") or {}),
+        evaluate=_command(raw, "evaluate", source), heldout=_command(raw, "heldout", source),
+        metric_range=metric_range,
     )
+
+
+def _command(raw: dict[str, Any], key: str, source: str) -> str | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise SpecError(f"{key} must be a command line", source=source, line=line_of(raw, key))
+    return value
+
+
+def _metric_range(value: Any, source: str, line: int | None) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    ok = (isinstance(value, list) and len(value) == 2
+          and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value) and value[0] < value[1])
+    if not ok:
+        raise SpecError(f"metric range must be [lo, hi] with lo < hi, got {value!r}", source=source, line=line)
+    return float(value[0]), float(value[1])
 
 
 # ---------------------------------------------------------------------------------------------------------------
