@@ -103,6 +103,9 @@ def test_what_train_py_prints_or_patches_does_not_change_the_metric(org: OrgPath
                    "for _v in ('\"0.5\"', 'true', 'NaN', '1e-999', '-1'):\n"
                    "    print('@metric {\"val_loss\": ' + _v + '}', flush=True)\n")
     row = run_exp(org, "alice", cheat)
+    if cheat == "rewrite-protected":  # the harness re-hashes the run's copy of the protected files: void, no number
+        assert row["verdict"].startswith("void: rewrote protected file") and row["metric"] is None, row["verdict"]
+        return
     assert row["metric"] == honest(11), row["verdict"]
     assert not row["verdict"].startswith("crash")
 

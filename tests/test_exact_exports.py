@@ -74,7 +74,8 @@ def test_filters_attributes_and_hooks_change_nothing_a_run_or_the_gate_sees(org:
 
 def test_a_run_that_rewrites_its_protected_file_is_void(org: OrgPaths) -> None:
     manifest = read_manifest(org)
-    assert manifest is not None and set(manifest.files) == {LANDSCAPE, "examples/synthetic/task.yaml"}
+    assert manifest is not None and set(manifest.files) == {LANDSCAPE, "examples/synthetic/task.yaml",
+                                                            "examples/synthetic/evaluate.py"}
     worktree = org.worktree("alice")
     train = worktree / TRAIN
     train.write_text(train.read_text().replace(
