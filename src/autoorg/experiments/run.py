@@ -33,10 +33,11 @@ from autoorg.compute.slots import (
     lock_file,
     try_lock,
 )
+from autoorg.environment import without_secrets
 from autoorg.errors import AutoorgError, RunnerError, Say, TaskError
 from autoorg.experiments import ledger
 from autoorg.experiments.context import OrgContext
-from autoorg.experiments.process import Outcome, final_metrics, process_start, run_command
+from autoorg.experiments.process import RUN_MARKER, Outcome, final_metrics, process_start, run_command
 from autoorg.paths import atomic_write_text
 from autoorg.spec import TaskSpec
 
@@ -93,7 +94,11 @@ def last_line(path: Path) -> str:
 
 
 def _run_env(extra: dict[str, str]) -> dict[str, str]:
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", **extra}
+    """The runner's environment less its secrets (an agent's key never reaches training code) and less another
+    run's marker."""
+    env = without_secrets(os.environ)
+    env.pop(RUN_MARKER, None)
+    return {**env, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", **extra}
 
 OVER_BUDGET_TOLERANCE = 0.02  # a run may report train_s up to 2% over its budget (timer granularity, startup)
 SETUP_TIMEOUT_S = 3 * 3600.0
@@ -175,8 +180,8 @@ def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float 
                 times["leased"] = time.time()
                 if ledger.get_experiment(paths, exp)["verdict"] != "queued":
                     return ledger.get_experiment(paths, exp)  # cancelled while it waited: the slot goes back
-                env = _run_env({**slot.env(), "AUTOORG_EXP": exp, "AUTOORG_SEED": str(row["seed"]),
-                                "AUTOORG_BUDGET": f"{row['budget']:g}"})
+                env = _run_env({**slot.env(), RUN_MARKER: str(run_dir), "AUTOORG_EXP": exp,
+                                "AUTOORG_SEED": str(row["seed"]), "AUTOORG_BUDGET": f"{row['budget']:g}"})
                 out = run_command(command, cwd=src, env=env, limit_s=row["budget"] + ctx.task.grace,
                                   log_path=run_dir / "log", metrics_path=run_dir / "metrics.jsonl", keep_fds=fds,
                                   cores=slot.cores, on_started=functools.partial(on_started, slot), times=times)
