@@ -296,3 +296,19 @@ def test_down_cancels_detached_runs_and_kills_their_processes(org: OrgPaths, tmp
     retry_until(lambda: not Path(f"/proc/{child}").exists() or _state(child) == "Z", timeout=15,
                 message="the run's processes to be killed")
     assert ledger.get_experiment(org, exp)["verdict"] == "cancelled: the org was stopped"
+
+
+def test_concurrent_submits_from_one_worktree_all_queue(org: OrgPaths) -> None:
+    exps: list[str] = []
+    for round_ in range(3):  # each round a new change, committed by whichever submit comes first
+        set_knobs(org.worktree("alice"), LEARNING_RATE=0.005 + round_ / 1000)
+        procs = [subprocess.Popen([sys.executable, "-m", "autoorg", "exp", "submit", "-m", f"try {round_}.{i}"],
+                                  cwd=org.worktree("alice"), env={**os.environ, **agent_env(org, "alice")},
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for i in range(8)]
+        results = [(p.wait(timeout=120), *p.communicate()) for p in procs]
+        assert [(rc, err) for rc, _, err in results if rc != 0] == []
+        exps += [out.split()[0] for _, out, _ in results]
+        assert git(org.worktree("alice"), "status", "--porcelain") == ""
+    assert {r["exp"] for r in ledger.experiments(org, kinds=("exp",), agent="alice")} == set(exps)
+    assert len(set(exps)) == 24
