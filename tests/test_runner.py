@@ -312,3 +312,14 @@ def test_concurrent_submits_from_one_worktree_all_queue(org: OrgPaths) -> None:
         assert git(org.worktree("alice"), "status", "--porcelain") == ""
     assert {r["exp"] for r in ledger.experiments(org, kinds=("exp",), agent="alice")} == set(exps)
     assert len(set(exps)) == 24
+
+
+def test_a_run_started_during_a_hold_leaves_release_in_charge(org: OrgPaths) -> None:
+    comms.report_status(org, "alice", "idle")
+    assert run_cli("take", "alice", env={"AUTOORG_HOME": str(org.home)}).returncode == 0
+    rc, _, err = exp_run(org, "alice", "-m", "typed by the person holding alice")
+    assert rc == 0, err
+    status = comms.read_status(org, "alice")
+    assert status and (status["state"], status["reported"]) == ("human", "idle")
+    assert run_cli("release", "alice", env={"AUTOORG_HOME": str(org.home)}).returncode == 0
+    assert (comms.read_status(org, "alice") or {}).get("state") == "idle"

@@ -242,6 +242,8 @@ def _set_running(ctx: OrgContext, row: dict[str, Any], slot: Slot) -> str | None
     except AutoorgError:
         return None
     state = (old or {}).get("state")
+    if state in comms.HELD_STATES:  # a person holds it: what it was doing is what to go back to, never the hold
+        state = (old or {}).get("reported")
     return state if state and state != "running" else "working"
 
 
