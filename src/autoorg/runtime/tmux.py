@@ -384,8 +384,8 @@ def pane_states(socket: str | None, session: str) -> dict[str, PaneState] | None
 
 
 def respawn_pane(socket: str | None, pane_id: str, env: dict[str, str]) -> None:
-    """Run a dead pane's original command again, in its original directory, with env."""
-    _cmd(_server(socket), "respawn-pane", "-t", pane_id, *_env_flags(env))
+    """Run a pane's original command again, in its original directory, with env (a live one is killed first)."""
+    _cmd(_server(socket), "respawn-pane", "-k", "-t", pane_id, *_env_flags(env))
 
 
 def popup(socket: str | None, command: str) -> None:
