@@ -89,3 +89,22 @@ def test_a_queued_run_whose_runner_died_is_cancelled_not_a_crash(org: OrgPaths) 
     drive_gate(org, lambda: ledger.get_experiment(org, exp)["verdict"] not in ledger.UNFINISHED, timeout=30)
     assert ledger.get_experiment(org, exp)["verdict"] == "cancelled: its runner died before it started"
     assert ledger.tsv_status(ledger.get_experiment(org, exp)) != "crash"
+
+
+# A run that finishes normally but leaves a helper behind in a session of its own
+LEAVES_A_HELPER = """\
+import os, subprocess
+child = subprocess.Popen(["sleep", "1000"], start_new_session=True)
+open(os.environ["PIDFILE"], "w").write(str(child.pid))
+print('@metric {"final": true, "val_loss": 1.0, "train_s": 0.1}', flush=True)
+"""
+
+
+def test_what_a_run_started_outside_its_group_dies_when_it_ends(org: OrgPaths, tmp_path: Path) -> None:
+    (org.worktree("alice") / TRAIN).write_text(LEAVES_A_HELPER)
+    pidfile = tmp_path / "helper.pid"
+    proc = run_cli("exp", "run", "-m", "leaves a helper", cwd=org.worktree("alice"), timeout=120,
+                   env={"AUTOORG_AGENT": "alice", "AUTOORG_HOME": str(org.home), "PIDFILE": str(pidfile)})
+    assert proc.returncode == 0, proc.stderr
+    helper = int(pidfile.read_text())
+    assert _gone(helper)  # killed before the result was recorded, not eventually

@@ -37,7 +37,14 @@ from autoorg.environment import without_secrets
 from autoorg.errors import AutoorgError, RunnerError, Say, TaskError
 from autoorg.experiments import ledger
 from autoorg.experiments.context import OrgContext
-from autoorg.experiments.process import RUN_MARKER, Outcome, final_metrics, process_start, run_command
+from autoorg.experiments.process import (
+    RUN_MARKER,
+    Outcome,
+    final_metrics,
+    kill_run,
+    process_start,
+    run_command,
+)
 from autoorg.paths import atomic_write_text
 from autoorg.spec import TaskSpec
 
@@ -194,6 +201,8 @@ def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float 
         _finish_crash(ctx, exp, f"crash: {exc}", times)
         raise
     finally:
+        if "spawned" in times:  # what the run started outside its process group dies with it too
+            kill_run(str(run_dir))
         shutil.rmtree(src, ignore_errors=True)
     verdict, finals, value = judge_outcome(ctx.task, out, row["budget"], row["standard"], row["kind"])
     memory = (finals or {}).get("memory_gb", out.maxrss_gb)
