@@ -190,11 +190,12 @@ def test_a_run_that_ends_during_or_after_a_hold_never_restores_the_hold(
     comms.report_status(org, "alice", "running", "e0001 on cpu0")  # the run starts during the hold
     assert cli("release", "alice")[0] == 0
     assert comms.read_status(org, "alice")["state"] == "running"  # type: ignore[index]
-    comms.swap_status(org, "alice", "running", "working")  # the run ends: back to what alice did before it
+    comms.swap_status(org, "alice", "running", "working", held_too=True)  # the run ends: back to what alice did before it
     assert comms.read_status(org, "alice")["state"] == "working"  # type: ignore[index]
     assert cli("pause", "bob")[0] == 0
     comms.report_status(org, "bob", "running", "e0002 on cpu1")
-    comms.swap_status(org, "bob", "running", "idle")  # the run ends while bob is still paused
+    assert not comms.swap_status(org, "bob", "running", "idle")  # a doorbell's swap never touches a hold
+    assert comms.swap_status(org, "bob", "running", "idle", held_too=True)  # the run ends while bob is paused
     status = comms.read_status(org, "bob")
     assert status and (status["state"], status["reported"]) == ("paused", "idle")
     code, out, _ = cli("resume", "bob")

@@ -261,4 +261,4 @@ def _restore_status(ctx: OrgContext, row: dict[str, Any], before: str | None) ->
     if before is None:
         return
     with contextlib.suppress(AutoorgError):
-        comms.swap_status(ctx.paths, row["agent"], "running", before)
+        comms.swap_status(ctx.paths, row["agent"], "running", before, held_too=True)
