@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from autoorg import comms
-from autoorg.cli import main
+from autoorg.cli import build_parser, main
 from autoorg.paths import OrgPaths
 from autoorg.spec import build_spec
 from autoorg.testing import run_cli
@@ -173,3 +173,30 @@ def test_a_hostile_inbox_file_is_quarantined_and_the_inbox_still_reads(org: OrgP
     assert HOSTILE[kind][1] in reason
     if kind == "outside-link":
         assert (tmp_path / "planted.md").read_text().endswith("planted from outside\n")  # the link moved, not it
+
+
+def test_options_work_in_any_position(org: OrgPaths, cli: Callable[..., tuple[int, str, str]]) -> None:
+    assert cli("msg", "send", "bob", "--kind", "directive", "explore", "lr", agent="alice")[:2] == (0, "sent to bob\n")
+    assert cli("msg", "send", "bob", "range", "--kind", "directive", "lr", "0.01", "0.1", agent="alice")[0] == 0
+    assert [(m.kind, m.body) for m in comms.read_inbox(org, "bob")] == [
+        ("directive", "explore lr"), ("directive", "range lr 0.01 0.1")]
+    args = build_parser().parse_args(["board", "post", "--tag", "X", "warmup", "helps"])
+    assert (args.action, args.tag, args.text) == ("post", "X", ["warmup", "helps"])
+
+
+def test_a_run_that_ends_during_or_after_a_hold_never_restores_the_hold(
+        org: OrgPaths, cli: Callable[..., tuple[int, str, str]]) -> None:
+    assert cli("take", "alice")[0] == 0
+    comms.report_status(org, "alice", "running", "e0001 on cpu0")  # the run starts during the hold
+    assert cli("release", "alice")[0] == 0
+    assert comms.read_status(org, "alice")["state"] == "running"  # type: ignore[index]
+    comms.swap_status(org, "alice", "running", "working", held_too=True)  # the run ends: back to what alice did before it
+    assert comms.read_status(org, "alice")["state"] == "working"  # type: ignore[index]
+    assert cli("pause", "bob")[0] == 0
+    comms.report_status(org, "bob", "running", "e0002 on cpu1")
+    assert not comms.swap_status(org, "bob", "running", "idle")  # a doorbell's swap never touches a hold
+    assert comms.swap_status(org, "bob", "running", "idle", held_too=True)  # the run ends while bob is paused
+    status = comms.read_status(org, "bob")
+    assert status and (status["state"], status["reported"]) == ("paused", "idle")
+    code, out, _ = cli("resume", "bob")
+    assert (code, out) == (0, "bob is back with the org (idle)\n")

@@ -3,6 +3,7 @@ report idle through `autoorg hook status idle`, the real daemon in the session's
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -312,3 +313,27 @@ def test_restarted_daemon_settles_a_half_done_doorbell_without_repeating_it(
     time.sleep(1.0)  # alice's idle report was an event: a repeat would be typed by now
     assert echo_log(paths, "alice").count("half-done doorbell") == 1
     assert f"doorbell: {text}\n" in echo_log(paths, "alice")  # typed once, not twice on one line
+
+
+def inotify_watches(pid: int) -> int:
+    """How many inotify watches a process holds (the `inotify wd:` lines of its inotify descriptors)."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        with contextlib.suppress(OSError):
+            count += Path(f"/proc/{pid}/fdinfo/{fd}").read_text().count("inotify wd:")
+    return count
+
+
+def test_runs_with_their_source_trees_add_no_watches(repo: Path, tmux_socket: str) -> None:
+    paths = up(repo)
+    wait_idle(paths, "alice")
+    pid = daemon_pid(paths)
+    run_cli("msg", "send", "alice", "before the runs", env={"AUTOORG_HOME": str(paths.home)})
+    retry_until(lambda: "before the runs" in echo_log(paths, "alice"), timeout=30, message="delivery")
+    before = inotify_watches(pid)  # comms/ folders made by a first message included
+    for i in range(30):  # what 30 runs leave behind: a folder each, with a copy of the source while it runs
+        (paths.runs / f"x{i:04d}" / "src" / "pkg" / "sub").mkdir(parents=True)
+        (paths.runs / f"x{i:04d}" / "result.json").write_text("{}\n")
+    run_cli("msg", "send", "alice", "after the runs", env={"AUTOORG_HOME": str(paths.home)})
+    retry_until(lambda: "after the runs" in echo_log(paths, "alice"), timeout=30, message="delivery")
+    assert inotify_watches(pid) == before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 from pathlib import Path
 
 from autoorg import comms, experiments, workspace
@@ -104,3 +105,20 @@ def test_a_heuristic_org_makes_verified_progress(repo: Path, tmux_socket: str) -
     assert [a["backend"] for a in status["agents"]] == ["heuristic"] * 4
     assert all(a["alive"] for a in status["agents"])
     assert ctx.task.name == "synthetic"
+
+
+def test_a_held_researcher_starts_nothing_until_released(repo: Path, tmux_socket: str, tmp_path: Path) -> None:
+    add_synthetic(repo, budget=0.2)
+    paths = start_org(repo, tmux_socket, tmp_path, agents=2, baseline=2)
+    comms.hold(paths, "alice", "human", "taken over")
+    said: list[str] = []
+    bot = researcher.Researcher(paths, "alice", say=said.append, seed=3)
+    done: list[int] = []
+    thread = threading.Thread(target=lambda: done.append(bot.run(max_experiments=1)), daemon=True)
+    thread.start()
+    retry_until(lambda: any(line.startswith("alice · held (human)") for line in said), timeout=30,
+                message="the researcher to notice the hold")
+    assert ledger.experiments(paths, agent="alice", kinds=("exp",)) == []
+    comms.unhold(paths, "alice")
+    retry_until(lambda: done == [1], timeout=120, message="one experiment after the release")
+    assert len(ledger.experiments(paths, agent="alice", kinds=("exp",))) == 1

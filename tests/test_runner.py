@@ -314,3 +314,30 @@ def test_down_cancels_detached_runs_and_kills_their_processes(org: OrgPaths) -> 
     assert ledger.get_experiment(org, exp)["verdict"] == "cancelled: the org was stopped"
     retry_until(lambda: not live_with(marker), timeout=15, message="the run's processes to be killed")
     assert ledger.get_experiment(org, exp)["verdict"] == "cancelled: the org was stopped"
+
+
+def test_concurrent_submits_from_one_worktree_all_queue(org: OrgPaths) -> None:
+    exps: list[str] = []
+    for round_ in range(3):  # each round a new change, committed by whichever submit comes first
+        set_knobs(org.worktree("alice"), LEARNING_RATE=0.005 + round_ / 1000)
+        procs = [subprocess.Popen([sys.executable, "-m", "autoorg", "exp", "submit", "-m", f"try {round_}.{i}"],
+                                  cwd=org.worktree("alice"), env={**os.environ, **agent_env(org, "alice")},
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for i in range(8)]
+        results = [(p.wait(timeout=120), *p.communicate()) for p in procs]
+        assert [(rc, err) for rc, _, err in results if rc != 0] == []
+        exps += [out.split()[0] for _, out, _ in results]
+        assert git(org.worktree("alice"), "status", "--porcelain") == ""
+    assert {r["exp"] for r in ledger.experiments(org, kinds=("exp",), agent="alice")} == set(exps)
+    assert len(set(exps)) == 24
+
+
+def test_a_run_started_during_a_hold_leaves_release_in_charge(org: OrgPaths) -> None:
+    comms.report_status(org, "alice", "idle")
+    assert run_cli("take", "alice", env={"AUTOORG_HOME": str(org.home)}).returncode == 0
+    rc, _, err = exp_run(org, "alice", "-m", "typed by the person holding alice")
+    assert rc == 0, err
+    status = comms.read_status(org, "alice")
+    assert status and (status["state"], status["reported"]) == ("human", "idle")
+    assert run_cli("release", "alice", env={"AUTOORG_HOME": str(org.home)}).returncode == 0
+    assert (comms.read_status(org, "alice") or {}).get("state") == "idle"

@@ -106,6 +106,10 @@ def test_every_example_loads() -> None:
     ("agents: [alice]\nprocesses:\n  restart:\n    backoff: later\n", ":4: bad interval 'later'"),
     ("agents:\n  - {name: alice\n", "YAML syntax error"),
     ("- just\n- a list\n", "the org must be a mapping"),
+    ("agents:\n  - name: alice\n    env:\n      THREADS: 4\n", ":4: agent 'alice': env THREADS must be a string"),
+    ("agents:\n  - name: alice\n    env:\n      A: ok\n      B: [1, 2]\n", ":5: agent 'alice': env B must be a"),
+    ("agents:\n  - name: alice\n    env:\n      BAD-KEY: x\n", ":4: agent 'alice': env key 'BAD-KEY' is not a"),
+    ("defaults:\n  env:\n    1X: y\nagents: [alice]\n", ":3: agent 'alice': env key '1X' is not a variable"),
 ])
 def test_spec_errors_name_file_line_and_fix(tmp_path: Path, text: str, fragment: str) -> None:
     path = tmp_path / "org.yaml"

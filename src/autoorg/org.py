@@ -20,11 +20,19 @@ from autoorg.compute import gpu
 from autoorg.errors import AutoorgError, Say, StateError
 from autoorg.experiments import ledger, manifest, resolve_org_code
 from autoorg.experiments.sandbox import seal_mode
-from autoorg.paths import OrgPaths, atomic_write_text, autoorg_command, org_paths
+from autoorg.paths import OrgPaths, atomic_write_text, autoorg_command, known_tags, org_paths
 from autoorg.runtime import Launch, Liveness, Session, open_session, pane_environment, tmux
 from autoorg.runtime.headless import runtime_dir
 from autoorg.spec import AgentSpec, OrgSpec, TaskSpec, find_task, load_org, load_task
-from autoorg.state import RUNTIMES, AgentState, OrgState, read_state, update_state, write_state
+from autoorg.state import (
+    RUNTIMES,
+    AgentState,
+    OrgState,
+    org_status_word,
+    read_state,
+    update_state,
+    write_state,
+)
 
 
 def default_org() -> str:
@@ -245,6 +253,48 @@ def restart_daemon(paths: OrgPaths, state: OrgState) -> bool:
         return False
     session.respawn("daemon", _service_environment(paths, state.socket))
     return True
+
+
+def _running_session(paths: OrgPaths) -> tuple[OrgState, Session]:
+    state = read_state(paths)
+    session = open_session(paths, state)
+    if state.status != "running" or not session.running():
+        raise StateError(f"org '{paths.tag}' is not running; `autoorg up --resume` it first")
+    return state, session
+
+
+def restart_agent(paths: OrgPaths, agent: str) -> None:
+    """`autoorg restart AGENT`: a fresh agent process, started as it was first started, in the same pane (tmux)
+    or process slot (headless) and worktree. A hold (`take`, `pause`) stays."""
+    state, session = _running_session(paths)
+    state.agent(agent)  # an unknown agent is reported as such
+    env = pane_environment(paths, load_org(str(paths.org_yaml)).agent(agent), state.socket)
+    if (comms.read_status(paths, agent) or {}).get("state") not in comms.HELD_STATES:
+        comms.write_status(paths, agent, "starting", "restarted by a person")
+    session.respawn(agent, env)
+
+
+def agent_output(paths: OrgPaths, agent: str, lines: int = 200) -> tuple[list[str], Path | None]:
+    """`autoorg logs AGENT`: what its pane (or headless log) shows last, and the log of its latest run."""
+    state = read_state(paths)
+    state.agent(agent)
+    session = open_session(paths, state)
+    output = session.recent_output(agent, lines) if state.status == "running" and session.running() else []
+    runs = ledger.experiments(paths, agent=agent) if paths.ledger.exists() else []
+    latest = paths.runs / runs[-1]["exp"] / "log" if runs else None
+    return output, latest if latest is not None and latest.is_file() else None
+
+
+def agent_diff(paths: OrgPaths, agent: str) -> str:
+    """`autoorg diff AGENT`: its branch against the program branch (what it changed since they parted)."""
+    state = read_state(paths)
+    branch = state.agent(agent).branch
+    return workspace.branch_diff(Path(state.repo), state.program_branch, branch)
+
+
+def list_orgs(repo: Path) -> list[tuple[str, str]]:
+    """`autoorg ls`: every org of this repository and its state (running, stopped, or unreadable)."""
+    return [(tag, org_status_word(org_paths(repo, tag)) or "unreadable") for tag in known_tags(repo)]
 
 
 def org_status(paths: OrgPaths) -> dict[str, Any]:

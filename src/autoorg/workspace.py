@@ -211,6 +211,11 @@ def changed_paths(repo: Path, old: str, new: str) -> list[str]:
     return sorted(p for p in out.split("\0") if p)
 
 
+def branch_diff(repo: Path, base: str, branch: str) -> str:
+    """What branch changed since it parted from base (`git diff base...branch`)."""
+    return _run(repo, "diff", "--no-color", f"{base}...{branch}", "--")
+
+
 def diff_text(repo: Path, old: str, new: str) -> str:
     """The full patch from old to new (binary files included), as `git apply` reads it."""
     return _run(repo, "diff", "--binary", "--no-color", "--no-ext-diff", "--no-textconv", old, new, "--")

@@ -44,6 +44,7 @@ EXPLOIT_P = 0.3
 TWO_KNOBS_P = 0.2
 ROUND = 0.01
 PROPOSAL_TRIES = 60
+HELD_POLL_S = 1.0  # how often a held researcher looks whether it was released
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -372,6 +373,23 @@ class Researcher:
         except AutoorgError as exc:
             self.tell(f"gate: {exc}")
 
+    def held(self) -> str | None:
+        """`human` or `paused` while a person holds this agent (`autoorg take`/`pause`): it starts nothing new."""
+        try:
+            state = (comms.read_status(self.paths, self.agent) or {}).get("state")
+        except AutoorgError:
+            return None
+        return state if state in comms.HELD_STATES else None
+
+    def wait_while_held(self) -> None:
+        state = self.held()
+        if state is None:
+            return
+        self.tell(f"held ({state}): starting nothing new until `autoorg release`/`resume {self.agent}`")
+        while self.held() is not None:
+            time.sleep(HELD_POLL_S)
+        self.tell("released: back to work")
+
     def run(self, max_experiments: int | None = None) -> int:
         """Experiment until stopped (or max_experiments). Errors are reported and retried with a pause."""
         done = 0
@@ -379,6 +397,7 @@ class Researcher:
         self.tell(f"offline researcher on task {self.ctx.task.name}: searching "
                   f"{', '.join(k.name for k in self.knobs) or 'no knobs'} ({ctx_metric(self.ctx)})")
         while max_experiments is None or done < max_experiments:
+            self.wait_while_held()
             try:
                 row = self.experiment()
                 done += 1

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import pkgutil
 import sys
+from collections.abc import Sequence
 from typing import NoReturn
 
 from autoorg import __version__
@@ -15,9 +16,23 @@ from autoorg.errors import AutoorgError
 class Parser(argparse.ArgumentParser):
     """argparse whose usage errors are one line on stderr and exit code 2."""
 
+    _intermixing = False
+
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: {message} (see {self.prog} --help)\n")
         raise SystemExit(2)
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        """Options in any position in a command's own words (`msg send dave --kind directive TEXT`, `board post
+        --tag X TEXT`): a command without subcommands parses its arguments intermixed."""
+        if self._intermixing or any(isinstance(a, argparse._SubParsersAction) for a in self._actions):
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return super().parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
 
 
 def add_org_options(parser: argparse.ArgumentParser) -> None:

@@ -1,5 +1,6 @@
 """`autoorg take AGENT` / `autoorg release AGENT` — a person takes an agent's pane over; the daemon types nothing
-into it until it is released."""
+into it until it is released. `autoorg pause AGENT` / `autoorg resume AGENT` — the same hold, with no one typing:
+messages wait in its inbox."""
 
 from __future__ import annotations
 
@@ -19,6 +20,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     release.add_argument("agent")
     add_org_options(release)
     release.set_defaults(func=run_release)
+    pause = sub.add_parser("pause", help="pause an agent: nothing is typed into it until `autoorg resume`")
+    pause.add_argument("agent")
+    add_org_options(pause)
+    pause.set_defaults(func=run_pause)
+    resume = sub.add_parser("resume", help="resume an agent after `pause`")
+    resume.add_argument("agent")
+    add_org_options(resume)
+    resume.set_defaults(func=run_release)
 
 
 def run_take(args: argparse.Namespace) -> int:
@@ -35,4 +44,12 @@ def run_release(args: argparse.Namespace) -> int:
     agent = comms.known_agent(paths, args.agent)
     status = comms.unhold(paths, agent)
     print(f"{agent} is back with the org ({status['state']})")
+    return 0
+
+
+def run_pause(args: argparse.Namespace) -> int:
+    paths = org_from_args(args)
+    agent = comms.known_agent(paths, args.agent)
+    comms.hold(paths, agent, "paused", f"paused by {comms.human_or_agent()}")
+    print(f"{agent} is paused: messages wait in its inbox until `autoorg resume {agent}`")
     return 0

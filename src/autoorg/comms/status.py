@@ -76,11 +76,18 @@ def report_status(paths: OrgPaths, agent: str, state: str, detail: str = "") -> 
         return _write_status_unlocked(paths, agent, old, state, detail)
 
 
-def swap_status(paths: OrgPaths, agent: str, expect: str, state: str, detail: str = "") -> bool:
-    """Set state only if the agent is in `expect` now (compare-and-swap under the status lock)."""
+def swap_status(paths: OrgPaths, agent: str, expect: str, state: str, detail: str = "", *,
+                held_too: bool = False) -> bool:
+    """Set state only if the agent is in `expect` now (compare-and-swap under the status lock). With `held_too`,
+    a held agent (`human`, `paused`) stays held and the swap applies to what it last reported, which `release`
+    restores (a run ending during a hold)."""
     _check_state(state)
     with locked(paths, f"status-{check_name(agent, 'agent')}"):
         old = read_status(paths, agent)
+        if (held_too and old and old["state"] in HELD_STATES and state not in HELD_STATES
+                and old.get("reported") == expect):
+            _write_status_unlocked(paths, agent, old, old["state"], old.get("detail", ""), reported=state)
+            return True
         if not old or old["state"] != expect:
             return False
         _write_status_unlocked(paths, agent, old, state, detail)

@@ -6,7 +6,8 @@ A core loop drives the daemon's processes, each a module of its own:
 - `standups`: `processes: {standup: {every: 30m}}`, the digest to the chief (or the board);
 - `gate_worker`: the verification gate (`autoorg.gate.step`) in its own thread, when a result lands and every few
   seconds.
-It watches `comms/` and `runs/` (watchdog: inotify, or polling) and routes each change to the process it concerns.
+It watches `comms/` and the org folder itself, for results.tsv (watchdog: inotify, or polling), and routes each
+change to the process it concerns.
 """
 
 from __future__ import annotations
@@ -163,11 +164,12 @@ class Daemon:
                 self._lockfile.close()
 
     def _watch(self, *, polling: bool, delivery: Delivery, gate: GateWorker) -> Any:
-        """Start watching comms/ and runs/: inotify, or polling when asked or when inotify is out of watches."""
+        """Start watching comms/ and the org's folder itself (not runs/: every run holds a copy of the source, and
+        its watches would grow with each run): inotify, or polling when asked or when inotify is out of watches."""
         observer = PollingObserver(timeout=0.5) if polling else Observer()
         handler = _Events(lambda path: self._notice(path, gate))
         observer.schedule(handler, str(self.paths.comms), recursive=True)
-        observer.schedule(handler, str(self.paths.runs), recursive=True)
+        observer.schedule(handler, str(self.paths.home), recursive=False)
         try:
             observer.start()
         except OSError as exc:
@@ -218,15 +220,17 @@ class Daemon:
         return org_status_word(self.paths) == "stopped"
 
     def _notice(self, path_text: str, gate: GateWorker) -> None:
-        """Route one changed path: an inbox or status file marks its agent dirty; a result wakes the gate."""
+        """Route one changed path: an inbox or status file marks its agent dirty; a result wakes the gate (the
+        ledger rewrites results.tsv whenever it records one)."""
         path = Path(path_text)
         if path.name.startswith("."):
+            return
+        if path == self.paths.results_tsv:
+            gate.wake()
             return
         try:
             rel = path.relative_to(self.paths.comms).parts
         except ValueError:
-            if path.name == "result.json":
-                gate.wake()
             return
         if len(rel) == 3 and rel[0] == "inbox" and rel[2].endswith(".md"):
             self.dirty.put(rel[1])

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from autoorg.executors.local import cancel_runs, runner_alive, spawn_worker, stop_runs
+from autoorg.executors.local import cancel_runs, kill_orphaned_run, runner_alive, spawn_worker, stop_runs
 
-__all__ = ["cancel_runs", "runner_alive", "spawn_worker", "stop_runs"]
+__all__ = ["cancel_runs", "kill_orphaned_run", "runner_alive", "spawn_worker", "stop_runs"]

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from autoorg import clock
+from autoorg.environment import without_secrets
 from autoorg.experiments import ledger
-from autoorg.experiments.process import process_start
+from autoorg.experiments.process import RUN_MARKER, kill_run, process_start
 from autoorg.paths import OrgPaths
 
 
@@ -25,11 +26,24 @@ def spawn_worker(paths: OrgPaths, exp: str) -> int:
     try:
         proc = subprocess.Popen([sys.executable, "-m", "autoorg", "exp", "worker", exp], stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "AUTOORG_HOME": str(paths.home)})
+                                env=_worker_env(paths))
     finally:
         log.close()
     ledger.update_experiment(paths, exp, pid=proc.pid, pid_start=process_start(proc.pid))
     return proc.pid
+
+
+def _worker_env(paths: OrgPaths) -> dict[str, str]:
+    """The caller's environment less its secrets (an agent's key stays with the agent) and less the marker of a
+    run it may itself be part of."""
+    env = without_secrets(os.environ)
+    env.pop(RUN_MARKER, None)
+    return {**env, "AUTOORG_HOME": str(paths.home)}
+
+
+def kill_orphaned_run(paths: OrgPaths, exp: str) -> list[int]:
+    """Kill what is left of a run whose runner is gone (found by the marker in its environment)."""
+    return kill_run(str(paths.runs / exp))
 
 
 def runner_alive(row: dict[str, Any]) -> bool:
@@ -49,10 +63,11 @@ def _is_worker(pid: int, exp: str) -> bool:
     return b"worker" in argv and exp.encode() in argv
 
 
-def cancel_runs(paths: OrgPaths, exps: list[str], why: str = "cancelled") -> list[str]:
+def cancel_runs(paths: OrgPaths, exps: list[str], why: str = "cancelled", *, orphans: bool = False) -> list[str]:
     """Stop queued or running experiments that run in detached workers: the ledger says `why` first (so the
     worker's own crash record does not replace it), then the worker gets SIGTERM (it kills its run's process
-    group). Runs of an agent's own `exp run` are left to it. Returns the experiments stopped."""
+    group). Runs of an agent's own `exp run` are left to it, unless `orphans`: then every run is stopped, and
+    the processes of a run without a live worker are killed. Returns the experiments stopped."""
     rows = {exp: ledger.get_experiment(paths, exp) for exp in exps}
     stopped = ledger.claim_many(paths, exps, why, finished=clock.now_iso(), pid=None)
     for exp in stopped:
@@ -60,11 +75,13 @@ def cancel_runs(paths: OrgPaths, exps: list[str], why: str = "cancelled") -> lis
         if pid and runner_alive(rows[exp]) and _is_worker(int(pid), exp):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), signal.SIGTERM)
+        elif orphans:  # a dead runner, or an agent's `exp run` whose pane is gone
+            kill_orphaned_run(paths, exp)
     return stopped
 
 
 def stop_runs(paths: OrgPaths) -> list[str]:
-    """Stop every detached run of an org (for `autoorg down`): queued and running ones, gate runs included."""
+    """Stop every run of an org (for `autoorg down`, after its session is gone): queued and running ones, gate
+    runs and orphans included, so nothing is left `queued` or `running` for the next `up` to call a crash."""
     rows = [r for v in ledger.UNFINISHED for r in ledger.experiments(paths, verdict=v)]
-    return cancel_runs(paths, [r["exp"] for r in rows if r["pid"] and _is_worker(int(r["pid"]), r["exp"])],
-                       "cancelled: the org was stopped")
+    return cancel_runs(paths, [r["exp"] for r in rows], "cancelled: the org was stopped", orphans=True)

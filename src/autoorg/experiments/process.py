@@ -5,6 +5,7 @@ parsed (`@metric {json}`, or autoresearch's `name: value`), the whole group kill
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import math
 import os
@@ -23,6 +24,9 @@ from autoorg.experiments.sandbox import Sealing, read_status, sealed_argv
 
 KILL_WAIT_S = 3.0  # SIGTERM, then SIGKILL this much later
 DRAIN_AFTER_EXIT_S = 2.0  # output a run's leftover children still write after it exited
+RUN_MARKER = "AUTOORG_RUN"  # in a run's environment (its run folder): finds its processes after its runner died
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded before any fork: a forked child only makes the syscall
 
 
 _PLAIN = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*:\s*([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+|nan|inf))\s*$")
@@ -149,6 +153,46 @@ def _kill_group(pgid: int, reap: Callable[[], object]) -> None:
             time.sleep(0.02)
 
 
+def _die_with_parent() -> None:
+    """In a run's shell, between fork and exec: SIGKILL when the runner dies (it survives the exec of the training
+    command; what that starts is found by RUN_MARKER)."""
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def run_processes(marker: str) -> list[int]:
+    """Live processes whose environment says RUN_MARKER=marker: a run and everything it started, whichever
+    process group or session they moved to."""
+    needle = f"{RUN_MARKER}={marker}".encode()
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            environ = Path(f"/proc/{name}/environ").read_bytes()  # a zombie's is empty
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            pids.append(int(name))
+    return pids
+
+
+def kill_run(marker: str, wait_s: float = 5.0) -> list[int]:
+    """SIGKILL every process of a run (RUN_MARKER=marker) until none is left or wait_s passed; returns the pids
+    killed. For a run whose runner is gone: nothing else enforces its budget any more."""
+    killed: list[int] = []
+    end = time.monotonic() + wait_s
+    while True:
+        pids = run_processes(marker)
+        if not pids or time.monotonic() > end:
+            return killed
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                if pid not in killed:
+                    killed.append(pid)
+        time.sleep(0.02)
+
+
 def _group_alive(pgid: int) -> bool:
     """Does the process group still have a member that is not a zombie? (Orphaned zombies wait for init to reap
     them, which some inits do only every second or two; they hold nothing, a slot included.)"""
@@ -176,12 +220,13 @@ def run_command(command: str, *, cwd: Path, env: dict[str, str], limit_s: float,
                 metrics_path: Path, keep_fds: tuple[int, ...] = (), cores: tuple[int, ...] = (),
                 on_started: Callable[[], None] | None = None, times: dict[str, float] | None = None,
                 sealing: Sealing | None = None) -> Outcome:
-    """Run command (sh -c) in its own process group; stream its output to log_path and @metric lines to
-    metrics_path; kill the group at limit_s. The slot's device lock descriptors (keep_fds) are inherited by the run;
-    on_started is called once it is running. `times` (spawned, first_metric, exited) is filled as they happen,
-    so a caller has them even when the run is interrupted. With `sealing` the command runs sealed (sandbox.py):
-    every process it starts dies with it and cpu_s counts them all."""
-    def pin() -> None:
+    """Run command (sh -c) in its own process group, killed if this process dies; stream its output to log_path
+    and @metric lines to metrics_path; kill the group at limit_s. The slot's device lock descriptors (keep_fds) are
+    inherited by the run; on_started is called once it is running. `times` (spawned, first_metric, exited) is
+    filled as they happen, so a caller has them even when the run is interrupted. With `sealing` the command runs
+    sealed (sandbox.py): every process it starts dies with it and cpu_s counts them all."""
+    def in_child() -> None:
+        _die_with_parent()
         if cores:
             os.sched_setaffinity(0, cores)
 
@@ -200,7 +245,7 @@ def run_command(command: str, *, cwd: Path, env: dict[str, str], limit_s: float,
             proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, start_new_session=True,
                                     pass_fds=(*keep_fds, *([status_w] if status_w is not None else [])),
-                                    preexec_fn=pin if cores else None)  # noqa: PLW1509 - only a syscall
+                                    preexec_fn=in_child)  # noqa: PLW1509 - only syscalls
         finally:
             if status_w is not None:
                 os.close(status_w)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import math
+import os
 import secrets
+from collections.abc import Iterator
 from typing import Any
 
 from autoorg import orgcode, workspace
-from autoorg.compute.slots import (
-    agent_slots,
-)
+from autoorg.compute.slots import agent_slots, lock_file
 from autoorg.errors import RunnerError, StateError, TaskError
 from autoorg.experiments import ledger
 from autoorg.experiments.context import OrgContext
@@ -43,6 +45,18 @@ def new_seed() -> int:
     return secrets.randbelow(2**31 - 1) + 1
 
 
+@contextlib.contextmanager
+def _worktree_locked(ctx: OrgContext, agent: str) -> Iterator[None]:
+    """One submission at a time from an agent's worktree: two `git commit`s in one worktree race for its
+    index.lock, and the second fails."""
+    fd = lock_file(ctx.paths, f"worktree-{agent}")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def queue_experiment(ctx: OrgContext, agent: str, description: str, *, budget: float | None = None,
                      seed: int | None = None, spend: dict[str, Any] | None = None) -> str:
     """Commit an agent's pending changes and queue them as an experiment. Refuses (committing nothing) a worktree
@@ -71,6 +85,13 @@ def queue_experiment(ctx: OrgContext, agent: str, description: str, *, budget: f
         raise RunnerError(f"refused: {agent}'s worktree is on {where}, not its own branch {own}; only the gate "
                           f"moves {ctx.program_branch}. Get back with `git switch {own}` and run again; nothing was "
                           "committed")
+    with _worktree_locked(ctx, agent):
+        return _commit_and_queue(ctx, agent, description, budget=budget, seed=seed, spend=spend, cls=cls)
+
+
+def _commit_and_queue(ctx: OrgContext, agent: str, description: str, *, budget: float | None, seed: int | None,
+                      spend: dict[str, Any] | None, cls: str) -> str:
+    worktree = ctx.worktree(agent)
     head = ctx.program_head()
     tracked, untracked = workspace.pending_paths(worktree)
     # New files outside the editable paths (caches, outputs, notes) are not part of the change: left alone.

@@ -35,12 +35,13 @@ from autoorg.compute.slots import (
     lock_file,
     try_lock,
 )
+from autoorg.environment import without_secrets
 from autoorg.errors import AutoorgError, RunnerError, Say, TaskError
 from autoorg.experiments import ledger
 from autoorg.experiments.context import OrgContext
 from autoorg.experiments.manifest import org_manifest, protected_changes
 from autoorg.experiments.measure import Measurement, evaluate, export_evaluator, metric_value
-from autoorg.experiments.process import Outcome, last_line, process_start, run_command
+from autoorg.experiments.process import RUN_MARKER, Outcome, kill_run, last_line, process_start, run_command
 from autoorg.experiments.sandbox import Sealing, run_env, seal_mode
 from autoorg.paths import atomic_write_text, data_dir
 from autoorg.spec import TaskSpec
@@ -90,7 +91,11 @@ def ensure_setup(ctx: OrgContext, cwd: Path, say: Say | None = None) -> None:
 
 
 def _run_env(extra: dict[str, str]) -> dict[str, str]:
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", **extra}
+    """The runner's environment less its secrets (an agent's key never reaches training code) and less another
+    run's marker."""
+    env = without_secrets(os.environ)
+    env.pop(RUN_MARKER, None)
+    return {**env, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", **extra}
 
 OVER_BUDGET_TOLERANCE = 0.02  # a run may report train_s up to 2% over its budget (timer granularity, startup)
 SETUP_TIMEOUT_S = 3 * 3600.0
@@ -237,8 +242,9 @@ def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float 
                     return ledger.get_experiment(paths, exp)  # cancelled while it waited: the slot goes back
                 temp = run_dir / "tmp"
                 temp.mkdir(exist_ok=True)
-                env = run_env({**slot.env(), "AUTOORG_EXP": exp, "AUTOORG_SEED": str(row["seed"]),
-                               "AUTOORG_BUDGET": f"{row['budget']:g}", "AUTOORG_OUT": str(out_dir)}, temp)
+                env = run_env({**slot.env(), RUN_MARKER: str(run_dir), "AUTOORG_EXP": exp,
+                               "AUTOORG_SEED": str(row["seed"]), "AUTOORG_BUDGET": f"{row['budget']:g}",
+                               "AUTOORG_OUT": str(out_dir)}, temp)
                 sealing = Sealing(seal_mode(), run_dir, read_only=_read_only(ctx))
                 out = run_command(command, cwd=src, env=env, limit_s=row["budget"] + ctx.task.grace,
                                   log_path=run_dir / "log", metrics_path=run_dir / "metrics.jsonl", keep_fds=fds,
@@ -256,6 +262,8 @@ def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float 
         _finish_crash(ctx, exp, f"crash: {exc}", times)
         raise
     finally:
+        if "spawned" in times:  # what the run started outside its process group dies with it too
+            kill_run(str(run_dir))
         shutil.rmtree(src, ignore_errors=True)
         shutil.rmtree(out_dir, ignore_errors=True)
         shutil.rmtree(run_dir / "tmp", ignore_errors=True)
@@ -319,6 +327,8 @@ def _set_running(ctx: OrgContext, row: dict[str, Any], slot: Slot) -> str | None
     except AutoorgError:
         return None
     state = (old or {}).get("state")
+    if state in comms.HELD_STATES:  # a person holds it: what it was doing is what to go back to, never the hold
+        state = (old or {}).get("reported")
     return state if state and state != "running" else "working"
 
 
@@ -327,4 +337,4 @@ def _restore_status(ctx: OrgContext, row: dict[str, Any], before: str | None) ->
     if before is None:
         return
     with contextlib.suppress(AutoorgError):
-        comms.swap_status(ctx.paths, row["agent"], "running", before)
+        comms.swap_status(ctx.paths, row["agent"], "running", before, held_too=True)

@@ -151,14 +151,24 @@ def gate_lock(paths: OrgPaths) -> Iterator[bool]:
 
 
 def sweep_dead_runners(ctx: OrgContext, log: Say) -> bool:
-    """Queued or running rows whose runner process is gone (killed, machine rebooted) become crashes."""
+    """Queued or running rows whose runner process is gone (killed, machine rebooted): what is left of the run is
+    killed (nothing else enforces its budget), a started run becomes a crash, one that never started is cancelled
+    (it is no crash of the code), and the agent that queued it gets its `result` message."""
     did = False
     for verdict in ledger.UNFINISHED:
         for row in ledger.experiments(ctx.paths, verdict=verdict):
-            if not executors.runner_alive(row) and ledger.claim_unfinished(
-                    ctx.paths, row["exp"], "crash: runner died", finished=clock.now_iso(), pid=None):
-                log(f"{row['exp']} ({row['agent']}): its runner died; recorded as a crash")
-                did = True
+            if executors.runner_alive(row):
+                continue
+            why = "crash: runner died" if verdict == "running" else "cancelled: its runner died before it started"
+            if not ledger.claim_unfinished(ctx.paths, row["exp"], why, finished=clock.now_iso(), pid=None):
+                continue
+            killed = executors.kill_orphaned_run(ctx.paths, row["exp"])
+            log(f"{row['exp']} ({row['agent']}): its runner died; recorded as {why.split(':')[0]}"
+                + (f", {len(killed)} leftover process(es) killed" if killed else ""))
+            if row["kind"] == "exp":
+                tell_claimant(ctx, row, f"{row['exp']} ({row['description']}) {why}: it has no result; "
+                                        f"log kept at {ctx.paths.runs / row['exp'] / 'log'}")
+            did = True
     return did
 
 

@@ -22,6 +22,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from autoorg.environment import without_secrets
 from autoorg.errors import StateError
 from autoorg.paths import OrgPaths, atomic_write_text
 from autoorg.runtime.session import Launch, LineFate, Liveness
@@ -131,8 +132,8 @@ class HeadlessSession:
         else:
             stdin = os.open(os.devnull, os.O_RDONLY)
         out = os.open(self._file(launch.name, ".log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
-        env.update(launch.env)
+        env = {k: v for k, v in without_secrets(os.environ).items() if k not in NOT_INHERITED}
+        env.update(launch.env)  # an agent's key comes from its env file, which its command sources
         script = f"{launch.command}\nprintf '%s\\n' \"$?\" > {shlex.quote(str(exit_file))}"
         try:
             proc = subprocess.Popen(["bash", "-c", script], cwd=launch.cwd, env=env, stdin=stdin, stdout=out,

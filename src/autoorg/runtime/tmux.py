@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shlex
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass, field
 
 import libtmux
 from libtmux.exc import LibTmuxException
 
+from autoorg.environment import is_secret, without_secrets
 from autoorg.errors import TmuxError
 
 PANES_PER_WINDOW = 8
@@ -74,6 +78,16 @@ def _cmd(server: libtmux.Server, *args: str) -> list[str]:
     return list(result.stdout)
 
 
+def _cmd_without_secrets(socket: str | None, argv: list[str]) -> list[str]:
+    """One tmux command from a client whose environment has no credentials: a server it starts keeps none in its
+    global environment, so no shell of the org's session is born with a key."""
+    proc = subprocess.run(["tmux", *_socket_args(socket), *argv], capture_output=True, text=True,
+                          env=without_secrets(os.environ), check=False)
+    if proc.returncode or proc.stderr.strip():
+        raise TmuxError(f"tmux {argv[0]} failed: {proc.stderr.strip() or f'exit {proc.returncode}'}")
+    return proc.stdout.splitlines()
+
+
 def has_session(socket: str | None, name: str) -> bool:
     server = _server(socket)
     try:
@@ -82,11 +96,23 @@ def has_session(socket: str | None, name: str) -> bool:
         return False
 
 
-def _with_path(command: str, env: dict[str, str]) -> str:
-    """tmux gives a new pane the PATH of the client that asked for it, ignoring `-e PATH=…`: set it in the shell."""
-    if "PATH" not in env:
-        return command
-    return f"export PATH={shlex.quote(env['PATH'])}; {command}"
+def _pane_command(command: str, env: dict[str, str], secrets: list[str]) -> str:
+    """The shell line a pane runs. tmux gives a new pane the PATH of the client that asked for it, ignoring
+    `-e PATH=…`: it is set in the shell. The server's global environment (the caller's, when `up` started the
+    server) may hold keys: they are unset, so only an agent that sources its env file has one."""
+    prefix = f"unset {' '.join(secrets)}; " if secrets else ""
+    if "PATH" in env:
+        prefix += f"export PATH={shlex.quote(env['PATH'])}; "
+    return prefix + command
+
+
+def _secret_names(server: libtmux.Server) -> list[str]:
+    """Credentials a new pane would inherit: from the server's global environment, or ours when we start it."""
+    names = set(os.environ)
+    with contextlib.suppress(LibTmuxException):
+        if server.is_alive():
+            names |= {line.lstrip("-").split("=", 1)[0] for line in server.cmd("show-environment", "-g").stdout}
+    return sorted(n for n in names if is_secret(n) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n))
 
 
 def _env_flags(env: dict[str, str]) -> list[str]:
@@ -107,9 +133,10 @@ def create_org_session(socket: str | None, name: str, *, cwd: str, env: dict[str
     if has_session(socket, name):
         raise TmuxError(f"tmux session '{name}' already exists")
     fmt = "#{window_name} #{window_id} #{pane_id}"
+    secrets = _secret_names(server)
     calls: list[list[str]] = [["new-session", "-d", "-s", name, "-n", "dash", "-x", str(SESSION_SIZE[0]),
                                "-y", str(SESSION_SIZE[1]), "-c", cwd, *_env_flags(env), "-P", "-F", fmt,
-                               dash_command]]
+                               _pane_command(dash_command, env, secrets)]]
     titles: list[str] = ["dash"]
     windows_wanted = []
     for start in range(0, len(agents), PANES_PER_WINDOW):
@@ -121,7 +148,8 @@ def create_org_session(socket: str | None, name: str, *, cwd: str, env: dict[str
         target = f"{name}:{wname}"
         first = group[0]
         argv = ["new-window", "-d", "-t", f"{name}:", "-n", wname, "-c", first.cwd,
-                *_env_flags({**env, **first.env}), "-P", "-F", fmt, _with_path(first.command, {**env, **first.env})]
+                *_env_flags({**env, **first.env}), "-P", "-F", fmt,
+                _pane_command(first.command, {**env, **first.env}, secrets)]
         for option, value in (("remain-on-exit", "on"), ("pane-border-status", "top"), ("automatic-rename", "off"),
                               ("pane-border-format",
                                " #{?@autoorg_agent,#{@autoorg_agent},#{pane_title}}#{?pane_dead, [exited],} ")):
@@ -130,15 +158,15 @@ def create_org_session(socket: str | None, name: str, *, cwd: str, env: dict[str
         for spec in group[1:]:
             # no -d: the new pane becomes active and the next split divides it, so panes keep creation order
             argv += [";", "split-window", "-t", target, "-c", spec.cwd, *_env_flags({**env, **spec.env}),
-                     "-P", "-F", fmt, _with_path(spec.command, {**env, **spec.env}),
+                     "-P", "-F", fmt, _pane_command(spec.command, {**env, **spec.env}, secrets),
                      ";", "select-layout", "-t", target, "tiled"]
             titles.append(spec.title)
         calls.append(argv)
     windows: dict[str, str] = {}
     pane_ids: list[str] = []
     try:
-        for argv in calls:
-            for line in _cmd(server, *argv):
+        for i, argv in enumerate(calls):
+            for line in (_cmd_without_secrets(socket, argv) if i == 0 else _cmd(server, *argv)):
                 wname, window_id, pane_id = line.split()
                 windows.setdefault(wname, window_id)
                 pane_ids.append(pane_id)
@@ -356,8 +384,8 @@ def pane_states(socket: str | None, session: str) -> dict[str, PaneState] | None
 
 
 def respawn_pane(socket: str | None, pane_id: str, env: dict[str, str]) -> None:
-    """Run a dead pane's original command again, in its original directory, with env."""
-    _cmd(_server(socket), "respawn-pane", "-t", pane_id, *_env_flags(env))
+    """Run a pane's original command again, in its original directory, with env (a live one is killed first)."""
+    _cmd(_server(socket), "respawn-pane", "-k", "-t", pane_id, *_env_flags(env))
 
 
 def popup(socket: str | None, command: str) -> None:

@@ -22,6 +22,7 @@ from autoorg.spec.processes import Processes, build_processes
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 TAG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 PRESET_RE = re.compile(r"^(?P<chief>chief\+)?(?P<n>\d+)x(?:(?P<g>\d+)gpu|(?P<cpu>cpu))$")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 RESERVED_NAMES = {"all", "human", "autoorg", "daemon", "gate", "board", "system"}
 MAX_AGENTS = 256
 
@@ -227,11 +228,19 @@ def _fill_agent(raw: Any, index: int, roles: dict[str, dict[str, Any]], defaults
     env = merged.get("env") or {}
     if not isinstance(env, dict):
         raise SpecError(f"agent '{name}': env must be a mapping", source=source, line=line_of(raw, "env"))
+    for key, value in env.items():
+        where = line_of(env, str(key)) or line_of(raw, "env")
+        if not (isinstance(key, str) and ENV_NAME.fullmatch(key)):
+            raise SpecError(f"agent '{name}': env key {key!r} is not a variable name", source=source, line=where,
+                            hint="letters, digits and _, not starting with a digit")
+        if not isinstance(value, str):
+            raise SpecError(f"agent '{name}': env {key} must be a string, got {value!r}", source=source,
+                            line=where, hint=f'quote it: {key}: "{value}"')
     model = merged.get("model")
     prompt = merged.get("prompt")
     return AgentSpec(name=name, role=role, backend=backend, model=str(model) if model else None, slots=slots,
                      command=command if backend == "command" else None,
-                     prompt=str(prompt) if prompt else None, env={str(k): str(v) for k, v in env.items()})
+                     prompt=str(prompt) if prompt else None, env=dict(env))
 
 
 def build_spec(raw: Any, *, source: str, tag: str | None = None, task: str | None = None,

@@ -1,0 +1,110 @@
+"""Runs whose runner died: their processes are killed, their rows get a verdict, their agent gets its answer, and
+`down` leaves nothing queued or running. Real workers, real process trees, a real org."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from autoorg import comms, experiments
+from autoorg.experiments import ledger
+from autoorg.paths import OrgPaths
+from autoorg.testing import retry_until, run_cli
+from autoorg.testing.experiments import TRAIN, drive_gate, start_org
+from tests.exp_support import add_synthetic
+
+# A run that starts a child in a session of its own (out of the run's process group), then trains for ever
+ESCAPING = """\
+import os, subprocess, time
+child = subprocess.Popen(["sleep", "1000"], start_new_session=True)
+open(os.environ["PIDFILE"], "w").write(f"{os.getpid()} {child.pid}")
+print('@metric {"step": 1}', flush=True)
+time.sleep(1000)
+"""
+
+
+@pytest.fixture
+def org(repo: Path, tmux_socket: str, tmp_path: Path) -> OrgPaths:
+    add_synthetic(repo)
+    return start_org(repo, tmux_socket, tmp_path, agents=2, baseline=2)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _submit_escaping_run(org: OrgPaths, tmp_path: Path) -> tuple[str, int, list[int]]:
+    """bob submits ESCAPING; returns (exp, worker pid, the run's pids) once it runs."""
+    (org.worktree("bob") / TRAIN).write_text(ESCAPING)
+    pidfile = tmp_path / "run.pids"
+    proc = run_cli("exp", "submit", "-m", "escapes", "--budget", "300", cwd=org.worktree("bob"),
+                   env={"AUTOORG_AGENT": "bob", "AUTOORG_HOME": str(org.home), "PIDFILE": str(pidfile)})
+    assert proc.returncode == 0, proc.stderr
+    exp = proc.stdout.split()[0]
+    retry_until(lambda: pidfile.exists() and pidfile.read_text(), timeout=30, message="the run to start")
+    run_pids = [int(p) for p in pidfile.read_text().split()]
+    worker = ledger.get_experiment(org, exp)["pid"]
+    assert worker and all(not _gone(p) for p in run_pids)
+    return exp, int(worker), run_pids
+
+
+def test_a_run_whose_worker_was_killed_is_killed_recorded_and_answered(org: OrgPaths, tmp_path: Path) -> None:
+    exp, worker, run_pids = _submit_escaping_run(org, tmp_path)
+    os.kill(worker, signal.SIGKILL)
+    drive_gate(org, lambda: ledger.get_experiment(org, exp)["verdict"] == "crash: runner died", timeout=30)
+    retry_until(lambda: all(_gone(p) for p in run_pids), timeout=15, message="the orphaned run to be killed")
+    msgs = retry_until(lambda: [m for m in comms.read_inbox(org, "bob") if m.kind == "result" and m.exp == exp],
+                       timeout=10, message="bob's result message")
+    assert msgs[0].body.startswith(f"{exp} (escapes) crash: runner died")
+
+
+def test_down_kills_orphaned_runs_and_cancels_what_never_ran(org: OrgPaths, tmp_path: Path) -> None:
+    exp, worker, run_pids = _submit_escaping_run(org, tmp_path)
+    ctx = experiments.load_context(org)
+    head = ctx.program_head()
+    never_ran = experiments.queue_run(ctx, kind="exp", agent="alice", commit=head, head=head, description="queued",
+                                      seed=1, budget=ctx.task.budget["cpu"], slot_class="cpu")
+    os.kill(worker, signal.SIGKILL)
+    down = run_cli("down", env={"AUTOORG_HOME": str(org.home)})
+    assert down.returncode == 0, down.stderr
+    retry_until(lambda: all(_gone(p) for p in run_pids), timeout=15, message="the orphaned run to be killed")
+    rows = ledger.experiments(org)
+    assert not [r for r in rows if r["verdict"] in ledger.UNFINISHED]
+    assert ledger.get_experiment(org, exp)["verdict"] in ("crash: runner died", "cancelled: the org was stopped")
+    assert ledger.get_experiment(org, never_ran)["verdict"] == "cancelled: the org was stopped"
+
+
+def test_a_queued_run_whose_runner_died_is_cancelled_not_a_crash(org: OrgPaths) -> None:
+    ctx = experiments.load_context(org)
+    head = ctx.program_head()
+    exp = experiments.queue_run(ctx, kind="exp", agent="alice", commit=head, head=head, description="waits",
+                                seed=1, budget=ctx.task.budget["cpu"], slot_class="cpu")
+    ledger.update_experiment(org, exp, pid=2**22 + 12345, pid_start="1")  # no such process
+    drive_gate(org, lambda: ledger.get_experiment(org, exp)["verdict"] not in ledger.UNFINISHED, timeout=30)
+    assert ledger.get_experiment(org, exp)["verdict"] == "cancelled: its runner died before it started"
+    assert ledger.tsv_status(ledger.get_experiment(org, exp)) != "crash"
+
+
+# A run that finishes normally but leaves a helper behind in a session of its own
+LEAVES_A_HELPER = """\
+import os, subprocess
+child = subprocess.Popen(["sleep", "1000"], start_new_session=True)
+open(os.environ["PIDFILE"], "w").write(str(child.pid))
+print('@metric {"final": true, "val_loss": 1.0, "train_s": 0.1}', flush=True)
+"""
+
+
+def test_what_a_run_started_outside_its_group_dies_when_it_ends(org: OrgPaths, tmp_path: Path) -> None:
+    (org.worktree("alice") / TRAIN).write_text(LEAVES_A_HELPER)
+    pidfile = tmp_path / "helper.pid"
+    proc = run_cli("exp", "run", "-m", "leaves a helper", cwd=org.worktree("alice"), timeout=120,
+                   env={"AUTOORG_AGENT": "alice", "AUTOORG_HOME": str(org.home), "PIDFILE": str(pidfile)})
+    assert proc.returncode == 0, proc.stderr
+    helper = int(pidfile.read_text())
+    assert _gone(helper)  # killed before the result was recorded, not eventually
