@@ -209,6 +209,11 @@ def diff_text(repo: Path, old: str, new: str) -> str:
     return _run(repo, "diff", "--binary", "--no-color", old, new, "--")
 
 
+def diff_since_fork(repo: Path, base: str, branch: str) -> str:
+    """What branch changed since it forked from base (`git diff base...branch`), for people to read."""
+    return _run(repo, "diff", "--no-color", "--stat", "--patch", f"{base}...{branch}", "--")
+
+
 def diff_stat(repo: Path, old: str, new: str) -> str:
     """`1 file changed, 2 insertions(+), 1 deletion(-)`, or '' when the trees are equal."""
     return _run(repo, "diff", "--shortstat", old, new, "--").strip()
