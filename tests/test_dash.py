@@ -6,6 +6,7 @@ import asyncio
 import fcntl
 import json
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -18,14 +19,15 @@ from textual.widgets import DataTable
 
 from autoorg import comms
 from autoorg.clock import parse_iso
+from autoorg.compute.cpu_load import busy_percent, cpu_times
 from autoorg.dash import make_app
 from autoorg.dash.data import take_snapshot
 from autoorg.dash.screens import ComposeScreen, TextScreen
 from autoorg.experiments import ledger
-from autoorg.org import build_org, plan_org
+from autoorg.org import build_org, org_status, plan_org
 from autoorg.paths import OrgPaths
 from autoorg.runtime import tmux
-from autoorg.testing import make_repo, retry_until, run_cli
+from autoorg.testing import git, make_repo, retry_until, run_cli
 
 # Fixed commit dates and names make the same commit hashes, so the heads drawn are the same on every machine.
 GIT_DATES = {"GIT_AUTHOR_DATE": "2026-01-01T00:00:00+0000", "GIT_COMMITTER_DATE": "2026-01-01T00:00:00+0000"}
@@ -205,7 +207,9 @@ def test_keys_steer_a_real_org(repo: Path) -> None:
 
             await pilot.press("t")  # alice is selected first
             assert state_of("alice") == "human"
-            assert (comms.read_status(paths, "alice") or {})["detail"].startswith("taken over by")
+            held = comms.read_status(paths, "alice") or {}
+            assert held["detail"].startswith("taken over by")
+            assert org_status(paths)["agents"][0]["since"] == held["since"]  # status --json says since when
             await pilot.press("r")
             assert state_of("alice") not in comms.HELD_STATES
 
@@ -242,3 +246,26 @@ def test_keys_steer_a_real_org(repo: Path) -> None:
 
 def snap_exp(paths: OrgPaths, agent: str) -> str:
     return ledger.experiments(paths, agent=agent, kinds=("exp",))[-1]["exp"]
+
+
+def test_an_agent_on_an_old_head_is_behind(repo: Path) -> None:
+    plan = plan_org("2xcpu", task="tiny", backend="command", command="sleep 600", runtime="headless")
+    state = build_org(plan)
+    paths = plan.paths
+    assert not any(a.behind for a in take_snapshot(paths).agents)
+    # the program branch moves on (as a promotion moves it); bob then merges it, alice does not
+    tree = git(repo, "rev-parse", f"{state.program_branch}^{{tree}}")
+    head = git(repo, "commit-tree", tree, "-p", state.program_branch, "-m", "promoted")
+    git(repo, "update-ref", f"refs/heads/{state.program_branch}", head)
+    git(paths.worktree("bob"), "merge", "-q", "--ff-only", head)
+    assert {a.name: a.behind for a in take_snapshot(paths).agents} == {"alice": True, "bob": False}
+
+
+def test_cpu_load_is_a_share_of_each_core() -> None:
+    before = cpu_times()
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:  # keep one core busy a moment
+        pass
+    busy = busy_percent(before, cpu_times())
+    assert set(busy) <= set(before) and busy
+    assert all(0.0 <= v <= 100.0 for v in busy.values())

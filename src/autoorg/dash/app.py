@@ -97,6 +97,8 @@ class DashApp(App[None]):
         self.now = now
         self.cache = SnapshotCache()
         self.snapshot: Snapshot | None = None
+        self.drawn_agents: dict[str, tuple[str, ...]] = {}
+        self.drawn_results: list[tuple[str, ...]] = []
 
     def compose(self) -> ComposeResult:
         yield Static("loading…", id="summary")
@@ -109,7 +111,9 @@ class DashApp(App[None]):
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
-        self.query_one("#agents", DataTable).add_columns(*AGENT_COLUMNS)
+        agents = self.query_one("#agents", DataTable)
+        for column in AGENT_COLUMNS:
+            agents.add_column(column, key=column)
         self.query_one("#results", DataTable).add_columns(*RESULT_COLUMNS)
         self.query_one("#agents", DataTable).focus()
         self.action_refresh_now()
@@ -145,21 +149,35 @@ class DashApp(App[None]):
             f"[b]{escape(snap.program_branch)}[/] @ {snap.program_head}  {escape(snap.metric)} {snap.arrow}  "
             f"best [b]{escape(snap.best) or '—'}[/]  {snap.promotions} promoted  {snap.experiments} exps\n"
             f"{len(snap.agents)} agents: {counts}   {spend}{warning}")
-        agents = self.query_one("#agents", DataTable)
-        cursor = agents.cursor_row
-        agents.clear()
-        for a in snap.agents:
-            agents.add_row(*_agent_cells(a), key=a.name)
-        if snap.agents:
-            agents.move_cursor(row=min(max(cursor, 0), len(snap.agents) - 1))
+        self.fill_agents([(a.name, _agent_cells(a)) for a in snap.agents])
         self.query_one("#chart", MetricChart).show(
             snap.chart, f"{snap.metric} {snap.arrow} per run · head: yellow step line")
         self.query_one("#gate", Static).update(_gate_text(snap))
         self.query_one("#board", Static).update(_board_text(snap))
-        results = self.query_one("#results", DataTable)
-        results.clear()
-        for r in snap.recent:
-            results.add_row(*(escape(r[c]) for c in RESULT_COLUMNS))
+        recent = [tuple(escape(r[c]) for c in RESULT_COLUMNS) for r in snap.recent]
+        if recent != self.drawn_results:  # a table redrawn re-renders every cell: only when it changed
+            results = self.query_one("#results", DataTable)
+            results.clear()
+            for cells in recent:
+                results.add_row(*cells)
+            self.drawn_results = recent
+
+    def fill_agents(self, rows: list[tuple[str, tuple[str, ...]]]) -> None:
+        """Update the cells that changed; rebuild the table only when the agents did."""
+        table = self.query_one("#agents", DataTable)
+        if [name for name, _ in rows] == list(self.drawn_agents):
+            for name, cells in rows:
+                for column, (old, new) in enumerate(zip(self.drawn_agents[name], cells, strict=True)):
+                    if old != new:
+                        table.update_cell(name, AGENT_COLUMNS[column], new, update_width=True)
+        else:
+            cursor = table.cursor_row
+            table.clear()
+            for name, cells in rows:
+                table.add_row(*cells, key=name)
+            if rows:
+                table.move_cursor(row=min(max(cursor, 0), len(rows) - 1))
+        self.drawn_agents = dict(rows)
 
     # -----------------------------------------------------------------------------------------------------------
     # Keys

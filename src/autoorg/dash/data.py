@@ -22,11 +22,12 @@ from autoorg.experiments import ledger
 from autoorg.org import org_status
 from autoorg.paths import OrgPaths
 from autoorg.runtime.headless import log_path
-from autoorg.spec import OrgSpec, load_org, load_task
+from autoorg.spec import OrgSpec, TaskSpec, load_org, load_task
 from autoorg.state import read_state
 
 RECENT = 12  # results, promotions and posts kept
 CURVE = 24  # points of a live loss curve
+TAIL_BYTES = 8192  # of a run's metrics.jsonl: enough for CURVE lines
 SPARKS = "▁▂▃▄▅▆▇█"
 
 
@@ -99,6 +100,10 @@ class Snapshot:
     board_error: str = ""
 
 
+# experiments, promotions, baselines, running verifications
+LedgerRows = tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]
+
+
 @dataclass
 class SnapshotCache:
     """What the dashboard keeps between refreshes, each entry keyed on what would change it."""
@@ -106,6 +111,8 @@ class SnapshotCache:
     behind: dict[tuple[str, str], bool] = field(default_factory=dict)
     board: tuple[tuple[int, int], list[comms.BoardPost]] = ((0, 0), [])
     cpu: CpuTimes = field(default_factory=dict)
+    task: tuple[float, TaskSpec | None] = (0.0, None)
+    ledger: tuple[tuple[int, ...], LedgerRows] = ((), ([], [], [], []))
 
 
 def _fmt(value: Any) -> str:
@@ -119,7 +126,8 @@ def signed(value: float | None) -> str:
 
 
 def age(since: str | None, now: datetime) -> str:
-    """`42s`, `3m`, `2h`, `5d` since an ISO stamp ('' without one)."""
+    """`<1m`, `3m`, `2h`, `5d` since an ISO stamp ('' without one). No seconds: a cell that changed on every
+    refresh would make the agents table redraw every row of a quiet org."""
     if not since:
         return ""
     try:
@@ -129,7 +137,7 @@ def age(since: str | None, now: datetime) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{seconds // size}{unit}"
-    return f"{seconds}s"
+    return "<1m"
 
 
 def human_count(n: float) -> str:
@@ -148,24 +156,29 @@ def sparkline(values: list[float]) -> str:
 
 
 def metric_lines(path: Path, key: str, limit: int) -> list[dict[str, Any]]:
-    """The last `limit` JSON lines of a run's metrics.jsonl that carry key (reads only the file's tail)."""
+    """The last `limit` JSON lines of a run's metrics.jsonl that carry key, oldest first (reads only the file's
+    tail, and parses only the lines it keeps)."""
     try:
         with path.open("rb") as fh:
             fh.seek(0, 2)
             size = fh.tell()
-            fh.seek(max(0, size - 16384))
+            fh.seek(max(0, size - TAIL_BYTES))
             tail = fh.read().decode("utf-8", "replace").splitlines()
     except OSError:
         return []
-    out = []
-    for line in tail:
+    out: list[dict[str, Any]] = []
+    for line in reversed(tail):
+        if len(out) == limit:
+            break
+        if f'"{key}"' not in line:
+            continue
         try:
             data = json.loads(line)
         except ValueError:
             continue
         if isinstance(data, dict) and isinstance(data.get(key), int | float):
             out.append(data)
-    return out[-limit:]
+    return out[::-1]
 
 
 def _org_spec(paths: OrgPaths, cache: SnapshotCache) -> OrgSpec | None:
@@ -179,6 +192,30 @@ def _org_spec(paths: OrgPaths, cache: SnapshotCache) -> OrgSpec | None:
         except AutoorgError:
             cache.spec = (mtime, None)
     return cache.spec[1]
+
+
+def _task(path: Path, cache: SnapshotCache) -> TaskSpec | None:
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        return None
+    if cache.task[0] != mtime:
+        try:
+            cache.task = (mtime, load_task(path))
+        except AutoorgError:
+            cache.task = (mtime, None)
+    return cache.task[1]
+
+
+def _ledger_rows(paths: OrgPaths, cache: SnapshotCache) -> LedgerRows:
+    """The ledger's rows the dashboard draws, read again only when the ledger changed."""
+    stamp = ledger.change_stamp(paths)
+    if not stamp:
+        return [], [], [], []
+    if cache.ledger[0] != stamp:
+        cache.ledger = (stamp, (ledger.experiments(paths), ledger.promotions(paths), ledger.baselines(paths),
+                                ledger.verifications(paths, status="running")))
+    return cache.ledger[1]
 
 
 def _is_behind(repo: Path, program_head: str | None, head: str | None, cache: SnapshotCache) -> bool:
@@ -240,9 +277,9 @@ def _chart(rows: list[dict[str, Any]], promotions: list[dict[str, Any]],
     return points
 
 
-def _gate(paths: OrgPaths, by_exp: dict[str, dict[str, Any]]) -> list[GateItem]:
+def _gate(verifying: list[dict[str, Any]], by_exp: dict[str, dict[str, Any]]) -> list[GateItem]:
     items = []
-    for v in ledger.verifications(paths, status="running"):
+    for v in verifying:
         runs = [by_exp[e] for e in v["runs"] if e in by_exp]
         landed = [r for r in runs if r["verdict"] not in ledger.UNFINISHED]
         values = [r["metric"] for r in landed if r["metric"] is not None]
@@ -262,19 +299,13 @@ def take_snapshot(paths: OrgPaths, cache: SnapshotCache | None = None,
     """Everything the dashboard draws, read from state.json, the ledger, status files, runs/, the board and the
     machine's GPUs and cores."""
     cache = cache or SnapshotCache()
-    status = org_status(paths)
+    spec = _org_spec(paths, cache)
+    status = org_status(paths, spec=spec)
     state = read_state(paths)
     moment = now()
-    try:
-        task = load_task(Path(state.task))
-        metric, direction, arrow = task.metric, task.direction, task.arrow
-    except AutoorgError:
-        metric, direction, arrow = "metric", "minimize", "↓"
-    have_ledger = paths.ledger.exists()
-    rows = ledger.experiments(paths) if have_ledger else []
-    promotions = ledger.promotions(paths) if have_ledger else []
-    baselines = ledger.baselines(paths) if have_ledger else []
-    spec = _org_spec(paths, cache)
+    task = _task(Path(state.task), cache)
+    metric, direction, arrow = (task.metric, task.direction, task.arrow) if task else ("metric", "minimize", "↓")
+    rows, promotions, baselines, verifying = _ledger_rows(paths, cache)
     models = {a.name: a.model for a in spec.agents} if spec else {}
     gpus = gpu.usage() if any(s.isdigit() for a in status["agents"] for s in a["slots"]) else {}
     before, cache.cpu = cache.cpu, cpu_times()
@@ -291,7 +322,6 @@ def take_snapshot(paths: OrgPaths, cache: SnapshotCache | None = None,
     agents = []
     for a in status["agents"]:
         name = a["name"]
-        reported = comms.read_status(paths, name) or {}
         exp = latest.get(name)
         current = exp if exp is not None and exp["verdict"] in ledger.UNFINISHED else None
         usage = a.get("usage") or {}
@@ -300,8 +330,7 @@ def take_snapshot(paths: OrgPaths, cache: SnapshotCache | None = None,
             name=name, role=a["role"] or "-", backend=f"{a['backend']}/{model}" if model else a["backend"],
             slots=_slot_text(a["slots"], current if current and current["verdict"] == "running" else None, gpus,
                              cores),
-            state=a["state"], since=age(reported.get("since") if reported.get("state") == a["state"] else None,
-                                        moment),
+            state=a["state"], since=age(a["since"], moment),
             detail=a.get("detail", ""), branch=a["branch"],
             behind=_is_behind(Path(state.repo), status["program_head"], a["head"], cache),
             head=(a["head"] or "")[:8], pane=a["pane"],
@@ -350,4 +379,4 @@ def take_snapshot(paths: OrgPaths, cache: SnapshotCache | None = None,
         compute_h=sum(r["wall_s"] or 0.0 for r in rows) / 3600,
         cost=f"${sum(costs):.2f}" if costs else "", tokens=human_count(tokens) if tokens else "",
         agents=agents, recent=recent, chart=_chart(rows, promotions, baselines),
-        gate=_gate(paths, by_exp) if have_ledger else [], lineage=lineage, posts=posts, board_error=board_error)
+        gate=_gate(verifying, by_exp), lineage=lineage, posts=posts, board_error=board_error)
