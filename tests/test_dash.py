@@ -21,7 +21,7 @@ from autoorg import comms
 from autoorg.clock import parse_iso
 from autoorg.compute.cpu_load import busy_percent, cpu_times
 from autoorg.dash import make_app
-from autoorg.dash.data import take_snapshot
+from autoorg.dash.data import SnapshotCache, take_snapshot
 from autoorg.dash.screens import ComposeScreen, TextScreen
 from autoorg.experiments import ledger
 from autoorg.org import build_org, org_status, plan_org
@@ -269,3 +269,17 @@ def test_cpu_load_is_a_share_of_each_core() -> None:
     busy = busy_percent(before, cpu_times())
     assert set(busy) <= set(before) and busy
     assert all(0.0 <= v <= 100.0 for v in busy.values())
+
+
+def test_a_kept_snapshot_cache_sees_every_ledger_change(repo: Path) -> None:
+    plan = plan_org("1xcpu", task="tiny", backend="command", command="sleep 600", runtime="headless")
+    build_org(plan)
+    paths = plan.paths
+    cache = SnapshotCache()
+    take_snapshot(paths, cache)
+    first = add_result(paths, "alice", "one", verdict="discarded", metric=1.1, delta=0.1)
+    assert take_snapshot(paths, cache).agents[0].last == f"{first} +0.1000 discarded"
+    ledger.update_experiment(paths, first, verdict="crash (exit 1)")  # a change that adds no row
+    assert take_snapshot(paths, cache).agents[0].last_verdict == "crash (exit 1)"
+    second = add_result(paths, "alice", "two", verdict="promoted", metric=0.9, delta=-0.1)
+    assert take_snapshot(paths, cache).recent[0]["exp"] == second

@@ -7,6 +7,7 @@ few SQLite reads and the status files."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +28,7 @@ from autoorg.state import read_state
 
 RECENT = 12  # results, promotions and posts kept
 CURVE = 24  # points of a live loss curve
+LEDGER_REREAD_S = 30
 TAIL_BYTES = 8192  # of a run's metrics.jsonl: enough for CURVE lines
 SPARKS = "▁▂▃▄▅▆▇█"
 
@@ -212,6 +214,7 @@ def _ledger_rows(paths: OrgPaths, cache: SnapshotCache) -> LedgerRows:
     stamp = ledger.change_stamp(paths)
     if not stamp:
         return [], [], [], []
+    stamp += (int(time.monotonic() // LEDGER_REREAD_S),)  # and now and then regardless, should a stamp ever lie
     if cache.ledger[0] != stamp:
         cache.ledger = (stamp, (ledger.experiments(paths), ledger.promotions(paths), ledger.baselines(paths),
                                 ledger.verifications(paths, status="running")))
