@@ -6,8 +6,9 @@ import asyncio
 import fcntl
 import json
 import subprocess
-import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,16 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable
 
 from autoorg import comms
+from autoorg.clock import parse_iso
+from autoorg.compute.cpu_load import busy_percent, cpu_times
 from autoorg.dash import make_app
-from autoorg.dash.data import take_snapshot
+from autoorg.dash.data import SnapshotCache, take_snapshot
+from autoorg.dash.screens import ComposeScreen, TextScreen
 from autoorg.experiments import ledger
-from autoorg.org import build_org, plan_org
+from autoorg.org import build_org, org_status, plan_org
 from autoorg.paths import OrgPaths
 from autoorg.runtime import tmux
-from autoorg.testing import make_repo, retry_until
+from autoorg.testing import git, make_repo, retry_until, run_cli
 
 # Fixed commit dates and names make the same commit hashes, so the heads drawn are the same on every machine.
 GIT_DATES = {"GIT_AUTHOR_DATE": "2026-01-01T00:00:00+0000", "GIT_COMMITTER_DATE": "2026-01-01T00:00:00+0000"}
@@ -31,9 +35,8 @@ GIT_DATES = {"GIT_AUTHOR_DATE": "2026-01-01T00:00:00+0000", "GIT_COMMITTER_DATE"
 
 def run_experiment(paths_home: Path, agent: str, worktree: Path) -> None:
     (worktree / "tiny" / "train.py").write_text((worktree / "tiny" / "train.py").read_text().replace("X = 1.0", "X = 0.5"))
-    env = {"AUTOORG_HOME": str(paths_home), "AUTOORG_AGENT": agent, "PATH": "/usr/bin:/bin"}
-    result = subprocess.run([sys.executable, "-m", "autoorg", "exp", "run", "-m", "lower X"], cwd=worktree,
-                            capture_output=True, text=True, env=env, timeout=120)
+    env = {"AUTOORG_HOME": str(paths_home), "AUTOORG_AGENT": agent}
+    result = run_cli("exp", "run", "-m", "lower X", cwd=worktree, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
 
 
@@ -45,7 +48,7 @@ def test_dashboard_shows_agents_and_results_and_jumps_to_a_pane(repo: Path, tmux
     snap = take_snapshot(paths)
     assert [a.name for a in snap.agents] == ["alice", "bob"]
     alice = snap.agents[0]
-    assert alice.exp and alice.loss == "0.5000"
+    assert alice.latest_exp and alice.loss == "0.5000" and alice.last.startswith(alice.latest_exp)
     assert snap.metric == "loss" and snap.direction == "minimize"
 
     async def drive() -> None:
@@ -148,13 +151,135 @@ def known_org(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tmux_socket: str)
         ledger.add_promotion(paths, exp=promoted, agent=first, old_head="2" * 40, new_head="3" * 40, metric=0.8,
                              head_mean=1.0, delta=-0.2, band=0.05, description="lower X to 0.8")
         (paths.runs / running).mkdir(parents=True, exist_ok=True)
-        (paths.runs / running / "metrics.jsonl").write_text(json.dumps({"step": 120, "train_loss": 0.61234}) + "\n")
+        (paths.runs / running / "metrics.jsonl").write_text("".join(
+            json.dumps({"step": 10 * i, "train_loss": 1.0 - 0.03 * i + 0.02 * (i % 3)}) + "\n" for i in range(13)))
+        # a candidate of carol's under verification: one re-run landed of three
+        pending = add_result(paths, third, "halve the learning rate", verdict="verifying", metric=0.74, delta=-0.06)
+        reruns = [add_result(paths, "gate", f"verify {pending} ({i}/3)", verdict=verdict, metric=metric)
+                  for i, (verdict, metric) in enumerate([("verified", 0.75), ("running", None), ("queued", None)], 1)]
+        for exp in reruns:
+            ledger.update_experiment(paths, exp, kind="verify", candidate=pending)
+        ledger.add_verification(paths, exp=pending, head="3" * 40, commit_sha="4" * 40, runs=reruns, status="running")
+        ledger.record_usage(paths, first, [{"session": "claude:1", "backend": "claude", "model": "claude-sonnet-4-5",
+                                            "input_tokens": 12000, "cached_input_tokens": 30000,
+                                            "cache_write_tokens": 0, "output_tokens": 2500, "requests": 9,
+                                            "cost_usd": 0.42}])
+        comms.post_board(paths, second, "X above 1 only hurts; trying the schedule next")
+        comms.post_board(paths, first, "0.8 is promoted; verifying whether 0.5 holds")
         yield paths
+
+
+def fixed_clock(paths: OrgPaths) -> Callable[[], datetime]:
+    """150 s after the last status was written: every "for how long" reads 2m on any machine."""
+    stamps = [s["since"] for s in (comms.read_status(paths, a.name) for a in take_snapshot(paths).agents) if s]
+    moment = max(parse_iso(t) for t in stamps) + timedelta(seconds=150)
+    return lambda: moment
 
 
 @pytest.mark.parametrize("size", [(80, 24), (240, 64)], ids=["80x24", "240x64"])
 def test_dashboard_snapshot(known_org: OrgPaths, snap_compare: Any, size: tuple[int, int]) -> None:
     snap = take_snapshot(known_org)
     assert [a.state for a in snap.agents] == ["running", "idle", "waiting", "human", "crashed"]
-    app = make_app(known_org, refresh_s=3600)  # one draw: no refresh while the screenshot is taken
+    assert snap.gate[0].landed == 1 and snap.gate[0].needed == 3
+    assert snap.agents[0].curve and snap.agents[0].cost == "$0.42"
+    # one draw: no refresh while the screenshot is taken
+    app = make_app(known_org, refresh_s=3600, now=fixed_clock(known_org))
     assert snap_compare(app, terminal_size=size, run_before=wait_for_first_draw)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Keys: each does to the real org what its CLI command does
+
+
+def test_keys_steer_a_real_org(repo: Path) -> None:
+    plan = plan_org("2xcpu", task="tiny", backend="command", command="sleep 600", runtime="headless")
+    build_org(plan)
+    paths = plan.paths
+    run_experiment(paths.home, "alice", paths.worktree("alice"))
+
+    def state_of(agent: str) -> str:
+        return (comms.read_status(paths, agent) or {}).get("state", "")
+
+    async def drive() -> None:
+        app = make_app(paths, refresh_s=0.5)
+        async with app.run_test(size=(160, 40)) as pilot:
+            await wait_for_first_draw(pilot)
+
+            await pilot.press("t")  # alice is selected first
+            assert state_of("alice") == "human"
+            held = comms.read_status(paths, "alice") or {}
+            assert held["detail"].startswith("taken over by")
+            assert org_status(paths)["agents"][0]["since"] == held["since"]  # status --json says since when
+            await pilot.press("r")
+            assert state_of("alice") not in comms.HELD_STATES
+
+            await pilot.press("down", "p")  # bob
+            assert state_of("bob") == "paused"
+            await pilot.press("p")
+            assert state_of("bob") not in comms.HELD_STATES
+            await pilot.press("up")
+
+            await pilot.press("m")
+            assert isinstance(app.screen, ComposeScreen)
+            await pilot.press(*"try a lower X", "enter")
+            assert not isinstance(app.screen, ComposeScreen)
+            inbox = comms.read_inbox(paths, "alice", include_read=True)
+            assert [m.body.strip() for m in inbox if m.sender != "gate" and m.kind == "note"][-1:] == ["try a lower X"]
+
+            await pilot.press("d")
+            assert isinstance(app.screen, TextScreen) and "X = 0.5" in app.screen.text
+            await pilot.press("escape")
+            await pilot.press("l")
+            assert isinstance(app.screen, TextScreen)
+            assert app.screen.text == (paths.runs / snap_exp(paths, "alice") / "log").read_text()
+            await pilot.press("escape")
+            await pilot.press("question_mark")
+            assert isinstance(app.screen, TextScreen) and "take the agent over" in app.screen.text
+            await pilot.press("escape")
+
+            await pilot.press("enter")  # headless: no pane, it says where the output is
+            await pilot.pause()
+            assert any("alice.log" in str(n.message) for n in app._notifications)
+
+    asyncio.run(drive())
+
+
+def snap_exp(paths: OrgPaths, agent: str) -> str:
+    return ledger.experiments(paths, agent=agent, kinds=("exp",))[-1]["exp"]
+
+
+def test_an_agent_on_an_old_head_is_behind(repo: Path) -> None:
+    plan = plan_org("2xcpu", task="tiny", backend="command", command="sleep 600", runtime="headless")
+    state = build_org(plan)
+    paths = plan.paths
+    assert not any(a.behind for a in take_snapshot(paths).agents)
+    # the program branch moves on (as a promotion moves it); bob then merges it, alice does not
+    tree = git(repo, "rev-parse", f"{state.program_branch}^{{tree}}")
+    head = git(repo, "commit-tree", tree, "-p", state.program_branch, "-m", "promoted")
+    git(repo, "update-ref", f"refs/heads/{state.program_branch}", head)
+    git(paths.worktree("bob"), "merge", "-q", "--ff-only", head)
+    assert {a.name: a.behind for a in take_snapshot(paths).agents} == {"alice": True, "bob": False}
+
+
+def test_cpu_load_is_a_share_of_each_core() -> None:
+    before = cpu_times()
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:  # keep one core busy a moment
+        pass
+    busy = busy_percent(before, cpu_times())
+    assert set(busy) <= set(before) and busy
+    assert all(0.0 <= v <= 100.0 for v in busy.values())
+
+
+def test_a_kept_snapshot_cache_sees_every_ledger_change(repo: Path) -> None:
+    plan = plan_org("1xcpu", task="tiny", backend="command", command="sleep 600", runtime="headless")
+    build_org(plan)
+    paths = plan.paths
+    cache = SnapshotCache()
+    take_snapshot(paths, cache)
+    first = add_result(paths, "alice", "one", verdict="discarded", metric=1.1, delta=0.1)
+    assert take_snapshot(paths, cache).agents[0].last == f"{first} +0.1000 discarded"
+    ledger.update_experiment(paths, first, verdict="crash (exit 1)")  # a change that adds no row
+    assert take_snapshot(paths, cache).agents[0].last_verdict == "crash (exit 1)"
+    second = add_result(paths, "alice", "two", verdict="promoted", metric=0.9, delta=-0.1)
+    assert take_snapshot(paths, cache).recent[0]["exp"] == second

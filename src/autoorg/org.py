@@ -297,17 +297,17 @@ def list_orgs(repo: Path) -> list[tuple[str, str]]:
     return [(tag, org_status_word(org_paths(repo, tag)) or "unreadable") for tag in known_tags(repo)]
 
 
-def org_status(paths: OrgPaths) -> dict[str, Any]:
+def org_status(paths: OrgPaths, *, spec: OrgSpec | None = None) -> dict[str, Any]:
     """The org as `autoorg status --json` prints it (a stable shape). One git call and one look at the session
-    (one tmux call, or /proc headless), whatever its size."""
+    (one tmux call, or /proc headless), whatever its size. `spec`: the org's resolved spec when the caller keeps
+    one (the dashboard), else it is read from org.yaml."""
     state = read_state(paths)
     repo = Path(state.repo)
     live = open_session(paths, state).liveness() if state.status == "running" else None
     running = live is not None
-    spec_agents = {}
-    if paths.org_yaml.is_file():
+    if spec is None and paths.org_yaml.is_file():
         spec = load_org(str(paths.org_yaml))
-        spec_agents = {a.name: a for a in spec.agents}
+    spec_agents = {a.name: a for a in spec.agents} if spec else {}
     program = state.program_branch
     heads = workspace.branch_heads(repo, state.tag)
     spend: dict[str, Any] = {}
@@ -319,12 +319,14 @@ def org_status(paths: OrgPaths) -> dict[str, Any]:
         seen = (live or {}).get(name)
         alive = seen is not None and not seen.dead
         reported = comms.read_status(paths, name) or {}
+        now_in = _agent_state(reported.get("state"), running, alive)
         agent_spec = spec_agents.get(name)
         agents.append({
             "name": name, "role": agent_spec.role if agent_spec else None, "backend": info.backend,
             "slots": info.slots, "branch": info.branch, "head": heads.get(info.branch),
             "pane": info.pane, "pid": seen.pid if seen else None, "worktree": info.worktree, "alive": alive,
-            "state": _agent_state(reported.get("state"), running, alive), "detail": reported.get("detail", ""),
+            "state": now_in, "detail": reported.get("detail", ""),
+            "since": reported.get("since") if reported.get("state") == now_in else None,
             "usage": spend.get(name),
         })
     return {

@@ -212,8 +212,9 @@ def changed_paths(repo: Path, old: str, new: str) -> list[str]:
 
 
 def branch_diff(repo: Path, base: str, branch: str) -> str:
-    """What branch changed since it parted from base (`git diff base...branch`)."""
-    return _run(repo, "diff", "--no-color", f"{base}...{branch}", "--")
+    """What branch changed since it parted from base (`git diff base...branch`), a stat then the patch, for people
+    to read (`autoorg diff`, the dashboard's d)."""
+    return _run(repo, "diff", "--no-color", "--stat", "--patch", f"{base}...{branch}", "--")
 
 
 def diff_text(repo: Path, old: str, new: str) -> str:

@@ -1,4 +1,6 @@
-"""`autoorg dash` — the live dashboard: each agent's state, slots, branch and loss; Enter jumps to its pane."""
+"""`autoorg dash` — the control room: each agent's state, loss, last result, slot, branch and spend; the program
+head's metric, the gate's queue, promotions and the board; keys to take over, release, pause, message, see an
+agent's diff and log, and jump to its pane."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from autoorg.state import read_state
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("dash", help="live dashboard of the org (Enter on an agent jumps to its pane)")
+    p = sub.add_parser("dash", help="live dashboard of the org: t take, r release, p pause, m message, d diff, l log, "
+                                        "Enter pane, ? help")
     add_org_options(p)
     p.add_argument("--refresh", type=float, default=2.0, help="seconds between refreshes (default 2)")
     p.add_argument("--popup", action="store_true",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,14 @@ from autoorg.paths import OrgPaths, atomic_write_text
 
 BOARD_SECTIONS = ("Current best", "Recent results", "Posts")
 MAX_BOARD_BYTES = 16 * 1024 * 1024  # posts pile up over a long run; a read is bounded all the same
+POST_RE = re.compile(r"^- (\S+) \*\*([^*]+)\*\*: (.*)$")
+
+
+@dataclass(frozen=True)
+class BoardPost:
+    ts: str  # `2026-11-26T05:09:24Z`
+    author: str
+    text: str
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -105,3 +115,12 @@ def _board_text(paths: OrgPaths) -> str:
         kept = quarantine(paths, path, f"unreadable board: {exc}")
         raise CommsError(f"board.md was unreadable ({exc}); moved to {kept}, the next post starts a new board") \
             from None
+
+
+def board_posts(text: str, limit: int) -> list[BoardPost]:
+    """The last `limit` posts of a board's text (as `read_board` gives it), oldest first."""
+    for title, body in reversed(_split_board(text)[1]):
+        if title == "Posts":
+            posts = [BoardPost(*m.groups()) for m in map(POST_RE.match, body.splitlines()) if m]
+            return posts[-limit:] if limit > 0 else []
+    return []

@@ -1,109 +1,329 @@
-"""The Textual dashboard: each agent's state, slots, branch and loss; the program head; the latest results."""
+"""The Textual dashboard: a control room a person steers the org from.
+
+Agents (state and for how long, live loss, last result, slot and load, branch, spend), the program head's metric
+over time, the gate's queue, promotions and the board; keys that do what the CLI commands do, through the same
+functions: take / release (`autoorg take|release`), pause / resume, a message composer (`autoorg msg send`), the
+agent's diff against the program branch and its latest run's log, its pane (`autoorg attach`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from rich.markup import escape
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Static
 
-from autoorg.dash.data import Snapshot, take_snapshot
+from autoorg import comms
+from autoorg.dash.chart import MetricChart
+from autoorg.dash.data import AgentRow, Snapshot, SnapshotCache, take_snapshot
+from autoorg.dash.screens import ComposeScreen, TextScreen
 from autoorg.errors import AutoorgError
+from autoorg.org import agent_diff
 from autoorg.paths import OrgPaths
 from autoorg.runtime import tmux
 
-AGENT_COLUMNS = ("agent", "role", "backend", "slots", "state", "branch", "head", "exp", "loss", "step", "last")
+# Most useful first: at 80 columns the first few fit, the rest scroll into view.
+AGENT_COLUMNS = ("agent", "state", "loss", "curve", "step", "last", "exp", "slot", "branch", "role", "backend",
+                 "tokens", "cost")
 RESULT_COLUMNS = ("exp", "kind", "agent", "metric", "delta", "verdict", "description")
 STATE_STYLE = {"working": "green", "running": "bold green", "idle": "yellow", "waiting": "bold magenta",
                "human": "bold cyan", "crashed": "bold red", "stopped": "dim", "paused": "dim", "starting": "blue"}
+VERDICT_STYLE = {"promoted": "bold green", "candidate": "green", "verifying": "green", "discarded": "dim"}
+LOG_TAIL_BYTES = 256 * 1024
+
+HELP = """\
+autoorg dash — keys (each does what its CLI command does)
+
+  ↑ ↓      select an agent
+  t        take the agent over (autoorg take): the daemon stops typing into its pane
+  r        release it back to the org (autoorg release)
+  p        pause the agent, or resume it when paused: messages wait in its inbox meanwhile
+  m        send a message to the agent, a role or all (autoorg msg send)
+  d        the agent's diff against the program branch (what it changed since it forked)
+  l        the log of its latest run
+  Enter    jump to its pane (a headless org: where its log is)
+  f5       refresh now
+  ?        this help
+  q        quit
+
+Columns scroll right for more: exp, slot and load, branch (behind = the program head moved on), role,
+backend/model, tokens, cost. The chart: every measured run a dot (green promoted, cyan re-runs, blue
+baselines), the program head's verified metric a yellow step line.
+"""
 
 
 class DashApp(App[None]):
-    """`autoorg dash`: refreshes every few seconds; Enter on an agent jumps to its pane."""
+    """`autoorg dash`; `make_app` builds it for the CLI and the tests alike."""
 
     TITLE = "autoorg"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     CSS = """
-    #summary { height: 3; padding: 0 1; background: $boost; }
-    #agents { height: auto; max-height: 60%; }
-    #results-title { height: 1; padding: 0 1; background: $boost; }
+    #summary { height: 2; padding: 0 1; background: $boost; }
+    #agents { height: auto; max-height: 45%; }
+    #org { height: 1fr; }
+    #chart { width: 2fr; padding: 0 1; }
+    #gate { width: 1fr; padding: 0 1; border-left: vkey $primary-background; }
+    #board { width: 1fr; padding: 0 1; border-left: vkey $primary-background; }
     #results { height: 1fr; }
+    .-narrow #board { display: none; }
+    .-narrow #results { display: none; }
+    .-narrow #chart { width: 1fr; }
     """
     BINDINGS = [
-        Binding("enter", "goto_pane", "Go to pane", priority=True),
-        Binding("r", "refresh_now", "Refresh"),
+        Binding("enter", "goto_pane", "Pane"),
+        Binding("t", "take", "Take"),
+        Binding("r", "release", "Release"),
+        Binding("p", "pause", "Pause"),
+        Binding("m", "message", "Msg"),
+        Binding("d", "diff", "Diff"),
+        Binding("l", "log", "Log"),
+        Binding("question_mark", "help", "Help"),
+        Binding("f5", "refresh_now", "Refresh", show=False),
         Binding("q", "quit", "Quit"),
     ]
 
-    def __init__(self, paths: OrgPaths, *, socket: str | None = None, refresh_s: float = 2.0) -> None:
+    def __init__(self, paths: OrgPaths, *, socket: str | None = None, refresh_s: float = 2.0,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         super().__init__()
         self.paths = paths
         self.socket = socket
         self.refresh_s = refresh_s
+        self.now = now
+        self.cache = SnapshotCache()
         self.snapshot: Snapshot | None = None
+        self.drawn_agents: dict[str, tuple[str, ...]] = {}
+        self.drawn_results: list[tuple[str, ...]] = []
 
     def compose(self) -> ComposeResult:
         yield Static("loading…", id="summary")
         yield DataTable(id="agents", cursor_type="row", zebra_stripes=True)
-        yield Static("latest results", id="results-title")
-        yield DataTable(id="results", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        with Horizontal(id="org"):
+            yield MetricChart(id="chart")
+            yield Static(id="gate")
+            yield Static(id="board")
+        yield DataTable(id="results", cursor_type="row", zebra_stripes=True, show_cursor=False)
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
-        self.query_one("#agents", DataTable).add_columns(*AGENT_COLUMNS)
+        agents = self.query_one("#agents", DataTable)
+        for column in AGENT_COLUMNS:
+            agents.add_column(column, key=column)
         self.query_one("#results", DataTable).add_columns(*RESULT_COLUMNS)
+        self.query_one("#agents", DataTable).focus()
         self.action_refresh_now()
         self.set_interval(self.refresh_s, self.action_refresh_now)
+
+    # -----------------------------------------------------------------------------------------------------------
+    # Reading and drawing
 
     def action_refresh_now(self) -> None:
         self.gather()
 
     @work(thread=True, exclusive=True)
     def gather(self) -> None:
-        """Read the org off the UI thread (git, tmux and SQLite calls), then draw on it."""
+        """Read the org off the UI thread (git, tmux, SQLite and file reads), then draw on it."""
         try:
-            snap = take_snapshot(self.paths)
+            snap = take_snapshot(self.paths, self.cache, self.now)
         except AutoorgError as exc:
             self.call_from_thread(self.show_error, str(exc))
             return
         self.call_from_thread(self.draw, snap)
 
     def show_error(self, message: str) -> None:
-        self.query_one("#summary", Static).update(f"[bold red]{message}[/]")
+        self.query_one("#summary", Static).update(f"[bold red]{escape(message)}[/]")
 
     def draw(self, snap: Snapshot) -> None:
         self.snapshot = snap
         self.sub_title = f"{snap.tag} · {'running' if snap.running else 'stopped'}"
+        spend = "   ".join(s for s in (f"compute {snap.compute_h:.2f}h", snap.tokens and f"tokens {snap.tokens}",
+                                       snap.cost and f"cost {snap.cost}") if s)
+        counts = ", ".join(f"{n} {s}" for s, n in _count_states(snap).items())
+        warning = "" if snap.daemon_alive or not snap.running else "   [bold red]daemon not running[/]"
         self.query_one("#summary", Static).update(
-            f"[b]{snap.program_branch}[/] @ {snap.program_head}   {snap.metric} {snap.arrow}  "
-            f"best [b]{snap.best or '—'}[/]   {snap.promotions} promotion(s)   {snap.experiments} experiment(s)\n"
-            f"{len(snap.agents)} agents: "
-            + ", ".join(f"{n} {s}" for s, n in _count_states(snap).items()))
-        agents = self.query_one("#agents", DataTable)
-        cursor = agents.cursor_row
-        agents.clear()
-        for a in snap.agents:
-            style = STATE_STYLE.get(a.state, "")
-            state = f"[{style}]{a.state}[/]" if style else a.state
-            agents.add_row(a.name, a.role, a.backend, a.slots, state, a.branch, a.head, a.exp, a.loss, a.step,
-                           a.last, key=a.name)
-        if snap.agents:
-            agents.move_cursor(row=min(cursor, len(snap.agents) - 1))
-        results = self.query_one("#results", DataTable)
-        results.clear()
-        for r in snap.recent:
-            results.add_row(*(r[c] for c in RESULT_COLUMNS))
+            f"[b]{escape(snap.program_branch)}[/] @ {snap.program_head}  {escape(snap.metric)} {snap.arrow}  "
+            f"best [b]{escape(snap.best) or '—'}[/]  {snap.promotions} promoted  {snap.experiments} exps\n"
+            f"{len(snap.agents)} agents: {counts}   {spend}{warning}")
+        self.fill_agents([(a.name, _agent_cells(a)) for a in snap.agents])
+        self.query_one("#chart", MetricChart).show(
+            snap.chart, f"{snap.metric} {snap.arrow} per run · head: yellow step line")
+        self.query_one("#gate", Static).update(_gate_text(snap))
+        self.query_one("#board", Static).update(_board_text(snap))
+        recent = [tuple(escape(r[c]) for c in RESULT_COLUMNS) for r in snap.recent]
+        if recent != self.drawn_results:  # a table redrawn re-renders every cell: only when it changed
+            results = self.query_one("#results", DataTable)
+            results.clear()
+            for cells in recent:
+                results.add_row(*cells)
+            self.drawn_results = recent
+
+    def fill_agents(self, rows: list[tuple[str, tuple[str, ...]]]) -> None:
+        """Update the cells that changed; rebuild the table only when the agents did."""
+        table = self.query_one("#agents", DataTable)
+        if [name for name, _ in rows] == list(self.drawn_agents):
+            for name, cells in rows:
+                for column, (old, new) in enumerate(zip(self.drawn_agents[name], cells, strict=True)):
+                    if old != new:
+                        table.update_cell(name, AGENT_COLUMNS[column], new, update_width=True)
+        else:
+            cursor = table.cursor_row
+            table.clear()
+            for name, cells in rows:
+                table.add_row(*cells, key=name)
+            if rows:
+                table.move_cursor(row=min(max(cursor, 0), len(rows) - 1))
+        self.drawn_agents = dict(rows)
+
+    # -----------------------------------------------------------------------------------------------------------
+    # Keys
+
+    def selected(self) -> AgentRow | None:
+        if self.snapshot is None or not self.snapshot.agents:
+            return None
+        row = self.query_one("#agents", DataTable).cursor_row
+        return self.snapshot.agents[min(max(row, 0), len(self.snapshot.agents) - 1)]
+
+    def _act(self, what: Callable[[AgentRow], str]) -> None:
+        """Run an action on the selected agent, say what it did (or why not) and redraw."""
+        agent = self.selected()
+        if agent is None:
+            return
+        try:
+            said = what(agent)
+        except AutoorgError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self.notify(said)
+        self.action_refresh_now()
+
+    def action_take(self) -> None:
+        def take(agent: AgentRow) -> str:
+            comms.hold(self.paths, agent.name, "human", f"taken over by {comms.human_or_agent()}")
+            return f"{agent.name} is yours: Enter to go to its pane; r hands it back"
+        self._act(take)
+
+    def action_release(self) -> None:
+        def release(agent: AgentRow) -> str:
+            return f"{agent.name} is back with the org ({comms.unhold(self.paths, agent.name)['state']})"
+        self._act(release)
+
+    def action_pause(self) -> None:
+        def pause_or_resume(agent: AgentRow) -> str:
+            status = comms.read_status(self.paths, agent.name) or {}
+            if status.get("state") == "paused":
+                return f"{agent.name} resumed ({comms.unhold(self.paths, agent.name)['state']})"
+            comms.hold(self.paths, agent.name, "paused", f"paused by {comms.human_or_agent()}")
+            return f"{agent.name} is paused: its messages wait in its inbox; p again resumes it"
+        self._act(pause_or_resume)
+
+    def action_message(self) -> None:
+        agent = self.selected()
+
+        def send(answer: tuple[str, str] | None) -> None:
+            if answer is None:
+                return
+            to, text = answer
+            try:
+                sent = comms.send_message(self.paths, sender=comms.human_or_agent(), to=to, kind="note", body=text)
+            except AutoorgError as exc:
+                self.notify(str(exc), severity="error")
+                return
+            self.notify(f"sent to {', '.join(p.parent.name for p in sent)}")
+
+        self.push_screen(ComposeScreen(agent.name if agent else "all"), send)
+
+    def action_diff(self) -> None:
+        def show_diff(agent: AgentRow) -> str:
+            snap = self.snapshot
+            assert snap is not None
+            text = agent_diff(self.paths, agent.name)  # what `autoorg diff AGENT` prints
+            self.push_screen(TextScreen(f"{agent.branch} against {snap.program_branch}",
+                                        text or "no changes since it forked from the program branch", lexer="diff"))
+            return f"diff of {agent.name}"
+        self._act(show_diff)
+
+    def action_log(self) -> None:
+        agent = self.selected()
+        if agent is None:
+            return
+        if not agent.latest_exp:
+            self.notify(f"{agent.name} has run no experiment yet")
+            return
+        path = self.paths.runs / agent.latest_exp / "log"
+        try:
+            with path.open("rb") as fh:
+                fh.seek(0, 2)
+                fh.seek(max(0, fh.tell() - LOG_TAIL_BYTES))
+                text = fh.read().decode("utf-8", "replace")
+        except OSError as exc:
+            self.notify(f"no log for {agent.latest_exp}: {exc.strerror}", severity="warning")
+            return
+        self.push_screen(TextScreen(f"{agent.latest_exp} ({agent.name}) — {path}", text or "(empty)"))
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.data_table.id == "agents":  # Enter on the agents table
+            self.action_goto_pane()
 
     def action_goto_pane(self) -> None:
-        if self.snapshot is None or not self.snapshot.agents:
+        agent = self.selected()
+        if agent is None:
             return
-        row = self.query_one("#agents", DataTable).cursor_row
-        agent = self.snapshot.agents[row]
+        if agent.log:
+            self.notify(f"{agent.name} runs headless: its output is in {agent.log}")
+            return
         try:
             tmux.select_pane(self.socket, agent.pane)
         except AutoorgError as exc:
             self.notify(str(exc), severity="error")
         else:
             self.notify(f"→ {agent.name} ({agent.pane})")
+
+    def action_help(self) -> None:
+        self.push_screen(TextScreen("help", HELP))
+
+
+def _agent_cells(a: AgentRow) -> tuple[str, ...]:
+    style = STATE_STYLE.get(a.state, "")
+    state = f"{a.state} {a.since}".strip()
+    branch = escape(a.branch) + (" [yellow]behind[/]" if a.behind else "")
+    last = escape(a.last)
+    if a.last_verdict in VERDICT_STYLE:
+        last = f"[{VERDICT_STYLE[a.last_verdict]}]{last}[/]"
+    elif a.last_verdict.startswith("crash"):
+        last = f"[red]{last}[/]"
+    return (escape(a.name), f"[{style}]{state}[/]" if style else state, a.loss, f"[cyan]{a.curve}[/]", a.step,
+            last, a.exp, a.slots, branch, escape(a.role), escape(a.backend), a.tokens, a.cost)
+
+
+def _gate_text(snap: Snapshot) -> str:
+    lines = ["[b]gate queue[/]"]
+    for g in snap.gate:
+        if g.status == "verifying":
+            mean = f" · {g.mean}" if g.mean else ""
+            lines.append(f" {g.exp} {escape(g.agent)} [green]verifying[/] {g.landed}/{g.needed}{mean}")
+        else:
+            lines.append(f" {g.exp} {escape(g.agent)} [green]candidate[/] {g.mean}")
+    if not snap.gate:
+        lines.append(" [dim]empty[/]")
+    lines.append("[b]promotions[/]")
+    lines.extend(f" {escape(p)}" for p in reversed(snap.lineage))
+    if not snap.lineage:
+        lines.append(" [dim]none yet[/]")
+    return "\n".join(lines)
+
+
+def _board_text(snap: Snapshot) -> str:
+    lines = ["[b]board[/]"]
+    if snap.board_error:
+        lines.append(f" [red]{escape(snap.board_error)}[/]")
+    lines.extend(f" [b]{escape(p.author)}[/]: {escape(p.text)}" for p in reversed(snap.posts))
+    if not snap.posts and not snap.board_error:
+        lines.append(" [dim]no posts yet[/]")
+    return "\n".join(lines)
 
 
 def _count_states(snap: Snapshot) -> dict[str, int]:

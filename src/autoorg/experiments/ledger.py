@@ -232,6 +232,20 @@ def _migrate(conn: sqlite3.Connection) -> None:
         raise
 
 
+def change_stamp(paths: OrgPaths) -> tuple[int, ...]:
+    """A value that changes whenever the ledger does (a commit lands in the WAL file, a checkpoint in the main
+    file): a reader that keeps rows between looks reads again only when it differs. () without a ledger."""
+    stamp: list[int] = []
+    for path in (paths.ledger, paths.ledger.with_name(paths.ledger.name + "-wal")):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            stamp += [0, 0]
+            continue
+        stamp += [st.st_mtime_ns, st.st_size]
+    return tuple(stamp) if stamp[0] else ()
+
+
 def _read(paths: OrgPaths, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
     deadline = time.monotonic() + RETRY_FOR_S
     while True:
