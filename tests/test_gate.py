@@ -45,8 +45,9 @@ def baseline_done(paths: OrgPaths) -> bool:
 
 @pytest.fixture
 def org(repo: Path, tmux_socket: str, tmp_path: Path, request: pytest.FixtureRequest) -> OrgPaths:
-    add_synthetic(repo, sigma=SIGMA)
     param = getattr(request, "param", None) or {}
+    # evaluator=False: a test of the gate's own rules plants what the protected evaluator would make moot
+    add_synthetic(repo, sigma=SIGMA, evaluator=param.get("evaluator", True))
     paths = sup.start_org(repo, tmux_socket, tmp_path, agents=2, baseline=4, repeats=param.get("repeats", 3),
                           z=param.get("z"))
     drive_gate(paths, lambda: baseline_done(paths), message="the program head's baseline")
@@ -233,6 +234,7 @@ def test_a_futile_verification_stops_at_its_first_look(org: OrgPaths) -> None:
     assert len(runs) == 4 and all(r["verdict"] == "ok" for r in runs)  # one look of 2 pairs, not 6
 
 
+@pytest.mark.parametrize("org", [{"evaluator": False}], indirect=True)  # the evaluator takes the harness's seed
 def test_a_candidate_that_ignores_its_seed_is_rejected_and_leaves_sigma_alone(org: OrgPaths) -> None:
     ctx = experiments.load_context(org)
     sigma_before = gate.noise(org, "cpu")

@@ -11,6 +11,7 @@ import pytest
 
 from autoorg import comms, experiments
 from autoorg.experiments import ledger
+from autoorg.experiments.process import run_processes
 from autoorg.paths import OrgPaths
 from autoorg.testing import retry_until, run_cli
 from autoorg.testing.experiments import TRAIN, drive_gate, start_org
@@ -18,9 +19,8 @@ from tests.exp_support import add_synthetic
 
 # A run that starts a child in a session of its own (out of the run's process group), then trains for ever
 ESCAPING = """\
-import os, subprocess, time
-child = subprocess.Popen(["sleep", "1000"], start_new_session=True)
-open(os.environ["PIDFILE"], "w").write(f"{os.getpid()} {child.pid}")
+import subprocess, time
+subprocess.Popen(["sleep", "1000"], start_new_session=True)
 print('@metric {"step": 1}', flush=True)
 time.sleep(1000)
 """
@@ -28,8 +28,19 @@ time.sleep(1000)
 
 @pytest.fixture
 def org(repo: Path, tmux_socket: str, tmp_path: Path) -> OrgPaths:
-    add_synthetic(repo)
+    add_synthetic(repo, evaluator=False)  # its train.py is replaced wholesale
     return start_org(repo, tmux_socket, tmp_path, agents=2, baseline=2)
+
+
+def _sleeping_child(pids: list[int]) -> bool:
+    """Is one of pids the run's `sleep 1000` child (so the whole tree is up)?"""
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2] == [b"sleep", b"1000"]:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _gone(pid: int) -> bool:
@@ -42,13 +53,14 @@ def _gone(pid: int) -> bool:
 def _submit_escaping_run(org: OrgPaths, tmp_path: Path) -> tuple[str, int, list[int]]:
     """bob submits ESCAPING; returns (exp, worker pid, the run's pids) once it runs."""
     (org.worktree("bob") / TRAIN).write_text(ESCAPING)
-    pidfile = tmp_path / "run.pids"
     proc = run_cli("exp", "submit", "-m", "escapes", "--budget", "300", cwd=org.worktree("bob"),
-                   env={"AUTOORG_AGENT": "bob", "AUTOORG_HOME": str(org.home), "PIDFILE": str(pidfile)})
+                   env={"AUTOORG_AGENT": "bob", "AUTOORG_HOME": str(org.home)})
     assert proc.returncode == 0, proc.stderr
     exp = proc.stdout.split()[0]
-    retry_until(lambda: pidfile.exists() and pidfile.read_text(), timeout=30, message="the run to start")
-    run_pids = [int(p) for p in pidfile.read_text().split()]
+    # found from outside by the run's marker (inside a PID namespace a run does not know its own host pids)
+    marker = str(org.runs / exp)
+    retry_until(lambda: _sleeping_child(run_processes(marker)), timeout=30, message="the run to start")
+    run_pids = run_processes(marker)
     worker = ledger.get_experiment(org, exp)["pid"]
     assert worker and all(not _gone(p) for p in run_pids)
     return exp, int(worker), run_pids
@@ -93,18 +105,16 @@ def test_a_queued_run_whose_runner_died_is_cancelled_not_a_crash(org: OrgPaths) 
 
 # A run that finishes normally but leaves a helper behind in a session of its own
 LEAVES_A_HELPER = """\
-import os, subprocess
-child = subprocess.Popen(["sleep", "1000"], start_new_session=True)
-open(os.environ["PIDFILE"], "w").write(str(child.pid))
+import subprocess
+subprocess.Popen(["sleep", "1000"], start_new_session=True)
 print('@metric {"final": true, "val_loss": 1.0, "train_s": 0.1}', flush=True)
 """
 
 
 def test_what_a_run_started_outside_its_group_dies_when_it_ends(org: OrgPaths, tmp_path: Path) -> None:
     (org.worktree("alice") / TRAIN).write_text(LEAVES_A_HELPER)
-    pidfile = tmp_path / "helper.pid"
     proc = run_cli("exp", "run", "-m", "leaves a helper", cwd=org.worktree("alice"), timeout=120,
-                   env={"AUTOORG_AGENT": "alice", "AUTOORG_HOME": str(org.home), "PIDFILE": str(pidfile)})
+                   env={"AUTOORG_AGENT": "alice", "AUTOORG_HOME": str(org.home)})
     assert proc.returncode == 0, proc.stderr
-    helper = int(pidfile.read_text())
-    assert _gone(helper)  # killed before the result was recorded, not eventually
+    exp = ledger.experiments(org, agent="alice")[-1]["exp"]
+    assert run_processes(str(org.runs / exp)) == []  # killed before the result was recorded, not eventually

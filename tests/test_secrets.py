@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from autoorg.experiments import ledger
+from autoorg.experiments.process import RUN_MARKER, run_processes
 from autoorg.org import build_org, plan_org, teardown_org
 from autoorg.paths import OrgPaths
 from autoorg.testing import retry_until, run_cli
@@ -21,15 +22,15 @@ TOKEN = "ghp_test_token_0123456789"
 
 # Trains until killed, after saying where it is
 LONG_RUN = """\
-import os, time
-open(os.environ["PIDFILE"], "w").write(str(os.getpid()))
+import time
 time.sleep(1000)
 """
 
 
 def org_environs(paths: OrgPaths) -> dict[int, bytes]:
-    """The environment of every live process of this org (each carries AUTOORG_HOME)."""
-    needle = f"AUTOORG_HOME={paths.home}".encode()
+    """The command line and environment of every live process of this org: each carries AUTOORG_HOME, or (a
+    sealed run, whose environment is an allow-list) the marker of one of the org's runs."""
+    needles = (f"AUTOORG_HOME={paths.home}".encode(), f"{RUN_MARKER}={paths.runs}/".encode())
     found = {}
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == os.getpid():
@@ -39,7 +40,7 @@ def org_environs(paths: OrgPaths) -> dict[int, bytes]:
             cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
         except OSError:
             continue
-        if needle in environ.split(b"\0"):
+        if any(v.startswith(needles) for v in environ.split(b"\0")):
             found[int(name)] = cmdline.replace(b"\0", b" ") + b"\n" + environ
     return found
 
@@ -63,15 +64,13 @@ def test_no_key_reaches_the_daemon_a_command_agent_a_worker_or_a_run(
     paths = plan.paths
     try:
         (paths.worktree("bob") / TRAIN).write_text(LONG_RUN)
-        pidfile = tmp_path / "run.pid"
         # bob's own process holds the key (as an agent sourcing its env file does) when it submits
         proc = run_cli("exp", "submit", "-m", "long", "--budget", "300", cwd=paths.worktree("bob"),
-                       env={"AUTOORG_AGENT": "bob", "AUTOORG_HOME": str(paths.home), "PIDFILE": str(pidfile),
+                       env={"AUTOORG_AGENT": "bob", "AUTOORG_HOME": str(paths.home),
                             "ANTHROPIC_API_KEY": KEY, "GITHUB_TOKEN": TOKEN})
         assert proc.returncode == 0, proc.stderr
         exp = proc.stdout.split()[0]
-        run_pid = int(retry_until(lambda: pidfile.exists() and pidfile.read_text(), timeout=30,
-                                  message="the run to start"))
+        run_pids = retry_until(lambda: run_processes(str(paths.runs / exp)), timeout=30, message="the run to start")
         worker = int(ledger.get_experiment(paths, exp)["pid"])
 
         def everyone() -> dict[int, bytes]:
@@ -81,7 +80,7 @@ def test_no_key_reaches_the_daemon_a_command_agent_a_worker_or_a_run(
             return procs if all(w in kinds for w in wanted) else {}
 
         procs = retry_until(everyone, timeout=30, message="the daemon, the agents, the worker and the run")
-        assert worker in procs and run_pid in procs
+        assert worker in procs and set(run_pids) & set(procs)
         leaks = [cmd.split(b"\n")[0].decode(errors="replace") for cmd in procs.values() if _has_secret(cmd)]
         assert leaks == []
     finally:
