@@ -128,7 +128,8 @@ def utilization(paths: OrgPaths, agents: int, seconds: float) -> dict[str, float
             r = result(paths, folder.name)
             t = r["times"]
             if r["slot"] and "spawned" in t and "exited" in t and t["spawned"] >= start:
-                spans.setdefault(r["slot"], []).append((t["spawned"], t["exited"]))
+                # the slot works for a run until its protected evaluator has measured it (a task with one)
+                spans.setdefault(r["slot"], []).append((t["spawned"], t.get("measured", t["exited"])))
             if "lease_wait" in t and "leased" in t:
                 waits.append((t["lease_wait"], t["leased"]))
     # The window: from the moment every slot has started its first run to the moment the agents stopped asking

@@ -252,6 +252,7 @@ def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float 
                                   sealing=sealing)
                 cores = len(slot.cores)
                 measured = measure_run(ctx, row, out, run_dir, env, fds, slot.cores)
+                times["measured"] = time.time()  # the slot's work for this run ends here
         finally:
             _restore_status(ctx, row, before[0])
         rewritten = protected_changes(protected, src)
