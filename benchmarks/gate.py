@@ -20,10 +20,8 @@ over the candidates it decided by verification.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,7 +29,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from synthetic_org import make_synthetic_org  # the benchmark helper beside this one
+from synthetic_org import (  # the benchmark helpers beside this one
+    HEAD,
+    LANDSCAPE,
+    TRAIN,
+    edit,
+    git,
+    load_landscape,
+    make_synthetic_org,
+    step_until,
+    win_lr,
+)
 
 from autoorg import experiments, gate
 from autoorg.errors import RunnerError
@@ -39,24 +47,9 @@ from autoorg.experiments import ledger
 from autoorg.gate.verify import SCREEN_Z
 from autoorg.paths import OrgPaths
 
-ROOT = Path(__file__).resolve().parents[1]
-TRAIN = "examples/synthetic/train.py"
-LANDSCAPE = "examples/synthetic/landscape.py"
 KINDS = {"seed-only": "alice", "no-effect": "bob", "lucky seed": "carol", "protected": "dave",
          "over budget": "eve", "win": "frank"}
 OPEN = (*ledger.UNFINISHED, "candidate", "verifying", "pending", "measured")
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
-
-
-def load_landscape() -> Any:
-    spec = importlib.util.spec_from_file_location("landscape", ROOT / LANDSCAPE)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def reset(paths: OrgPaths, base: str) -> None:
@@ -68,21 +61,6 @@ def reset(paths: OrgPaths, base: str) -> None:
     git(paths.repo, "update-ref", "refs/heads/org/bench", base)
     for agent in KINDS.values():
         git(paths.worktree(agent), "reset", "-q", "--hard", base)
-
-
-def step_until(paths: OrgPaths, done: Any, timeout: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            raise SystemExit("benchmark stuck: the gate did not settle in time")
-        if not gate.step(paths, log=lambda _line: None):
-            time.sleep(0.05)
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text, (path, old)
-    path.write_text(text.replace(old, new, 1))
 
 
 def one_round(paths: OrgPaths, land: Any, sigma: float, sigmas: float,
@@ -136,19 +114,6 @@ def one_round(paths: OrgPaths, land: Any, sigma: float, sigmas: float,
         reruns = sum(ledger.get_experiment(paths, e)["verdict"] == "ok" for v in checks for e in v["runs"])
         out[kind] = (bool(checks), row["verdict"] == "promoted", reruns)
     return out
-
-
-HEAD = {"LEARNING_RATE": 0.001, "WARMUP_FRAC": 0.3, "WEIGHT_DECAY": 0.0, "DEPTH": 4, "BATCH_SIZE": 64}
-
-
-def win_lr(land: Any, drop: float) -> float:
-    """The learning rate whose noise-free loss is `drop` below the head's (tokens do not depend on it)."""
-    target = land.expected_loss(HEAD, 1e6) - drop
-    lo, hi = 0.001, 0.006
-    for _ in range(100):
-        mid = math.sqrt(lo * hi)
-        lo, hi = (mid, hi) if land.expected_loss({**HEAD, "LEARNING_RATE": mid}, 1e6) > target else (lo, mid)
-    return float(f"{math.sqrt(lo * hi):.6g}")
 
 
 def lucky_seeds(land: Any, n: int, below: float) -> list[int]:
