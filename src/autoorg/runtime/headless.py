@@ -218,6 +218,9 @@ class HeadlessSession:
         except OSError:
             return []
 
+    def show_message(self, text: str) -> None:
+        """No terminal to show it on: the daemon's log and the dashboard say it."""
+
     def stop(self) -> bool:
         """The daemon first (so it restarts nothing meanwhile), then every agent as state.json now records it."""
         daemon_alive = kill_groups(list(self.state.service_processes.values()))

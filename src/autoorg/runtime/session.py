@@ -58,5 +58,8 @@ class Session(Protocol):
     def recent_output(self, agent: str, lines: int = 200) -> list[str]:
         """The last lines an agent printed."""
 
+    def show_message(self, text: str) -> None:
+        """Tell the people watching the org (a tmux message in its session; nothing where no one watches)."""
+
     def stop(self) -> bool:
         """Stop every agent and service; whether anything was running."""

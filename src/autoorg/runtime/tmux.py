@@ -388,6 +388,30 @@ def respawn_pane(socket: str | None, pane_id: str, env: dict[str, str]) -> None:
     _cmd(_server(socket), "respawn-pane", "-k", "-t", pane_id, *_env_flags(env))
 
 
+def display_message(socket: str | None, session: str, text: str, *, seconds: float = 10.0) -> int:
+    """Show text on the status line of every client attached to session (tmux also keeps it in `show-messages`);
+    returns how many clients it was shown to."""
+    server = _server(socket)
+    clients = _cmd(server, "list-clients", "-t", session, "-F", "#{client_name}")
+    for client in clients:
+        _cmd(server, "display-message", "-c", client, "-d", str(int(seconds * 1000)), text)
+    return len(clients)
+
+
+POPUP_KEY = "D"
+
+
+def bind_dash_popup(socket: str | None, session: str, command: str) -> None:
+    """prefix + D runs command (`autoorg dash --popup`: the dashboard in a popup) in this session only: the
+    command is the session's own option `@autoorg_dash` (key tables are server-wide; a session option is not), and
+    in any other session the key keeps tmux's default, choose-client. run-shell, because display-popup does not
+    expand formats."""
+    server = _server(socket)
+    _cmd(server, "set-option", "-t", session, "@autoorg_dash", command)
+    _cmd(server, "bind-key", "-T", "prefix", POPUP_KEY, "if-shell", "-F", "#{@autoorg_dash}",
+         "run-shell -b '#{@autoorg_dash}'", "choose-client -Z")
+
+
 def popup(socket: str | None, command: str) -> None:
     """Run command in a tmux popup over the current client (closes when the command exits)."""
     _cmd(_server(socket), "display-popup", "-E", "-w", "90%", "-h", "80%", command)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 from autoorg.runtime import tmux
 from autoorg.runtime.session import Launch, LineFate, Liveness
 from autoorg.state import OrgState
@@ -20,6 +22,8 @@ class TmuxSession:
         layout = tmux.create_org_session(state.socket, tmux.session_name(state.tag), cwd=cwd, env=env,
                                          agents=panes, dash_command=dash_command, daemon_command=daemon_command)
         state.session, state.session_id = layout.session, layout.session_id
+        where = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items() if k.startswith("AUTOORG_"))
+        tmux.bind_dash_popup(state.socket, layout.session, f"env {where} {dash_command} --popup")
         state.windows, state.services = layout.windows, layout.services
         for name, pane in layout.panes.items():
             state.agents[name].pane = pane
@@ -63,6 +67,9 @@ class TmuxSession:
 
     def recent_output(self, agent: str, lines: int = 200) -> list[str]:
         return tmux.capture(self.state.socket, self._pane(agent), lines=lines)
+
+    def show_message(self, text: str) -> None:
+        tmux.display_message(self.state.socket, self.state.session, text)
 
     def stop(self) -> bool:
         return tmux.kill_session(self.state.socket, self.state.session)

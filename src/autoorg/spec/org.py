@@ -12,6 +12,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -44,7 +45,9 @@ ORG_KEYS = {
     "agents": "list of agents (name, role, backend, model, slots, command, ...)",
     "processes": "org processes: standup, gate, baseline",
     "allow_skip_permissions": "let claude run with --dangerously-skip-permissions as root (sets IS_SANDBOX=1)",
+    "notify": "where the daemon also posts notifications: {webhook: http(s) URL}",
 }
+NOTIFY_KEYS = {"webhook": "an http(s) URL the daemon POSTs {org, agent, reason, text} to (ntfy, Slack, Discord)"}
 AGENT_KEYS = {
     "name": "safe identifier", "role": "role name", "backend": "auto, or an installed backend (autoorg doctor lists them)",
     "model": "model id for LLM backends", "slots": "GPU ids, 'cpu', or [] for none",
@@ -94,6 +97,7 @@ class OrgSpec:
     roles: dict[str, dict[str, Any]] = field(default_factory=dict)
     processes: Processes = field(default_factory=Processes)
     allow_skip_permissions: bool = False
+    webhook: str | None = None  # `notify: {webhook: URL}`
     source: str = ""
 
     def agent(self, name: str) -> AgentSpec:
@@ -110,6 +114,9 @@ class OrgSpec:
         out = asdict(self)
         out.pop("source")
         out["processes"] = self.processes.to_dict()
+        webhook = out.pop("webhook")
+        if webhook:
+            out["notify"] = {"webhook": webhook}
         for a in out["agents"]:
             for key in ("model", "command", "prompt"):
                 if a[key] is None:
@@ -299,7 +306,24 @@ def build_spec(raw: Any, *, source: str, tag: str | None = None, task: str | Non
     final_task = task or raw.get("task") or "nanochat"
     return OrgSpec(tag=final_tag, task=str(final_task), agents=agents, roles=roles,
                    processes=build_processes(raw.get("processes"), source=source),
-                   allow_skip_permissions=bool(raw.get("allow_skip_permissions", False)), source=source)
+                   allow_skip_permissions=bool(raw.get("allow_skip_permissions", False)),
+                   webhook=_webhook(raw, source), source=source)
+
+
+def _webhook(raw: dict[str, Any], source: str) -> str | None:
+    """`notify: {webhook: URL}`: an http or https URL with a host, or nothing."""
+    notify = raw.get("notify")
+    if notify is None:
+        return None
+    check_keys(notify, NOTIFY_KEYS, source=source, where="notify")
+    url = notify.get("webhook")
+    if url is None:
+        return None
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SpecError(f"notify.webhook {url!r} is not an http(s) URL", source=source,
+                        line=line_of(notify, "webhook"), hint="e.g. https://ntfy.sh/my-org")
+    return url
 
 
 def load_org(target: str, *, tag: str | None = None, task: str | None = None, backend: str | None = None,
