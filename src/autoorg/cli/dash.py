@@ -5,6 +5,7 @@ agent's diff and log, and jump to its pane."""
 from __future__ import annotations
 
 import argparse
+import shlex
 
 from autoorg.cli import add_org_options
 from autoorg.cli.common import org_from_args, socket_from_args
@@ -15,11 +16,11 @@ from autoorg.state import read_state
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dash", help="live dashboard of the org: t take, r release, p pause, m message, d diff, l log, "
-                                        "Enter pane, ? help")
+                                        "o report, Enter pane, ? help")
     add_org_options(p)
     p.add_argument("--refresh", type=float, default=2.0, help="seconds between refreshes (default 2)")
     p.add_argument("--popup", action="store_true",
-                   help="open the dashboard as a tmux popup over the current pane (bind it to a key)")
+                   help="open the dashboard as a tmux popup over the current pane (`up` binds it to prefix + D)")
     p.set_defaults(func=run)
 
 
@@ -29,7 +30,9 @@ def run(args: argparse.Namespace) -> int:
     paths = org_from_args(args)
     socket = socket_from_args(args, read_state(paths))
     if args.popup:
-        tmux.popup(socket, autoorg_command("dash", "--tag", paths.tag, "--refresh", str(args.refresh)))
+        # the popup's shell starts wherever its pane is: the org goes with it by AUTOORG_HOME, not the cwd
+        tmux.popup(socket, f"env AUTOORG_HOME={shlex.quote(str(paths.home))} "
+                           + autoorg_command("dash", "--refresh", str(args.refresh)))
         return 0
     make_app(paths, socket=socket, refresh_s=args.refresh).run()
     return 0
