@@ -20,6 +20,7 @@ from textual.widgets import DataTable
 from autoorg import comms
 from autoorg.clock import parse_iso
 from autoorg.compute.cpu_load import busy_percent, cpu_times
+from autoorg.daemon.notify import Notice, add_notice
 from autoorg.dash import make_app
 from autoorg.dash.data import SnapshotCache, take_snapshot
 from autoorg.dash.screens import ComposeScreen, TextScreen
@@ -72,6 +73,13 @@ def test_dashboard_shows_agents_and_results_and_jumps_to_a_pane(repo: Path, tmux
 def test_dash_window_runs_the_dashboard(repo: Path, tmux_socket: str) -> None:
     plan = plan_org("1xcpu", task="tiny", backend="command", command="sleep 600", socket=tmux_socket)
     state = build_org(plan)
+    # prefix + D opens the dashboard as a popup in the org's session (and only there: the key reads its option)
+    keys = subprocess.run(["tmux", "-L", tmux_socket, "list-keys", "-T", "prefix", "D"], capture_output=True,
+                          text=True, check=True).stdout
+    assert "#{@autoorg_dash}" in keys and "run-shell" in keys
+    bound = subprocess.run(["tmux", "-L", tmux_socket, "show-options", "-v", "-t", state.session, "@autoorg_dash"],
+                           capture_output=True, text=True, check=True).stdout
+    assert f"AUTOORG_HOME={plan.paths.home}" in bound and bound.strip().endswith("dash --popup")
     def screen() -> str:
         return "\n".join(tmux.capture(tmux_socket, state.windows["dash"]))
 
@@ -153,13 +161,19 @@ def known_org(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tmux_socket: str)
         (paths.runs / running).mkdir(parents=True, exist_ok=True)
         (paths.runs / running / "metrics.jsonl").write_text("".join(
             json.dumps({"step": 10 * i, "train_loss": 1.0 - 0.03 * i + 0.02 * (i % 3)}) + "\n" for i in range(13)))
-        # a candidate of carol's under verification: one re-run landed of three
+        # a candidate of carol's under verification in same-seed pairs: the first pair landed, the second runs
         pending = add_result(paths, third, "halve the learning rate", verdict="verifying", metric=0.74, delta=-0.06)
-        reruns = [add_result(paths, "gate", f"verify {pending} ({i}/3)", verdict=verdict, metric=metric)
-                  for i, (verdict, metric) in enumerate([("verified", 0.75), ("running", None), ("queued", None)], 1)]
-        for exp in reruns:
-            ledger.update_experiment(paths, exp, kind="verify", candidate=pending)
+        arms = [("3", 7, "ok", 0.8), ("4", 7, "ok", 0.75), ("3", 8, "running", None), ("4", 8, "queued", None)]
+        reruns = [add_result(paths, "gate", f"verify {pending}", verdict=verdict, metric=metric)
+                  for _, _, verdict, metric in arms]
+        for exp, (commit, seed, _, _) in zip(reruns, arms, strict=True):
+            ledger.update_experiment(paths, exp, kind="verify", candidate=pending, commit_sha=commit * 40, seed=seed)
         ledger.add_verification(paths, exp=pending, head="3" * 40, commit_sha="4" * 40, runs=reruns, status="running")
+        for reason, agent, text in (("promoted", first, "promoted e0001: 0.8 (-0.2) lower X to 0.8"),
+                                    ("waiting", third, "is waiting for input: permission prompt"),
+                                    ("crashed", fifth, "crashed: was killed by signal 9")):
+            add_notice(paths, Notice(ts="2026-01-01T00:01:00.000000Z", org="snap", agent=agent, reason=reason,
+                                     text=text, key=f"{agent}:{reason}"))
         ledger.record_usage(paths, first, [{"session": "claude:1", "backend": "claude", "model": "claude-sonnet-4-5",
                                             "input_tokens": 12000, "cached_input_tokens": 30000,
                                             "cache_write_tokens": 0, "output_tokens": 2500, "requests": 9,
@@ -180,7 +194,9 @@ def fixed_clock(paths: OrgPaths) -> Callable[[], datetime]:
 def test_dashboard_snapshot(known_org: OrgPaths, snap_compare: Any, size: tuple[int, int]) -> None:
     snap = take_snapshot(known_org)
     assert [a.state for a in snap.agents] == ["running", "idle", "waiting", "human", "crashed"]
-    assert snap.gate[0].landed == 1 and snap.gate[0].needed == 3
+    assert snap.gate[0].landed == 2 and snap.gate[0].needed == 4
+    assert snap.gate[0].pairs == ["seed 7: 0.7500 vs 0.8000 +0.0500", "seed 8: queued vs running"]
+    assert [n.reason for n in snap.notices] == ["promoted", "waiting", "crashed"]
     assert snap.agents[0].curve and snap.agents[0].cost == "$0.42"
     # one draw: no refresh while the screenshot is taken
     app = make_app(known_org, refresh_s=3600, now=fixed_clock(known_org))
@@ -235,6 +251,18 @@ def test_keys_steer_a_real_org(repo: Path) -> None:
             await pilot.press("escape")
             await pilot.press("question_mark")
             assert isinstance(app.screen, TextScreen) and "take the agent over" in app.screen.text
+            assert "o        write the org's report" in app.screen.text
+            await pilot.press("escape")
+
+            await pilot.press("o")  # the report, written as `autoorg report` writes it, and where it is
+            for _ in range(600):
+                if isinstance(app.screen, TextScreen):
+                    break
+                await pilot.pause(0.05)
+            assert isinstance(app.screen, TextScreen)
+            assert str(paths.home / "report" / "report.html") in app.screen.text
+            assert "experiments / crashes / refusals" in app.screen.text
+            assert (paths.home / "report" / "progress.png").read_bytes()[:4] == b"\x89PNG"
             await pilot.press("escape")
 
             await pilot.press("enter")  # headless: no pane, it says where the output is

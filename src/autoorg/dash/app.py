@@ -25,6 +25,7 @@ from autoorg.dash.screens import ComposeScreen, TextScreen
 from autoorg.errors import AutoorgError
 from autoorg.org import agent_diff
 from autoorg.paths import OrgPaths
+from autoorg.report import figure_lines, write_report
 from autoorg.runtime import tmux
 
 # Most useful first: at 80 columns the first few fit, the rest scroll into view.
@@ -46,6 +47,7 @@ autoorg dash — keys (each does what its CLI command does)
   m        send a message to the agent, a role or all (autoorg msg send)
   d        the agent's diff against the program branch (what it changed since it forked)
   l        the log of its latest run
+  o        write the org's report (autoorg report: Markdown, HTML, plots) and show where it is
   Enter    jump to its pane (a headless org: where its log is)
   f5       refresh now
   ?        this help
@@ -53,7 +55,9 @@ autoorg dash — keys (each does what its CLI command does)
 
 Columns scroll right for more: exp, slot and load, branch (behind = the program head moved on), role,
 backend/model, tokens, cost. The chart: every measured run a dot (green promoted, cyan re-runs, blue
-baselines), the program head's verified metric a yellow step line.
+baselines), the program head's verified metric a yellow step line. The gate panel shows the pending
+verification's same-seed pairs as they land (candidate vs head, the candidate's gain); the line under the
+summary, the daemon's latest notifications (an agent waiting for input or crashed, a promotion).
 """
 
 
@@ -64,6 +68,7 @@ class DashApp(App[None]):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     CSS = """
     #summary { height: 2; padding: 0 1; background: $boost; }
+    #notices { height: 1; padding: 0 1; }
     #agents { height: auto; max-height: 45%; }
     #org { height: 1fr; }
     #chart { width: 2fr; padding: 0 1; }
@@ -82,6 +87,7 @@ class DashApp(App[None]):
         Binding("m", "message", "Msg"),
         Binding("d", "diff", "Diff"),
         Binding("l", "log", "Log"),
+        Binding("o", "report", "Report"),
         Binding("question_mark", "help", "Help"),
         Binding("f5", "refresh_now", "Refresh", show=False),
         Binding("q", "quit", "Quit"),
@@ -101,6 +107,7 @@ class DashApp(App[None]):
 
     def compose(self) -> ComposeResult:
         yield Static("loading…", id="summary")
+        yield Static(id="notices")
         yield DataTable(id="agents", cursor_type="row", zebra_stripes=True)
         with Horizontal(id="org"):
             yield MetricChart(id="chart")
@@ -151,6 +158,7 @@ class DashApp(App[None]):
         self.fill_agents([(a.name, _agent_cells(a)) for a in snap.agents])
         self.query_one("#chart", MetricChart).show(
             snap.chart, f"{snap.metric} {snap.arrow} per run · head: yellow step line")
+        self.query_one("#notices", Static).update(_notices_text(snap))
         self.query_one("#gate", Static).update(_gate_text(snap))
         self.query_one("#board", Static).update(_board_text(snap))
         recent = [tuple(escape(r[c]) for c in RESULT_COLUMNS) for r in snap.recent]
@@ -264,6 +272,23 @@ class DashApp(App[None]):
             return
         self.push_screen(TextScreen(f"{agent.latest_exp} ({agent.name}) — {path}", text or "(empty)"))
 
+    def action_report(self) -> None:
+        self.notify("writing the report…")
+        self.write_report()
+
+    @work(thread=True, exclusive=True, group="report")
+    def write_report(self) -> None:
+        """What `autoorg report` writes (matplotlib takes a moment: off the UI thread), then where it is."""
+        try:
+            report = write_report(self.paths)
+        except AutoorgError as exc:
+            self.call_from_thread(self.notify, str(exc), severity="error")
+            return
+        figures = "\n".join(f"  {label:40} {value}" for label, value in figure_lines(report.figures))
+        text = (f"{report.markdown}\n{report.html}\n{chr(10).join(str(p) for p in report.plots)}\n\n{figures}\n\n"
+                f"(autoorg report --tag {self.paths.tag} writes the same; --json prints the figures)")
+        self.call_from_thread(self.push_screen, TextScreen(f"report of {self.paths.tag} — {report.folder}", text))
+
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.data_table.id == "agents":  # Enter on the agents table
             self.action_goto_pane()
@@ -305,6 +330,9 @@ def _gate_text(snap: Snapshot) -> str:
         if g.status == "verifying":
             mean = f" · {g.mean}" if g.mean else ""
             lines.append(f" {g.exp} {escape(g.agent)} [green]verifying[/] {g.landed}/{g.needed}{mean}")
+            if g.pairs:
+                lines.append("  [dim]pairs: candidate vs head, gain[/]")
+            lines.extend(f"   {escape(pair)}" for pair in g.pairs)
         else:
             lines.append(f" {g.exp} {escape(g.agent)} [green]candidate[/] {g.mean}")
     if not snap.gate:
@@ -314,6 +342,17 @@ def _gate_text(snap: Snapshot) -> str:
     if not snap.lineage:
         lines.append(" [dim]none yet[/]")
     return "\n".join(lines)
+
+
+NOTICE_STYLE = {"waiting": "bold magenta", "crashed": "bold red", "promoted": "bold green"}
+
+
+def _notices_text(snap: Snapshot) -> str:
+    """The latest notifications, newest first, on one line."""
+    if not snap.notices:
+        return "[dim]no notifications[/]"
+    return "  ".join(f"[{NOTICE_STYLE.get(n.reason, 'b')}]{n.ts[11:16]} {escape(n.line())}[/]"
+                     for n in reversed(snap.notices))
 
 
 def _board_text(snap: Snapshot) -> str:

@@ -18,6 +18,7 @@ from autoorg import comms, workspace
 from autoorg.clock import parse_iso
 from autoorg.compute import gpu
 from autoorg.compute.cpu_load import CpuTimes, busy_percent, cpu_times
+from autoorg.daemon.notify import Notice, notices_path, read_notices
 from autoorg.errors import AutoorgError
 from autoorg.experiments import ledger
 from autoorg.org import org_status
@@ -27,6 +28,7 @@ from autoorg.spec import OrgSpec, TaskSpec, load_org, load_task
 from autoorg.state import read_state
 
 RECENT = 12  # results, promotions and posts kept
+NOTICES = 5  # notifications kept
 CURVE = 24  # points of a live loss curve
 LEDGER_REREAD_S = 30
 TAIL_BYTES = 8192  # of a run's metrics.jsonl: enough for CURVE lines
@@ -74,6 +76,7 @@ class GateItem:
     needed: int
     mean: str
     status: str
+    pairs: list[str] = field(default_factory=list)  # each same-seed re-run pair as it lands
 
 
 @dataclass
@@ -100,6 +103,7 @@ class Snapshot:
     lineage: list[str] = field(default_factory=list)  # recent promotions, oldest first
     posts: list[comms.BoardPost] = field(default_factory=list)
     board_error: str = ""
+    notices: list[Notice] = field(default_factory=list)  # the daemon's latest notifications, oldest first
 
 
 # experiments, promotions, baselines, running verifications
@@ -115,6 +119,7 @@ class SnapshotCache:
     cpu: CpuTimes = field(default_factory=dict)
     task: tuple[float, TaskSpec | None] = (0.0, None)
     ledger: tuple[tuple[int, ...], LedgerRows] = ((), ([], [], [], []))
+    notices: tuple[tuple[int, int], list[Notice]] = ((0, 0), [])
 
 
 def _fmt(value: Any) -> str:
@@ -245,6 +250,18 @@ def _board(paths: OrgPaths, cache: SnapshotCache) -> tuple[list[comms.BoardPost]
     return cache.board[1], ""
 
 
+def _notices(paths: OrgPaths, cache: SnapshotCache) -> list[Notice]:
+    """The daemon's latest notifications, read again only when its log grew."""
+    try:
+        st = notices_path(paths).stat()
+    except OSError:
+        return []
+    key = (st.st_mtime_ns, st.st_size)
+    if cache.notices[0] != key:
+        cache.notices = (key, read_notices(paths, NOTICES))
+    return cache.notices[1]
+
+
 def _slot_text(slots: list[str], running: dict[str, Any] | None, gpus: dict[int, gpu.GpuUsage],
                cores: dict[int, float]) -> str:
     """The agent's slot and its load: the running experiment's slot, else what the agent may use."""
@@ -280,16 +297,41 @@ def _chart(rows: list[dict[str, Any]], promotions: list[dict[str, Any]],
     return points
 
 
-def _gate(verifying: list[dict[str, Any]], by_exp: dict[str, dict[str, Any]]) -> list[GateItem]:
+def _arm(run: dict[str, Any] | None) -> str:
+    """One arm of a re-run pair: its value once measured, else its verdict."""
+    if run is None:
+        return "-"
+    return _fmt(run["metric"]) if run["verdict"] == "ok" and run["metric"] is not None else run["verdict"]
+
+
+def _pairs(v: dict[str, Any], runs: list[dict[str, Any]], task: TaskSpec | None) -> list[str]:
+    """`seed 7: 0.7500 vs 0.8000 +0.0500` (candidate vs head, then the gain) per same-seed pair (a head run and a candidate run), in the
+    order they were queued; the difference is the candidate's gain, positive = better, once both landed."""
+    seeds: dict[int, dict[str, dict[str, Any]]] = {}
+    for r in runs:
+        seeds.setdefault(r["seed"], {})["head" if r["commit_sha"] == v["head"] else "cand"] = r
+    lines = []
+    for seed, arms in seeds.items():
+        head, cand = arms.get("head"), arms.get("cand")
+        line = f"seed {seed}: {_arm(cand)} vs {_arm(head)}"
+        if head and cand and head["verdict"] == cand["verdict"] == "ok" and task is not None \
+                and head["metric"] is not None and cand["metric"] is not None:
+            line += f" {signed(task.improvement(cand['metric'], head['metric']))}"
+        lines.append(line)
+    return lines
+
+
+def _gate(verifying: list[dict[str, Any]], by_exp: dict[str, dict[str, Any]],
+          task: TaskSpec | None) -> list[GateItem]:
     items = []
     for v in verifying:
         runs = [by_exp[e] for e in v["runs"] if e in by_exp]
         landed = [r for r in runs if r["verdict"] not in ledger.UNFINISHED]
-        values = [r["metric"] for r in landed if r["metric"] is not None]
+        values = [r["metric"] for r in landed if r["metric"] is not None and r["commit_sha"] != v["head"]]
         mean = _fmt(sum(values) / len(values)) if values else ""
         cand = by_exp.get(v["exp"], {})
         items.append(GateItem(exp=v["exp"], agent=cand.get("agent", ""), landed=len(landed), needed=len(v["runs"]),
-                              mean=mean, status="verifying"))
+                              mean=mean, status="verifying", pairs=_pairs(v, runs, task)))
     for r in by_exp.values():  # screened as better, waiting for the gate to pick them up
         if r["kind"] == "exp" and r["verdict"] == "candidate":
             items.append(GateItem(exp=r["exp"], agent=r["agent"], landed=0, needed=0, mean=_fmt(r["metric"]),
@@ -369,7 +411,7 @@ def take_snapshot(paths: OrgPaths, cache: SnapshotCache | None = None,
                "delta": signed(r["delta"]), "verdict": r["verdict"], "description": r["description"]}
               for r in reversed(rows[-RECENT:])]
     lineage = [f"{(p['new_head'] or '')[:8]} {p['exp']} {p['agent']} {_fmt(p['metric'])} ({signed(p['delta'])})"
-               for p in promotions[-RECENT:]]
+               f" {p['description']}".rstrip() for p in promotions[-RECENT:]]
     spend = [a.get("usage") or {} for a in status["agents"]]
     costs = [u["cost_usd"] for u in spend if u.get("cost_usd") is not None]
     tokens = sum(sum(u.get(k) or 0 for k in ("input_tokens", "cached_input_tokens", "output_tokens")) for u in spend)
@@ -382,4 +424,5 @@ def take_snapshot(paths: OrgPaths, cache: SnapshotCache | None = None,
         compute_h=sum(r["wall_s"] or 0.0 for r in rows) / 3600,
         cost=f"${sum(costs):.2f}" if costs else "", tokens=human_count(tokens) if tokens else "",
         agents=agents, recent=recent, chart=_chart(rows, promotions, baselines),
-        gate=_gate(verifying, by_exp), lineage=lineage, posts=posts, board_error=board_error)
+        gate=_gate(verifying, by_exp, task), lineage=lineage, posts=posts, board_error=board_error,
+        notices=_notices(paths, cache))
