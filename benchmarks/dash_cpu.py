@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from autoorg import comms
+from autoorg.daemon.notify import Notice, add_notice
 from autoorg.dash import make_app
 from autoorg.experiments import ledger
 from autoorg.org import build_org, plan_org
@@ -53,6 +54,9 @@ def populate(paths: OrgPaths, agents: list[str]) -> list[Path]:
         ledger.add_verification(paths, exp=f"e{k + 1:04d}", head="0" * 40, runs=runs, status="running")
     for n in range(30):
         comms.post_board(paths, agents[n % len(agents)], f"post {n}: what I learnt about the schedule")
+    for n in range(20):  # the daemon's notifications line
+        add_notice(paths, Notice(ts="2026-01-01T00:00:00.000000Z", org=paths.tag, agent=agents[n % len(agents)],
+                                 reason="waiting", text="is waiting for input: permission prompt", key=f"bench:{n}"))
     return live
 
 

@@ -151,6 +151,7 @@ class DashApp(App[None]):
                                        snap.cost and f"cost {snap.cost}") if s)
         counts = ", ".join(f"{n} {s}" for s, n in _count_states(snap).items())
         warning = "" if snap.daemon_alive or not snap.running else "   [bold red]daemon not running[/]"
+        warning += "".join(f"   [bold yellow]stop rule: {escape(rule)}[/]" for rule in snap.stop_rules)
         self.query_one("#summary", Static).update(
             f"[b]{escape(snap.program_branch)}[/] @ {snap.program_head}  {escape(snap.metric)} {snap.arrow}  "
             f"best [b]{escape(snap.best) or '—'}[/]  {snap.promotions} promoted  {snap.experiments} exps\n"

@@ -104,6 +104,10 @@ class Snapshot:
     posts: list[comms.BoardPost] = field(default_factory=list)
     board_error: str = ""
     notices: list[Notice] = field(default_factory=list)  # the daemon's latest notifications, oldest first
+    # STOP-RULE HOOK: the org's stop rules that are close to firing, one line each (`no promotion for 2h: 1h40m
+    # so far`). The summary draws them; nothing fills them until spec/processes has stop rules with a progress
+    # function, which take_snapshot should call here.
+    stop_rules: list[str] = field(default_factory=list)
 
 
 # experiments, promotions, baselines, running verifications
