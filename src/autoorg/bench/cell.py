@@ -20,21 +20,23 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from autoorg import workspace
-from autoorg.bench import figures
+from autoorg.agents import search
+from autoorg.bench import figures, sim
 from autoorg.bench.suite import BenchOrg, Suite, load_suite
 from autoorg.clock import iso
 from autoorg.errors import AutoorgError, SpecError
 from autoorg.experiments import ledger
+from autoorg.gate.heads import settings as gate_settings
 from autoorg.org import build_org, plan_org, teardown_org
 from autoorg.paths import OrgPaths, atomic_write_text, org_paths
-from autoorg.spec import expand_preset, find_task, load_task
+from autoorg.spec import TaskSpec, expand_preset, find_task, load_org, load_task
 from autoorg.spec.org import is_preset
 
 TAG = "bench"
@@ -153,25 +155,44 @@ class Cell:
         reference = reference_of(self.suite, self.source, self.task)
         task_arg = snapshot(self.source, self.task, self.folder / "repo")
         task_spec = load_task(self.folder / "repo" / task_arg)
-        plan = plan_org(org_target(self.org, self.suite, self.folder), repo=self.folder / "repo", tag=TAG, task=task_arg,
-                        backend=self.org.backend, runtime="headless")
-        began = datetime.now(UTC)
-        build_org(plan)
-        paths = plan.paths
-        try:
-            ended = self._watch(paths, began, stop)
-        finally:
-            teardown_org(paths)
+        target = org_target(self.org, self.suite, self.folder)
+        if self.suite.simulate:
+            paths, began, ended, agents = self._simulate(target, task_spec, task_arg)
+        else:
+            plan = plan_org(target, repo=self.folder / "repo", tag=TAG, task=task_arg, backend=self.org.backend,
+                            runtime="headless")
+            began = datetime.now(UTC)
+            build_org(plan)
+            paths, agents = plan.paths, len(plan.agents)
+            try:
+                ended = self._watch(paths, began, stop)
+            finally:
+                teardown_org(paths)
         fig = figures.org_figures(ledger.experiments(paths), ledger.promotions(paths), ledger.baselines(paths),
                                   ledger.usage_totals(paths), improvement=task_spec.improvement,
                                   better=task_spec.better, began=began, ended=ended, reference=reference)
         result = {"org": self.org.name, "task": self.task, "repeat": self.repeat, "baseline": self.org.baseline,
                   "budget_s": self.suite.budget_s, "metric": task_spec.metric, "direction": task_spec.direction,
                   "began": iso(began), "ended": iso(ended), "stopped": "interrupted" if stop[0] else "budget",
-                  "agents": len(plan.agents), "figures": fig}
+                  "agents": agents, "simulated": self.suite.simulate, "figures": fig}
         if not stop[0]:
             atomic_write_text(self.result_file, json.dumps(result, indent=1) + "\n")
         return result
+
+    def _simulate(self, target: str, task: TaskSpec, task_arg: str) -> tuple[OrgPaths, datetime, datetime, int]:
+        """The org on a simulated clock (bench/sim.py): its agents' strategies and gate settings from its spec,
+        one slot per agent, until its runs have used the suite's compute in simulated time."""
+        spec = load_org(target, tag=TAG, task=task_arg, backend=self.org.backend)
+        paths = org_paths(self.folder / "repo", TAG)
+        paths.home.mkdir(parents=True)
+        strategies = [a.model if a.model in search.STRATEGIES else "local" for a in spec.agents]
+        settings = sim.SimSettings(agents=len(spec.agents), experiments=None, slots=len(spec.agents),
+                                   gate=gate_settings(spec), strategies=strategies, seed=self.repeat,
+                                   compute_limit_s=self.suite.budget_s)
+        began = datetime.now(UTC)
+        with ledger.batch(paths):
+            result = sim.SimOrg(paths, task, settings, source=self.folder / "repo", start=began).run()
+        return paths, began, began + timedelta(seconds=result.simulated_s), len(spec.agents)
 
     def _watch(self, paths: OrgPaths, began: datetime, stop: list[bool]) -> datetime:
         """Until the org has used its compute or its time: write progress.json once a second."""

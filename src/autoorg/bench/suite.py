@@ -12,6 +12,8 @@
     baselines: [keep, random, tpe]   # the default: autoresearch's loop, random search, Optuna's TPE
     references: {synthetic: 2.31}    # optional: the best known metric per task, kept out of the agents' view
     processes: {gate: {repeats: 4}}  # optional: org processes every org runs with (same verification for all)
+    simulate: false                  # true: every org on a simulated clock (bench/sim.py; the synthetic task):
+                                     # orgs of hundreds of agents in seconds, budget in simulated slot time
     orgs:
       - {name: solo, org: 1xcpu}     # org: a preset, a topology name or an org YAML (relative to this file)
       - {name: team, org: 4xcpu}
@@ -36,7 +38,8 @@ from autoorg.spec.processes import build_processes
 SUITE_KEYS = {"name": "the suite's name", "tasks": "list of task names or paths", "repeats": "a whole number >= 1",
               "budget": "{slot_minutes: N} or {slot_hours: N}", "limit_minutes": "minutes", "cores": "cores per org",
               "parallel": "orgs at once", "backend": "every agent's backend", "baselines": "list of strategies",
-              "references": "{task: metric}", "processes": "gate and baseline settings for every org",
+              "references": "{task: metric}", "simulate": "true: a simulated clock (the synthetic task)",
+              "processes": "gate and baseline settings for every org",
               "orgs": "list of {name, org}"}
 ORG_KEYS = {"name": "a label in the report", "org": "a preset, topology or org YAML", "backend": "every agent's",
             "model": "every agent's model"}
@@ -66,6 +69,7 @@ class Suite:
     orgs: list[BenchOrg]
     references: dict[str, float] = field(default_factory=dict)
     processes: dict[str, Any] = field(default_factory=dict)
+    simulate: bool = False
 
     def cells(self) -> list[tuple[BenchOrg, str, int]]:
         """Every (org, task, repeat), repeats interleaved so a partial bench still compares every org."""
@@ -139,7 +143,14 @@ def load_suite(path: Path) -> Suite:
                         line=line_of(raw, "name"))
     return Suite(name=name.lower(), path=path, tasks=list(tasks), repeats=repeats, budget_s=budget_s,
                  limit_s=limit_s, cores=cores, parallel=parallel, orgs=orgs, references=refs,
-                 processes=_plain(processes))
+                 processes=_plain(processes), simulate=_flag(raw, "simulate", source))
+
+
+def _flag(raw: Any, key: str, source: str) -> bool:
+    value = raw.get(key, False)
+    if not isinstance(value, bool):
+        raise SpecError(f"'{key}' must be true or false, not {value!r}", source=source, line=line_of(raw, key))
+    return value
 
 
 def _plain(value: Any) -> Any:
