@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from autoorg.agents.researcher import read_knobs
+from autoorg.agents.knobs import read_knobs
 from autoorg.spec import load_task
 
 # The task's own dependencies come with the `task` extra; with only the base extras these tests are skipped.

@@ -11,6 +11,7 @@ the held-out split: another noise stream and a slightly different landscape, who
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -47,6 +48,20 @@ def heldout_loss(knobs: dict[str, float], tokens: float, seed: int, noise: float
     lr = knobs["LEARNING_RATE"]
     shift = 0.10 * (math.log10(lr / HELDOUT_LR_OPTIMUM) ** 2 - math.log10(lr / 6e-3) ** 2)
     return landscape.noisy_loss(knobs, tokens, seed + 7_919_000, noise) + HELDOUT_GAP + shift
+
+
+def score(knobs: dict[str, float], budget: float, seed: int, heldout: bool = False) -> float:
+    """val_loss (or the held-out loss) of a recipe trained for `budget` seconds with `seed`: what main() prints,
+    and what the bench's simulated orgs call in-process."""
+    train_seconds = TRAIN_FRAC * budget
+    steps = landscape.steps_in(train_seconds, knobs["DEPTH"])
+    tokens = steps * knobs["BATCH_SIZE"] * landscape.SEQ_LEN
+    return (heldout_loss if heldout else landscape.noisy_loss)(knobs, tokens, seed, _sigma())
+
+
+@functools.lru_cache(maxsize=1)
+def _sigma() -> float:
+    return landscape.sigma()
 
 
 def main() -> None:

@@ -20,8 +20,6 @@ even with no daemon running.
 
 from __future__ import annotations
 
-import ast
-import math
 import random
 import re
 import time
@@ -29,7 +27,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from autoorg import comms, experiments, gate, workspace
-from autoorg.agents import usage
+from autoorg.agents import search, usage
+from autoorg.agents.knobs import config_key, format_value, from_unit, read_knobs, to_unit, write_knobs
 from autoorg.compute import slots
 from autoorg.errors import AutoorgError, Say
 from autoorg.experiments import ledger
@@ -42,82 +41,8 @@ SHRINK = 0.7
 SHRINK_AFTER = 3
 EXPLOIT_P = 0.3
 TWO_KNOBS_P = 0.2
-ROUND = 0.01
 PROPOSAL_TRIES = 60
 HELD_POLL_S = 1.0  # how often a held researcher looks whether it was released
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Knobs in a file
-
-
-def _assignment(name: str) -> re.Pattern[str]:
-    return re.compile(rf"^(?P<lhs>{re.escape(name)}\s*(?::[^=]+)?=\s*)(?P<value>[^#\n]*?)(?P<rest>\s*(?:#.*)?)$",
-                      re.M)
-
-
-def read_knobs(text: str, knobs: list[Knob]) -> dict[str, Any]:
-    """The current value of each knob found as a module-level `NAME = literal` line."""
-    values = {}
-    for k in knobs:
-        m = _assignment(k.name).search(text)
-        if m:
-            try:
-                values[k.name] = ast.literal_eval(m["value"].strip())
-            except (ValueError, SyntaxError):
-                continue
-    return values
-
-
-def format_value(knob: Knob, value: Any) -> str:
-    if knob.type == "int":
-        return str(int(round(value)))
-    if knob.type == "float":
-        text = f"{float(value):.4g}"
-        return text if any(c in text for c in ".e") else text + ".0"
-    return repr(value)
-
-
-def write_knobs(text: str, knobs: list[Knob], values: dict[str, Any]) -> str:
-    """Rewrite the `NAME = value` lines of the knobs in values, keeping annotations and trailing comments."""
-    for k in knobs:
-        if k.name in values:
-            new = format_value(k, values[k.name])
-
-            def put(m: re.Match[str], new: str = new) -> str:
-                return f"{m['lhs']}{new}{m['rest']}"
-
-            text = _assignment(k.name).sub(put, text, count=1)
-    return text
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The unit range of a knob
-
-
-def to_unit(knob: Knob, value: Any) -> float:
-    if knob.type in ("choice", "bool"):
-        options = knob.choices if knob.type == "choice" else [False, True]
-        return options.index(value) / max(1, len(options) - 1) if value in options else 0.5
-    lo, hi = float(knob.low or 0.0), float(knob.high or 1.0)
-    v = min(max(float(value), lo), hi)
-    if knob.log and lo > 0:
-        return (math.log(v) - math.log(lo)) / (math.log(hi) - math.log(lo))
-    return (v - lo) / (hi - lo) if hi > lo else 0.5
-
-
-def from_unit(knob: Knob, u: float) -> Any:
-    u = min(max(u, 0.0), 1.0)
-    if knob.type in ("choice", "bool"):
-        options = knob.choices if knob.type == "choice" else [False, True]
-        return options[round(u * (len(options) - 1))]
-    lo, hi = float(knob.low or 0.0), float(knob.high or 1.0)
-    value = math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))) if knob.log and lo > 0 else lo + u * (hi - lo)
-    return int(round(value)) if knob.type == "int" else float(f"{value:.4g}")
-
-
-def config_key(knobs: list[Knob], values: dict[str, Any]) -> tuple[float, ...]:
-    return tuple(round(to_unit(k, values[k.name]) / ROUND) * ROUND if k.name in values else -1.0 for k in knobs)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -186,8 +111,10 @@ class Evidence:
 
 
 class Researcher:
-    def __init__(self, paths: OrgPaths, agent: str, *, say: Say = print, seed: int | None = None) -> None:
+    def __init__(self, paths: OrgPaths, agent: str, *, say: Say = print, seed: int | None = None,
+                 strategy: str = "local") -> None:
         self.paths = paths
+        self.search = search.strategy(strategy)
         self.agent = agent
         self.say = say
         self.rng = random.Random(seed if seed is not None else hash((agent, time.time())))
@@ -287,6 +214,37 @@ class Researcher:
                 return proposal, f"{'; '.join(changes)} ({why})"
         raise AutoorgError("every nearby configuration has been tried; waiting for a directive or a promotion")
 
+    def next_config(self, head: dict[str, Any], ev: Evidence, head_mean: float | None) -> tuple[dict[str, Any], str]:
+        """The next configuration by this agent's strategy (`local`: propose(); else agents/search.py)."""
+        if self.search is None:
+            return self.propose(head, ev, head_mean)
+        knobs = focused_knobs([k for k in self.knobs if k.name in head], self.focus)
+        if not knobs:
+            raise AutoorgError("no knobs to explore (the task declares none I can find, or the directive "
+                               "excludes them all)")
+        return self.search.propose(knobs, head, self.observations(), lambda c: config_key(self.knobs, c) in ev.tried,
+                                   self.ctx.task.better, self.rng)
+
+    def observations(self) -> list[search.Observation]:
+        """Every configuration measured at the task's budget: its mean, whether I ran it, my best single run."""
+        groups: dict[tuple[float, ...], search.Observation] = {}
+        runs: dict[tuple[float, ...], list[float]] = {}
+        better = self.ctx.task.better
+        for r in ledger.experiments(self.paths):
+            config = self.config_at(r["commit_sha"])
+            if (config is None or r["metric"] is None or not r["standard"]
+                    or r["verdict"].startswith(("crash", "over budget", "void"))):
+                continue
+            key = config_key(self.knobs, config)
+            obs = groups.setdefault(key, search.Observation(values=config, mean=r["metric"]))
+            runs.setdefault(key, []).append(r["metric"])
+            obs.mean = sum(runs[key]) / len(runs[key])
+            if r["agent"] == self.agent and r["kind"] == "exp":
+                obs.mine = True
+                if obs.best_single is None or better(r["metric"], obs.best_single):
+                    obs.best_single = r["metric"]
+        return list(groups.values())
+
     def _direction(self, knob: Knob, centre: dict[str, Any], ev: Evidence) -> int:
         """+1 or -1: towards a better neighbour along this knob when the ledger has one, else a coin flip."""
         base = ev.means.get(config_key(self.knobs, centre))
@@ -335,7 +293,7 @@ class Researcher:
                       f"{ev.experiments} experiments in the org, {ev.promotions} promoted")
         else:
             self.tell(f"program head {head[:10]}: no measurement yet (the gate's baseline is coming)")
-        proposal, why = self.propose(head_config, ev, stats.mean)
+        proposal, why = self.next_config(head_config, ev, stats.mean)
         self.tell(f"idea: {why}")
         worktree = ctx.worktree(self.agent)
         workspace.checkout_paths(worktree, head, ctx.task.editable)

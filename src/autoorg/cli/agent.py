@@ -8,6 +8,7 @@ import argparse
 from pathlib import Path
 
 from autoorg import experiments
+from autoorg.agents.search import STRATEGIES
 from autoorg.cli import add_org_options
 from autoorg.cli.common import org_from_args
 from autoorg.errors import BackendError
@@ -20,6 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="heuristic", help="which built-in agent: " + ", ".join(BUILT_IN))
     p.add_argument("--max-experiments", type=int, help="heuristic: stop after this many experiments")
     p.add_argument("--seed", type=int, help="heuristic: seed of its own choices (default: name and time)")
+    p.add_argument("--strategy", default="local", choices=STRATEGIES,
+                   help="heuristic: how it picks the next configuration (the agent's `model:`): local search "
+                        "around the verified best, random, tpe (Optuna), keep (autoresearch's keep-if-better)")
     p.add_argument("--kickoff", help="anthropic/openai: the first user message")
     p.add_argument("--model", help="anthropic/openai: model id (default: the agent's, else the backend's)")
     p.add_argument("--system-file", type=Path, help="anthropic/openai: role prompt file")
@@ -40,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     paths = org_from_args(args)
     ctx = experiments.load_context(paths)
     agent = experiments.current_agent(paths, ctx.state)
-    researcher = Researcher(paths, agent, say=lambda line: print(line, flush=True), seed=args.seed)
+    researcher = Researcher(paths, agent, say=lambda line: print(line, flush=True), seed=args.seed,
+                            strategy=args.strategy)
     researcher.run(max_experiments=args.max_experiments)
     return 0

@@ -1,0 +1,58 @@
+"""`autoorg bench SUITE.yaml` — which org code produces verified progress fastest: orgs x tasks x repeats, each
+at the same compute, run headless, with a report (Markdown, HTML, PNG, JSON)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from autoorg.bench import Bench, default_out, load_results, load_suite
+from autoorg.bench import report as bench_report
+from autoorg.errors import SpecError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="compare org configurations: orgs x tasks x repeats at equal compute, "
+                                     "with a report")
+    p.add_argument("suite", type=Path, help="a suite YAML (see examples/bench/)")
+    p.add_argument("--out", type=Path, help="the bench folder (default: .autoorg/bench/<suite> beside the suite)")
+    p.add_argument("--repeats", type=int, help="override the suite's repeats")
+    p.add_argument("--report-only", action="store_true", help="write the report of the cells done so far")
+    p.add_argument("--json", action="store_true", help="print the report's JSON instead of the summary table")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    suite = load_suite(args.suite)
+    if args.repeats is not None:
+        if args.repeats < 1:
+            raise SpecError(f"--repeats must be at least 1, not {args.repeats}")
+        suite = replace(suite, repeats=args.repeats)
+    out = (args.out or default_out(suite)).resolve()
+    bench = Bench(suite, out, say=lambda line: print(line, file=sys.stderr, flush=True))
+    complete = True
+    if not args.report_only:
+        cells = len(suite.cells())
+        print(f"bench {suite.name}: {len(suite.orgs)} orgs x {len(suite.tasks)} task(s) x {suite.repeats} repeats "
+              f"= {cells} cells, {suite.budget_s / 60:g} slot-minutes each, {suite.parallel} at a time on "
+              f"{suite.cores} core(s) each; into {out}", file=sys.stderr, flush=True)
+        complete = bench.run()
+        if not complete and not bench.results():
+            return 130 if not bench.failed else 1
+    results = load_results(out) if args.report_only else bench.results()
+    if not results:
+        print(f"autoorg bench: no finished cells in {out} yet", file=sys.stderr)
+        return 2
+    doc = bench_report.build(results, suite=suite.name, out=out, plots=not args.no_plots)
+    if args.json:
+        print(json.dumps(doc, indent=1))
+    else:
+        print((out / "report.md").read_text())
+        print(f"report: {out / 'report.md'} (also report.html, report.json)", file=sys.stderr)
+    if bench.failed:
+        return 1
+    return 0 if complete else 130
