@@ -17,8 +17,9 @@ from autoorg.bench import figures, load_suite
 from autoorg.bench.cell import cell_dir
 from autoorg.bench.summary import permutation_p, summarise
 from autoorg.errors import SpecError
+from autoorg.spec import load_task
 from autoorg.testing import git, retry_until, run_cli
-from tests.exp_support import add_synthetic
+from tests.exp_support import SYNTHETIC, add_synthetic
 
 
 def _suite(tmp_path: Path, text: str) -> Path:
@@ -62,25 +63,28 @@ def test_the_permutation_test_is_exact_on_small_samples() -> None:
     assert permutation_p([float(i) for i in range(12)], [i + 20.0 for i in range(12)]) < 0.001  # sampled
 
 
-def _row(exp: str, kind: str, start: float, end: float, metric: float | None, *, agent: str = "a",
+def _row(i: int, kind: str, start: float, end: float, metric: float | None, *, agent: str = "a",
          slot: str = "cpu0", verdict: str = "ok") -> dict[str, object]:
     def at(s: float) -> str:
         return f"2026-11-30T10:{int(s // 60):02d}:{s % 60:09.6f}Z"
 
-    return {"exp": exp, "kind": kind, "agent": agent, "started": at(start), "finished": at(end), "metric": metric,
-            "standard": 1, "slot": slot, "verdict": verdict}
+    return {"id": i, "exp": f"e{i}", "kind": kind, "agent": agent, "queued": at(start), "started": at(start),
+            "finished": at(end), "wall_s": end - start, "metric": metric, "standard": 1, "slot": slot,
+            "verdict": verdict}
 
 
 def test_figures_come_from_the_rows() -> None:
     from autoorg.clock import parse_iso
 
-    rows = [_row("e1", "baseline", 0, 10, 3.0), _row("e2", "baseline", 0, 10, 3.2, slot="gpu0+1"),
-            _row("e3", "exp", 10, 20, 2.9), _row("e4", "exp", 20, 30, 3.1), _row("e5", "exp", 30, 40, 2.7),
-            _row("e6", "verify", 40, 50, 2.8, verdict="ok"), _row("e7", "exp", 50, 60, None, verdict="crash: x")]
-    promotions = [{"exp": "e3", "metric": 2.85, "head_mean": 3.1, "ts": "2026-11-30T10:00:50.000000Z"}]
+    task = load_task(SYNTHETIC / "task.yaml")
+    rows = [_row(1, "baseline", 0, 10, 3.0), _row(2, "baseline", 0, 10, 3.2, slot="gpu0+1"),
+            _row(3, "exp", 10, 20, 2.9), _row(4, "exp", 20, 30, 3.1), _row(5, "exp", 30, 40, 2.7),
+            _row(6, "verify", 40, 50, 2.8), _row(7, "exp", 50, 60, None, verdict="crash: x")]
+    promotions = [{"exp": "e3", "agent": "a", "metric": 2.85, "head_mean": 3.1, "delta": -0.25, "new_head": "c",
+                   "description": "d", "ts": "2026-11-30T10:00:50.000000Z"}]
     began, ended = parse_iso("2026-11-30T10:00:00.000000Z"), parse_iso("2026-11-30T10:01:00.000000Z")
-    fig = figures.org_figures(rows, promotions, [{"mean": 3.1}], {}, improvement=lambda a, b: b - a,
-                              better=lambda a, b: a < b, began=began, ended=ended, reference=2.1)
+    fig = figures.org_figures(task, rows, promotions, [], [{"mean": 3.1}], {}, began=began, ended=ended,
+                              reference=2.1)
     assert fig["start"] == 3.1 and fig["best"] == 2.85 and fig["improvement"] == pytest.approx(0.25)
     assert fig["gap_closed"] == pytest.approx(0.25)
     assert fig["compute_h"] == pytest.approx(80 / 3600)  # e2 held two GPUs: 20 of the 80 slot-seconds

@@ -168,9 +168,9 @@ class Cell:
                 ended = self._watch(paths, began, stop)
             finally:
                 teardown_org(paths)
-        fig = figures.org_figures(ledger.experiments(paths), ledger.promotions(paths), ledger.baselines(paths),
-                                  ledger.usage_totals(paths), improvement=task_spec.improvement,
-                                  better=task_spec.better, began=began, ended=ended, reference=reference)
+        fig = figures.org_figures(task_spec, ledger.experiments(paths), ledger.promotions(paths),
+                                  ledger.verifications(paths), ledger.baselines(paths), ledger.usage_totals(paths),
+                                  began=began, ended=ended, reference=reference)
         result = {"org": self.org.name, "task": self.task, "repeat": self.repeat, "baseline": self.org.baseline,
                   "budget_s": self.suite.budget_s, "metric": task_spec.metric, "direction": task_spec.direction,
                   "began": iso(began), "ended": iso(ended), "stopped": "interrupted" if stop[0] else "budget",

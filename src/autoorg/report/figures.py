@@ -1,7 +1,8 @@
 """An org's figures, computed from its ledger rows alone (`ledger.experiments`, `promotions`, `verifications`,
 `baselines`, `usage_totals`), so the bench computes the same figures for many orgs from their rows.
 
-Compute is slot time: a run's `wall_s` (the harness's clock from start to measurement), in hours. The program head's
+Compute is slot time: a run's `wall_s` (the harness's clock from start to measurement; for a run stopped before it
+measured, its start to its end) times the devices its slot held (`cpu3` one core, `gpu0+1` two GPUs), in hours. The program head's
 verified metric is the mean of the re-runs that promoted it (a promotion's `metric`); before any promotion it is the
 starting head's baseline mean."""
 
@@ -86,6 +87,31 @@ class Figures:
         return {k: v for k, v in asdict(self).items() if k not in ("points", "steps", "lineage")}
 
 
+def devices(slot: str | None) -> int:
+    """How many cores or GPUs a slot name holds: `cpu3` 1, `gpu0+1` 2 (unknown: 1)."""
+    return 1 + (slot or "").count("+")
+
+
+def run_compute_h(row: Row) -> float:
+    """A finished run's slot time in hours."""
+    seconds = row.get("wall_s")
+    if seconds is None and row.get("started") and row.get("finished"):
+        seconds = max(0.0, (parse_iso(row["finished"]) - parse_iso(row["started"])).total_seconds())
+    return (seconds or 0.0) * devices(row.get("slot")) / 3600
+
+
+def starting_metric(rows: list[Row], promotions: list[Row], baselines: list[Row]) -> float | None:
+    """The starting head's verified metric: the first promotion's head mean, else the gate's first baseline,
+    else the mean of the baseline runs measured so far (an org stopped before its baseline was complete)."""
+    if promotions and promotions[0]["head_mean"] is not None:
+        return float(promotions[0]["head_mean"])
+    if baselines:
+        return float(baselines[0]["mean"])
+    runs = [r["metric"] for r in rows if r["kind"] == "baseline" and r["metric"] is not None and r["standard"]
+            and not r["verdict"].startswith(("crash", "void", "over budget"))]
+    return statistics.fmean(runs) if runs else None
+
+
 def _hours(stamp: str, start: str) -> float:
     return (parse_iso(stamp) - parse_iso(start)).total_seconds() / 3600
 
@@ -99,7 +125,7 @@ def progress(rows: list[Row], promotions: list[Row], start_metric: float | None,
     points: list[Point] = []
     spent = 0.0
     for r in finished:
-        spent += (r["wall_s"] or 0.0) / 3600
+        spent += run_compute_h(r)
         points.append(Point(exp=r["exp"], kind=r["kind"], agent=r["agent"], verdict=r["verdict"], metric=r["metric"],
                             hours=_hours(r["finished"] or r["queued"], start), compute_h=spent))
     steps = [Step(0.0, 0.0, start_metric)] if start_metric is not None else []
@@ -145,13 +171,13 @@ def compute_figures(task: TaskSpec, rows: list[Row], promotions: list[Row], veri
     """The figures of one org from its ledger rows; `start` (ISO) is when the org began, by default when its
     first run was queued."""
     start = start or min((r["queued"] for r in rows), default=None) or "1970-01-01T00:00:00Z"
-    start_metric = (promotions[0]["head_mean"] if promotions and promotions[0]["head_mean"] is not None
-                    else baselines[0]["mean"] if baselines else None)
+    start_metric = starting_metric(rows, promotions, baselines)
     best = promotions[-1]["metric"] if promotions else start_metric
     improvement = task.improvement(best, start_metric) if best is not None and start_metric is not None else None
     points, steps = progress(rows, promotions, start_metric, start)
     compute = points[-1].compute_h if points else 0.0
-    by_kind = {k: sum((r["wall_s"] or 0.0) for r in rows if r["kind"] == k) / 3600 for k in ("verify", "baseline")}
+    by_kind = {k: sum(run_compute_h(r) for r in rows if r["kind"] == k and r["verdict"] not in UNFINISHED)
+               for k in ("verify", "baseline")}
     first = steps[1] if promotions and len(steps) > 1 else None
     exps = [r for r in rows if r["kind"] == "exp"]
     costs = [u["cost_usd"] for u in usage.values()]
