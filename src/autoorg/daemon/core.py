@@ -4,6 +4,7 @@ A core loop drives the daemon's processes, each a module of its own:
 - `delivery`: rings an agent's doorbell when it turns idle with unread messages (through the org's `Session`);
 - `agent_watch`: watches the agents, marks dead ones `crashed` and restarts them with backoff;
 - `standups`: `processes: {standup: {every: 30m}}`, the digest to the chief (or the board);
+- `rules`: `processes: {stop: [...]}`, stop rules read from the ledger: stop queuing, or pause the agents;
 - `gate_worker`: the verification gate (`autoorg.gate.step`) in its own thread, when a result lands and every few
   seconds.
 It watches `comms/` and the org folder itself, for results.tsv (watchdog: inotify, or polling), and routes each
@@ -33,6 +34,7 @@ from autoorg import clock
 from autoorg.daemon.agent_watch import AgentWatch
 from autoorg.daemon.delivery import Delivery
 from autoorg.daemon.gate_worker import GateWorker
+from autoorg.daemon.rules import StopRules
 from autoorg.daemon.standups import Standups
 from autoorg.errors import AutoorgError, DaemonError, Say, StateError
 from autoorg.paths import OrgPaths
@@ -106,6 +108,8 @@ class Daemon:
         every = self.spec.processes.standup.every
         if every is not None:
             processes.append(Standups(self.paths, self.agents, every, log=self.log))
+        if self.spec.processes.stop:
+            processes.append(StopRules(self.paths, self.spec, log=self.log))
         return delivery, gate, [*processes, gate]
 
     # -- logging ------------------------------------------------------------------------------------------------
