@@ -4,6 +4,7 @@ A core loop drives the daemon's processes, each a module of its own:
 - `delivery`: rings an agent's doorbell when it turns idle with unread messages (through the org's `Session`);
 - `agent_watch`: watches the agents, marks dead ones `crashed` and restarts them with backoff;
 - `standups`: `processes: {standup: {every: 30m}}`, the digest to the chief (or the board);
+- `reload`: a prompt or skill edited in a running org reaches every agent as a `system` message with the diff;
 - `rules`: `processes: {stop: [...]}`, stop rules read from the ledger: stop queuing, or pause the agents;
 - `gate_worker`: the verification gate (`autoorg.gate.step`) in its own thread, when a result lands and every few
   seconds.
@@ -34,6 +35,7 @@ from autoorg import clock
 from autoorg.daemon.agent_watch import AgentWatch
 from autoorg.daemon.delivery import Delivery
 from autoorg.daemon.gate_worker import GateWorker
+from autoorg.daemon.reload import OrgReload
 from autoorg.daemon.rules import StopRules
 from autoorg.daemon.standups import Standups
 from autoorg.errors import AutoorgError, DaemonError, Say, StateError
@@ -104,7 +106,7 @@ class Daemon:
                            headless=self.state.headless, log=self.log,
                            seen=lambda pids: setattr(delivery, "pids", pids))
         gate = GateWorker(self.paths, log=self.log, stop=self.stop)
-        processes: list[Process] = [watch, delivery]
+        processes: list[Process] = [watch, delivery, OrgReload(self.paths, self.spec, log=self.log)]
         every = self.spec.processes.standup.every
         if every is not None:
             processes.append(Standups(self.paths, self.agents, every, log=self.log))
