@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from autoorg import comms, orgcode
+from autoorg.agents import homes
 from autoorg.errors import SpecError
 from autoorg.experiments import ledger, stop_rules
 from autoorg.org import build_org, org_status, plan_org, teardown_org
@@ -150,16 +151,33 @@ def test_an_edited_prompt_reaches_a_running_agent_and_new_rows_carry_the_new_has
     try:
         before = orgcode.given(paths.orgcode)
         assert before and submit(paths, "alice", 2.0).returncode == 0
-        prompt = repo / "org" / "prompts" / "researcher.md"
-        prompt.parent.mkdir(parents=True)
-        prompt.write_text((orgcode.bundled_root() / "prompts" / "researcher.md").read_text()
-                          + "Ablate every multi-part win before you claim it.\n")
+        # alice's home as Claude Code's and Codex's prepare() leave it (these agents run `command`)
+        home = homes.agent_home(paths, "alice")
+        for folder in ("claude/skills", "codex/skills"):
+            (home / folder).mkdir(parents=True)
+        (home / "role.md").write_text("old role")
+        (home / "codex" / "AGENTS.md").write_text("old role")
+        edited = tmp_path / "edited-org"  # made aside, then renamed into place: the daemon sees one edit
+        (edited / "prompts").mkdir(parents=True)
+        (edited / "skills" / "plot-curves").mkdir(parents=True)
+        (edited / "skills" / "plot-curves" / "SKILL.md").write_text("---\nname: plot-curves\n---\nPlot.\n")
+        (edited / "prompts" / "researcher.md").write_text(
+            (orgcode.bundled_root() / "prompts" / "researcher.md").read_text()
+            + "Ablate every multi-part win before you claim it.\n")
+        edited.rename(repo / "org")
         told = retry_until(lambda: system_messages(paths, "bob"), timeout=60, message="the reload message")
         body = told[0].body
         assert "+Ablate every multi-part win before you claim it." in body and "prompts/researcher.md" in body
         after = orgcode.given(paths.orgcode)
         assert after != before and f"{before} -> {after}" in body
         assert [m.body for m in system_messages(paths, "alice")] == [body]
+        assert "+++ " + after + "/skills/plot-curves/SKILL.md" in body
+        for folder in ("claude", "codex"):
+            assert (home / folder / "skills" / "plot-curves" / "SKILL.md").read_text().endswith("Plot.\n")
+            assert (home / folder / "skills" / "run-experiment" / "SKILL.md").is_file()
+        for role in (home / "role.md", home / "codex" / "AGENTS.md"):
+            assert "Ablate every multi-part win before you claim it." in role.read_text()
+            assert "You are alice, a researcher in the autoorg org \"pr\"" in role.read_text()
         assert submit(paths, "bob", 3.0).returncode == 0
         rows = ledger.experiments(paths, kinds=("exp",))
         assert [(r["agent"], r["org_code"]) for r in rows] == [("alice", before), ("bob", after)]
@@ -171,3 +189,22 @@ def test_an_edited_prompt_reaches_a_running_agent_and_new_rows_carry_the_new_has
         assert len(system_messages(paths, "alice")) == 1
     finally:
         teardown_org(paths)
+
+
+def test_restart_exited_restarts_an_agent_that_exited_cleanly(repo: Path, tmp_path: Path) -> None:
+    starts = tmp_path / "starts"
+    spec = {"tag": "rx", "task": "tiny", "agents": [{"name": "alice", "slots": "cpu", "backend": "command",
+                                                     "command": f"echo start >> {starts}; exit 0"}],
+            "processes": {"baseline": {"repeats": 2}, "restart": {"limit": 2, "backoff": "0.1s", "exited": True}}}
+    org_file = tmp_path / "rx.yaml"
+    org_file.write_text(yaml.safe_dump(spec))
+    plan = plan_org(str(org_file), repo=repo, runtime="headless")
+    build_org(plan)
+    try:
+        retry_until(lambda: starts.is_file() and len(starts.read_text().splitlines()) == 3, timeout=60,
+                    message="two restarts of an agent that exits with status 0")
+        detail = retry_until(lambda: "gave up after 2 restarts" in (comms.read_status(plan.paths, "alice") or {})
+                             .get("detail", ""), timeout=30, message="the restarts given up")
+        assert detail
+    finally:
+        teardown_org(plan.paths)

@@ -48,7 +48,9 @@ def run_show(args: argparse.Namespace) -> int:
         print(f"  {f['name']:<{width}}  {f['origin']:<7}  {f['sha']}  {f['path']}")
     if versions:
         print("versions recorded (oldest first): " + ", ".join(versions))
-    for item in orgcode.history(paths.orgcode):
+    for i, item in enumerate(orgcode.history(paths.orgcode)):
+        if i == 0:
+            print("given to the agents (oldest first):")
         print(f"  {item['at'][:19]}Z  {item['hash']}  {item.get('why', '')}")
     return 0
 
@@ -71,6 +73,6 @@ def run_reload(args: argparse.Namespace) -> int:
     if changed is None:
         print(f"org {paths.tag} already runs org code {orgcode.given(paths.orgcode)}: nothing to reload")
     else:
-        print(f"org {paths.tag}: org code {changed[0] or '?'} -> {changed[1]}; each agent gets the diff at its "
+        print(f"org {paths.tag}: org code {changed[0]} -> {changed[1]}; each agent gets the diff at its "
               "next turn")
     return 0

@@ -35,26 +35,27 @@ def reload_org_code(paths: OrgPaths, spec: OrgSpec, *, log: Say, why: str = "rel
         if old == new:
             return None
         orgcode.record(code, paths.orgcode)
+        if old is None:  # an org started before versions were given: what it runs now is where it starts
+            orgcode.add_history(paths.orgcode, new, now_iso(), "first seen")
+            return None
         diff = _bounded_diff(paths, old, new)
         for agent in spec.agents:
             try:
                 homes.refresh_home(agent, LaunchContext(paths=paths, spec=spec, worktree=paths.worktree(agent.name)))
             except AutoorgError as exc:  # a prompt that no longer resolves: the agent keeps its old files
                 log(f"reload: {agent.name}'s home not refreshed: {exc}")
-        body = (f"The org's code changed ({old or 'unknown'} -> {new}); it applies from now on, and your new "
+        body = (f"The org's code changed ({old} -> {new}); it applies from now on, and your new "
                 f"experiments carry org code {new}. What changed:\n\n```diff\n{diff}```")
         for name in spec.names:
             comms.send_message(paths, sender="autoorg", to=name, kind="system", body=body)
         orgcode.add_history(paths.orgcode, new, now_iso(), why)
         log(f"org code {old} -> {new} ({why}): {len(spec.names)} agents told")
-        return old or "", new
+        return old, new
     finally:
         os.close(fd)
 
 
-def _bounded_diff(paths: OrgPaths, old: str | None, new: str) -> str:
-    if old is None:
-        return "(no earlier version recorded)\n"
+def _bounded_diff(paths: OrgPaths, old: str, new: str) -> str:
     try:
         text = orgcode.diff_versions(orgcode.load_version(paths.orgcode, old),
                                      orgcode.load_version(paths.orgcode, new))

@@ -76,10 +76,13 @@ def progress(paths: OrgPaths, rules: tuple[StopRule, ...], agents: list[str]) ->
     usage = ledger.usage_totals(paths)
     promoted = [p["ts"] for p in ledger.promotions(paths)]
     last_promotion = max(promoted) if promoted else ""
+    by_agent: dict[str | None, list[dict[str, Any]]] = {None: rows}
+    for r in rows:
+        by_agent.setdefault(r["agent"], []).append(r)
     out = []
     for rule in rules:
         for agent in (agents if rule.per == "agent" else [None]):
-            mine = [r for r in rows if agent is None or r["agent"] == agent]
+            mine = by_agent.get(agent, [])
             if rule.measure == "max_experiments":
                 value = float(len(mine))
             elif rule.measure == "max_tokens":

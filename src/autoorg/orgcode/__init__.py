@@ -173,12 +173,9 @@ def add_history(versions: Path, version: str, at: str, why: str) -> None:
 
 
 def given(versions: Path) -> str | None:
-    """The version the org's agents were last given: the latest in the history, else the first recorded (at up)."""
+    """The version the org's agents were last given (the latest in the history), or None before any."""
     items = history(versions)
-    if items:
-        return items[-1]["hash"]
-    known = recorded(versions)
-    return known[0] if known else None
+    return items[-1]["hash"] if items else None
 
 
 @dataclass(frozen=True)
