@@ -18,7 +18,7 @@ from autoorg.agents import LaunchContext, get_backend, resolve_auto
 from autoorg.clock import now_iso
 from autoorg.compute import gpu
 from autoorg.errors import AutoorgError, Say, StateError
-from autoorg.experiments import ledger, manifest, resolve_org_code
+from autoorg.experiments import ledger, manifest, resolve_org_code, stop_rules
 from autoorg.experiments.sandbox import seal_mode
 from autoorg.paths import OrgPaths, atomic_write_text, autoorg_command, known_tags, org_paths
 from autoorg.runtime import Launch, Liveness, Session, open_session, pane_environment, tmux
@@ -158,7 +158,8 @@ def build_org(plan: Plan, *, log: Say = lambda _: None) -> OrgState:
                 undo.append(functools.partial(workspace.delete_branch, repo, agent.branch))
             undo.append(functools.partial(workspace.remove_worktree, repo, agent.worktree, agent.spec.name))
         atomic_write_text(paths.org_yaml, plan.spec.to_yaml())
-        orgcode.record(resolve_org_code(repo, plan.spec, paths.org_yaml), paths.orgcode)
+        version = orgcode.record(resolve_org_code(repo, plan.spec, paths.org_yaml), paths.orgcode)
+        orgcode.add_history(paths.orgcode, version, now_iso(), "up")
         state = OrgState(
             tag=tag, repo=str(repo), runtime=plan.runtime, socket=plan.socket,
             session="" if plan.runtime == "headless" else plan.session,
@@ -314,6 +315,10 @@ def org_status(paths: OrgPaths, *, spec: OrgSpec | None = None) -> dict[str, Any
     if paths.ledger.exists():
         with contextlib.suppress(AutoorgError):  # a damaged ledger must not hide the org's status
             spend = ledger.usage_totals(paths)
+    rules: list[dict[str, Any]] = []
+    if spec and spec.processes.stop and paths.ledger.exists():
+        with contextlib.suppress(AutoorgError):
+            rules = stop_rule_status(paths, spec)
     agents = []
     for name, info in state.agents.items():
         seen = (live or {}).get(name)
@@ -333,8 +338,18 @@ def org_status(paths: OrgPaths, *, spec: OrgSpec | None = None) -> dict[str, Any
         "tag": state.tag, "runtime": state.runtime, "session": state.session, "socket": state.socket,
         "running": running,
         "program_branch": program, "program_head": heads.get(program), "daemon_alive": daemon_alive(live),
-        "agents": agents,
+        "agents": agents, "rules": rules,
     }
+
+
+def stop_rule_status(paths: OrgPaths, spec: OrgSpec) -> list[dict[str, Any]]:
+    """Each stop rule's progress (per agent where it counts agents), closest to firing first, with when it fired:
+    what `status` and the dashboard show."""
+    fired = {f.key: f for f in stop_rules.fired(paths)}
+    found = stop_rules.progress(paths, spec.processes.stop, spec.names)
+    return [{"rule": p.rule.name, "agent": p.agent, "action": p.rule.action, "progress": p.text,
+             "closeness": round(p.closeness, 3), "fired": fired[p.key].at if p.key in fired else None}
+            for p in sorted(found, key=lambda p: (p.key not in fired, -p.closeness))]
 
 
 def _agent_state(reported: str | None, org_running: bool, alive: bool) -> str:

@@ -109,6 +109,24 @@ def install_skills(repo: Path, dest: Path) -> list[str]:
     return names
 
 
+def refresh_home(agent: AgentSpec, ctx: LaunchContext) -> list[str]:
+    """After the org's code changed (a reload): rewrite what the agent was given at start, where its backend keeps
+    it: `role.md` (Claude Code, the SDK loop), Codex's `AGENTS.md`, and the skills in each CLI's home. Returns what
+    was rewritten, relative to the agent's folder."""
+    folder = agent_home(ctx.paths, agent.name)
+    prompt = role_prompt(agent, ctx)
+    done = []
+    for relative in ("role.md", "codex/AGENTS.md"):
+        if (folder / relative).is_file():
+            atomic_write_text(folder / relative, prompt)
+            done.append(relative)
+    for cli_home in ("claude", "codex"):
+        if (folder / cli_home / "skills").is_dir():
+            install_skills(ctx.paths.repo, folder / cli_home / "skills")
+            done.append(f"{cli_home}/skills")
+    return done
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Hooks and environment
 

@@ -35,6 +35,12 @@ def render(status: dict) -> str:
                      f"{a['state']:<9} {a['pane']:<5} {(a['head'] or '-')[:10]:<10} {a['branch']}")
         if a.get("detail") and a["state"] in ("crashed", "stopped", "human", "paused"):
             lines.append(f"{'':<10} {a['state']}: {a['detail']}")  # why, e.g. "exited with status 3; gave up ..."
+    for rule in status.get("rules", []):
+        if rule["fired"]:
+            what = "stopped queuing" if rule["action"] == "stop" else "paused"
+            lines.append(f"stop rule fired {rule['fired'][:19]}Z: {rule['progress']} -> {what}")
+        elif rule["closeness"] >= 0.5:
+            lines.append(f"stop rule close: {rule['progress']} -> {rule['action']}")
     spenders = [a for a in status["agents"] if a.get("usage")]
     if spenders:
         total = {k: sum(a["usage"][k] for a in spenders) for k in ledger.USAGE_COUNTS}

@@ -1,5 +1,6 @@
 """Agent liveness: look at every agent through the org's Session, mark dead ones `crashed` and restart them with
-backoff (`processes: {restart: {limit, backoff}}`), or leave one that exited cleanly `stopped`."""
+backoff (`processes: {restart: {limit, backoff, exited}}`), or leave one that exited cleanly `stopped` (unless
+`exited: true`: then it is restarted the same way)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ class AgentWatch:
         self.agents = spec.names
         self.restart_limit = spec.processes.restart.limit  # typed and validated when the org file was loaded
         self.restart_backoff = spec.processes.restart.backoff
+        self.restart_exited = spec.processes.restart.exited
         self.restarts: dict[str, list[float]] = {}  # agent -> monotonic times of restarts since it was stable
         self.restart_due: dict[str, float] = {}
         self.dead_since: dict[str, float] = {}  # agent -> when first seen dead without an exit status
@@ -79,7 +81,7 @@ class AgentWatch:
                 self.restart_due.pop(agent)
                 self._restart(agent, exited)
             return
-        if code == "0":
+        if code == "0" and not self.restart_exited:
             if status.get("state") != "stopped":
                 comms.write_status(self.paths, agent, "stopped", f"{exited}; not restarted")
                 self.log(f"{agent}: {exited}; left stopped")

@@ -5,6 +5,8 @@ A core loop drives the daemon's processes, each a module of its own:
 - `agent_watch`: watches the agents, marks dead ones `crashed` and restarts them with backoff;
 - `standups`: `processes: {standup: {every: 30m}}`, the digest to the chief (or the board);
 - `notify`: says when an agent waits for input or crashes, or the org promotes (log, tmux message, webhook);
+- `reload`: a prompt or skill edited in a running org reaches every agent as a `system` message with the diff;
+- `rules`: `processes: {stop: [...]}`, stop rules read from the ledger: stop queuing, or pause the agents;
 - `gate_worker`: the verification gate (`autoorg.gate.step`) in its own thread, when a result lands and every few
   seconds.
 It watches `comms/` and the org folder itself, for results.tsv (watchdog: inotify, or polling), and routes each
@@ -35,6 +37,8 @@ from autoorg.daemon.agent_watch import AgentWatch
 from autoorg.daemon.delivery import Delivery
 from autoorg.daemon.gate_worker import GateWorker
 from autoorg.daemon.notify import Notifier
+from autoorg.daemon.reload import OrgReload
+from autoorg.daemon.rules import StopRules
 from autoorg.daemon.standups import Standups
 from autoorg.errors import AutoorgError, DaemonError, Say, StateError
 from autoorg.paths import OrgPaths
@@ -106,10 +110,12 @@ class Daemon:
         gate = GateWorker(self.paths, log=self.log, stop=self.stop)
         # right after the watch: a crash it marks is seen in the same turn, before a restart replaces it
         notifier = Notifier(self.paths, self.spec, self.session, log=self.log)
-        processes: list[Process] = [watch, notifier, delivery]
+        processes: list[Process] = [watch, notifier, delivery, OrgReload(self.paths, self.spec, log=self.log)]
         every = self.spec.processes.standup.every
         if every is not None:
             processes.append(Standups(self.paths, self.agents, every, log=self.log))
+        if self.spec.processes.stop:
+            processes.append(StopRules(self.paths, self.spec, log=self.log))
         return delivery, gate, [*processes, gate]
 
     # -- logging ------------------------------------------------------------------------------------------------

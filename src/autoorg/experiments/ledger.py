@@ -369,6 +369,12 @@ def experiments(paths: OrgPaths, *, agent: str | None = None, kinds: tuple[str, 
     return [_decode(r) for r in _read(paths, sql + " ORDER BY id", tuple(args))]
 
 
+def exp_outcomes(paths: OrgPaths) -> list[dict[str, Any]]:
+    """Agents' experiments (kind exp), oldest first, only who asked, the verdict and when it finished: what the
+    stop rules count."""
+    return _read(paths, "SELECT agent, verdict, finished FROM experiments WHERE kind = 'exp' ORDER BY id")
+
+
 def runs_of_tree(paths: OrgPaths, tree: str, slot_class: str, kinds: tuple[str, ...]) -> list[dict[str, Any]]:
     """Finished, measured, standard-budget runs of a tree on a slot class."""
     marks = ", ".join("?" for _ in kinds)

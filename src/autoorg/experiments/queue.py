@@ -13,7 +13,7 @@ from typing import Any
 from autoorg import orgcode, workspace
 from autoorg.compute.slots import agent_slots, lock_file
 from autoorg.errors import RunnerError, StateError, TaskError
-from autoorg.experiments import ledger
+from autoorg.experiments import ledger, stop_rules
 from autoorg.experiments.context import OrgContext
 from autoorg.experiments.policy import boundary_violations
 from autoorg.paths import atomic_write_text
@@ -64,6 +64,9 @@ def queue_experiment(ctx: OrgContext, agent: str, description: str, *, budget: f
     protected paths or paths outside the editable set. `spend`: the agent's model use so far (tokens, cost),
     stored with the row."""
     description = " ".join(description.split())
+    stopped = stop_rules.refusal(ctx.paths, ctx.spec.processes.stop, agent)
+    if stopped:
+        raise RunnerError(f"refused: {stopped}; nothing was committed. Read `autoorg board` and your inbox")
     if not description:
         raise RunnerError('say what changed: autoorg exp run -m "what changed"')
     slots = agent_slots(ctx.spec, agent)

@@ -28,6 +28,7 @@ REPO_ORG_DIR = "org"
 LIBRARY = "library"  # the bundled library's folder inside the installed package (see setup.py)
 ORG_YAML = "org.yaml"
 MANIFEST = "manifest.json"
+HISTORY = "history.json"  # which version the org's agents were given, and when (up, then each reload)
 
 
 class OrgCodeError(AutoorgError):
@@ -152,6 +153,29 @@ def record(code: OrgCode, versions: Path) -> str:
     except OSError:  # recorded meanwhile by another process
         shutil.rmtree(tmp, ignore_errors=True)
     return version
+
+
+def history(versions: Path) -> list[dict[str, str]]:
+    """The versions an org's agents were given, oldest first: `{hash, at, why}` (`up`, a reload)."""
+    try:
+        items = json.loads((versions / HISTORY).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [i for i in items if isinstance(i, dict) and isinstance(i.get("hash"), str)] \
+        if isinstance(items, list) else []
+
+
+def add_history(versions: Path, version: str, at: str, why: str) -> None:
+    """Note that the org's agents now run `version` (the caller holds the org's reload lock)."""
+    items = [*history(versions), {"hash": version, "at": at, "why": why}]
+    versions.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(versions / HISTORY, json.dumps(items, indent=1) + "\n")
+
+
+def given(versions: Path) -> str | None:
+    """The version the org's agents were last given (the latest in the history), or None before any."""
+    items = history(versions)
+    return items[-1]["hash"] if items else None
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ from autoorg.spec.org import (
            load_org,
            scaffold_org,
 )
-from autoorg.spec.processes import Baseline, Gate, Processes, Restart, Standup, parse_interval
+from autoorg.spec.processes import Baseline, Gate, Processes, Restart, Standup, StopRule, parse_interval
 from autoorg.spec.task import Knob, TaskSpec, detect_knobs, find_task, load_task, scaffold_task
 
 __all__ = ["AGENT_NAMES", "BACKEND_GROUP", "AgentSpec", "Baseline", "Gate", "Knob", "OrgSpec", "Processes", "Restart",
-           "Standup", "TaskSpec", "backend_names", "build_spec", "detect_knobs", "expand_preset", "find_task",
+           "Standup", "StopRule", "TaskSpec", "backend_names", "build_spec", "detect_knobs", "expand_preset", "find_task",
            "load_org", "load_task", "parse_interval", "scaffold_org", "scaffold_task"]

@@ -43,7 +43,7 @@ ORG_KEYS = {
     "defaults": "agent fields every agent inherits (backend, model, command, ...)",
     "roles": "role name -> role fields (prompt, backend, model, ...)",
     "agents": "list of agents (name, role, backend, model, slots, command, ...)",
-    "processes": "org processes: standup, gate, baseline",
+    "processes": "org processes: standup, gate, baseline, restart, stop",
     "allow_skip_permissions": "let claude run with --dangerously-skip-permissions as root (sets IS_SANDBOX=1)",
     "notify": "where the daemon also posts notifications: {webhook: http(s) URL}",
 }
