@@ -13,6 +13,7 @@ import yaml
 
 from autoorg import comms, orgcode
 from autoorg.agents import homes
+from autoorg.dash.data import take_snapshot
 from autoorg.errors import SpecError
 from autoorg.experiments import ledger, stop_rules
 from autoorg.org import build_org, org_status, plan_org, teardown_org
@@ -121,6 +122,7 @@ def test_plateau_pauses_agents_and_max_experiments_refuses_the_next_submission(r
         status = org_status(paths)
         plateau = next(r for r in status["rules"] if r["rule"] == "plateau 2")
         assert plateau["fired"] and plateau["progress"] == "plateau 2/2"
+        assert "plateau 2/2 -> fired" in take_snapshot(paths).stop_rules  # the dashboard's summary line
         assert next(r for r in status["rules"] if r["rule"] == "max_experiments 3")["progress"] == \
             "max_experiments 2/3"
 

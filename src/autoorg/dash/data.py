@@ -104,9 +104,7 @@ class Snapshot:
     posts: list[comms.BoardPost] = field(default_factory=list)
     board_error: str = ""
     notices: list[Notice] = field(default_factory=list)  # the daemon's latest notifications, oldest first
-    # STOP-RULE HOOK: the org's stop rules that are close to firing, one line each (`no promotion for 2h: 1h40m
-    # so far`). The summary draws them; nothing fills them until spec/processes has stop rules with a progress
-    # function, which take_snapshot should call here.
+    # the org's stop rules that fired or are past half-way (`plateau 7/10 -> pause`), from `org_status`
     stop_rules: list[str] = field(default_factory=list)
 
 
@@ -429,4 +427,10 @@ def take_snapshot(paths: OrgPaths, cache: SnapshotCache | None = None,
         cost=f"${sum(costs):.2f}" if costs else "", tokens=human_count(tokens) if tokens else "",
         agents=agents, recent=recent, chart=_chart(rows, promotions, baselines),
         gate=_gate(verifying, by_exp, task), lineage=lineage, posts=posts, board_error=board_error,
-        notices=_notices(paths, cache))
+        notices=_notices(paths, cache), stop_rules=_stop_rules(status.get("rules", [])))
+
+
+def _stop_rules(rules: list[dict[str, Any]]) -> list[str]:
+    """Stop rules worth a person's eye: fired ones, and those past half-way to firing."""
+    return [f"{r['progress']} -> {'fired' if r['fired'] else r['action']}" for r in rules
+            if r["fired"] or r["closeness"] >= 0.5]
