@@ -14,6 +14,7 @@ from autoorg.spec.org import (
            backend_names,
            build_spec,
            expand_preset,
+           is_preset,
            load_org,
            scaffold_org,
 )
@@ -22,4 +23,5 @@ from autoorg.spec.task import Knob, TaskSpec, detect_knobs, find_task, load_task
 
 __all__ = ["AGENT_NAMES", "BACKEND_GROUP", "AgentSpec", "Baseline", "Gate", "Knob", "OrgSpec", "Processes", "Restart",
            "Standup", "TaskSpec", "backend_names", "build_spec", "detect_knobs", "expand_preset", "find_task",
+           "is_preset",
            "load_org", "load_task", "parse_interval", "scaffold_org", "scaffold_task"]

@@ -6,6 +6,7 @@ The resolved org.yaml writes every process out with its defaults filled in, and 
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,10 @@ PROCESS_KEYS = {
     "baseline": {"repeats": "runs of the program head when the org starts"},
     "restart": {"limit": "restarts of a crashed agent before it is left crashed (default 3)",
                 "backoff": "wait before the first restart, doubled each time (default 2s)"},
+    "review": {"role": "the role whose agents must approve a candidate before the gate spends verification "
+                       "compute on it (autoorg review approve|refuse)"},
+    "comms": {"shared": "false: agents work alone, sharing only the ledger (no messages between agents, no "
+                        "board posts, no idea queue)"},
 }
 
 
@@ -50,11 +55,23 @@ class Restart:
 
 
 @dataclass(frozen=True)
+class Review:
+    role: str | None = None  # None: candidates go to verification unreviewed
+
+
+@dataclass(frozen=True)
+class Comms:
+    shared: bool = True  # False: agents neither message each other nor use the board or the idea queue
+
+
+@dataclass(frozen=True)
 class Processes:
     standup: Standup = field(default_factory=Standup)
     gate: Gate = field(default_factory=Gate)
     baseline: Baseline = field(default_factory=Baseline)
     restart: Restart = field(default_factory=Restart)
+    review: Review = field(default_factory=Review)
+    comms: Comms = field(default_factory=Comms)
 
     def to_dict(self) -> dict[str, Any]:
         """Every process with its defaults filled in; `load` of this gives the same object back."""
@@ -64,6 +81,9 @@ class Processes:
         out["gate"] = {"repeats": self.gate.repeats, "z": self.gate.z, "floor": self.gate.floor}
         out["baseline"] = {"repeats": self.baseline.repeats}
         out["restart"] = {"limit": self.restart.limit, "backoff": format_interval(self.restart.backoff)}
+        if self.review.role is not None:
+            out["review"] = {"role": self.review.role}
+        out["comms"] = {"shared": self.comms.shared}
         return out
 
 
@@ -115,8 +135,29 @@ def _interval(body: Any, key: str, default: float | None, *, source: str) -> flo
     return parse_interval(body[key], source=source, line=line_of(body, key))
 
 
-def build_processes(raw: Any, *, source: str) -> Processes:
-    """The org file's `processes:` mapping (or None) → a validated Processes; errors name file:line."""
+def _review(body: Any, roles: set[str], *, source: str) -> Review:
+    if "role" not in body:
+        return Review()
+    role = body["role"]
+    if role not in roles:
+        close = difflib.get_close_matches(str(role), sorted(roles), n=1)
+        raise SpecError(f"processes.review.role '{role}': no agent of this org has that role, so no candidate "
+                        "would ever be verified", source=source, line=line_of(body, "role"),
+                        hint=f"did you mean '{close[0]}'?" if close else "roles here: " + ", ".join(sorted(roles)))
+    return Review(role=str(role))
+
+
+def _flag(body: Any, key: str, default: bool, *, source: str, where: str) -> bool:
+    value = body.get(key, default)
+    if not isinstance(value, bool):
+        raise SpecError(f"{where}.{key} must be true or false, got {value!r}", source=source,
+                        line=line_of(body, key))
+    return value
+
+
+def build_processes(raw: Any, *, source: str, roles: set[str] | None = None) -> Processes:
+    """The org file's `processes:` mapping (or None) → a validated Processes; errors name file:line. `roles`:
+    the roles the org's agents have (a review must name one of them)."""
     if raw is None:
         return Processes()
     check_keys(raw, PROCESS_KEYS, source=source, where="processes")
@@ -135,4 +176,6 @@ def build_processes(raw: Any, *, source: str) -> Processes:
                                          where="processes.baseline")),
         restart=Restart(limit=_whole(restart, "limit", Restart.limit, 0, source=source, where="processes.restart"),
                         backoff=_interval(restart, "backoff", Restart.backoff, source=source) or 0.0),
+        review=_review(bodies["review"], roles or set(), source=source),
+        comms=Comms(shared=_flag(bodies["comms"], "shared", True, source=source, where="processes.comms")),
     )
