@@ -15,16 +15,17 @@ import pytest
 import yaml
 
 from autoorg import comms, experiments, gate, orgcode
+from autoorg.agents import researcher
 from autoorg.agents.offline import Critic
 from autoorg.agents.researcher import Researcher
 from autoorg.errors import SpecError
 from autoorg.experiments import ledger, resolve_org_code
 from autoorg.org import build_org, load_org_target, plan_org, teardown_org
 from autoorg.paths import OrgPaths, org_paths
-from autoorg.spec import load_org
+from autoorg.spec import load_org, load_task
 from autoorg.testing import retry_until, run_cli
 from autoorg.testing.experiments import drive_gate, set_knobs, verdict
-from tests.exp_support import add_synthetic
+from tests.exp_support import SYNTHETIC, add_synthetic
 
 LIBRARY = ("solo", "independent", "chief", "queue", "review")
 
@@ -100,6 +101,16 @@ def test_a_topology_resolves_from_the_repo_first_and_the_hash_covers_it(repo: Pa
                                              "processes: {review: {role: critic}}\n")
     assert "mine" in orgcode.topology_names(repo)
     assert load_org_target("mine", repo).processes.review.role == "critic"
+
+
+def test_ideas_are_deduplicated_by_knob_and_value_or_by_similar_text() -> None:
+    knobs = load_task(SYNTHETIC / "task.yaml").knobs
+    assert researcher.parse_assignments("set LEARNING_RATE=0.003, depth=6, COLOR=red", knobs) == {
+        "LEARNING_RATE": 0.003, "DEPTH": 6}
+    assert researcher.same_idea("set DEPTH=6, LEARNING_RATE=0.003", "LEARNING_RATE = 0.003; DEPTH=6", knobs)
+    assert not researcher.same_idea("set DEPTH=6", "set DEPTH=7", knobs)
+    assert researcher.same_idea("Try a cosine schedule.", "try a  cosine schedule", knobs)
+    assert not researcher.same_idea("try a cosine schedule", "try label smoothing", knobs)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -399,10 +399,15 @@ class Researcher:
             path.write_text(write_knobs(path.read_text(), [k for k in self.knobs if k.file == file], proposal))
         changes = [f"{k.name}={format_value(k, proposal[k.name])}" for k in self.knobs
                    if k.name in proposal and proposal[k.name] != head_config.get(k.name)]
-        exp = experiments.queue_experiment(ctx, self.agent, "heuristic: " + ", ".join(changes),
-                                            spend=usage.spend(self.paths, self.agent))
-        self.tell(f"running {exp}")
-        row = gate.run_experiment(ctx, exp, say=self.tell)
+        try:
+            exp = experiments.queue_experiment(ctx, self.agent, "heuristic: " + ", ".join(changes),
+                                                spend=usage.spend(self.paths, self.agent))
+            self.tell(f"running {exp}")
+            row = gate.run_experiment(ctx, exp, say=self.tell)
+        except AutoorgError as exc:
+            if idea is not None:  # not left claimed forever: closed with why
+                comms.finish_idea(paths, self.agent, idea.id, f"could not run it: {exc}")
+            raise
         for line in gate.answer(ctx, row).splitlines():
             self.say(line)
         value = f"{row['metric']:.6g}" if row["metric"] is not None else "-"

@@ -1,10 +1,11 @@
-"""The org's own code (role prompts, skills, topologies, the resolved org.yaml): where each file resolves from, and
-which version of it an org runs.
+"""The org's own code (role prompts, skills, topologies, the resolved org.yaml): where each file resolves from,
+and which version of it an org runs.
 
 A file resolves from the first root that has it: the research repo's `org/`, the research repo itself (`prompts/`,
-`skills/`, `topologies/`), the user's folder (`paths.user_dir()`), then the library bundled with autoorg. The version of an org's
-code is a hash over exactly the files resolved; each version an org ran is kept under `<home>/orgcode/<hash>/`
-(a copy of its files and `manifest.json`, written and read only here) so two versions can be compared after edits.
+`skills/`, `topologies/`), the user's folder (`paths.user_dir()`), then the library bundled with autoorg. The
+version of an org's code is a hash over exactly the files resolved; each version an org ran is kept under
+`<home>/orgcode/<hash>/` (a copy of its files and `manifest.json`, written and read only here) so two versions can
+be compared after edits.
 """
 
 from __future__ import annotations
@@ -218,7 +219,8 @@ def diff_versions(a: Version, b: Version) -> str:
 
 
 def copy_library(dest: Path) -> list[Path]:
-    """Copy the bundled prompts, skills and topologies into dest (a research repo's `org/`); refuses to overwrite a file."""
+    """Copy the bundled prompts, skills and topologies into dest (a research repo's `org/`); refuses to overwrite
+    a file."""
     src = bundled_root()
     pairs = [(f, dest / f.relative_to(src)) for folder in LIBRARY_FOLDERS
              for f in sorted((src / folder).rglob("*")) if f.is_file() and "__pycache__" not in f.parts]
