@@ -383,6 +383,8 @@ class Researcher:
         else:
             self.tell(f"program head {head[:10]}: no measurement yet (the gate's baseline is coming)")
         idea: comms.Idea | None = None
+        while self.todo and config_key(self.knobs, {**head_config, **self.todo[0]}) in ev.tried:
+            self.todo.pop(0)  # someone ran that ablation already
         if self.todo:
             proposal, why = {**head_config, **self.todo.pop(0)}, "an ablation the critic asked for"
         elif self.role == "worker" and self.shared:

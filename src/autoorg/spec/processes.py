@@ -24,7 +24,7 @@ PROCESS_KEYS = {
     "review": {"role": "the role whose agents must approve a candidate before the gate spends verification "
                        "compute on it (autoorg review approve|refuse)"},
     "comms": {"shared": "false: agents work alone, sharing only the ledger (no messages between agents, no "
-                        "board posts, no idea queue)"},
+                        "board posts, no ideas added to the queue)"},
 }
 
 
@@ -61,7 +61,7 @@ class Review:
 
 @dataclass(frozen=True)
 class Comms:
-    shared: bool = True  # False: agents neither message each other nor use the board or the idea queue
+    shared: bool = True  # False: agents neither message each other nor post to the board or add ideas
 
 
 @dataclass(frozen=True)
