@@ -1,5 +1,5 @@
-"""The wheel carries the org-code library: the top-level prompts/ and skills/ (the files people edit in this
-repository) are copied into the package as `autoorg/library/`, where `autoorg.orgcode.bundled_root` finds them.
+"""The wheel carries the org-code library: the top-level prompts/, skills/ and topologies/ (the files people edit
+in this repository) are copied into the package as `autoorg/library/`, where `autoorg.orgcode.bundled_root` finds them.
 An editable install copies nothing: it finds them at the checkout's top level."""
 
 import shutil
@@ -8,7 +8,7 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-LIBRARY_FOLDERS = ("prompts", "skills")
+LIBRARY_FOLDERS = ("prompts", "skills", "topologies")  # = autoorg.orgcode.LIBRARY_FOLDERS
 
 
 class build_py_with_library(build_py):

@@ -197,7 +197,7 @@ def test_no_gpus_is_a_clear_error_suggesting_cpu(repo: Path, tmux_socket: str, t
 
 @pytest.mark.parametrize("setup, args, fragment", [
     ("dirty", ["up", "2xcpu"], "uncommitted changes (untracked.txt)"),
-    ("none", ["up", "nonsense"], "unknown preset 'nonsense'"),
+    ("none", ["up", "nonsense"], "unknown org 'nonsense': not a preset, a topology or an org YAML file"),
     ("none", ["up", "2xcpu", "--task", "nope"], "no task 'nope'"),
     ("none", ["up", "2xcpu", "--backend", "bogus"], "unknown backend 'bogus'"),
     ("none", ["up", "2xcpu", "--from", "no-such-rev"], "unknown revision 'no-such-rev'"),

@@ -1,6 +1,7 @@
 """autoorg as someone else installs it: a wheel built from this checkout, installed in a fresh venv, scaffolds a
 brand-new research repo (`autoorg init`) and runs a real headless org of offline researchers on its own training
-script, with the prompts and skills bundled in the wheel. An editable install finds them at the checkout's top.
+script, with the prompts, skills and topologies bundled in the wheel. An editable install finds them at the
+checkout's top.
 
 The fresh venvs get autoorg's dependencies from this interpreter's site-packages (a .pth line), so nothing is
 downloaded; autoorg itself comes only from the wheel (or the editable copy)."""
@@ -96,6 +97,7 @@ def test_a_wheel_in_a_fresh_venv_inits_and_runs_an_org_in_a_new_repo(source: Pat
     env = clean_env(tmp_path)
     bundled = Path(ok(run(python, "-c", "from autoorg import orgcode; print(orgcode.bundled_root())", env=env)).strip())
     assert bundled.is_relative_to(tmp_path / "venv") and (bundled / "skills" / "run-experiment" / "SKILL.md").is_file()
+    assert (bundled / "topologies" / "queue.yaml").is_file() and (bundled / "prompts" / "critic.md").is_file()
 
     repo = tmp_path / "my-research"
     repo.mkdir()
@@ -108,10 +110,14 @@ def test_a_wheel_in_a_fresh_venv_inits_and_runs_an_org_in_a_new_repo(source: Pat
     out = ok(run(autoorg, "init", "--budget", "10", "--agents", "1", "--backend", "heuristic", cwd=repo, env=env))
     assert "What to edit" in out
     shutil.rmtree(repo / "org" / "skills")  # this repo keeps its own prompts and uses autoorg's bundled skills
+    shutil.rmtree(repo / "org" / "topologies")  # and topologies
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "autoorg init")
     plan = ok(run(autoorg, "up", "org/org.yaml", "--dry-run", cwd=repo, env=env))
     assert "alice" in plan and "heuristic" in plan
+    queue = ok(run(autoorg, "up", "queue:2", "--task", "task.yaml", "--backend", "heuristic", "--dry-run", cwd=repo,
+                   env=env))
+    assert "topology: queue" in queue and "w2" in queue and "w3" not in queue
     ok(run(autoorg, "up", "org/org.yaml", "--headless", cwd=repo, env=env))
     try:
         def measured() -> list[dict[str, object]]:

@@ -6,7 +6,9 @@ The CLI and the tests call exactly these functions.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import functools
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,13 +19,13 @@ from autoorg import comms, executors, orgcode, workspace
 from autoorg.agents import LaunchContext, get_backend, resolve_auto
 from autoorg.clock import now_iso
 from autoorg.compute import gpu
-from autoorg.errors import AutoorgError, Say, StateError
+from autoorg.errors import AutoorgError, Say, SpecError, StateError
 from autoorg.experiments import ledger, manifest, resolve_org_code, stop_rules
 from autoorg.experiments.sandbox import seal_mode
 from autoorg.paths import OrgPaths, atomic_write_text, autoorg_command, known_tags, org_paths
 from autoorg.runtime import Launch, Liveness, Session, open_session, pane_environment, tmux
 from autoorg.runtime.headless import runtime_dir
-from autoorg.spec import AgentSpec, OrgSpec, TaskSpec, find_task, load_org, load_task
+from autoorg.spec import AgentSpec, OrgSpec, TaskSpec, find_task, is_preset, load_org, load_task
 from autoorg.state import (
     RUNTIMES,
     AgentState,
@@ -33,6 +35,30 @@ from autoorg.state import (
     update_state,
     write_state,
 )
+
+TOPOLOGY_RE = re.compile(r"^(?P<name>[a-z][a-z0-9_-]{0,39})(?::(?P<size>\d{1,3}))?$")
+PRESET_EXAMPLES = ["4xcpu", "8x1gpu", "4x2gpu", "chief+7x1gpu"]
+
+
+def load_org_target(target: str, repo: Path, *, tag: str | None = None, task: str | None = None,
+                    backend: str | None = None, command: str | None = None) -> OrgSpec:
+    """What `up ORG` names: a preset, an org YAML file, or a topology `NAME[:N]` of the org code (its file
+    `topologies/NAME.yaml` from the repo first, then the user's folder, then the bundled library; N sizes its
+    team). A topology's `slots: auto` agents get one GPU each while there are GPUs, else a CPU slot."""
+    overrides: dict[str, Any] = {"tag": tag, "task": task, "backend": backend, "command": command}
+    path = Path(target)
+    if is_preset(target) or path.suffix in (".yaml", ".yml") or path.exists():
+        return load_org(target, **overrides)
+    m = TOPOLOGY_RE.match(target)
+    found = orgcode.find_file(repo, orgcode.topology_path(m["name"])) if m else None
+    if m is None or found is None:
+        names = orgcode.topology_names(repo)
+        close = difflib.get_close_matches(target.split(":")[0], [*names, *PRESET_EXAMPLES], n=1)
+        raise SpecError(f"unknown org '{target}': not a preset, a topology or an org YAML file",
+                        hint=(f"did you mean '{close[0]}'? " if close else "") + "topologies: " + ", ".join(names) +
+                        "; presets look like " + ", ".join(PRESET_EXAMPLES))
+    return load_org(str(found.path), size=int(m["size"]) if m["size"] else None,
+                    gpus=lambda: len(gpu.discover()[0]), topology=m["name"], **overrides)
 
 
 def default_org() -> str:
@@ -90,8 +116,8 @@ def plan_org(target: str, *, repo: Path | None = None, tag: str | None = None, t
         raise StateError(f"unknown runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
     if runtime == "headless":
         socket = None
-    spec = load_org(target, tag=tag, task=task, backend=backend, command=command)
     repo = workspace.find_repo(repo)
+    spec = load_org_target(target, repo, tag=tag, task=task, backend=backend, command=command)
     paths = org_paths(repo, spec.tag)
     task_spec = load_task(find_task(repo, spec.task))
     wanted = {g for a in spec.agents for g in a.gpus}

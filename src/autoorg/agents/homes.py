@@ -76,7 +76,7 @@ def render(text: str, facts: dict[str, str]) -> str:
 
 
 def prompt_file(agent: AgentSpec, ctx: LaunchContext) -> Path:
-    relative = prompt_path(agent.role, agent.prompt)
+    relative = prompt_path(agent.prompt)
     found = find_file(ctx.paths.repo, relative)
     if found is None:
         searched = ", ".join(str(root) for _, root in roots(ctx.paths.repo))

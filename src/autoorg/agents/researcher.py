@@ -16,10 +16,19 @@ A chief's `directive` message narrows the search: `explore NAME[, NAME…]` (onl
 (a narrower range), `reset` (back to the task's knobs). Between experiments the researcher reads its inbox, posts a
 one-line result to the board, and calls `gate.step` (idempotent and locked), so a live org verifies and promotes
 even with no daemon running.
+
+Roles (the agent's role in the org spec): a `worker` takes the idea queue's ideas first (`set NAME=value, …`,
+skipping one whose configuration was already run), adds its own proposal to the queue when the queue runs short
+(unless a similar idea is queued, claimed or done), and closes each idea with its result. A critic's refusal that
+asks for an ablation (`ablate: NAME=value alone, …`) is run next, one knob at a time. In an org whose agents work
+alone (`processes.comms.shared: false`) it neither reads nor posts to the board and uses no idea queue. The chief
+and the critic, who run nothing, are in `agents/offline.py`.
 """
 
 from __future__ import annotations
 
+import ast
+import difflib
 import random
 import re
 import time
@@ -43,6 +52,41 @@ EXPLOIT_P = 0.3
 TWO_KNOBS_P = 0.2
 PROPOSAL_TRIES = 60
 HELD_POLL_S = 1.0  # how often a held researcher looks whether it was released
+QUEUE_LOW = 2  # a worker adds its own idea when fewer than this are queued
+SIMILAR = 0.9  # difflib ratio over normalised titles above which two free-text ideas are the same idea
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Ideas in the queue
+
+
+def parse_assignments(text: str, knobs: list[Knob]) -> dict[str, Any]:
+    """`NAME=value` pairs of known knobs in a line (`set LEARNING_RATE=0.003, DEPTH=6`); others are ignored."""
+    names = {k.name.lower(): k.name for k in knobs}
+    found = {}
+    for name, value in re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\s*=\s*([^,;\s]+)", text):
+        if name.lower() in names:
+            try:
+                found[names[name.lower()]] = ast.literal_eval(value.rstrip("."))
+            except (ValueError, SyntaxError):
+                continue
+    return found
+
+
+def idea_title(knobs: list[Knob], values: dict[str, Any]) -> str:
+    return "set " + ", ".join(f"{k.name}={format_value(k, values[k.name])}" for k in knobs if k.name in values)
+
+
+def normalised(text: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9_.=]+", text.lower()))
+
+
+def same_idea(a: str, b: str, knobs: list[Knob]) -> bool:
+    """Two ideas are one when they set the same knobs to the same values, or (free text) read nearly the same."""
+    sa, sb = parse_assignments(a, knobs), parse_assignments(b, knobs)
+    if sa or sb:
+        return sa == sb
+    return difflib.SequenceMatcher(None, normalised(a), normalised(b)).ratio() >= SIMILAR
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -124,6 +168,9 @@ class Researcher:
         self.misses = 0
         self.promotions_seen = 0
         self._configs: dict[str, dict[str, Any] | None] = {}
+        self.role = self.ctx.spec.agent(agent).role
+        self.shared = self.ctx.spec.processes.comms.shared
+        self.todo: list[dict[str, Any]] = []  # ablations a critic asked for, run before anything else
 
     @property
     def knobs(self) -> list[Knob]:
@@ -178,6 +225,11 @@ class Researcher:
                           (f" → {'; '.join(understood)}" if understood else " (nothing I can act on)"))
             else:
                 self.tell(f"{m.kind} from {m.sender}: {first[:160]}")
+                asked = m.body.partition("ablate:")[2]
+                for part in asked.split(",") if "refused" in m.body else []:
+                    if (one := parse_assignments(part, self.knobs)):
+                        self.todo.append(one)
+                        self.tell(f"ablation to run: {idea_title(self.knobs, one)}")
         if messages:
             comms.mark_read(self.paths, self.agent, messages)
 
@@ -293,7 +345,17 @@ class Researcher:
                       f"{ev.experiments} experiments in the org, {ev.promotions} promoted")
         else:
             self.tell(f"program head {head[:10]}: no measurement yet (the gate's baseline is coming)")
-        proposal, why = self.next_config(head_config, ev, stats.mean)
+        idea: comms.Idea | None = None
+        while self.todo and config_key(self.knobs, {**head_config, **self.todo[0]}) in ev.tried:
+            self.todo.pop(0)  # someone ran that ablation already
+        if self.todo:
+            proposal, why = {**head_config, **self.todo.pop(0)}, "an ablation the critic asked for"
+        elif self.role == "worker" and self.shared:
+            proposal, why, idea = self.next_idea(head_config, ev, stats.mean)
+        else:
+            proposal, why = self.next_config(head_config, ev, stats.mean)
+        if proposal == head_config:  # an ablation the head already holds
+            proposal, why = self.next_config(head_config, ev, stats.mean)
         self.tell(f"idea: {why}")
         worktree = ctx.worktree(self.agent)
         workspace.checkout_paths(worktree, head, ctx.task.editable)
@@ -302,19 +364,27 @@ class Researcher:
             path.write_text(write_knobs(path.read_text(), [k for k in self.knobs if k.file == file], proposal))
         changes = [f"{k.name}={format_value(k, proposal[k.name])}" for k in self.knobs
                    if k.name in proposal and proposal[k.name] != head_config.get(k.name)]
-        exp = experiments.queue_experiment(ctx, self.agent, "heuristic: " + ", ".join(changes),
-                                            spend=usage.spend(self.paths, self.agent))
-        self.tell(f"running {exp}")
-        row = gate.run_experiment(ctx, exp, say=self.tell)
+        try:
+            exp = experiments.queue_experiment(ctx, self.agent, "heuristic: " + ", ".join(changes),
+                                                spend=usage.spend(self.paths, self.agent))
+            self.tell(f"running {exp}")
+            row = gate.run_experiment(ctx, exp, say=self.tell)
+        except AutoorgError as exc:
+            if idea is not None:  # not left claimed forever: closed with why
+                comms.finish_idea(paths, self.agent, idea.id, f"could not run it: {exc}")
+            raise
         for line in gate.answer(ctx, row).splitlines():
             self.say(line)
         value = f"{row['metric']:.6g}" if row["metric"] is not None else "-"
         delta = f" ({row['delta']:+.4g} vs head)" if row["delta"] is not None else ""
+        result = f"{exp} {', '.join(changes)}: {metric} {value}{delta} → {row['verdict']}"
         try:
-            comms.post_board(paths, self.agent, f"{exp} {', '.join(changes)}: {metric} {value}{delta} "
-                                                f"→ {row['verdict']}")
+            if idea is not None:
+                comms.finish_idea(paths, self.agent, idea.id, result)
+            if self.shared:
+                comms.post_board(paths, self.agent, result)
         except AutoorgError as exc:
-            self.tell(f"(could not post to the board: {exc})")
+            self.tell(f"(could not post the result: {exc})")
         if row["verdict"] in ("candidate",):
             self.misses = 0
         else:
@@ -324,6 +394,50 @@ class Researcher:
                 self.tell(f"{self.misses} experiments without a win: narrowing my step to {self.step:.2f}")
         self.gate_step()
         return row
+
+    # -- the idea queue (workers) ---------------------------------------------------------------------------
+
+    def next_idea(self, head: dict[str, Any], ev: Evidence, head_mean: float | None,
+                  ) -> tuple[dict[str, Any], str, comms.Idea | None]:
+        """Top the queue up with an idea of its own when it runs short, then claim the oldest idea it can run;
+        an idea whose configuration was already run is closed as a duplicate. Falls back to its own proposal."""
+        paths = self.paths
+        queued = comms.list_ideas(paths, "queue")
+        if len(queued) < QUEUE_LOW:
+            self.add_own_idea(head, ev, head_mean)
+            queued = comms.list_ideas(paths, "queue")
+        for idea in queued:
+            wanted = parse_assignments(idea.title, self.knobs)
+            if not wanted:
+                continue  # free text: for an agent that can read it
+            try:
+                comms.claim_idea(paths, self.agent, idea.id)
+            except AutoorgError:
+                continue  # another worker won it
+            proposal = {**head, **wanted}
+            if config_key(self.knobs, proposal) in ev.tried or proposal == head:
+                comms.finish_idea(paths, self.agent, idea.id, "duplicate: this configuration was already run")
+                self.tell(f"idea {idea.id} ({idea.title}) was already run: closed as a duplicate")
+                continue
+            return proposal, f"idea {idea.id} from {idea.author}: {idea.title}", idea
+        proposal, why = self.propose(head, ev, head_mean)
+        return proposal, why, None
+
+    def add_own_idea(self, head: dict[str, Any], ev: Evidence, head_mean: float | None) -> str | None:
+        """Queue one proposal as an idea unless a similar one is queued, claimed or done."""
+        try:
+            proposal, why = self.propose(head, ev, head_mean)
+        except AutoorgError:
+            return None
+        changed = {k: v for k, v in proposal.items() if head.get(k) != v}
+        title = idea_title(self.knobs, changed)
+        known = [i.title for state in comms.IDEA_STATES for i in comms.list_ideas(self.paths, state)]
+        if any(same_idea(title, other, self.knobs) for other in known):
+            self.tell(f"not queuing '{title}': a similar idea is already in the queue or done")
+            return None
+        idea_id = comms.add_idea(self.paths, self.agent, title, why)
+        self.tell(f"queued idea {idea_id}: {title}")
+        return idea_id
 
     def gate_step(self) -> None:
         try:

@@ -19,7 +19,8 @@ BUILT_IN = ("heuristic", "anthropic", "openai")
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("agent", help="run a built-in agent in this pane (heuristic, anthropic, openai)")
     p.add_argument("--backend", default="heuristic", help="which built-in agent: " + ", ".join(BUILT_IN))
-    p.add_argument("--max-experiments", type=int, help="heuristic: stop after this many experiments")
+    p.add_argument("--max-experiments", type=int, help="heuristic: stop after this many experiments "
+                   "(a chief's or critic's rounds)")
     p.add_argument("--seed", type=int, help="heuristic: seed of its own choices (default: name and time)")
     p.add_argument("--strategy", default="local", choices=STRATEGIES,
                    help="heuristic: how it picks the next configuration (the agent's `model:`): local search "
@@ -39,12 +40,11 @@ def run(args: argparse.Namespace) -> int:
     if args.backend != "heuristic":
         raise BackendError(f"`autoorg agent` runs the built-in agents ({', '.join(BUILT_IN)}); backend "
                            f"'{args.backend}' runs in its own CLI")
-    from autoorg.agents.researcher import Researcher  # the gate and git machinery: only for this command
+    from autoorg.agents.offline import run_offline_agent  # the gate and git machinery: only for this command
 
     paths = org_from_args(args)
     ctx = experiments.load_context(paths)
     agent = experiments.current_agent(paths, ctx.state)
-    researcher = Researcher(paths, agent, say=lambda line: print(line, flush=True), seed=args.seed,
-                            strategy=args.strategy)
-    researcher.run(max_experiments=args.max_experiments)
+    run_offline_agent(paths, agent, say=lambda line: print(line, flush=True), seed=args.seed,
+                      max_rounds=args.max_experiments, strategy=args.strategy)
     return 0

@@ -1,4 +1,5 @@
-"""`autoorg init` — make the current git repo a research repo: task.yaml, org/ (prompts, skills, org.yaml)."""
+"""`autoorg init` — make the current git repo a research repo: task.yaml, org/ (prompts, skills, topologies,
+org.yaml)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ autoorg init: {repo} is now a research repo for {train}.
   {task_file:<18} the task: editable and protected paths, the run command, the metric, the budget,
                      and the knobs the offline researcher may search ({knobs}).
   org/org.yaml       the org: agents, their backends and slots, processes (gate re-runs, standups).
-  org/prompts/       role prompts (researcher.md, chief.md): what each agent is told to do.
+  org/prompts/       role prompts (researcher.md, worker.md, chief.md, critic.md): what each role is told.
   org/skills/        skills agents read: how to run an experiment, read results, message the org.
+  org/topologies/    orgs `autoorg up NAME` starts (solo, queue, chief, review, ...): docs/org-code.md
 
 What to edit:
   1. {train} must accept --seed N and --budget SECONDS, train for at most the budget, and print a last line

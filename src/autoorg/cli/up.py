@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from autoorg import orgcode
 from autoorg.cli.common import org_from_args
 from autoorg.errors import StateError
 from autoorg.org import build_org, default_org, plan_org, resume_org
@@ -14,9 +16,12 @@ from autoorg.runtime.headless import runtime_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("up", help="start an org (a preset such as 4xcpu, 8x1gpu, chief+7x1gpu, or a YAML file)",
+    topologies = ", ".join(orgcode.topology_names(Path.cwd()))
+    p = sub.add_parser("up", help="start an org (a topology such as queue or chief:8, a preset such as 4xcpu or "
+                       "8x1gpu, or a YAML file)",
                        description="Start an org: one worktree, branch and tmux pane per agent.")
-    p.add_argument("org", nargs="?", help="preset (8x1gpu, 4x2gpu, 4xcpu, chief+7x1gpu) or an org YAML file "
+    p.add_argument("org", nargs="?", help=f"a topology NAME[:N] ({topologies}; N sizes its team, default 4), "
+                   "a preset (8x1gpu, 4x2gpu, 4xcpu, chief+7x1gpu) or an org YAML file "
                    "(default: one agent per GPU, or 4xcpu without GPUs)")
     p.add_argument("--tag", help="org name: branches org/<tag>, session autoorg-<tag> (default: preset/file name)")
     p.add_argument("--task", help="nanochat, synthetic, or a path to a task.yaml (default: the org's, else nanochat)")

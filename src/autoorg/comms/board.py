@@ -9,7 +9,7 @@ from typing import Any
 
 from autoorg.clock import now_iso
 from autoorg.comms.files import locked, quarantine, read_comms_text
-from autoorg.comms.roster import check_name
+from autoorg.comms.roster import check_name, check_shared
 from autoorg.errors import CommsError
 from autoorg.paths import OrgPaths, atomic_write_text
 
@@ -82,6 +82,7 @@ def _edit_board(paths: OrgPaths, section: str, edit: Any) -> None:
 def post_board(paths: OrgPaths, author: str, text: str) -> str:
     """Append a timestamped one-line post to the board's Posts section; returns the line."""
     check_name(author, "author")
+    check_shared(paths, author, "the board")
     one_line = " ".join(text.split())
     if not one_line:
         raise CommsError("empty post: nothing to put on the board")

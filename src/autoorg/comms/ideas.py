@@ -17,7 +17,7 @@ from autoorg.comms.files import (
     render_front_matter,
 )
 from autoorg.comms.messages import MAX_BODY_BYTES, opt_str
-from autoorg.comms.roster import check_name
+from autoorg.comms.roster import check_name, check_shared
 from autoorg.errors import CommsError
 from autoorg.paths import OrgPaths, atomic_write_text
 
@@ -54,6 +54,7 @@ def _idea_id_of(name: str) -> str | None:
 def add_idea(paths: OrgPaths, author: str, title: str, body: str = "") -> str:
     """Queue an idea; returns its id (a number, unique in the org)."""
     check_name(author, "author")
+    check_shared(paths, author, "the idea queue")
     title = " ".join(title.split())
     if not title:
         raise CommsError("an idea needs a title")

@@ -19,7 +19,7 @@ from autoorg.comms.files import (
     render_front_matter,
     write_new,
 )
-from autoorg.comms.roster import NAME_RE, SYSTEM_SENDERS, check_name, resolve_recipients, roster
+from autoorg.comms.roster import NAME_RE, SYSTEM_SENDERS, check_name, check_shared, resolve_recipients, roster
 from autoorg.errors import CommsError
 from autoorg.paths import OrgPaths
 
@@ -85,6 +85,8 @@ def send_message(paths: OrgPaths, *, sender: str, to: str, kind: str, body: str,
     if "\x00" in body:
         raise CommsError("message body contains NUL bytes; send text")
     recipients = resolve_recipients(paths, to, sender)
+    if any(r != "human" for r in recipients):
+        check_shared(paths, sender, "messaging other agents")
     ts = now_iso()
     meta: dict[str, Any] = {"from": sender, "to": to, "kind": kind, "ts": ts}
     if re:

@@ -23,6 +23,7 @@ class Roster:
     """Agent names and their roles, from the org's resolved org.yaml (or state.json when that is missing)."""
 
     role_of: dict[str, str]  # agent -> role
+    shared: bool = True  # processes.comms.shared: false keeps agents from talking to each other
 
     @property
     def agents(self) -> list[str]:
@@ -46,7 +47,7 @@ def roster(paths: OrgPaths) -> Roster:
         return cached[1]
     if mtime >= 0:
         spec = load_org(str(paths.org_yaml))
-        result = Roster({a.name: a.role for a in spec.agents})
+        result = Roster({a.name: a.role for a in spec.agents}, shared=spec.processes.comms.shared)
     else:
         try:
             state = read_state(paths)
@@ -83,6 +84,18 @@ def resolve_recipients(paths: OrgPaths, to: str, sender: str) -> list[str]:
     roles = sorted(set(org.role_of.values()))
     raise CommsError(f"unknown recipient '{to}' (agents: {', '.join(org.agents)}; roles: {', '.join(roles)}; "
                      "or all, human)")
+
+
+def check_shared(paths: OrgPaths, author: str, what: str) -> None:
+    """In an org whose agents work alone (`processes: comms: {shared: false}`), an agent may not reach the others
+    through `what` (the board, the idea queue, a message); people and the gate still may."""
+    try:
+        org = roster(paths)
+    except CommsError:  # no org here (comms used on their own): nothing to keep apart
+        return
+    if not org.shared and author in org.role_of:
+        raise CommsError(f"{what} is off in this org: its agents work independently, sharing only the ledger "
+                         "(processes.comms.shared: false); message human if you need a person")
 
 
 def human_or_agent() -> str:

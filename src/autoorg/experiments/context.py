@@ -53,9 +53,12 @@ class OrgContext:
 
 
 def resolve_org_code(repo: Path, spec: OrgSpec, org_yaml: Path) -> orgcode.OrgCode:
-    """The files an org's code resolves to: its roles' prompts, the skills, its resolved org.yaml."""
-    prompts = sorted({orgcode.prompt_path(a.role, a.prompt) for a in spec.agents})
-    return orgcode.resolve(repo, prompts, org_yaml)
+    """The files an org's code resolves to: its roles' prompts, its topology's file, the skills, its resolved
+    org.yaml."""
+    files = sorted({orgcode.prompt_path(a.prompt) for a in spec.agents})
+    if spec.topology is not None:
+        files.append(orgcode.topology_path(spec.topology))
+    return orgcode.resolve(repo, files, org_yaml)
 
 
 def load_context(paths: OrgPaths) -> OrgContext:

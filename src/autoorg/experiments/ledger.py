@@ -33,6 +33,7 @@ MEASURED = ("metric IS NOT NULL AND standard = 1 AND verdict NOT LIKE 'crash%' A
             "AND verdict NOT IN ('queued', 'running')")
 # kind: `exp` (an agent's experiment), `baseline` (the program head re-run for the noise), `verify` (a gate re-run)
 KINDS = ("exp", "baseline", "verify")
+REVIEW_DECISIONS = ("approve", "refuse")
 
 MIGRATIONS: list[str] = [
     """
@@ -144,6 +145,16 @@ MIGRATIONS: list[str] = [
     ALTER TABLE promotions ADD COLUMN heldout_delta REAL;
     ALTER TABLE promotions ADD COLUMN heldout_band REAL;
     ALTER TABLE promotions ADD COLUMN heldout_worse INTEGER
+    """,
+    """
+    CREATE TABLE reviews (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        exp TEXT NOT NULL,               -- the candidate reviewed
+        reviewer TEXT NOT NULL,          -- an agent of the review role, or human
+        decision TEXT NOT NULL,          -- approve | refuse
+        reason TEXT NOT NULL DEFAULT '', -- why (a refusal always says why, e.g. asks for an ablation)
+        ts TEXT NOT NULL
+    )
     """,
 ]
 
@@ -318,6 +329,12 @@ def update_experiment(paths: OrgPaths, exp: str, **fields: Any) -> None:
     _retrying(paths, lambda c: c.execute(f"UPDATE experiments SET {sets} WHERE exp = ?", (*fields.values(), exp)))
 
 
+def replace_verdict(paths: OrgPaths, exp: str, expected: str, verdict: str) -> bool:
+    """Set a verdict only while the experiment's verdict is still `expected`; returns whether it was set."""
+    return _retrying(paths, lambda c: c.execute("UPDATE experiments SET verdict = ? WHERE exp = ? AND verdict = ?",
+                                                (verdict, exp, expected)).rowcount == 1)
+
+
 def claim_unfinished(paths: OrgPaths, exp: str, verdict: str, **fields: Any) -> bool:
     """Set a verdict only while the experiment is still queued or running (so a late sweep never overwrites a
     result, and a run never overwrites its cancellation). Returns whether it was set."""
@@ -426,6 +443,20 @@ def verifications(paths: OrgPaths, *, exp: str | None = None, status: str | None
     for r in rows:
         r["runs"] = json.loads(r["runs"])
     return rows
+
+
+def add_review(paths: OrgPaths, *, exp: str, reviewer: str, decision: str, reason: str) -> None:
+    """A critic's decision on a candidate (`processes.review`): approve, or refuse with the reason."""
+    if decision not in REVIEW_DECISIONS:
+        raise LedgerError(f"unknown review decision {decision!r} (one of {', '.join(REVIEW_DECISIONS)})")
+    _retrying(paths, lambda c: c.execute("INSERT INTO reviews (exp, reviewer, decision, reason, ts) "
+                                         "VALUES (?, ?, ?, ?, ?)", (exp, reviewer, decision, reason, now_iso())))
+
+
+def reviews(paths: OrgPaths, *, exp: str | None = None) -> list[dict[str, Any]]:
+    if exp is None:
+        return _read(paths, "SELECT * FROM reviews ORDER BY id")
+    return _read(paths, "SELECT * FROM reviews WHERE exp = ? ORDER BY id", (exp,))
 
 
 def add_promotion(paths: OrgPaths, **fields: Any) -> None:

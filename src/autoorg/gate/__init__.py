@@ -4,6 +4,7 @@
   heads     the gate's settings, the org's noise, a program head's runs and mean
   heldout   a promotion's held-out check (val overfitting)
   announce  the answer an agent reads, messages, board posts
+  review    a critic's approval or refusal of a candidate before verification (processes.review)
   guard     only the gate moves the program branch: a foreign move is reverted and reported
   verify    screening, baselines, re-runs, the decision, promotion; `step` (see its docstring)
 """
@@ -19,9 +20,10 @@ from autoorg.gate.heads import (
            settings,
            slot_classes,
 )
+from autoorg.gate.review import ReviewError, awaiting_review, review_candidate
 from autoorg.gate.stats import Noise, band, normal_cdf, pooled_noise, t_quantile
 from autoorg.gate.verify import fresh_seeds, queue_baseline_runs, run_experiment, screen, step
 
-__all__ = ["GateSettings", "HeadStats", "Noise", "answer", "band", "fresh_seeds", "head_stats", "heldout_gain",
-           "noise", "normal_cdf", "pooled_noise", "publish_board", "queue_baseline_runs", "run_experiment", "screen",
-           "settings", "slot_classes", "step", "t_quantile"]
+__all__ = ["GateSettings", "HeadStats", "Noise", "ReviewError", "answer", "awaiting_review", "band", "fresh_seeds",
+           "head_stats", "heldout_gain", "noise", "normal_cdf", "pooled_noise", "publish_board", "queue_baseline_runs",
+           "review_candidate", "run_experiment", "screen", "settings", "slot_classes", "step", "t_quantile"]

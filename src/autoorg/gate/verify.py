@@ -54,6 +54,7 @@ from autoorg.gate.heads import (
     slot_classes,
 )
 from autoorg.gate.heldout import check_heldout, describe
+from autoorg.gate.review import cleared_for_verification
 from autoorg.gate.stats import band, ignores_seed, looks, paired_verdict, promotion_bound
 from autoorg.paths import OrgPaths
 from autoorg.spec import TaskSpec
@@ -262,7 +263,8 @@ def advance_verification(ctx: OrgContext, log: Say) -> bool:
     active = ledger.verifications(ctx.paths, status="running")
     if active:
         return decide(ctx, active[0], log)
-    candidates = ledger.experiments(ctx.paths, kinds=("exp",), verdict="candidate")
+    candidates = [c for c in ledger.experiments(ctx.paths, kinds=("exp",), verdict="candidate")
+                  if cleared_for_verification(ctx, c)]  # with a review process: only approved ones
     if not candidates:
         return False
     best = max(candidates, key=lambda r: _priority(ctx.task, r))

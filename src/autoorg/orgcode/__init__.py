@@ -1,10 +1,11 @@
-"""The org's own code (role prompts, skills, the resolved org.yaml): where each file resolves from, and which
-version of it an org runs.
+"""The org's own code (role prompts, skills, topologies, the resolved org.yaml): where each file resolves from,
+and which version of it an org runs.
 
 A file resolves from the first root that has it: the research repo's `org/`, the research repo itself (`prompts/`,
-`skills/`), the user's folder (`paths.user_dir()`), then the library bundled with autoorg. The version of an org's
-code is a hash over exactly the files resolved; each version an org ran is kept under `<home>/orgcode/<hash>/`
-(a copy of its files and `manifest.json`, written and read only here) so two versions can be compared after edits.
+`skills/`, `topologies/`), the user's folder (`paths.user_dir()`), then the library bundled with autoorg. The
+version of an org's code is a hash over exactly the files resolved; each version an org ran is kept under
+`<home>/orgcode/<hash>/` (a copy of its files and `manifest.json`, written and read only here) so two versions can
+be compared after edits.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from pathlib import Path
 from autoorg.errors import AutoorgError
 from autoorg.paths import atomic_write_text, user_dir
 
-DEFAULT_PROMPTS = {"chief": "prompts/chief.md"}
-FALLBACK_PROMPT = "prompts/researcher.md"
+FALLBACK_PROMPT = "prompts/researcher.md"  # a role of the org's own with no prompt: (role defaults: spec.org)
 SKILLS_DIR = "skills"
+TOPOLOGIES_DIR = "topologies"
+LIBRARY_FOLDERS = ("prompts", SKILLS_DIR, TOPOLOGIES_DIR)  # what setup.py bundles and `autoorg init` copies
 REPO_ORG_DIR = "org"
 LIBRARY = "library"  # the bundled library's folder inside the installed package (see setup.py)
 ORG_YAML = "org.yaml"
@@ -86,9 +88,21 @@ class OrgCode:
         return digest.hexdigest()[:12]
 
 
-def prompt_path(role: str, prompt: str | None) -> str:
-    """The prompt file of an agent, relative to a root: its own `prompt:`, else its role's default."""
-    return prompt or DEFAULT_PROMPTS.get(role, FALLBACK_PROMPT)
+def prompt_path(prompt: str | None) -> str:
+    """The prompt file of an agent, relative to a root: its `prompt:` (the spec fills in its role's), else the
+    researcher's."""
+    return prompt or FALLBACK_PROMPT
+
+
+def topology_path(name: str) -> str:
+    return f"{TOPOLOGIES_DIR}/{name}.yaml"
+
+
+def topology_names(repo: Path) -> list[str]:
+    """Every topology any root offers (`topologies/<name>.yaml`), sorted."""
+    names = {f.stem for _, root in roots(repo) if (root / TOPOLOGIES_DIR).is_dir()
+             for f in (root / TOPOLOGIES_DIR).glob("*.yaml") if f.is_file()}
+    return sorted(names)
 
 
 def find_file(repo: Path, relative: str) -> CodeFile | None:
@@ -229,9 +243,10 @@ def diff_versions(a: Version, b: Version) -> str:
 
 
 def copy_library(dest: Path) -> list[Path]:
-    """Copy the bundled prompts and skills into dest (a research repo's `org/`); refuses to overwrite a file."""
+    """Copy the bundled prompts, skills and topologies into dest (a research repo's `org/`); refuses to overwrite
+    a file."""
     src = bundled_root()
-    pairs = [(f, dest / f.relative_to(src)) for folder in ("prompts", SKILLS_DIR)
+    pairs = [(f, dest / f.relative_to(src)) for folder in LIBRARY_FOLDERS
              for f in sorted((src / folder).rglob("*")) if f.is_file() and "__pycache__" not in f.parts]
     existing = [str(target) for _, target in pairs if target.exists()]
     if existing:

@@ -14,6 +14,7 @@ from autoorg.spec.org import (
            backend_names,
            build_spec,
            expand_preset,
+           is_preset,
            load_org,
            scaffold_org,
 )
@@ -21,5 +22,6 @@ from autoorg.spec.processes import Baseline, Gate, Processes, Restart, Standup, 
 from autoorg.spec.task import Knob, TaskSpec, detect_knobs, find_task, load_task, scaffold_task
 
 __all__ = ["AGENT_NAMES", "BACKEND_GROUP", "AgentSpec", "Baseline", "Gate", "Knob", "OrgSpec", "Processes", "Restart",
-           "Standup", "StopRule", "TaskSpec", "backend_names", "build_spec", "detect_knobs", "expand_preset", "find_task",
+           "Standup", "StopRule", "TaskSpec", "backend_names", "build_spec", "detect_knobs", "expand_preset",
+           "find_task", "is_preset",
            "load_org", "load_task", "parse_interval", "scaffold_org", "scaffold_task"]

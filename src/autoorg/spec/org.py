@@ -1,7 +1,8 @@
 """Org specs, in explicit stages: read YAML → expand presets/shorthands → fill defaults → validate.
 
-An org comes from a preset (`8x1gpu`, `4x2gpu`, `4xcpu`, `chief+7x1gpu`) or a YAML file. Every error names the
-file, the line and, for unknown keys, the nearest valid spelling.
+An org comes from a preset (`8x1gpu`, `4x2gpu`, `4xcpu`, `chief+7x1gpu`) or a YAML file (a topology of the org-code
+library is one: `org.py` finds its file). Every error names the file, the line and, for unknown keys, the nearest
+valid spelling.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import difflib
 import importlib.metadata
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,8 @@ ORG_KEYS = {
     "defaults": "agent fields every agent inherits (backend, model, command, ...)",
     "roles": "role name -> role fields (prompt, backend, model, ...)",
     "agents": "list of agents (name, role, backend, model, slots, command, ...)",
-    "processes": "org processes: standup, gate, baseline, restart, stop",
+    "processes": "org processes: standup, gate, baseline, restart, stop, review, comms",
+    "topology": "the library topology this org was built from (autoorg up NAME writes it)",
     "allow_skip_permissions": "let claude run with --dangerously-skip-permissions as root (sets IS_SANDBOX=1)",
     "notify": "where the daemon also posts notifications: {webhook: http(s) URL}",
 }
@@ -53,13 +56,19 @@ AGENT_KEYS = {
     "model": "model id for LLM backends", "slots": "GPU ids, 'cpu', or [] for none",
     "command": "shell command for backend: command", "prompt": "role prompt file (repo-relative)",
     "env": "extra environment for the pane",
+    "count": "this entry is a team of N agents <name>1..<name>N (`autoorg up TOPOLOGY:N` sets N)",
 }
-ROLE_KEYS = {k: v for k, v in AGENT_KEYS.items() if k not in ("name", "role")}
-DEFAULT_KEYS = {k: v for k, v in AGENT_KEYS.items() if k != "name"}
+ROLE_KEYS = {k: v for k, v in AGENT_KEYS.items() if k not in ("name", "role", "count")}
+DEFAULT_KEYS = {k: v for k, v in AGENT_KEYS.items() if k not in ("name", "count")}
+# The one table of built-in roles: each role's prompt (resolved through orgcode like every file of the org's code)
+# and defaults. Roles that run nothing have no slots.
 BUILTIN_ROLES: dict[str, dict[str, Any]] = {
     "researcher": {"prompt": "prompts/researcher.md"},
     "chief": {"prompt": "prompts/chief.md", "slots": []},
+    "worker": {"prompt": "prompts/worker.md"},
+    "critic": {"prompt": "prompts/critic.md", "slots": []},
 }
+NO_SLOT_ROLES = {name for name, body in BUILTIN_ROLES.items() if body.get("slots") == []}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -98,6 +107,7 @@ class OrgSpec:
     processes: Processes = field(default_factory=Processes)
     allow_skip_permissions: bool = False
     webhook: str | None = None  # `notify: {webhook: URL}`
+    topology: str | None = None
     source: str = ""
 
     def agent(self, name: str) -> AgentSpec:
@@ -113,6 +123,8 @@ class OrgSpec:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("source")
+        if self.topology is None:
+            out.pop("topology")
         out["processes"] = self.processes.to_dict()
         webhook = out.pop("webhook")
         if webhook:
@@ -159,6 +171,46 @@ def expand_preset(preset: str) -> dict[str, Any]:
         slots: list[Any] = ["cpu"] if m["cpu"] else list(range(i * per, (i + 1) * per))
         agents.append({"name": name, "role": "researcher", "slots": slots})
     return {"tag": preset.replace("+", "-"), "agents": agents}
+
+
+def expand_teams(raw_agents: list[Any], *, size: int | None, source: str) -> list[Any]:
+    """An entry with `count: N` becomes N agents `<name>1..<name>N`; `size` (from `up TOPOLOGY:N`) replaces every
+    such N. Entries without `count` are kept as they are."""
+    if size is not None and not any(isinstance(e, dict) and "count" in e for e in raw_agents):
+        raise SpecError(f"this org has no team (an agent entry with count:), so :{size} cannot size it",
+                        source=source, hint="add count: N to the entry that should grow")
+    out: list[Any] = []
+    for entry in raw_agents:
+        if not (isinstance(entry, dict) and "count" in entry):
+            out.append(entry)
+            continue
+        count = entry["count"] if size is None else size
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_AGENTS:
+            raise SpecError(f"count must be a whole number between 1 and {MAX_AGENTS}, got {count!r}",
+                            source=source, line=line_of(entry, "count"))
+        base = entry.get("name")
+        if not isinstance(base, str):
+            raise SpecError("a team (count:) needs a name: its agents are <name>1, <name>2, ...", source=source,
+                            line=line_of(entry))
+        for i in range(count):
+            member = {k: v for k, v in entry.items() if k != "count"}
+            member["name"] = f"{base}{i + 1}"
+            out.append(member)
+    return out
+
+
+def assign_auto_slots(agents: list[Any], gpus: Callable[[], int]) -> list[Any]:
+    """`slots: auto` → the next free GPU id while `up` found GPUs, else `cpu` (a topology runs on either)."""
+    if not any(isinstance(a, dict) and a.get("slots") == "auto" for a in agents):
+        return agents
+    taken = {str(s) for a in agents if isinstance(a, dict) and isinstance(a.get("slots"), list) for s in a["slots"]}
+    free = [str(i) for i in range(gpus()) if str(i) not in taken]
+    out = []
+    for a in agents:
+        if isinstance(a, dict) and a.get("slots") == "auto":
+            a = {**a, "slots": [int(free.pop(0))] if free else ["cpu"]}
+        out.append(a)
+    return out
 
 
 def _expand_slots(value: Any, *, source: str, line: int | None, agent: str) -> list[str]:
@@ -229,7 +281,7 @@ def _fill_agent(raw: Any, index: int, roles: dict[str, dict[str, Any]], defaults
     if backend == "command" and not (isinstance(command, str) and command.strip()):
         raise SpecError(f"agent '{name}': backend 'command' needs a command", source=source, line=line,
                         hint='add command: "..." (or --command on the CLI)')
-    slots_default = [] if role == "chief" else ["cpu"]
+    slots_default = [] if role in NO_SLOT_ROLES else ["cpu"]
     slots = _expand_slots(merged.get("slots", slots_default), source=source, line=line_of(raw, "slots"),
                           agent=name)
     env = merged.get("env") or {}
@@ -251,8 +303,10 @@ def _fill_agent(raw: Any, index: int, roles: dict[str, dict[str, Any]], defaults
 
 
 def build_spec(raw: Any, *, source: str, tag: str | None = None, task: str | None = None,
-               backend: str | None = None, command: str | None = None) -> OrgSpec:
-    """Expand, fill and validate one raw org mapping. CLI overrides (tag, task, backend, command) win."""
+               backend: str | None = None, command: str | None = None, size: int | None = None,
+               gpus: Callable[[], int] = lambda: 0, topology: str | None = None) -> OrgSpec:
+    """Expand, fill and validate one raw org mapping. CLI overrides (tag, task, backend, command, size) win;
+    `gpus` counts the GPUs `slots: auto` may take (asked only when an agent says auto)."""
     check_keys(raw, ORG_KEYS, source=source, where="the org")
     raw = dict(raw)
     if "preset" in raw:
@@ -281,6 +335,9 @@ def build_spec(raw: Any, *, source: str, tag: str | None = None, task: str | Non
     if not isinstance(raw_agents, list) or not raw_agents:
         raise SpecError("an org needs a non-empty list of agents", source=source, line=line_of(raw, "agents"),
                         hint="add agents: or use preset: 4xcpu")
+    raw_agents = assign_auto_slots(expand_teams(raw_agents, size=size, source=source), gpus)
+    if len(raw_agents) > MAX_AGENTS:
+        raise SpecError(f"the org has {len(raw_agents)} agents; at most {MAX_AGENTS} are allowed", source=source)
     agents = []
     backends = backend_names()
     for i, entry in enumerate(raw_agents):
@@ -304,10 +361,11 @@ def build_spec(raw: Any, *, source: str, tag: str | None = None, task: str | Non
         raise SpecError(f"tag {final_tag!r} is not a safe name", source=source, line=line_of(raw, "tag"),
                         hint="use lowercase letters, digits, '-' or '_' (max 40)")
     final_task = task or raw.get("task") or "nanochat"
-    return OrgSpec(tag=final_tag, task=str(final_task), agents=agents, roles=roles,
-                   processes=build_processes(raw.get("processes"), source=source),
+    processes = build_processes(raw.get("processes"), source=source, roles={a.role for a in agents})
+    recorded = topology or raw.get("topology")
+    return OrgSpec(tag=final_tag, task=str(final_task), agents=agents, roles=roles, processes=processes,
                    allow_skip_permissions=bool(raw.get("allow_skip_permissions", False)),
-                   webhook=_webhook(raw, source), source=source)
+                   webhook=_webhook(raw, source), topology=str(recorded) if recorded else None, source=source)
 
 
 def _webhook(raw: dict[str, Any], source: str) -> str | None:
@@ -327,8 +385,10 @@ def _webhook(raw: dict[str, Any], source: str) -> str | None:
 
 
 def load_org(target: str, *, tag: str | None = None, task: str | None = None, backend: str | None = None,
-             command: str | None = None) -> OrgSpec:
-    """A preset name or a YAML file → a fully resolved, validated OrgSpec."""
+             command: str | None = None, size: int | None = None, gpus: Callable[[], int] = lambda: 0,
+             topology: str | None = None) -> OrgSpec:
+    """A preset name or a YAML file → a fully resolved, validated OrgSpec. `topology` names the library topology
+    the file is (recorded in the spec, so the org-code hash covers its file)."""
     if is_preset(target):
         return build_spec(expand_preset(target), source=f"preset {target}", tag=tag, task=task,
                           backend=backend, command=command)
@@ -338,7 +398,10 @@ def load_org(target: str, *, tag: str | None = None, task: str | None = None, ba
     raw = read_yaml(path)
     if raw is None:
         raise SpecError(f"{path} is empty")
-    return build_spec(raw, source=str(path), tag=tag, task=task, backend=backend, command=command)
+    if topology is not None and isinstance(raw, dict) and "tag" not in raw and tag is None:
+        tag = topology if size is None else f"{topology}-{size}"
+    return build_spec(raw, source=str(path), tag=tag, task=task, backend=backend, command=command, size=size,
+                      gpus=gpus, topology=topology)
 
 
 # ---------------------------------------------------------------------------------------------------------------

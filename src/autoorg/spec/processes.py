@@ -24,6 +24,10 @@ PROCESS_KEYS: dict[str, Any] = {
                 "backoff": "wait before the first restart, doubled each time (default 2s)",
                 "exited": "also restart an agent that exited cleanly (default false)"},
     "stop": "a list of rules, each one of max_experiments, max_tokens, max_cost_usd, plateau, crash_rate",
+    "review": {"role": "the role whose agents must approve a candidate before the gate spends verification "
+                       "compute on it (autoorg review approve|refuse)"},
+    "comms": {"shared": "false: agents work alone, sharing only the ledger (no messages between agents, no "
+                        "board posts, no ideas added to the queue)"},
 }
 # What a stop rule measures: its key in the org file -> what its limit counts
 STOP_MEASURES = {
@@ -67,6 +71,16 @@ class Restart:
 
 
 @dataclass(frozen=True)
+class Review:
+    role: str | None = None  # agents of this role approve candidates before verification; None: no review
+
+
+@dataclass(frozen=True)
+class Comms:
+    shared: bool = True  # False: agents share only the ledger (no messages between agents, board posts, ideas)
+
+
+@dataclass(frozen=True)
 class StopRule:
     """One `processes.stop` rule: when `measure` reaches `limit` (crash_rate: goes above it), do `action`."""
 
@@ -99,6 +113,8 @@ class Processes:
     baseline: Baseline = field(default_factory=Baseline)
     restart: Restart = field(default_factory=Restart)
     stop: tuple[StopRule, ...] = ()
+    review: Review = field(default_factory=Review)
+    comms: Comms = field(default_factory=Comms)
 
     def to_dict(self) -> dict[str, Any]:
         """Every process with its defaults filled in; `load` of this gives the same object back."""
@@ -111,6 +127,9 @@ class Processes:
                           "exited": self.restart.exited}
         if self.stop:
             out["stop"] = [rule.to_dict() for rule in self.stop]
+        if self.review.role is not None:
+            out["review"] = {"role": self.review.role}
+        out["comms"] = {"shared": self.comms.shared}
         return out
 
 
@@ -249,16 +268,30 @@ def _stop_rule(problems: _Problems, raw: Any, where: str, parent: Any) -> StopRu
     return StopRule(measure=measure, limit=float(value), per=str(per), action=str(action), window=window)
 
 
-def build_processes(raw: Any, *, source: str) -> Processes:
+def _review(problems: _Problems, body: Any, roles: set[str]) -> Review:
+    if "role" not in body:
+        return Review()
+    role = body["role"]
+    if role not in roles:
+        close = difflib.get_close_matches(str(role), sorted(roles), n=1)
+        problems.add(f"processes.review.role '{role}': no agent of this org has that role, so no candidate would "
+                     "ever be verified", body, "role",
+                     f"did you mean '{close[0]}'?" if close else "roles here: " + ", ".join(sorted(roles)))
+        return Review()
+    return Review(role=str(role))
+
+
+def build_processes(raw: Any, *, source: str, roles: set[str] | None = None) -> Processes:
     """The org file's `processes:` mapping (or None) → a validated Processes. Every problem is reported, one line
-    each naming file:line, in one SpecError."""
+    each naming file:line, in one SpecError. `roles`: the roles the org's agents have (a review must name one of
+    them); None when there are no agents to check against (a bench suite's shared processes)."""
     if raw is None:
         return Processes()
     problems = _Problems(source)
     top = _mapping(problems, raw, PROCESS_KEYS, "processes")
     bodies = {name: _mapping(problems, top.get(name), PROCESS_KEYS[name], f"processes.{name}", parent=top,
                              key=name)
-              for name in ("standup", "gate", "baseline", "restart")}
+              for name in ("standup", "gate", "baseline", "restart", "review", "comms")}
     gate, baseline, restart = bodies["gate"], bodies["baseline"], bodies["restart"]
     repeats = problems.whole(baseline, "repeats", Baseline.repeats, 2, "processes.baseline")
     if "baselines" in gate:
@@ -286,6 +319,9 @@ def build_processes(raw: Any, *, source: str) -> Processes:
                         backoff=problems.interval(restart, "backoff", Restart.backoff) or 0.0,
                         exited=problems.flag(restart, "exited", Restart.exited, "processes.restart")),
         stop=tuple(rules),
+        review=_review(problems, bodies["review"], roles) if roles is not None else
+        Review(role=str(bodies["review"]["role"]) if "role" in bodies["review"] else None),
+        comms=Comms(shared=problems.flag(bodies["comms"], "shared", Comms.shared, "processes.comms")),
     )
     if problems.found:
         raise SpecError("\n".join(problems.lines))
