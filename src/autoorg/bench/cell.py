@@ -34,10 +34,9 @@ from autoorg.clock import iso
 from autoorg.errors import AutoorgError, SpecError
 from autoorg.experiments import ledger
 from autoorg.gate.heads import settings as gate_settings
-from autoorg.org import build_org, plan_org, teardown_org
+from autoorg.org import build_org, load_org_target, plan_org, teardown_org
 from autoorg.paths import OrgPaths, atomic_write_text, org_paths
-from autoorg.spec import TaskSpec, expand_preset, find_task, load_org, load_task
-from autoorg.spec.org import is_preset
+from autoorg.spec import TaskSpec, find_task, load_task
 
 TAG = "bench"
 POLL_S = 1.0
@@ -91,23 +90,17 @@ def snapshot(repo: Path, task: str, target: Path) -> str:
     return f"{rel}/task.yaml"
 
 
-def org_target(org: BenchOrg, suite: Suite, folder: Path) -> str:
+def org_target(org: BenchOrg, suite: Suite, folder: Path, repo: Path, task: str) -> str:
     """What `plan_org` gets: the org as named, or, when the suite sets every agent's model or every org's
-    processes, a copy of it with those written in."""
+    processes, its resolved spec (a preset, topology or file: `load_org_target`) with those written in."""
     if org.model is None and not suite.processes:
         return org.target
-    if is_preset(org.target):
-        raw: dict[str, Any] = {"preset": org.target, "agents": expand_preset(org.target)["agents"]}
-    elif Path(org.target).is_file():
-        raw = yaml.safe_load(Path(org.target).read_text()) or {}
-    else:
-        raise SpecError(f"org '{org.name}': a suite's `model:` or `processes:` needs a preset or an org YAML, "
-                        f"not '{org.target}'")
+    spec = load_org_target(org.target, repo, tag=TAG, task=task, backend=org.backend)
+    raw = spec.to_dict()
     if org.model is not None:
-        raw["agents"] = [{**({"name": a} if isinstance(a, str) else dict(a)), "model": org.model}
-                         for a in raw.get("agents") or []]
+        raw["agents"] = [{**a, "model": org.model} for a in raw["agents"]]
     if suite.processes:
-        raw["processes"] = {**(raw.get("processes") or {}), **suite.processes}
+        raw["processes"] = {**raw.get("processes", {}), **suite.processes}
     file = folder / "org.yaml"
     file.write_text(yaml.safe_dump(raw, sort_keys=False))
     return str(file)
@@ -155,7 +148,7 @@ class Cell:
         reference = reference_of(self.suite, self.source, self.task)
         task_arg = snapshot(self.source, self.task, self.folder / "repo")
         task_spec = load_task(self.folder / "repo" / task_arg)
-        target = org_target(self.org, self.suite, self.folder)
+        target = org_target(self.org, self.suite, self.folder, self.folder / "repo", task_arg)
         if self.suite.simulate:
             paths, began, ended, agents = self._simulate(target, task_spec, task_arg)
         else:
@@ -182,7 +175,7 @@ class Cell:
     def _simulate(self, target: str, task: TaskSpec, task_arg: str) -> tuple[OrgPaths, datetime, datetime, int]:
         """The org on a simulated clock (bench/sim.py): its agents' strategies and gate settings from its spec,
         one slot per agent, until its runs have used the suite's compute in simulated time."""
-        spec = load_org(target, tag=TAG, task=task_arg, backend=self.org.backend)
+        spec = load_org_target(target, self.folder / "repo", tag=TAG, task=task_arg, backend=self.org.backend)
         paths = org_paths(self.folder / "repo", TAG)
         paths.home.mkdir(parents=True)
         strategies = [a.model if a.model in search.STRATEGIES else "local" for a in spec.agents]
