@@ -100,10 +100,25 @@ def org_target(org: BenchOrg, suite: Suite, folder: Path, repo: Path, task: str)
     if org.model is not None:
         raw["agents"] = [{**a, "model": org.model} for a in raw["agents"]]
     if suite.processes:
-        raw["processes"] = {**raw.get("processes", {}), **suite.processes}
+        raw["processes"] = merged_processes(raw.get("processes", {}), suite.processes)
     file = folder / "org.yaml"
     file.write_text(yaml.safe_dump(raw, sort_keys=False))
     return str(file)
+
+
+def merged_processes(org: dict[str, Any], suite: dict[str, Any]) -> dict[str, Any]:
+    """An org's resolved processes with the suite's laid over them, key by key (`baseline.repeats`, the old
+    spelling, becomes `gate.baselines`)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in org.items()}
+    for key, value in suite.items():
+        if key == "baseline" and isinstance(value, dict) and "repeats" in value:
+            out.setdefault("gate", {})["baselines"] = value["repeats"]
+            out.pop("baseline", None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
 
 
 class Cell:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from autoorg import workspace
 from autoorg.bench import report
 from autoorg.bench.cell import Cell
 from autoorg.bench.suite import Suite
@@ -38,7 +39,10 @@ def core_shares(cores: int, parallel: int) -> list[list[int]]:
 
 
 def default_out(suite: Suite) -> Path:
-    return suite.path.parent / ".autoorg" / "bench" / suite.name
+    """`.autoorg/bench/<suite>/` at the root of the suite's repository (beside the orgs' own state, out of git)."""
+    root = workspace.toplevel(suite.path.parent)
+    workspace.ensure_excluded(root)
+    return root / ".autoorg" / "bench" / suite.name
 
 
 class Bench:

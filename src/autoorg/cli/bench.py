@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="compare org configurations: orgs x tasks x repeats at equal compute, "
                                      "with a report")
     p.add_argument("suite", type=Path, help="a suite YAML (see examples/bench/)")
-    p.add_argument("--out", type=Path, help="the bench folder (default: .autoorg/bench/<suite> beside the suite)")
+    p.add_argument("--out", type=Path, help="the bench folder (default: .autoorg/bench/<suite> in the suite's repository)")
     p.add_argument("--repeats", type=int, help="override the suite's repeats")
     p.add_argument("--report-only", action="store_true", help="write the report of the cells done so far")
     p.add_argument("--json", action="store_true", help="print the report's JSON instead of the summary table")
