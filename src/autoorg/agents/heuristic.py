@@ -20,8 +20,8 @@ class HeuristicBackend:
     def details(self) -> dict[str, str]:
         return {}
 
-    def check(self, agent: AgentSpec, spec: OrgSpec) -> None:
-        return None
+    def check(self, agent: AgentSpec, spec: OrgSpec) -> list[str]:
+        return []
 
     def prepare(self, agent: AgentSpec, ctx: LaunchContext) -> None:
         return None
