@@ -13,7 +13,10 @@ around the verified best, using the whole org's ledger:
 4. A configuration anyone already tried (rounded to ROUND in unit range) is never proposed again.
 
 A chief's `directive` message narrows the search: `explore NAME[, NAME…]` (only those knobs), `range NAME LOW HIGH`
-(a narrower range), `reset` (back to the task's knobs). Between experiments the researcher reads its inbox, posts a
+(a narrower range), `reset` (back to the task's knobs); any other message is acknowledged in its pane with that
+grammar. An idea someone else queued (`autoorg idea add`) is claimed before the next proposal: its `NAME = value`
+lines are run as the next experiment, its directive lines applied, and it is closed with the result (or with why
+nothing in it could be acted on). Between experiments the researcher reads its inbox, posts a
 one-line result to the board, and calls `gate.step` (idempotent and locked), so a live org verifies and promotes
 even with no daemon running.
 """
@@ -49,6 +52,9 @@ HELD_POLL_S = 1.0  # how often a held researcher looks whether it was released
 
 # ---------------------------------------------------------------------------------------------------------------
 # Knobs in a file
+
+
+DIRECTIVES = "explore NAME[, NAME…] | range NAME LOW HIGH | reset"
 
 
 def _assignment(name: str) -> re.Pattern[str]:
@@ -251,8 +257,35 @@ class Researcher:
                           (f" → {'; '.join(understood)}" if understood else " (nothing I can act on)"))
             else:
                 self.tell(f"{m.kind} from {m.sender}: {first[:160]}")
+                self.tell(f"noted; I act on directives: {DIRECTIVES} (send with --kind directive)")
         if messages:
             comms.mark_read(self.paths, self.agent, messages)
+
+    def claim_idea(self) -> tuple[str, dict[str, Any]] | None:
+        """Claim the oldest idea someone else queued: (its id, the knob values it sets). Directive lines in it
+        narrow the search; an idea with nothing I can act on is closed at once, saying so."""
+        for idea in comms.list_ideas(self.paths):
+            if idea.author == self.agent:
+                continue
+            try:
+                comms.claim_idea(self.paths, self.agent, idea.id)
+            except AutoorgError:
+                continue  # another agent claimed it first
+            text = f"{idea.title}\n{idea.body}"
+            values = read_knobs(text, self.knobs)
+            self.focus, understood = apply_directive(self.focus, text, self.knobs)
+            self.tell(f"claimed idea {idea.id} from {idea.author}: {idea.title[:120]}")
+            if values or understood:
+                if understood:
+                    self.tell(f"idea {idea.id} → {'; '.join(understood)}")
+                if not values:
+                    comms.finish_idea(self.paths, self.agent, idea.id, "applied: " + "; ".join(understood))
+                    return None
+                return idea.id, values
+            comms.finish_idea(self.paths, self.agent, idea.id, "nothing an offline researcher can act on: I run "
+                              f"`NAME = value` lines for the task's knobs and act on directives ({DIRECTIVES})")
+            self.tell(f"idea {idea.id}: nothing I can act on (I read `NAME = value` lines and {DIRECTIVES})")
+        return None
 
     # -- proposing ------------------------------------------------------------------------------------------
 
@@ -335,7 +368,12 @@ class Researcher:
                       f"{ev.experiments} experiments in the org, {ev.promotions} promoted")
         else:
             self.tell(f"program head {head[:10]}: no measurement yet (the gate's baseline is coming)")
-        proposal, why = self.propose(head_config, ev, stats.mean)
+        idea = self.claim_idea()
+        if idea is not None:
+            proposal, why = {**head_config, **idea[1]}, f"idea {idea[0]}: " + ", ".join(
+                f"{name}={value!r}" for name, value in idea[1].items())
+        else:
+            proposal, why = self.propose(head_config, ev, stats.mean)
         self.tell(f"idea: {why}")
         worktree = ctx.worktree(self.agent)
         workspace.checkout_paths(worktree, head, ctx.task.editable)
@@ -352,6 +390,8 @@ class Researcher:
             self.say(line)
         value = f"{row['metric']:.6g}" if row["metric"] is not None else "-"
         delta = f" ({row['delta']:+.4g} vs head)" if row["delta"] is not None else ""
+        if idea is not None:
+            comms.finish_idea(paths, self.agent, idea[0], f"{exp}: {metric} {value}{delta} → {row['verdict']}")
         try:
             comms.post_board(paths, self.agent, f"{exp} {', '.join(changes)}: {metric} {value}{delta} "
                                                 f"→ {row['verdict']}")
