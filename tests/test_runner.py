@@ -360,3 +360,25 @@ def test_the_board_counts_every_baseline_and_shows_a_crash_as_a_crash(org: OrgPa
     assert crashed["verdict"].startswith("crash"), crashed["verdict"]
     line = next(line for line in comms.read_board(org).splitlines() if line.startswith(f"- {crashed['exp']} "))
     assert line.endswith(f"({crashed['verdict']})") and "(running)" not in line
+
+
+def test_release_during_a_run_started_in_the_hold_sticks_when_the_run_ends(org: OrgPaths) -> None:
+    """A Claude Code or Codex agent's person types `exp run` while holding it, then releases it mid-run."""
+    env = {"AUTOORG_HOME": str(org.home)}
+    comms.report_status(org, "alice", "idle")
+    assert run_cli("take", "alice", env=env).returncode == 0
+    set_knobs(org.worktree("alice"), LEARNING_RATE=0.003)
+    worker = subprocess.Popen([sys.executable, "-m", "autoorg", "exp", "run", "-m", "typed during the hold"],
+                              cwd=org.worktree("alice"), env={**os.environ, **agent_env(org, "alice")},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        retry_until(lambda: ledger.experiments(org, agent="alice", kinds=("exp",)), timeout=60,
+                    message="the run queued during the hold")
+        assert run_cli("release", "alice", env=env).returncode == 0
+        assert worker.wait(timeout=120) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    status = comms.read_status(org, "alice") or {}
+    assert status.get("state") not in comms.HELD_STATES, status  # the run's end did not bring the hold back
