@@ -12,9 +12,10 @@ import pytest
 from autoorg import orgcode, workspace
 from autoorg.agents import LaunchContext, get_backend, homes
 from autoorg.agents.codex import to_toml
+from autoorg.errors import BackendError
 from autoorg.org import plan_org
 from autoorg.spec import AgentSpec
-from autoorg.testing import git
+from autoorg.testing import git, run_cli
 
 CLI_PREFIX = orgcode.source_root() / ".npm-prefix" / "bin"
 ORG = """\
@@ -141,3 +142,35 @@ def test_auto_alternates_claude_and_codex_when_both_are_ready(home: Path, tmp_pa
     picks = [resolve_auto(i) for i in range(4)]
     assert [name for name, _ in picks] == ["claude", "codex", "claude", "codex"]
     assert "alternating" in picks[1][1] and "OPENAI_API_KEY" in picks[1][1]
+
+
+def test_a_custom_endpoint_needs_openai_api_key_and_up_and_doctor_say_so(
+        repo: Path, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ChatGPT login is not what the provider autoorg writes for OPENAI_BASE_URL sends: that needs the key."""
+    fake_codex(tmp_path, monkeypatch)
+    (home / ".codex").mkdir()
+    (home / ".codex" / "auth.json").write_text('{"tokens": {}}')
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    ok, why = get_backend("codex").available()
+    assert not ok and "OPENAI_API_KEY is not set" in why
+    doctor = run_cli("doctor", cwd=repo)
+    assert doctor.returncode == 0
+    assert any(line.startswith("[miss] backend codex") and "OPENAI_API_KEY" in line
+               for line in doctor.stdout.splitlines()), doctor.stdout
+    (repo / "org.yaml").write_text(ORG.replace(", model: scripted-model", ""))
+    git(repo, "add", "org.yaml")
+    git(repo, "commit", "-qm", "org without a model")
+    with pytest.raises(BackendError, match="OPENAI_API_KEY is not set"):
+        plan_org(str(repo / "org.yaml"))
+    dry = run_cli("up", "org.yaml", "--dry-run", cwd=repo)
+    assert dry.returncode == 2 and "carol" in dry.stdout  # the plan is printed all the same
+    assert "cannot start here: agent 'carol': OPENAI_BASE_URL is http://127.0.0.1:9/v1" in dry.stderr
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")  # with the key: ready, but no model is a note in up and doctor
+    assert get_backend("codex").available() == (True, f"{tmp_path / 'bin' / 'codex'} with OPENAI_API_KEY")
+    dry = run_cli("up", "org.yaml", "--dry-run", cwd=repo)
+    assert dry.returncode == 0, dry.stderr
+    assert "note: agent 'carol': no model: set, so Codex asks http://127.0.0.1:9/v1 for its own default" in dry.stderr
+    doctor = run_cli("doctor", cwd=repo)
+    assert "[ok  ] backend codex" in doctor.stdout and "its own default model" in doctor.stdout
+    (repo / "org.yaml").write_text(ORG)
+    assert plan_org(str(repo / "org.yaml"), allow_dirty=True).notes == []

@@ -99,6 +99,10 @@ def test_up_dry_run_uses_a_third_party_backend(repo: Path, plugin_dir: Path, tmp
     assert not (repo / ".autoorg").exists()
     org.write_text("tag: plug\nagents:\n  - {name: alice, backend: echo, model: loud}\n")
     refused = run_cli("up", str(org), "--task", "tiny", "--dry-run", cwd=repo, env=env)
+    assert (refused.returncode, refused.stderr.strip()) == (2, "autoorg: cannot start here: agent 'alice': echo "
+                                                               "cannot be loud")
+    assert "alice      researcher echo" in refused.stdout  # the plan all the same
+    refused = run_cli("up", str(org), "--task", "tiny", "--no-attach", cwd=repo, env=env)
     assert (refused.returncode, refused.stderr.strip()) == (2, "autoorg: agent 'alice': echo cannot be loud")
     doctor = run_cli("doctor", "--json", cwd=repo, env=env)
     assert '"backend echo"' in doctor.stdout

@@ -122,3 +122,26 @@ def test_a_held_researcher_starts_nothing_until_released(repo: Path, tmux_socket
     comms.unhold(paths, "alice")
     retry_until(lambda: done == [1], timeout=120, message="one experiment after the release")
     assert len(ledger.experiments(paths, agent="alice", kinds=("exp",))) == 1
+
+
+def test_a_note_is_acknowledged_and_a_persons_ideas_are_claimed(repo: Path, tmux_socket: str, tmp_path: Path) -> None:
+    add_synthetic(repo, budget=0.2)
+    paths = start_org(repo, tmux_socket, tmp_path, agents=2, baseline=2)
+    env = {"AUTOORG_HOME": str(paths.home), "AUTOORG_AGENT": ""}
+    assert run_cli("msg", "send", "alice", "how is it going?", env=env).returncode == 0
+    assert run_cli("idea", "add", "DEPTH = 3", "--body", "WEIGHT_DECAY = 0.125", env=env).returncode == 0
+    assert run_cli("idea", "add", "make it faster somehow", env=env).returncode == 0
+    said: list[str] = []
+    bot = researcher.Researcher(paths, "alice", say=said.append, seed=3)
+    assert bot.run(max_experiments=2) == 2
+    assert any("note from human: how is it going?" in line for line in said)
+    assert any(f"noted; I act on directives: {researcher.DIRECTIVES}" in line for line in said)
+    first = ledger.experiments(paths, agent="alice", kinds=("exp",))[0]
+    config = researcher.read_knobs(workspace.read_file_at(repo, first["commit_sha"], TRAIN) or "", KNOBS)
+    assert (config["DEPTH"], config["WEIGHT_DECAY"]) == (3, 0.125)  # the person's idea ran first, as written
+    done = {i.id: i for i in comms.list_ideas(paths, "done")}
+    assert comms.list_ideas(paths, "queue") == [] and sorted(done) == ["1", "2"]
+    assert done["1"].claimed_by == "alice" and (done["1"].note or "").startswith(f"{first['exp']}: ")
+    assert "nothing an offline researcher can act on" in (done["2"].note or "")
+    help_text = run_cli("msg", "send", "--help").stdout  # the grammar is where a person looks for it
+    assert all(f"  {form}" in help_text for form in ("explore NAME[, NAME…]", "range NAME LOW HIGH", "reset"))

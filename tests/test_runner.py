@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from autoorg import comms, experiments
+from autoorg import comms, experiments, gate
 from autoorg.compute import slots
 from autoorg.experiments import ledger, process
 from autoorg.paths import OrgPaths
@@ -341,3 +341,44 @@ def test_a_run_started_during_a_hold_leaves_release_in_charge(org: OrgPaths) -> 
     assert status and (status["state"], status["reported"]) == ("human", "idle")
     assert run_cli("release", "alice", env={"AUTOORG_HOME": str(org.home)}).returncode == 0
     assert (comms.read_status(org, "alice") or {}).get("state") == "idle"
+
+
+def test_the_board_counts_every_baseline_and_shows_a_crash_as_a_crash(org: OrgPaths) -> None:
+    ctx = experiments.load_context(org)
+    head = ctx.program_head()
+    for seed in (101, 102):  # the gate's baselines, run as an exp worker runs them
+        exp = experiments.queue_run(ctx, kind="baseline", agent="gate", commit=head, head=head,
+                                    description="baseline", seed=seed, budget=ctx.task.budget["cpu"],
+                                    slot_class="cpu")
+        assert gate.run_experiment(ctx, exp)["verdict"] == "ok"
+        board = comms.read_board(org)
+        n = gate.head_stats(ctx, head, "cpu").n
+        assert f" over {n} run{'s' if n > 1 else ''}" in board and (n > 1 or " over 1 runs" not in board)
+    replace_train(org, "alice", "raise SystemExit('broken on purpose')\n")
+    rc, _, _ = exp_run(org, "alice", "-m", "a broken train.py")
+    crashed = ledger.experiments(org, agent="alice", kinds=("exp",))[-1]
+    assert crashed["verdict"].startswith("crash"), crashed["verdict"]
+    line = next(line for line in comms.read_board(org).splitlines() if line.startswith(f"- {crashed['exp']} "))
+    assert line.endswith(f"({crashed['verdict']})") and "(running)" not in line
+
+
+def test_release_during_a_run_started_in_the_hold_sticks_when_the_run_ends(org: OrgPaths) -> None:
+    """A Claude Code or Codex agent's person types `exp run` while holding it, then releases it mid-run."""
+    env = {"AUTOORG_HOME": str(org.home)}
+    comms.report_status(org, "alice", "idle")
+    assert run_cli("take", "alice", env=env).returncode == 0
+    set_knobs(org.worktree("alice"), LEARNING_RATE=0.003)
+    worker = subprocess.Popen([sys.executable, "-m", "autoorg", "exp", "run", "-m", "typed during the hold"],
+                              cwd=org.worktree("alice"), env={**os.environ, **agent_env(org, "alice")},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        retry_until(lambda: ledger.experiments(org, agent="alice", kinds=("exp",)), timeout=60,
+                    message="the run queued during the hold")
+        assert run_cli("release", "alice", env=env).returncode == 0
+        assert worker.wait(timeout=120) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    status = comms.read_status(org, "alice") or {}
+    assert status.get("state") not in comms.HELD_STATES, status  # the run's end did not bring the hold back

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from autoorg.errors import SpecError
+from autoorg.errors import SpecError, SpecProblems
 from autoorg.spec import (
     Baseline,
     Gate,
@@ -18,6 +19,7 @@ from autoorg.spec import (
     load_org,
     load_task,
 )
+from autoorg.testing import run_cli
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -86,7 +88,8 @@ def test_every_example_loads() -> None:
     ("agents:\n  - {name: Alice}\n", "not a safe identifier"),
     ("agents:\n  - {name: ../x}\n", "not a safe identifier"),
     ("agents:\n  - {name: all}\n", "reserved"),
-    ("agents:\n  - alice\n  - alice\n", "appears twice"),
+    ("agents:\n  - alice\n  - alice\n", ":3: agent name 'alice' appears twice (first at line 2)"),
+    ("agents:\n  - {name: bob}\n  - bob\n", ":3: agent name 'bob' appears twice (first at line 2)"),
     ("agents:\n  - {name: alice, backend: claud}\n", "did you mean 'claude'?"),
     ("agents:\n  - {name: alice, backend: command}\n", "needs a command"),
     ("agents:\n  - {name: alice, slots: [gpu0]}\n", "bad slot 'gpu0'"),
@@ -137,6 +140,37 @@ def test_bad_presets(preset: str) -> None:
 def test_unknown_target_is_unknown_preset() -> None:
     with pytest.raises(SpecError, match="unknown preset 'eightgpus'"):
         load_org("eightgpus")
+
+
+@pytest.mark.parametrize("typo, meant", [("4xcpux", "4xcpu"), ("4xgpu", "4x1gpu"), ("8gpu", "8x1gpu"),
+                                         ("chief7x1gpu", "chief+7x1gpu"), ("2x2gpus", "2x2gpu")])
+def test_an_unknown_preset_gets_a_did_you_mean(typo: str, meant: str) -> None:
+    with pytest.raises(SpecError, match=f"unknown preset '{re.escape(typo)}'; did you mean '{re.escape(meant)}'"):
+        load_org(typo)
+
+
+def test_a_file_with_several_problems_reports_each_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "org.yaml"
+    path.write_text("tag: several\n"
+                    "agents:\n"
+                    "  - {name: r1, slots: cpu, backnd: heuristic}\n"
+                    "  - {name: r2, slots: cpu}\n"
+                    "  - {name: r2, slots: cpu}\n"
+                    "  - {name: r3, slots: cpu, role: boss}\n"
+                    "processes:\n"
+                    "  standup: {every: banana}\n")
+    with pytest.raises(SpecProblems) as err:
+        load_org(str(path))
+    lines = str(err.value).splitlines()
+    assert lines[0] == "4 problems:"
+    assert sorted(lines[1:]) == sorted([
+        f"  {path}:3: unknown key 'backnd' in agents[0]; did you mean 'backend'?",
+        f"  {path}:5: agent name 'r2' appears twice (first at line 4)",
+        f"  {path}:6: agent 'r3': unknown role 'boss'; roles: researcher, chief",
+        f"  {path}:8: bad interval 'banana'; use 90s, 30m or 2h"])
+    proc = run_cli("up", str(path), "--dry-run", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[0] == "autoorg: 4 problems:" and len(proc.stderr.splitlines()) == 5
 
 
 def test_missing_yaml_file() -> None:

@@ -28,6 +28,14 @@ class SpecError(AutoorgError):
         super().__init__(text)
 
 
+class SpecProblems(SpecError):
+    """Several problems in one spec, all reported at once: one line each."""
+
+    def __init__(self, problems: list[SpecError]) -> None:
+        self.problems = problems
+        AutoorgError.__init__(self, f"{len(problems)} problems:\n" + "\n".join(f"  {p}" for p in problems))
+
+
 class ComputeError(AutoorgError):
     """More GPUs asked for than exist, or a slot that does not exist."""
 

@@ -19,7 +19,8 @@ from autoorg import comms, executors, orgcode, workspace
 from autoorg.agents import LaunchContext, get_backend, resolve_auto
 from autoorg.clock import now_iso
 from autoorg.compute import gpu
-from autoorg.errors import AutoorgError, Say, SpecError, StateError
+from autoorg.environment import python_problem
+from autoorg.errors import AutoorgError, BackendError, ComputeError, Say, SpecError, StateError
 from autoorg.experiments import ledger, manifest, resolve_org_code, stop_rules
 from autoorg.experiments.sandbox import seal_mode
 from autoorg.paths import OrgPaths, atomic_write_text, autoorg_command, known_tags, org_paths
@@ -86,6 +87,8 @@ class Plan:
     socket: str | None
     agents: list[PlannedAgent] = field(default_factory=list)
     runtime: str = "tmux"  # tmux | headless
+    notes: list[str] = field(default_factory=list)  # what may not work (a backend's notes): `up` prints them
+    problems: list[str] = field(default_factory=list)  # what stops `up` here; only a dry run plans past them
 
     @property
     def session(self) -> str:
@@ -108,10 +111,22 @@ class Plan:
 
 def plan_org(target: str, *, repo: Path | None = None, tag: str | None = None, task: str | None = None,
              backend: str | None = None, command: str | None = None, from_rev: str = "HEAD",
-             socket: str | None = None, allow_dirty: bool = False, runtime: str = "tmux") -> Plan:
+             socket: str | None = None, allow_dirty: bool = False, runtime: str = "tmux",
+             dry_run: bool = False) -> Plan:
     """Resolve everything `up` would do, checking every precondition, without touching anything.
 
-    runtime "headless" runs every agent as a plain process: no tmux server is needed or touched."""
+    runtime "headless" runs every agent as a plain process: no tmux server is needed or touched. A dry run
+    plans past what this machine lacks (GPUs, a backend's CLI or key, the Python version, a clean worktree) and
+    lists it in `problems`; otherwise the first of those is raised."""
+    problems: list[str] = []
+
+    def refuse(exc: AutoorgError) -> None:
+        if not dry_run:
+            raise exc
+        problems.append(str(exc))
+
+    if too_old := python_problem():
+        refuse(AutoorgError(too_old))
     if runtime not in RUNTIMES:
         raise StateError(f"unknown runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
     if runtime == "headless":
@@ -123,7 +138,10 @@ def plan_org(target: str, *, repo: Path | None = None, tag: str | None = None, t
     wanted = {g for a in spec.agents for g in a.gpus}
     if wanted:
         found, method = gpu.discover()
-        gpu.check_gpus(wanted, found, method, len(spec.agents))
+        try:
+            gpu.check_gpus(wanted, found, method, len(spec.agents))
+        except ComputeError as exc:
+            refuse(exc)
     if paths.state_json.is_file():
         state = read_state(paths)
         if state.status == "running":
@@ -139,17 +157,21 @@ def plan_org(target: str, *, repo: Path | None = None, tag: str | None = None, t
         dirty = [p for p in workspace.dirty_paths(repo) if not p.startswith(".autoorg")]
         if dirty:
             shown = ", ".join(dirty[:5]) + (" ..." if len(dirty) > 5 else "")
-            raise StateError(f"the repository has uncommitted changes ({shown}); commit them or pass "
-                             "--allow-dirty")
+            refuse(StateError(f"the repository has uncommitted changes ({shown}); commit them or pass "
+                              "--allow-dirty"))
     base = workspace.rev_parse(repo, from_rev)
-    plan = Plan(spec=spec, task=task_spec, paths=paths, base=base, socket=socket, runtime=runtime)
+    plan = Plan(spec=spec, task=task_spec, paths=paths, base=base, socket=socket, runtime=runtime,
+                problems=problems)
     auto_index = 0
     for agent in spec.agents:
         name, reason = agent.backend, "set in the org spec"
         if name == "auto":
             name, reason = resolve_auto(auto_index)
             auto_index += 1
-        get_backend(name).check(agent, spec)  # refuses early what cannot start (claude as root)
+        try:  # refuses early what cannot start (claude as root, codex without a key for its endpoint)
+            plan.notes += get_backend(name).check(agent, spec) or []
+        except BackendError as exc:
+            refuse(exc)
         plan.agents.append(PlannedAgent(spec=agent, backend=name, reason=reason,
                                         branch=workspace.feature_branch(spec.tag, agent.name),
                                         worktree=paths.worktree(agent.name),

@@ -54,8 +54,9 @@ class Backend(Protocol):
         """What `autoorg doctor` adds to the backend's row (binary, version, credentials, dialogs); may be {}."""
         ...
 
-    def check(self, agent: AgentSpec, spec: OrgSpec) -> None:
-        """Refuse, with a BackendError and before anything is created, an agent that cannot start."""
+    def check(self, agent: AgentSpec, spec: OrgSpec) -> list[str] | None:
+        """Refuse, with a BackendError and before anything is created, an agent that cannot start; return the
+        notes `up` and `--dry-run` print about one that starts but may not work (None or [] when none)."""
         ...
 
     def prepare(self, agent: AgentSpec, ctx: LaunchContext) -> None:

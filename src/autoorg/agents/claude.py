@@ -175,7 +175,7 @@ class ClaudeBackend:
                 "dialogs": "onboarding, API key, folder trust, bypass warning: pre-accepted per agent"
                            + ("; as root only with allow_skip_permissions: true (IS_SANDBOX=1)" if is_root() else "")}
 
-    def check(self, agent: AgentSpec, spec: OrgSpec) -> None:
+    def check(self, agent: AgentSpec, spec: OrgSpec) -> list[str]:
         """Refuse, before anything is created (so `up --dry-run` says it too), what cannot start."""
         if is_root() and not spec.allow_skip_permissions:
             raise BackendError(
@@ -184,6 +184,7 @@ class ClaudeBackend:
                 "IS_SANDBOX=1), or run autoorg as a non-root user")
         if homes.find_cli("claude") is None:
             raise BackendError(self.available()[1])
+        return []
 
     def prepare(self, agent: AgentSpec, ctx: LaunchContext) -> None:
         self.check(agent, ctx.spec)

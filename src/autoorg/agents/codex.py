@@ -42,11 +42,31 @@ def user_home() -> Path:
 
 
 def credentials() -> str | None:
+    """What the agents' Codex would sign in with. With OPENAI_BASE_URL the provider autoorg writes reads only
+    OPENAI_API_KEY (`env_key`): a ChatGPT login is never sent to a custom endpoint."""
     if os.environ.get("OPENAI_API_KEY"):
         return "OPENAI_API_KEY"
-    if (user_home() / "auth.json").is_file():
+    if not os.environ.get("OPENAI_BASE_URL") and (user_home() / "auth.json").is_file():
         return f"codex login ({user_home() / 'auth.json'})"
     return None
+
+
+def missing_credentials() -> str:
+    base_url = os.environ.get("OPENAI_BASE_URL")
+    if base_url:
+        return (f"OPENAI_BASE_URL is {base_url} but OPENAI_API_KEY is not set: the provider autoorg writes for a "
+                "custom endpoint sends OPENAI_API_KEY (a `codex login` is not used there); set it, or unset "
+                "OPENAI_BASE_URL")
+    return "no credentials: set OPENAI_API_KEY or run `codex login`"
+
+
+def endpoint_note(model: str | None) -> str | None:
+    """Without a model, Codex asks a custom endpoint for its own default model, which the server may not serve."""
+    base_url = os.environ.get("OPENAI_BASE_URL")
+    if not base_url or model:
+        return None
+    return (f"no model: set, so Codex asks {base_url} for its own default model, which that server may not serve; "
+            "give the agent a `model:` the endpoint serves")
 
 
 def cli_version(binary: str) -> str | None:
@@ -191,17 +211,25 @@ class CodexBackend:
             return False, "codex not found (npm install -g @openai/codex, or .ci/install-clis)"
         creds = credentials()
         if creds is None:
-            return False, f"{binary} found but no credentials: set OPENAI_API_KEY or run `codex login`"
+            return False, f"{binary} found but {missing_credentials()}"
         return True, f"{binary} with {creds}"
 
     def details(self) -> dict[str, str]:
         binary = homes.find_cli("codex")
         return {"binary": binary or "not found", "version": (cli_version(binary) if binary else None) or "?",
                 "credentials": credentials() or "none",
-                "dialogs": "sign-in, folder trust, hook review, approvals, update check: pre-accepted per agent"}
+                "dialogs": "sign-in, folder trust, hook review, approvals, update check: pre-accepted per agent",
+                **({"note": note} if (note := endpoint_note(None)) else {})}
 
-    def check(self, agent: AgentSpec, spec: OrgSpec) -> None:
-        return None  # a missing CLI is reported when the agent is prepared
+    def check(self, agent: AgentSpec, spec: OrgSpec) -> list[str]:
+        """Refuse, before anything is created (so `up --dry-run` says it too), an agent with no CLI or with
+        credentials that cannot reach the endpoint Codex is pointed at."""
+        if homes.find_cli("codex") is None:
+            raise BackendError(self.available()[1])
+        if credentials() is None and os.environ.get("OPENAI_BASE_URL"):
+            raise BackendError(f"agent '{agent.name}': {missing_credentials()}")
+        note = endpoint_note(agent.model)
+        return [f"agent '{agent.name}': {note}"] if note else []
 
     def prepare(self, agent: AgentSpec, ctx: LaunchContext) -> None:
         binary = homes.find_cli("codex")

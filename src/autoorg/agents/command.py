@@ -20,8 +20,8 @@ class CommandBackend:
     def details(self) -> dict[str, str]:
         return {}
 
-    def check(self, agent: AgentSpec, spec: OrgSpec) -> None:
-        return None  # the spec already refused an agent without a command
+    def check(self, agent: AgentSpec, spec: OrgSpec) -> list[str]:
+        return []  # the spec already refused an agent without a command
 
     def prepare(self, agent: AgentSpec, ctx: LaunchContext) -> None:
         return None

@@ -22,12 +22,13 @@ class HeuristicBackend:
     def details(self) -> dict[str, str]:
         return {}
 
-    def check(self, agent: AgentSpec, spec: OrgSpec) -> None:
+    def check(self, agent: AgentSpec, spec: OrgSpec) -> list[str]:
         """The offline researcher's `model:` is its search strategy (agents/search.py). An agent that came here by
         `backend: auto` may carry an LLM's model name: that one is ignored."""
         if agent.backend == "heuristic" and agent.model and agent.model not in STRATEGIES:
             raise BackendError(f"agent '{agent.name}': the offline researcher's model is its search strategy, one "
                                f"of {', '.join(STRATEGIES)}; not '{agent.model}'")
+        return []
 
     def prepare(self, agent: AgentSpec, ctx: LaunchContext) -> None:
         return None

@@ -13,7 +13,10 @@ around the verified best, using the whole org's ledger:
 4. A configuration anyone already tried (rounded to ROUND in unit range) is never proposed again.
 
 A chief's `directive` message narrows the search: `explore NAME[, NAME…]` (only those knobs), `range NAME LOW HIGH`
-(a narrower range), `reset` (back to the task's knobs). Between experiments the researcher reads its inbox, posts a
+(a narrower range), `reset` (back to the task's knobs); any other message is acknowledged in its pane with that
+grammar. An idea someone else queued (`autoorg idea add`) is claimed before the next proposal: its `NAME = value`
+lines are run as the next experiment, its directive lines applied, and it is closed with the result (or with why
+nothing in it could be acted on). Between experiments the researcher reads its inbox, posts a
 one-line result to the board, and calls `gate.step` (idempotent and locked), so a live org verifies and promotes
 even with no daemon running.
 
@@ -58,6 +61,9 @@ SIMILAR = 0.9  # difflib ratio over normalised titles above which two free-text 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Ideas in the queue
+
+
+DIRECTIVES = "explore NAME[, NAME…] | range NAME LOW HIGH | reset"
 
 
 def parse_assignments(text: str, knobs: list[Knob]) -> dict[str, Any]:
@@ -226,12 +232,41 @@ class Researcher:
             else:
                 self.tell(f"{m.kind} from {m.sender}: {first[:160]}")
                 asked = m.body.partition("ablate:")[2]
-                for part in asked.split(",") if "refused" in m.body else []:
-                    if (one := parse_assignments(part, self.knobs)):
-                        self.todo.append(one)
-                        self.tell(f"ablation to run: {idea_title(self.knobs, one)}")
+                ablations = [one for part in (asked.split(",") if "refused" in m.body else [])
+                             if (one := parse_assignments(part, self.knobs))]
+                for one in ablations:
+                    self.todo.append(one)
+                    self.tell(f"ablation to run: {idea_title(self.knobs, one)}")
+                if not ablations:
+                    self.tell(f"noted; I act on directives: {DIRECTIVES} (send with --kind directive)")
         if messages:
             comms.mark_read(self.paths, self.agent, messages)
+
+    def claim_idea(self) -> tuple[comms.Idea, dict[str, Any]] | None:
+        """Claim the oldest idea someone else queued: (the idea, the knob values it sets). Directive lines in it
+        narrow the search; an idea with nothing I can act on is closed at once, saying so."""
+        for idea in comms.list_ideas(self.paths):
+            if idea.author == self.agent:
+                continue
+            try:
+                comms.claim_idea(self.paths, self.agent, idea.id)
+            except AutoorgError:
+                continue  # another agent claimed it first
+            text = f"{idea.title}\n{idea.body}"
+            values = read_knobs(text, self.knobs)
+            self.focus, understood = apply_directive(self.focus, text, self.knobs)
+            self.tell(f"claimed idea {idea.id} from {idea.author}: {idea.title[:120]}")
+            if values or understood:
+                if understood:
+                    self.tell(f"idea {idea.id} → {'; '.join(understood)}")
+                if not values:
+                    comms.finish_idea(self.paths, self.agent, idea.id, "applied: " + "; ".join(understood))
+                    return None
+                return idea, values
+            comms.finish_idea(self.paths, self.agent, idea.id, "nothing an offline researcher can act on: I run "
+                              f"`NAME = value` lines for the task's knobs and act on directives ({DIRECTIVES})")
+            self.tell(f"idea {idea.id}: nothing I can act on (I read `NAME = value` lines and {DIRECTIVES})")
+        return None
 
     # -- proposing ------------------------------------------------------------------------------------------
 
@@ -352,9 +387,16 @@ class Researcher:
             proposal, why = {**head_config, **self.todo.pop(0)}, "an ablation the critic asked for"
         elif self.role == "worker" and self.shared:
             proposal, why, idea = self.next_idea(head_config, ev, stats.mean)
+        elif (claimed := self.claim_idea()) is not None:  # an idea a person (or a chief) queued
+            idea, values = claimed
+            proposal, why = {**head_config, **values}, f"idea {idea.id}: " + ", ".join(
+                f"{name}={value!r}" for name, value in values.items())
         else:
             proposal, why = self.next_config(head_config, ev, stats.mean)
-        if proposal == head_config:  # an ablation the head already holds
+        if proposal == head_config:  # an ablation or idea the head already holds
+            if idea is not None:
+                comms.finish_idea(self.paths, self.agent, idea.id, "the program head already has this")
+                idea = None
             proposal, why = self.next_config(head_config, ev, stats.mean)
         self.tell(f"idea: {why}")
         worktree = ctx.worktree(self.agent)

@@ -37,8 +37,8 @@ class SdkBackend:
                 "credentials": self.key_var if os.environ.get(self.key_var) else "none",
                 "dialogs": "none (autoorg's own loop)"}
 
-    def check(self, agent: AgentSpec, spec: OrgSpec) -> None:
-        return None  # a missing SDK or key is said by the loop, in the agent's pane
+    def check(self, agent: AgentSpec, spec: OrgSpec) -> list[str]:
+        return []  # a missing SDK or key is said by the loop, in the agent's pane
 
     def prepare(self, agent: AgentSpec, ctx: LaunchContext) -> None:
         folder = homes.agent_home(ctx.paths, agent.name)

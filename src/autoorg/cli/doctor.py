@@ -6,9 +6,11 @@ import argparse
 import json
 import shutil
 import subprocess
+import sys
 
 from autoorg.agents import Backend, backends
 from autoorg.compute import gpu
+from autoorg.environment import python_problem, required_python
 from autoorg.experiments.sandbox import NAMESPACES, seal_mode
 
 
@@ -24,21 +26,35 @@ def _version(binary: str, *args: str) -> str | None:
     return text[0] if text else path
 
 
+def python_row(version: tuple[int, ...] = tuple(sys.version_info[:3])) -> dict[str, object]:
+    """This interpreter against the minimum the project declares (pyproject's requires-python)."""
+    problem = python_problem(version)
+    declared = required_python()
+    detail = f"{'.'.join(map(str, version))} ({sys.executable})" + (f"; requires-python {declared}" if declared else "")
+    return {"name": "python", "ok": problem is None, "level": "miss" if problem else "ok", "detail": detail,
+            "fix": problem or ""}
+
+
 def checks() -> list[dict[str, object]]:
-    """One row per thing autoorg may need: name, ok, detail, fix."""
-    rows: list[dict[str, object]] = []
+    """One row per thing autoorg may need: name, ok, level (ok, miss: a real problem, info: nothing to fix
+    unless you want it), detail, fix."""
+    rows: list[dict[str, object]] = [python_row()]
     tmux_v = _version("tmux", "-V")
-    rows.append({"name": "tmux", "ok": tmux_v is not None, "detail": tmux_v or "not found",
+    rows.append({"name": "tmux", "ok": tmux_v is not None, "level": "ok" if tmux_v else "miss",
+                 "detail": tmux_v or "not found",
                  "fix": "" if tmux_v else "apt-get install tmux (3.0 or newer)"})
     git_v = _version("git", "--version")
-    rows.append({"name": "git", "ok": git_v is not None, "detail": git_v or "not found",
+    rows.append({"name": "git", "ok": git_v is not None, "level": "ok" if git_v else "miss",
+                 "detail": git_v or "not found",
                  "fix": "" if git_v else "apt-get install git"})
     found, method = gpu.discover()
-    detail = ", ".join(f"{g.index}: {g.name} ({g.memory_mb} MiB)" for g in found) or "none"
-    rows.append({"name": "gpus", "ok": True, "detail": f"{detail} (via {method})",
-                 "fix": "" if found else "no GPU: use a CPU org such as 4xcpu"})
+    detail = (", ".join(f"{g.index}: {g.name} ({g.memory_mb} MiB)" for g in found) + f" (via {method})" if found
+              else f"none found ({'no NVML, no nvidia-smi' if method == 'none' else 'via ' + method}): orgs run "
+                   "on CPU slots")
+    rows.append({"name": "gpus", "ok": True, "level": "ok" if found else "info", "detail": detail,
+                 "fix": "" if found else "use a CPU org such as 4xcpu"})
     seal = seal_mode()
-    rows.append({"name": "sealed runs", "ok": seal.mode == NAMESPACES,
+    rows.append({"name": "sealed runs", "ok": seal.mode == NAMESPACES, "level": "ok" if seal.mode == NAMESPACES else "miss",
                  "detail": "user, mount and pid namespaces (unshare)" if seal.mode == NAMESPACES else seal.notice(),
                  "fix": "" if seal.mode == NAMESPACES else
                  "allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1) and install "
@@ -52,7 +68,10 @@ def backend_row(name: str, backend: Backend) -> dict[str, object]:
     """A backend's readiness: available or why not, and for LLM backends the CLI or SDK version, which
     credentials it would use, and which first-start dialogs autoorg answers for it."""
     ok, why = backend.available()
-    row: dict[str, object] = {"name": f"backend {name}", "ok": ok, "detail": why, "fix": "" if ok else why}
+    # a backend `auto` never picks (command) is not missing when it is not ready: it runs only what an org names
+    level = "ok" if ok else "miss" if backend.auto_rank is not None else "info"
+    row: dict[str, object] = {"name": f"backend {name}", "ok": ok, "level": level, "detail": why,
+                              "fix": "" if ok or level == "info" else why}
     row.update(backend.details())
     return row
 
@@ -69,11 +88,13 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     for row in rows:
-        mark = "ok  " if row["ok"] else "miss"
+        mark = {"ok": "ok  ", "miss": "miss", "info": "info"}[str(row["level"])]
         line = f"[{mark}] {row['name']:<18} {row['detail']}"
         if row["fix"] and row["fix"] != row["detail"]:
             line += f"  -> {row['fix']}"
         print(line)
         if "version" in row:
             print(f"       {'':<18} version {row['version']}; first-start dialogs: {row['dialogs']}")
+        if "note" in row:
+            print(f"       {'':<18} note: {row['note']}")
     return 0

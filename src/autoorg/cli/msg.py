@@ -14,7 +14,15 @@ from autoorg.errors import CommsError
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("msg", help="send a message to an agent, a role, all, or human")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    send = actions.add_parser("send", help="send a message (TEXT, or - to read it from stdin)")
+    send = actions.add_parser(
+        "send", help="send a message (TEXT, or - to read it from stdin)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="The offline researcher (backend: heuristic) acts on --kind directive messages, one per line:\n"
+               "  explore NAME[, NAME…]   search only these knobs of the task\n"
+               "  range NAME LOW HIGH     search NAME only within [LOW, HIGH]\n"
+               "  reset                   back to every knob over its full range\n"
+               "e.g. autoorg msg send alice --kind directive 'explore LEARNING_RATE'. It acknowledges other\n"
+               "messages in its pane, and runs `autoorg idea add 'NAME = value'` ideas. LLM agents read every kind.")
     send.add_argument("to", help="agent name, role (e.g. chief, researcher), all, or human")
     send.add_argument("text", nargs="*", help="the message; '-' or nothing reads stdin")
     send.add_argument("--kind", default="note", choices=comms.KINDS, help="message kind (default: note)")

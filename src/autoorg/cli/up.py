@@ -10,7 +10,7 @@ from autoorg import orgcode
 from autoorg.cli.common import org_from_args
 from autoorg.errors import StateError
 from autoorg.org import build_org, default_org, plan_org, resume_org
-from autoorg.paths import tmux_socket
+from autoorg.paths import data_dir, tmux_socket
 from autoorg.runtime import tmux
 from autoorg.runtime.headless import runtime_dir
 
@@ -30,7 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="from_rev", default="HEAD", help="revision the program branch starts from")
     p.add_argument("--socket", help="run on a private tmux server with this socket name (env AUTOORG_TMUX_SOCKET)")
     p.add_argument("--allow-dirty", action="store_true", help="start even if the repository has uncommitted changes")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved spec and the plan; touch nothing")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved spec and the plan; touch nothing. "
+                   "What this machine lacks (GPUs, an agent CLI or key, a newer Python) is listed on stderr "
+                   "after the plan, and the exit code is then 2")
     p.add_argument("--no-attach", action="store_true", help="do not attach to the session")
     p.add_argument("--headless", action="store_true", help="no tmux: run each agent and the daemon as a plain "
                    "process, its output in <home>/runtime/<agent>.log (for benchmarks and servers)")
@@ -50,12 +52,16 @@ def run(args: argparse.Namespace) -> int:
     socket = None if args.headless else tmux.current_socket(tmux_socket(args.socket))
     plan = plan_org(args.org or default_org(), tag=args.tag, task=args.task, backend=backend, command=args.agent_command,
                     from_rev=args.from_rev, socket=socket, allow_dirty=args.allow_dirty,
-                    runtime="headless" if args.headless else "tmux")
+                    runtime="headless" if args.headless else "tmux", dry_run=args.dry_run)
+    for note in plan.notes:
+        print(f"autoorg: note: {note}", file=sys.stderr)
     if args.dry_run:
         print(plan.spec.to_yaml().rstrip())
         print("---")
         print(plan.describe())
-        return 0
+        for problem in plan.problems:
+            print(f"autoorg: cannot start here: {problem}", file=sys.stderr)
+        return 2 if plan.problems else 0
     chosen: dict[tuple[str, str], list[str]] = {}
     for agent in plan.agents:
         if agent.spec.backend == "auto":
@@ -63,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     for (backend_name, reason), names in chosen.items():
         print(f"backend auto -> {backend_name} for {', '.join(names)}: {reason}", file=sys.stderr)
     state = build_org(plan, log=lambda line: print(line, file=sys.stderr))
+    print(f"task data (datasets, tokenizers) is cached in {data_dir()} (set AUTOORG_DATA to move it)",
+          file=sys.stderr)
     if state.headless:
         print(f"org {plan.spec.tag} is up: {len(plan.agents)} agents headless; their output is in "
               f"{runtime_dir(plan.paths)}/<agent>.log")

@@ -190,7 +190,7 @@ def measure_run(ctx: OrgContext, row: dict[str, Any], out: Outcome, run_dir: Pat
 
 
 def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float = DEFAULT_WAIT_S,
-            on_measured: Callable[[OrgContext, str], None] | None = None) -> dict[str, Any]:
+            on_measured: Callable[[OrgContext, str], object] | None = None) -> dict[str, Any]:
     """Run a queued experiment to its end and record it; returns its ledger row. `on_measured` sees an agent's
     measured experiment before results.tsv and result.json are written (the gate screens it there)."""
     paths = ctx.paths

@@ -41,6 +41,10 @@ def announce_promotion(ctx: OrgContext, cand: dict[str, Any], new_head: str, sum
                                 f"(or git rebase {ctx.program_branch}).")
 
 
+def runs(n: int) -> str:
+    return f"{n} run" if n == 1 else f"{n} runs"
+
+
 def heldout_gain(promotion: dict[str, Any]) -> str:
     """", held-out +0.0012" beside a promotion's val delta (with the overfitting flag); "" without a score."""
     if promotion.get("heldout_delta") is None:
@@ -59,7 +63,7 @@ def publish_board(ctx: OrgContext) -> None:
         noise_ = noise(ctx.paths, cls)
         if stats.mean is not None:
             sigma = f", σ {noise_.sigma:.4g}" if noise_.sigma is not None else ""
-            best.append(f"- {cls}: {metric} {stats.mean:.6g} over {stats.n} runs{sigma}")
+            best.append(f"- {cls}: {metric} {stats.mean:.6g} over {runs(stats.n)}{sigma}")
     for p in ledger.promotions(ctx.paths)[-5:][::-1]:
         best.append(f"- promoted {p['exp']} by {p['agent']} ({p['description']}): {metric} {p['metric']:.6g} "
                     f"({p['delta']:+.4g}{heldout_gain(p)}) at {p['ts'][:19]}Z")
@@ -90,7 +94,7 @@ def answer(ctx: OrgContext, row: dict[str, Any]) -> str:
         sigma = f", σ {row['sigma']:.3g}" if row["sigma"] is not None else ""
         better = ctx.task.better(row["metric"], row["ref_mean"])
         band = f"; noise band {row['band']:.3g}" if row["band"] is not None else ""
-        lines.append(f"  program head {row['ref_head'][:10]}: mean {row['ref_mean']:.6g} over {row['ref_n']} runs"
+        lines.append(f"  program head {row['ref_head'][:10]}: mean {row['ref_mean']:.6g} over {runs(row['ref_n'])}"
                      f"{sigma} · delta {row['delta']:+.4g} ({'better' if better else 'not better'}){band}")
     st = gate.settings(ctx.spec)
     nxt = {

@@ -67,16 +67,12 @@ def run_experiment(ctx: OrgContext, exp: str, *, say: Say | None = None,
     """Run a queued experiment to its end (experiments.execute) and screen an agent's measured run against the
     program head, refreshing the board, then revert a move of the program branch the gate did not make: what
     `exp run`, an `exp worker` and the offline researcher all call."""
-    row = execute(ctx, exp, say=say, wait_s=wait_s, on_measured=screen_and_publish)
+    row = execute(ctx, exp, say=say, wait_s=wait_s, on_measured=screen)
     with gate_lock(ctx.paths) as held:  # a run may have moved the program branch: put it back at once
         if held:
             revert_foreign_move(ctx, say or (lambda _line: None))
+    publish_board(ctx)  # every ending, a baseline's or a crash's too: the board never keeps a run running
     return row
-
-
-def screen_and_publish(ctx: OrgContext, exp: str) -> None:
-    screen(ctx, exp)
-    publish_board(ctx)
 
 
 # ---------------------------------------------------------------------------------------------------------------

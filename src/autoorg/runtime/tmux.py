@@ -150,7 +150,11 @@ def create_org_session(socket: str | None, name: str, *, cwd: str, env: dict[str
         argv = ["new-window", "-d", "-t", f"{name}:", "-n", wname, "-c", first.cwd,
                 *_env_flags({**env, **first.env}), "-P", "-F", fmt,
                 _pane_command(first.command, {**env, **first.env}, secrets)]
+        # window-size manual: the window keeps SESSION_SIZE whoever attaches, so an 80x24 client does not shrink
+        # what the agents see (tmux's default, `latest`, resizes to the last client and keeps that size after it
+        # detaches); the dash window follows the client instead
         for option, value in (("remain-on-exit", "on"), ("pane-border-status", "top"), ("automatic-rename", "off"),
+                              ("window-size", "manual"),
                               ("pane-border-format",
                                " #{?@autoorg_agent,#{@autoorg_agent},#{pane_title}}#{?pane_dead, [exited],} ")):
             argv += [";", "set-option", "-w", "-t", target, option, value]

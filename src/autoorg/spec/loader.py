@@ -17,6 +17,7 @@ from autoorg.errors import SpecError
 class _Mapping(dict):
     line: int = 0
     key_lines: dict[str, int]
+    item_lines: dict[str, list[int]]  # for a key whose value is a list: the line of each item
 
 
 class _Loader(yaml.SafeLoader):
@@ -27,11 +28,13 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Mapping:
     loader.flatten_mapping(node)
     mapping = _Mapping()
     mapping.line = node.start_mark.line + 1
-    mapping.key_lines = {}
+    mapping.key_lines, mapping.item_lines = {}, {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         mapping[key] = loader.construct_object(value_node, deep=True)
         mapping.key_lines[str(key)] = key_node.start_mark.line + 1
+        if isinstance(value_node, yaml.SequenceNode):
+            mapping.item_lines[str(key)] = [item.start_mark.line + 1 for item in value_node.value]
     return mapping
 
 
@@ -62,6 +65,12 @@ def line_of(mapping: Any, key: str | None = None) -> int | None:
     if key is not None and key in mapping.key_lines:
         return mapping.key_lines[key]
     return mapping.line or None
+
+
+def item_line(mapping: Any, key: str, index: int) -> int | None:
+    """The line of item `index` of the list under `key` (None where it is not known)."""
+    lines = getattr(mapping, "item_lines", {}).get(key, [])
+    return lines[index] if index < len(lines) else line_of(mapping, key)
 
 
 def check_keys(mapping: Any, allowed: dict[str, Any], *, source: str, where: str) -> None:

@@ -8,18 +8,19 @@ valid spelling.
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib.metadata
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
 
-from autoorg.errors import SpecError
-from autoorg.spec.loader import check_keys, line_of, read_yaml
+from autoorg.errors import SpecError, SpecProblems
+from autoorg.spec.loader import check_keys, item_line, line_of, read_yaml
 from autoorg.spec.processes import Processes, build_processes
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
@@ -28,6 +29,7 @@ PRESET_RE = re.compile(r"^(?P<chief>chief\+)?(?P<n>\d+)x(?:(?P<g>\d+)gpu|(?P<cpu
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 RESERVED_NAMES = {"all", "human", "autoorg", "daemon", "gate", "board", "system"}
 MAX_AGENTS = 256
+T = TypeVar("T")
 
 # Backends are found through this entry-point group (autoorg's own are registered there too, in pyproject.toml);
 # the spec accepts their names and `auto`, which `up` resolves. autoorg.agents loads them.
@@ -150,12 +152,21 @@ def is_preset(text: str) -> bool:
     return PRESET_RE.match(text) is not None
 
 
+def preset_spellings(text: str) -> list[str]:
+    """Valid presets with the numbers a mistyped one contains (for did-you-mean)."""
+    numbers = re.findall(r"\d+", text) or ["4"]
+    n, g = numbers[0], (numbers[1] if len(numbers) > 1 else "1")
+    return [f"{n}xcpu", f"{n}x{g}gpu", f"chief+{n}x{g}gpu", f"chief+{n}xcpu"]
+
+
 def expand_preset(preset: str) -> dict[str, Any]:
     """`8x1gpu` → 8 researchers with one GPU each; `4xcpu`; `chief+7x1gpu` → a chief plus r1..r7."""
     m = PRESET_RE.match(preset)
     if not m:
+        close = difflib.get_close_matches(preset, preset_spellings(preset), n=1, cutoff=0.6)
+        hint = f"did you mean '{close[0]}'? " if close else ""
         raise SpecError(f"unknown preset '{preset}'",
-                        hint="presets look like 8x1gpu, 4x2gpu, 4xcpu, chief+7x1gpu, or pass a YAML file")
+                        hint=hint + "presets look like 8x1gpu, 4x2gpu, 4xcpu, chief+7x1gpu, or pass a YAML file")
     n = int(m["n"])
     if not 1 <= n <= MAX_AGENTS:
         raise SpecError(f"preset '{preset}' asks for {n} agents; between 1 and {MAX_AGENTS} are allowed")
@@ -306,8 +317,22 @@ def build_spec(raw: Any, *, source: str, tag: str | None = None, task: str | Non
                backend: str | None = None, command: str | None = None, size: int | None = None,
                gpus: Callable[[], int] = lambda: 0, topology: str | None = None) -> OrgSpec:
     """Expand, fill and validate one raw org mapping. CLI overrides (tag, task, backend, command, size) win;
-    `gpus` counts the GPUs `slots: auto` may take (asked only when an agent says auto)."""
-    check_keys(raw, ORG_KEYS, source=source, where="the org")
+    `gpus` counts the GPUs `slots: auto` may take (asked only when an agent says auto). Every problem found is
+    reported (a `SpecProblems` when there are several), not only the first."""
+    if not isinstance(raw, dict):
+        check_keys(raw, ORG_KEYS, source=source, where="the org")  # raises: not a mapping
+    problems: list[SpecError] = []
+
+    def attempt(check: Callable[[], T]) -> T | None:
+        try:
+            return check()
+        except SpecError as exc:
+            problems.append(exc)
+            return None
+
+    attempt(lambda: check_keys(raw, ORG_KEYS, source=source, where="the org"))
+    misspelt = bool(problems)  # an unknown top-level key (`agnets:`): a missing `agents:` is not said again
+    raw_agents_owner = raw  # the file's mapping, which knows the line of each agent
     raw = dict(raw)
     if "preset" in raw:
         base = expand_preset(str(raw.pop("preset")))
@@ -316,56 +341,78 @@ def build_spec(raw: Any, *, source: str, tag: str | None = None, task: str | Non
     roles: dict[str, dict[str, Any]] = {k: dict(v) for k, v in BUILTIN_ROLES.items()}
     raw_roles = raw.get("roles") or {}
     if not isinstance(raw_roles, dict):
-        raise SpecError("roles must be a mapping", source=source, line=line_of(raw, "roles"))
+        problems.append(SpecError("roles must be a mapping", source=source, line=line_of(raw, "roles")))
+        raw_roles = {}
     for role_name, body in raw_roles.items():
         if not isinstance(role_name, str) or not NAME_RE.match(role_name):
-            raise SpecError(f"role name {role_name!r} is not a safe identifier", source=source,
-                            line=line_of(raw_roles, str(role_name)))
+            problems.append(SpecError(f"role name {role_name!r} is not a safe identifier", source=source,
+                                      line=line_of(raw_roles, str(role_name))))
+            continue
         body = body or {}
-        check_keys(body, ROLE_KEYS, source=source, where=f"roles.{role_name}")
-        roles[role_name] = {**roles.get(role_name, {}), **body}
+        attempt(functools.partial(check_keys, body, ROLE_KEYS, source=source, where=f"roles.{role_name}"))
+        if isinstance(body, dict):
+            roles[role_name] = {**roles.get(role_name, {}), **body}
     defaults = raw.get("defaults") or {}
-    check_keys(defaults, DEFAULT_KEYS, source=source, where="defaults")
-    defaults = dict(defaults)
+    attempt(lambda: check_keys(defaults, DEFAULT_KEYS, source=source, where="defaults"))
+    defaults = dict(defaults) if isinstance(defaults, dict) else {}
     if backend:
         defaults["backend"] = backend
     if command:
         defaults["command"] = command
     raw_agents = raw.get("agents")
-    if not isinstance(raw_agents, list) or not raw_agents:
-        raise SpecError("an org needs a non-empty list of agents", source=source, line=line_of(raw, "agents"),
-                        hint="add agents: or use preset: 4xcpu")
-    raw_agents = assign_auto_slots(expand_teams(raw_agents, size=size, source=source), gpus)
+    if (not isinstance(raw_agents, list) or not raw_agents) and not misspelt:
+        problems.append(SpecError("an org needs a non-empty list of agents", source=source,
+                                  line=line_of(raw, "agents"), hint="add agents: or use preset: 4xcpu"))
+    if not isinstance(raw_agents, list):
+        raw_agents = []
+    listed = len(raw_agents)
+    raw_agents = attempt(lambda: assign_auto_slots(expand_teams(raw_agents, size=size, source=source), gpus)) or []
     if len(raw_agents) > MAX_AGENTS:
-        raise SpecError(f"the org has {len(raw_agents)} agents; at most {MAX_AGENTS} are allowed", source=source)
-    agents = []
+        problems.append(SpecError(f"the org has {len(raw_agents)} agents; at most {MAX_AGENTS} are allowed",
+                                  source=source))
+    agents: list[tuple[AgentSpec, int | None]] = []
     backends = backend_names()
+    if backend and backend not in backends:  # the CLI's override: said once, not once per agent
+        close = difflib.get_close_matches(backend, backends, n=1)
+        raise SpecError(f"unknown backend '{backend}' (--backend)",
+                        hint=f"did you mean '{close[0]}'?" if close else "backends: " + ", ".join(backends))
     for i, entry in enumerate(raw_agents):
+        line = item_line(raw_agents_owner, "agents", i) if len(raw_agents) == listed else None  # teams expanded
         if backend or command:  # CLI overrides beat what the file says for every agent
             entry = {"name": entry} if isinstance(entry, str) else dict(entry)
             if backend:
                 entry["backend"] = backend
             if command:
                 entry["command"] = command
-        agents.append(_fill_agent(entry, i, roles, defaults, source, backends))
-    seen: set[str] = set()
-    for a in agents:
+        agent = attempt(functools.partial(_fill_agent, entry, i, roles, defaults, source, backends))
+        if agent is not None:
+            agents.append((agent, line))
+    seen: dict[str, int | None] = {}
+    for a, line in agents:
         if a.name in seen:
-            raise SpecError(f"agent name '{a.name}' appears twice", source=source)
-        if a.name in roles and a.role != a.name:
-            raise SpecError(f"agent name '{a.name}' is also a role name; messages to it would be ambiguous",
-                            source=source)
-        seen.add(a.name)
+            first = f" (first at line {seen[a.name]})" if seen[a.name] is not None else ""
+            problems.append(SpecError(f"agent name '{a.name}' appears twice{first}", source=source, line=line))
+        elif a.name in roles and a.role != a.name:
+            problems.append(SpecError(f"agent name '{a.name}' is also a role name; messages to it would be "
+                                      "ambiguous", source=source, line=line))
+        seen.setdefault(a.name, line)
     final_tag = tag or raw.get("tag") or Path(source).stem
     if not isinstance(final_tag, str) or not TAG_RE.match(final_tag):
-        raise SpecError(f"tag {final_tag!r} is not a safe name", source=source, line=line_of(raw, "tag"),
-                        hint="use lowercase letters, digits, '-' or '_' (max 40)")
+        problems.append(SpecError(f"tag {final_tag!r} is not a safe name", source=source, line=line_of(raw, "tag"),
+                                  hint="use lowercase letters, digits, '-' or '_' (max 40)"))
+    processes = attempt(lambda: build_processes(raw.get("processes"), source=source,
+                                                roles={a.role for a, _ in agents}))
+    webhook = attempt(lambda: _webhook(raw, source))
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise SpecProblems(problems)
+    assert processes is not None and isinstance(final_tag, str)
     final_task = task or raw.get("task") or "nanochat"
-    processes = build_processes(raw.get("processes"), source=source, roles={a.role for a in agents})
     recorded = topology or raw.get("topology")
-    return OrgSpec(tag=final_tag, task=str(final_task), agents=agents, roles=roles, processes=processes,
-                   allow_skip_permissions=bool(raw.get("allow_skip_permissions", False)),
-                   webhook=_webhook(raw, source), topology=str(recorded) if recorded else None, source=source)
+    return OrgSpec(tag=final_tag, task=str(final_task), agents=[a for a, _ in agents], roles=roles,
+                   processes=processes, allow_skip_permissions=bool(raw.get("allow_skip_permissions", False)),
+                   webhook=webhook, topology=str(recorded) if recorded else None, source=source)
 
 
 def _webhook(raw: dict[str, Any], source: str) -> str | None:
