@@ -82,7 +82,8 @@ class Plan:
 
 def plan_org(target: str, *, repo: Path | None = None, tag: str | None = None, task: str | None = None,
              backend: str | None = None, command: str | None = None, from_rev: str = "HEAD",
-             socket: str | None = None, allow_dirty: bool = False, runtime: str = "tmux") -> Plan:
+             socket: str | None = None, allow_dirty: bool = False, runtime: str = "tmux",
+             executor: str | None = None, ray_address: str | None = None) -> Plan:
     """Resolve everything `up` would do, checking every precondition, without touching anything.
 
     runtime "headless" runs every agent as a plain process: no tmux server is needed or touched."""
@@ -90,12 +91,13 @@ def plan_org(target: str, *, repo: Path | None = None, tag: str | None = None, t
         raise StateError(f"unknown runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
     if runtime == "headless":
         socket = None
-    spec = load_org(target, tag=tag, task=task, backend=backend, command=command)
+    spec = load_org(target, tag=tag, task=task, backend=backend, command=command, executor=executor,
+                    ray_address=ray_address)
     repo = workspace.find_repo(repo)
     paths = org_paths(repo, spec.tag)
     task_spec = load_task(find_task(repo, spec.task))
     wanted = {g for a in spec.agents for g in a.gpus}
-    if wanted:
+    if wanted and spec.executor.kind == "local":  # on a Ray cluster, Ray finds the GPUs
         found, method = gpu.discover()
         gpu.check_gpus(wanted, found, method, len(spec.agents))
     if paths.state_json.is_file():
@@ -361,7 +363,8 @@ def teardown_org(paths: OrgPaths, *, purge: bool = False) -> Teardown:
     state = read_state(paths)
     repo = Path(state.repo)
     killed = open_session(paths, state).stop()
-    stopped_runs = sorted(executors.stop_runs(paths)) if paths.ledger.exists() else []
+    executor = executors.executor_for(load_org(str(paths.org_yaml))) if paths.org_yaml.is_file() else None
+    stopped_runs = sorted((executor or executors.LocalExecutor()).stop_runs(paths)) if paths.ledger.exists() else []
     saved = {}
     for name, info in state.agents.items():
         commit = workspace.remove_worktree(repo, Path(info.worktree), name)

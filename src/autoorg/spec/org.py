@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from autoorg.errors import SpecError
+from autoorg.spec.executor import ExecutorSpec, build_executor
 from autoorg.spec.loader import check_keys, line_of, read_yaml
 from autoorg.spec.processes import Processes, build_processes
 
@@ -43,6 +44,7 @@ ORG_KEYS = {
     "roles": "role name -> role fields (prompt, backend, model, ...)",
     "agents": "list of agents (name, role, backend, model, slots, command, ...)",
     "processes": "org processes: standup, gate, baseline",
+    "executor": "where runs execute: {kind: local} or {kind: ray, address: HOST:PORT}",
     "allow_skip_permissions": "let claude run with --dangerously-skip-permissions as root (sets IS_SANDBOX=1)",
 }
 AGENT_KEYS = {
@@ -94,6 +96,7 @@ class OrgSpec:
     roles: dict[str, dict[str, Any]] = field(default_factory=dict)
     processes: Processes = field(default_factory=Processes)
     allow_skip_permissions: bool = False
+    executor: ExecutorSpec = field(default_factory=ExecutorSpec)
     source: str = ""
 
     def agent(self, name: str) -> AgentSpec:
@@ -110,6 +113,7 @@ class OrgSpec:
         out = asdict(self)
         out.pop("source")
         out["processes"] = self.processes.to_dict()
+        out["executor"] = self.executor.to_dict()
         for a in out["agents"]:
             for key in ("model", "command", "prompt"):
                 if a[key] is None:
@@ -244,8 +248,10 @@ def _fill_agent(raw: Any, index: int, roles: dict[str, dict[str, Any]], defaults
 
 
 def build_spec(raw: Any, *, source: str, tag: str | None = None, task: str | None = None,
-               backend: str | None = None, command: str | None = None) -> OrgSpec:
-    """Expand, fill and validate one raw org mapping. CLI overrides (tag, task, backend, command) win."""
+               backend: str | None = None, command: str | None = None, executor: str | None = None,
+               ray_address: str | None = None) -> OrgSpec:
+    """Expand, fill and validate one raw org mapping. CLI overrides (tag, task, backend, command, executor,
+    ray_address) win."""
     check_keys(raw, ORG_KEYS, source=source, where="the org")
     raw = dict(raw)
     if "preset" in raw:
@@ -299,22 +305,25 @@ def build_spec(raw: Any, *, source: str, tag: str | None = None, task: str | Non
     final_task = task or raw.get("task") or "nanochat"
     return OrgSpec(tag=final_tag, task=str(final_task), agents=agents, roles=roles,
                    processes=build_processes(raw.get("processes"), source=source),
-                   allow_skip_permissions=bool(raw.get("allow_skip_permissions", False)), source=source)
+                   allow_skip_permissions=bool(raw.get("allow_skip_permissions", False)),
+                   executor=build_executor(raw.get("executor"), source=source, kind=executor, address=ray_address),
+                   source=source)
 
 
 def load_org(target: str, *, tag: str | None = None, task: str | None = None, backend: str | None = None,
-             command: str | None = None) -> OrgSpec:
+             command: str | None = None, executor: str | None = None, ray_address: str | None = None) -> OrgSpec:
     """A preset name or a YAML file → a fully resolved, validated OrgSpec."""
     if is_preset(target):
         return build_spec(expand_preset(target), source=f"preset {target}", tag=tag, task=task,
-                          backend=backend, command=command)
+                          backend=backend, command=command, executor=executor, ray_address=ray_address)
     path = Path(target)
     if path.suffix not in (".yaml", ".yml") and not path.exists():
         expand_preset(target)  # raises the "unknown preset" error with its hint
     raw = read_yaml(path)
     if raw is None:
         raise SpecError(f"{path} is empty")
-    return build_spec(raw, source=str(path), tag=tag, task=task, backend=backend, command=command)
+    return build_spec(raw, source=str(path), tag=tag, task=task, backend=backend, command=command,
+                      executor=executor, ray_address=ray_address)
 
 
 # ---------------------------------------------------------------------------------------------------------------
