@@ -335,6 +335,7 @@ def org_status(paths: OrgPaths, *, spec: OrgSpec | None = None) -> dict[str, Any
         "tag": state.tag, "runtime": state.runtime, "session": state.session, "socket": state.socket,
         "running": running,
         "program_branch": program, "program_head": heads.get(program), "daemon_alive": daemon_alive(live),
+        "executor": spec.executor.to_dict() if spec else {"kind": "local"},
         "agents": agents,
     }
 

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tarfile
 import tempfile
 import threading
@@ -53,16 +54,11 @@ from autoorg.experiments.sandbox import Sealing, seal_mode
 from autoorg.paths import data_dir
 from autoorg.spec import ExecutorSpec, TaskSpec
 
-try:
-    import ray
-    import ray.exceptions
-except ImportError:  # the `ray` extra is not installed: an org that asks for it is told so
-    ray = None  # type: ignore[assignment]
-
 NAMESPACE = "autoorg"
 LOST = "node lost"
 STREAM_S = 0.5  # how often a running task sends its new log and @metric lines
 CONNECT_S = 120.0  # longest wait for the cluster (a head being restarted) before a run gives up
+PROBE_S = 5.0  # how long the head's port may take to answer
 SUBMITS = 5  # a run lost before it started is submitted again, at most this many times
 NODE_DIR_ENV = "AUTOORG_RAY_DIR"  # the node-local folder for runs and setup markers (default: the temp folder)
 
@@ -83,28 +79,56 @@ class RayExecutor(LocalExecutor):
 # The cluster
 
 
+def load_ray() -> Any:
+    """Ray, imported only where a run or `doctor` needs it: its import takes a second no other command should
+    pay. Without the `ray` extra an org that asks for it is told so."""
+    try:
+        import ray
+        import ray.exceptions
+        import ray.util
+    except ImportError:
+        raise RunnerError("executor ray needs Ray on this machine: pip install 'autoorg[ray]'") from None
+    return ray
+
+
 def connect(address: str | None, wait_s: float = CONNECT_S) -> None:
     """Join the cluster as a driver (once per process), retrying while its head is down for up to wait_s."""
-    if ray is None:
-        raise RunnerError("executor ray needs Ray on this machine: pip install 'autoorg[ray]'")
+    ray = load_ray()
     if ray.is_initialized():
         return
     deadline = time.monotonic() + wait_s
     while True:
         try:
+            _probe(address)  # ray.init waits minutes on a head that is not there
             ray.init(address=address or "auto", namespace=NAMESPACE, logging_level=logging.ERROR, log_to_driver=False,
                      configure_logging=False)
             return
-        except (ConnectionError, RuntimeError, ValueError) as exc:
+        except (OSError, RuntimeError, ValueError) as exc:
             if time.monotonic() > deadline:
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise RunnerError(f"cannot reach the Ray cluster at {address or 'auto'}: {first}") from None
             time.sleep(2.0)
 
 
+def _probe(address: str | None) -> None:
+    """Raise ConnectionError unless HOST:PORT (or ray://HOST:PORT) takes a TCP connection within a few seconds."""
+    if not address or address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=PROBE_S):
+        pass
+
+
+def disconnect() -> None:
+    ray = load_ray()
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 def cluster_summary(address: str | None) -> dict[str, Any]:
     """What `doctor` says of the cluster: its address, live nodes, GPUs and CPUs, and Ray's version."""
     connect(address, wait_s=0.0)
+    ray = load_ray()
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     total = ray.cluster_resources()
     return {"address": address or "auto", "nodes": len(nodes), "gpus": int(total.get("GPU", 0)),
@@ -159,6 +183,7 @@ def node_dir() -> Path:
 
 def run_task(job: RemoteJob) -> Iterator[dict[str, Any]]:
     """The Ray task (a generator): {"started": where}, then {"log", "metrics"} chunks, then {"done": result}."""
+    ray = load_ray()
     base = node_dir() / job.tag / job.exp
     shutil.rmtree(base, ignore_errors=True)
     src, evaluator, out_dir = base / "src", base / "evaluator", base / "out"
@@ -263,7 +288,7 @@ def setup_on_node(job: RemoteJob, src: Path) -> str | None:
                           metrics_path=folder / f"{key}.metrics.jsonl")
         if out.killed or out.exit_code != 0:
             why = out.killed or f"exit {out.exit_code}"
-            return f"crash: the task's setup failed on {ray.util.get_node_ip_address()} ({why}): {last_line(log)}"
+            return f"crash: the task's setup failed on {load_ray().util.get_node_ip_address()} ({why}): {last_line(log)}"
         marker.write_text(command)
         return None
     finally:
@@ -277,6 +302,7 @@ def setup_on_node(job: RemoteJob, src: Path) -> str | None:
 def run_on_ray(ctx: OrgContext, job: Job, spec: ExecutorSpec) -> SlotRun | None:
     """Submit a job as a Ray task, write what it streams into runs/<id>/, and return what it gave."""
     connect(spec.address, wait_s=min(job.wait_s, CONNECT_S))
+    ray = load_ray()
     run_dir = ctx.paths.runs / job.exp
     evaluator = None
     if ctx.task.evaluate is not None:
@@ -326,6 +352,7 @@ def run_on_ray(ctx: OrgContext, job: Job, spec: ExecutorSpec) -> SlotRun | None:
 
 def _follow(stream: Any, run_dir: Path, job: Job, state: dict[str, Any]) -> dict[str, Any]:
     """Write what the task streams into runs/<id>/ until it is done; returns its final message."""
+    ray = load_ray()
     with open(run_dir / "log", "ab") as log, open(run_dir / "metrics.jsonl", "ab") as metrics:
         for ref in stream:
             item = ray.get(ref)
@@ -333,7 +360,8 @@ def _follow(stream: Any, run_dir: Path, job: Job, state: dict[str, Any]) -> dict
                 state["where"], state["at"] = item["started"], item["at"]
                 job.times["leased"] = item["at"]
                 where = item["started"]
-                slot = f"{job.row['slot_class']}{(where['gpu_ids'] or '').replace(',', '+')}@{where['node'][:8]}"
+                gpus = (where["gpu_ids"] or "").replace(",", "+")
+                slot = f"{job.row['slot_class']}{gpus}@{where['node_ip']}:{where['node'][:6]}"
                 job.on_started(slot, where)
                 if job.say:
                     job.say(f"{job.exp} on Ray node {where['node_ip']} ({where['node'][:8]}), "
@@ -369,5 +397,5 @@ def _slot_run(done: dict[str, Any], run_dir: Path, state: dict[str, Any], cores:
 def _reconnect(spec: ExecutorSpec) -> None:
     """After a lost task: drop this driver's connection (its head may have restarted) and join again."""
     with contextlib.suppress(Exception):
-        ray.shutdown()
+        load_ray().shutdown()
     connect(spec.address)
