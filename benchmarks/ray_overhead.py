@@ -77,6 +77,8 @@ def main() -> None:
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, namespace="autoorg", logging_level=logging.ERROR, log_to_driver=False)
         try:
+            for name in ("local", "ray"):
+                (Path(tmp) / name).mkdir()
             local, _ = make_synthetic_org(Path(tmp) / "local", "local", ["alice"], budget=0.2, grace=10)
             remote, _ = make_synthetic_org(Path(tmp) / "ray", "ray", ["alice"], budget=0.2, grace=10,
                                            executor={"kind": "ray", "address": cluster.address})
