@@ -4,6 +4,7 @@ their node; a lost node, a cancel and eight submitters on three GPUs."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -23,7 +24,7 @@ from autoorg.gate.verify import decide
 from autoorg.org import build_org, org_status, plan_org
 from autoorg.paths import OrgPaths
 from autoorg.runtime import open_session
-from autoorg.testing.helpers import make_repo, retry_until
+from autoorg.testing.helpers import git, make_repo, retry_until
 from tests.exp_support import add_synthetic
 
 ray = pytest.importorskip("ray")
@@ -72,11 +73,15 @@ def start_cluster(tries: int = 3) -> tuple[Any, dict[str, Any]]:
     raise AssertionError("unreachable")
 
 
-def make_org(root: Path, address: str, *, slots: Any = "cpu", budget: float = 0.5) -> OrgPaths:
+def make_org(root: Path, address: str, *, slots: Any = "cpu", budget: float = 0.5, setup: str | None = None) -> OrgPaths:
     """An org of two agents on the synthetic task whose runs execute on the cluster, built headless by build_org
-    (its agents and daemon stopped again: the test drives the runner and the gate)."""
+    (its agents and daemon stopped again: the test drives the runner and the gate); `setup`: the task's setup."""
     repo = make_repo(root / "repo")
     add_synthetic(repo, budget=budget, grace=10)
+    if setup:
+        task = repo / "examples/synthetic/task.yaml"
+        task.write_text(task.read_text() + f"setup: {json.dumps(setup)}\n")
+        git(repo, "commit", "-qam", "a setup")
     spec = {"tag": "t", "task": "synthetic", "defaults": {"backend": "command", "command": "sleep 3600"},
             "agents": [{"name": n, "slots": slots} for n in ("alice", "bob")],
             "processes": {"baseline": {"repeats": 2}, "gate": {"repeats": 2}},
@@ -108,7 +113,8 @@ def live_nodes() -> dict[str, Any]:
 
 
 def test_an_experiment_and_the_gates_runs_land_in_the_ledger_from_ray_workers(cluster: Any, tmp_path: Path) -> None:
-    paths = make_org(tmp_path, cluster.address)
+    count = tmp_path / "setups"  # the nodes share this machine's disk: one setup for the three runs
+    paths = make_org(tmp_path, cluster.address, setup=f"echo ran >> {count}")
     ctx = experiments.load_context(paths)
     worktree = ctx.worktree("alice")
     text = (worktree / "examples/synthetic/train.py").read_text()
@@ -134,6 +140,7 @@ def test_an_experiment_and_the_gates_runs_land_in_the_ledger_from_ray_workers(cl
         assert landed["verdict"] == "ok", (landed["verdict"], (paths.runs / b["exp"] / "runner.log").read_text())
         assert landed["executor"] == "ray" and landed["node"] in workers and landed["node_ip"]
         assert (paths.runs / b["exp"] / "heldout.log").is_file()  # the held-out score came back, kept apart
+    assert count.read_text() == "ran\n"  # the task's setup, once (per node: keyed by command and protected files)
     # `results` and `status` say where runs ran and where they go
     shown = render(results(paths, include_gate=True), 40)
     for r in ledger.experiments(paths):

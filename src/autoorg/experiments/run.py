@@ -1,12 +1,14 @@
 """Experiment execution: the task's setup once per org, a slot, the command under its budget, the ledger row.
 
   execute  export the exact commit to runs/<id>/src (raw blobs), check its protected files against the org's
-           manifest, run the task's setup once per org, lease a slot (compute/slots.py), run the command sealed
-           (sandbox.py) in its own process group killed at budget + grace (process.py), stream runs/<id>/log and
-           metrics.jsonl, measure its output folder runs/<id>/out with the protected evaluator on the same slot
-           (measure.py), re-check the protected files (a rewritten one voids the run), judge the compute the
-           harness measured, record result.json and the ledger row, then hand the row to `on_measured` (the gate
+           manifest, hand it as a Job to a launcher, judge the compute the harness measured, record result.json
+           and the ledger row (this process is its only writer), then hand the row to `on_measured` (the gate
            screens it)
+  run_here the local launcher: run the task's setup once per org, lease a slot (compute/slots.py), run the
+           command sealed (sandbox.py) in its own process group killed at budget + grace (process.py), stream
+           runs/<id>/log and metrics.jsonl, measure its output folder runs/<id>/out with the protected evaluator
+           on the same slot (measure.py), re-check the protected files (a rewritten one voids the run). The Ray
+           launcher (executors/ray.py) does the same on a cluster node.
 """
 
 from __future__ import annotations
