@@ -29,9 +29,10 @@ def git(cwd: Path, *args: str) -> str:
 
 
 def make_synthetic_org(root: Path, tag: str, agents: list[str], *, budget: float, sigma: float | None = None,
-                       grace: float | None = None) -> tuple[OrgPaths, str]:
-    """An org `tag` of CPU agents on the synthetic task (budget seconds per run; optional noise sigma and grace)
-    in root/repo; returns its paths and the program branch's base commit."""
+                       grace: float | None = None, executor: dict[str, Any] | None = None) -> tuple[OrgPaths, str]:
+    """An org `tag` of CPU agents on the synthetic task (budget seconds per run; optional noise sigma and grace;
+    `executor`: the org file's executor:, e.g. a Ray cluster) in root/repo; returns its paths and the program
+    branch's base commit."""
     repo = root / "repo"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
@@ -51,7 +52,7 @@ def make_synthetic_org(root: Path, tag: str, agents: list[str], *, budget: float
     org_file = root / f"{tag}.yaml"
     org_file.write_text(yaml.safe_dump({
         "tag": tag, "task": "synthetic", "defaults": {"backend": "command", "command": "sleep 86400"},
-        "agents": [{"name": name, "slots": "cpu"} for name in agents]}))
+        "agents": [{"name": name, "slots": "cpu"} for name in agents], **({"executor": executor} if executor else {})}))
     plan = plan_org(str(org_file), repo=repo, runtime="headless")
     state = build_org(plan)
     open_session(plan.paths, state).stop()  # only the runner and the gate are measured: no agents, no daemon

@@ -42,11 +42,13 @@ PRESET_EXAMPLES = ["4xcpu", "8x1gpu", "4x2gpu", "chief+7x1gpu"]
 
 
 def load_org_target(target: str, repo: Path, *, tag: str | None = None, task: str | None = None,
-                    backend: str | None = None, command: str | None = None) -> OrgSpec:
+                    backend: str | None = None, command: str | None = None, executor: str | None = None,
+                    ray_address: str | None = None) -> OrgSpec:
     """What `up ORG` names: a preset, an org YAML file, or a topology `NAME[:N]` of the org code (its file
     `topologies/NAME.yaml` from the repo first, then the user's folder, then the bundled library; N sizes its
     team). A topology's `slots: auto` agents get one GPU each while there are GPUs, else a CPU slot."""
-    overrides: dict[str, Any] = {"tag": tag, "task": task, "backend": backend, "command": command}
+    overrides: dict[str, Any] = {"tag": tag, "task": task, "backend": backend, "command": command,
+                                 "executor": executor, "ray_address": ray_address}
     path = Path(target)
     if is_preset(target) or path.suffix in (".yaml", ".yml") or path.exists():
         return load_org(target, **overrides)
@@ -112,7 +114,7 @@ class Plan:
 def plan_org(target: str, *, repo: Path | None = None, tag: str | None = None, task: str | None = None,
              backend: str | None = None, command: str | None = None, from_rev: str = "HEAD",
              socket: str | None = None, allow_dirty: bool = False, runtime: str = "tmux",
-             dry_run: bool = False) -> Plan:
+             dry_run: bool = False, executor: str | None = None, ray_address: str | None = None) -> Plan:
     """Resolve everything `up` would do, checking every precondition, without touching anything.
 
     runtime "headless" runs every agent as a plain process: no tmux server is needed or touched. A dry run
@@ -132,11 +134,12 @@ def plan_org(target: str, *, repo: Path | None = None, tag: str | None = None, t
     if runtime == "headless":
         socket = None
     repo = workspace.find_repo(repo)
-    spec = load_org_target(target, repo, tag=tag, task=task, backend=backend, command=command)
+    spec = load_org_target(target, repo, tag=tag, task=task, backend=backend, command=command,
+                           executor=executor, ray_address=ray_address)
     paths = org_paths(repo, spec.tag)
     task_spec = load_task(find_task(repo, spec.task))
     wanted = {g for a in spec.agents for g in a.gpus}
-    if wanted:
+    if wanted and spec.executor.kind == "local":  # on a Ray cluster, Ray finds the GPUs
         found, method = gpu.discover()
         try:
             gpu.check_gpus(wanted, found, method, len(spec.agents))
@@ -386,6 +389,7 @@ def org_status(paths: OrgPaths, *, spec: OrgSpec | None = None) -> dict[str, Any
         "tag": state.tag, "runtime": state.runtime, "session": state.session, "socket": state.socket,
         "running": running,
         "program_branch": program, "program_head": heads.get(program), "daemon_alive": daemon_alive(live),
+        "executor": spec.executor.to_dict() if spec else {"kind": "local"},
         "agents": agents, "rules": rules,
     }
 
@@ -424,7 +428,8 @@ def teardown_org(paths: OrgPaths, *, purge: bool = False) -> Teardown:
     state = read_state(paths)
     repo = Path(state.repo)
     killed = open_session(paths, state).stop()
-    stopped_runs = sorted(executors.stop_runs(paths)) if paths.ledger.exists() else []
+    executor = executors.executor_for(load_org(str(paths.org_yaml))) if paths.org_yaml.is_file() else None
+    stopped_runs = sorted((executor or executors.LocalExecutor()).stop_runs(paths)) if paths.ledger.exists() else []
     saved = {}
     for name, info in state.agents.items():
         commit = workspace.remove_worktree(repo, Path(info.worktree), name)

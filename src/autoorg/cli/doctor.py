@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import subprocess
 import sys
 
 from autoorg.agents import Backend, backends
+from autoorg.cli.common import org_from_args
 from autoorg.compute import gpu
 from autoorg.environment import python_problem, required_python
+from autoorg.errors import AutoorgError
+from autoorg.executors import ray as ray_executor
 from autoorg.experiments.sandbox import NAMESPACES, seal_mode
+from autoorg.spec import ExecutorSpec, load_org
+from autoorg.spec.executor import build_executor
 
 
 def _version(binary: str, *args: str) -> str | None:
@@ -35,9 +41,9 @@ def python_row(version: tuple[int, ...] = tuple(sys.version_info[:3])) -> dict[s
             "fix": problem or ""}
 
 
-def checks() -> list[dict[str, object]]:
+def checks(executor: ExecutorSpec | None = None) -> list[dict[str, object]]:
     """One row per thing autoorg may need: name, ok, level (ok, miss: a real problem, info: nothing to fix
-    unless you want it), detail, fix."""
+    unless you want it), detail, fix (and the Ray cluster when `executor` is ray)."""
     rows: list[dict[str, object]] = [python_row()]
     tmux_v = _version("tmux", "-V")
     rows.append({"name": "tmux", "ok": tmux_v is not None, "level": "ok" if tmux_v else "miss",
@@ -59,9 +65,38 @@ def checks() -> list[dict[str, object]]:
                  "fix": "" if seal.mode == NAMESPACES else
                  "allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1) and install "
                  "util-linux's unshare"})
+    if executor is not None and executor.kind == "ray":
+        rows.append(ray_row(executor))
     for name, backend in sorted(backends().items()):
         rows.append(backend_row(name, backend))
     return rows
+
+
+def ray_row(executor: ExecutorSpec) -> dict[str, object]:
+    """The Ray cluster the org's runs go to: reachable, its nodes, GPUs and CPUs, and Ray's version here (joining
+    refuses a cluster of another Ray or Python version, so a join is a version match)."""
+    address = executor.address or "auto"
+    row: dict[str, object] = {"name": "ray cluster"}
+    try:
+        found = ray_executor.cluster_summary(executor.address)
+    except AutoorgError as exc:
+        return {**row, "ok": False, "detail": str(exc),
+                "fix": f"start it (ray start --head, or ray up cluster.yaml) or pass --ray-address; from here: "
+                       f"ray status --address {address}"}
+    finally:
+        ray_executor.disconnect()
+    detail = (f"{found['address']}: {found['nodes']} node(s), {found['gpus']} GPU(s), {found['cpus']} CPU(s); "
+              f"ray {found['version']} here, same as the cluster's")
+    return {**row, "ok": found["nodes"] > 0, "detail": detail, "fix": "", "cluster": found}
+
+
+def selected_executor(args: argparse.Namespace) -> ExecutorSpec | None:
+    """The executor --executor/--ray-address name, else that of the org found here (None: neither)."""
+    if args.executor or args.ray_address:
+        return build_executor(None, source="doctor", kind=args.executor or "ray", address=args.ray_address)
+    with contextlib.suppress(AutoorgError):
+        return load_org(str(org_from_args(args).org_yaml)).executor
+    return None
 
 
 def backend_row(name: str, backend: Backend) -> dict[str, object]:
@@ -79,11 +114,14 @@ def backend_row(name: str, backend: Backend) -> dict[str, object]:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="check tmux, git, GPUs, agent CLIs and keys")
     p.add_argument("--json", action="store_true", help="stable JSON for scripts")
+    p.add_argument("--executor", help="also check this executor (ray: the cluster); default: the org's")
+    p.add_argument("--ray-address", help="the Ray cluster to check: auto, HOST:PORT or ray://HOST:PORT")
+    p.add_argument("--tag", help="which org's executor to check, when several run in this repo")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    rows = checks()
+    rows = checks(selected_executor(args))
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -69,7 +69,7 @@ def submit(args: argparse.Namespace) -> int:
     agent = experiments.current_agent(paths, ctx.state)
     exp = experiments.queue_experiment(ctx, agent, args.message, budget=args.budget, seed=args.seed,
                                        spend=usage.spend(paths, agent))
-    executors.spawn_worker(paths, exp)
+    executors.executor_for(ctx.spec).spawn_worker(paths, exp)
     print(f"{exp} submitted ({args.message}); it runs when a slot is free. The result arrives in your inbox as a "
           f"`result` message (autoorg inbox); progress: autoorg results")
     return 0

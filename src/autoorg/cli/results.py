@@ -14,7 +14,8 @@ from autoorg.experiments import ledger
 ROW_KEYS = ("exp", "kind", "agent", "commit_sha", "parent", "head", "tree", "verdict", "metric", "delta", "band",
             "ref_head", "ref_mean", "ref_n", "sigma", "seed", "budget", "slot_class", "slot", "wall_s", "train_s",
             "memory_gb", "exit_code", "description", "diff_stat", "org_code", "candidate", "queued", "started",
-            "finished", "metrics", "agent_tokens", "agent_cost_usd", "cpu_s", "gpu_s", "sealed")
+            "finished", "metrics", "agent_tokens", "agent_cost_usd", "cpu_s", "gpu_s", "sealed", "executor", "node",
+            "node_ip", "gpu_ids")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -62,11 +63,12 @@ def render(data: dict[str, Any], limit: int) -> str:
         lines.append(f"  promoted {p['exp']} ({p['agent']}): {p['description']} → {metric} {p['metric']:.6g} "
                      f"(val {p['delta']:+.4g}{gate.heldout_gain(p)})")
     rows = data["experiments"][-limit:]
-    lines.append(f"{'EXP':<6} {'KIND':<8} {'AGENT':<8} {metric.upper():<10} {'DELTA':<9} {'SLOT':<6} "
+    width = max([6, *(len(r["slot"] or "") for r in rows)])  # a Ray run's slot says where it ran: gpu0@IP:node
+    lines.append(f"{'EXP':<6} {'KIND':<8} {'AGENT':<8} {metric.upper():<10} {'DELTA':<9} {'SLOT':<{width}} "
                  f"{'VERDICT':<24} DESCRIPTION")
     for r in rows:
         lines.append(f"{r['exp']:<6} {r['kind']:<8} {r['agent']:<8} {_num(r['metric']):<10} "
-                     f"{_num(r['delta'], '+.4g'):<9} {r['slot'] or '-':<6} {r['verdict'][:24]:<24} "
+                     f"{_num(r['delta'], '+.4g'):<9} {r['slot'] or '-':<{width}} {r['verdict'][:24]:<24} "
                      f"{r['description']}")
     if not rows:
         lines.append("(no experiments yet: autoorg exp run -m 'what changed')")

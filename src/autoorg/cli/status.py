@@ -26,6 +26,9 @@ def render(status: dict) -> str:
     head = (status.get("program_head") or "")[:10]
     state = "running" if status["running"] else "stopped"
     where = "headless" if status.get("runtime") == "headless" else f"session {status['session']}"
+    executor = status.get("executor") or {}
+    if executor.get("kind") == "ray":
+        where += f" · runs on the Ray cluster {executor.get('address')}"
     lines = [f"org {status['tag']} ({state}) · {where} · {status['program_branch']} @ {head}",
              *([] if status.get("daemon_alive", True) or not status["running"] else
                ["daemon: not running (no doorbells, restarts or gate) — `autoorg up --resume` restarts it"]),
@@ -33,8 +36,9 @@ def render(status: dict) -> str:
     for a in status["agents"]:
         lines.append(f"{a['name']:<10} {a['role'] or '-':<10} {a['backend']:<9} {','.join(a['slots']) or '-':<7} "
                      f"{a['state']:<9} {a['pane']:<5} {(a['head'] or '-')[:10]:<10} {a['branch']}")
-        if a.get("detail") and a["state"] in ("crashed", "stopped", "human", "paused"):
-            lines.append(f"{'':<10} {a['state']}: {a['detail']}")  # why, e.g. "exited with status 3; gave up ..."
+        if a.get("detail") and a["state"] in ("crashed", "stopped", "human", "paused", "running"):
+            # why, e.g. "exited with status 3; gave up ...", or where its run is: "e0012 on gpu0@10.0.0.5:3f2a9c"
+            lines.append(f"{'':<10} {a['state']}: {a['detail']}")
     for rule in status.get("rules", []):
         if rule["fired"]:
             what = "stopped queuing" if rule["action"] == "stop" else "paused"

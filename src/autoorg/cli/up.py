@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="from_rev", default="HEAD", help="revision the program branch starts from")
     p.add_argument("--socket", help="run on a private tmux server with this socket name (env AUTOORG_TMUX_SOCKET)")
     p.add_argument("--allow-dirty", action="store_true", help="start even if the repository has uncommitted changes")
+    p.add_argument("--executor", help="where runs execute: local (default) or ray")
+    p.add_argument("--ray-address", help="the Ray cluster for --executor ray: auto, HOST:PORT or ray://HOST:PORT")
     p.add_argument("--dry-run", action="store_true", help="print the resolved spec and the plan; touch nothing. "
                    "What this machine lacks (GPUs, an agent CLI or key, a newer Python) is listed on stderr "
                    "after the plan, and the exit code is then 2")
@@ -52,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     socket = None if args.headless else tmux.current_socket(tmux_socket(args.socket))
     plan = plan_org(args.org or default_org(), tag=args.tag, task=args.task, backend=backend, command=args.agent_command,
                     from_rev=args.from_rev, socket=socket, allow_dirty=args.allow_dirty,
-                    runtime="headless" if args.headless else "tmux", dry_run=args.dry_run)
+                    runtime="headless" if args.headless else "tmux", dry_run=args.dry_run, executor=args.executor,
+                    ray_address=args.ray_address)
     for note in plan.notes:
         print(f"autoorg: note: {note}", file=sys.stderr)
     if args.dry_run:
@@ -87,7 +90,8 @@ def run_resume(args: argparse.Namespace, socket: str | None) -> int:
     paths = org_from_args(args)
     given = [flag for flag, value in (("ORG", args.org), ("--dry-run", args.dry_run), ("--task", args.task),
                                       ("--backend", args.backend), ("--command", args.agent_command),
-                                      ("--from", args.from_rev != "HEAD"), ("--headless", args.headless)) if value]
+                                      ("--from", args.from_rev != "HEAD"), ("--headless", args.headless),
+                                      ("--executor", args.executor), ("--ray-address", args.ray_address)) if value]
     if given:
         raise StateError(f"--resume restarts the org as it was; it cannot be combined with {', '.join(given)} "
                          "(pick the org with --tag)")

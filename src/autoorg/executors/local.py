@@ -1,6 +1,9 @@
-"""The local executor: each queued run in a detached `autoorg exp worker <id>` process on this machine.
+"""The local executor: each queued run in a detached `autoorg exp worker <id>` process on this machine, on a slot
+leased by flock (experiments.run.run_here).
 
 A worker is found again by its pid and the kernel's start time of that pid (a reused pid is not mistaken for it).
+The Ray executor keeps these workers (each is its run's driver and the ledger's writer for it) and replaces only
+where the command runs.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from typing import Any
 from autoorg import clock
 from autoorg.environment import without_secrets
 from autoorg.experiments import ledger
+from autoorg.experiments.context import OrgContext
 from autoorg.experiments.process import RUN_MARKER, kill_run, process_start
+from autoorg.experiments.run import Job, SlotRun, run_here
 from autoorg.paths import OrgPaths
 
 
@@ -85,3 +90,28 @@ def stop_runs(paths: OrgPaths) -> list[str]:
     runs and orphans included, so nothing is left `queued` or `running` for the next `up` to call a crash."""
     rows = [r for v in ledger.UNFINISHED for r in ledger.experiments(paths, verdict=v)]
     return cancel_runs(paths, [r["exp"] for r in rows], "cancelled: the org was stopped", orphans=True)
+
+
+class LocalExecutor:
+    """Runs on this machine: a detached worker per run, the command on a slot leased by flock."""
+
+    name = "local"
+
+    def launch(self, ctx: OrgContext, job: Job) -> SlotRun | None:
+        return run_here(ctx, job)
+
+    def spawn_worker(self, paths: OrgPaths, exp: str) -> int:
+        return spawn_worker(paths, exp)
+
+    def runner_alive(self, row: dict[str, Any]) -> bool:
+        return runner_alive(row)
+
+    def kill_orphaned_run(self, paths: OrgPaths, exp: str) -> list[int]:
+        return kill_orphaned_run(paths, exp)
+
+    def cancel_runs(self, paths: OrgPaths, exps: list[str], why: str = "cancelled", *,
+                    orphans: bool = False) -> list[str]:
+        return cancel_runs(paths, exps, why, orphans=orphans)
+
+    def stop_runs(self, paths: OrgPaths) -> list[str]:
+        return stop_runs(paths)

@@ -156,6 +156,13 @@ MIGRATIONS: list[str] = [
         ts TEXT NOT NULL
     )
     """,
+    # where a run ran: `local`, or `ray` with the node's id and address and the GPU ids Ray gave it
+    """
+    ALTER TABLE experiments ADD COLUMN executor TEXT;
+    ALTER TABLE experiments ADD COLUMN node TEXT;
+    ALTER TABLE experiments ADD COLUMN node_ip TEXT;
+    ALTER TABLE experiments ADD COLUMN gpu_ids TEXT
+    """,
 ]
 
 

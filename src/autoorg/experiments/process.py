@@ -124,7 +124,7 @@ def _on_signal(signum: int, _frame: Any) -> None:
 
 
 @contextlib.contextmanager
-def _signals_interrupt() -> Iterator[None]:
+def signals_interrupt() -> Iterator[None]:
     """SIGTERM/SIGHUP become an exception while a run is on its slot (main thread only), so its group is killed."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -232,7 +232,7 @@ def run_command(command: str, *, cwd: Path, env: dict[str, str], limit_s: float,
 
     outcome = Outcome(exit_code=None, killed=None, wall_s=0.0, maxrss_gb=None,
                       times=times if times is not None else {})
-    with open(log_path, "ab") as log, open(metrics_path, "a", encoding="utf-8") as metrics, _signals_interrupt():
+    with open(log_path, "ab") as log, open(metrics_path, "a", encoding="utf-8") as metrics, signals_interrupt():
         start = time.monotonic()
         outcome.times["spawned"] = time.time()
         argv = ["/bin/sh", "-c", command]

@@ -1,19 +1,20 @@
 """Experiment execution: the task's setup once per org, a slot, the command under its budget, the ledger row.
 
   execute  export the exact commit to runs/<id>/src (raw blobs), check its protected files against the org's
-           manifest, run the task's setup once per org, lease a slot (compute/slots.py), run the command sealed
-           (sandbox.py) in its own process group killed at budget + grace (process.py), stream runs/<id>/log and
-           metrics.jsonl, measure its output folder runs/<id>/out with the protected evaluator on the same slot
-           (measure.py), re-check the protected files (a rewritten one voids the run), judge the compute the
-           harness measured, record result.json and the ledger row, then hand the row to `on_measured` (the gate
+           manifest, hand it as a Job to a launcher, judge the compute the harness measured, record result.json
+           and the ledger row (this process is its only writer), then hand the row to `on_measured` (the gate
            screens it)
+  run_here the local launcher: run the task's setup once per org, lease a slot (compute/slots.py), run the
+           command sealed (sandbox.py) in its own process group killed at budget + grace (process.py), stream
+           runs/<id>/log and metrics.jsonl, measure its output folder runs/<id>/out with the protected evaluator
+           on the same slot (measure.py), re-check the protected files (a rewritten one voids the run). The Ray
+           launcher (executors/ray.py) does the same on a cluster node.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import json
 import os
 import shlex
@@ -22,6 +23,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,7 @@ from autoorg.environment import without_secrets
 from autoorg.errors import AutoorgError, RunnerError, Say, TaskError
 from autoorg.experiments import ledger
 from autoorg.experiments.context import OrgContext
-from autoorg.experiments.manifest import org_manifest, protected_changes
+from autoorg.experiments.manifest import Manifest, org_manifest, protected_changes
 from autoorg.experiments.measure import Measurement, evaluate, export_evaluator, metric_value
 from autoorg.experiments.process import RUN_MARKER, Outcome, kill_run, last_line, process_start, run_command
 from autoorg.experiments.sandbox import Sealing, run_env, seal_mode
@@ -80,7 +82,7 @@ def ensure_setup(ctx: OrgContext, cwd: Path, say: Say | None = None) -> None:
             say(f"running the task's setup once for this org: {setup}")
         ctx.paths.logs.mkdir(parents=True, exist_ok=True)
         log = ctx.paths.logs / "setup.log"
-        out = run_command(command, cwd=cwd, env=_run_env({}), limit_s=SETUP_TIMEOUT_S, log_path=log,
+        out = run_command(command, cwd=cwd, env=runner_env({}), limit_s=SETUP_TIMEOUT_S, log_path=log,
                           metrics_path=ctx.paths.logs / "setup.metrics.jsonl")
         if out.killed or out.exit_code != 0:
             why = out.killed or f"exit {out.exit_code}"
@@ -90,7 +92,7 @@ def ensure_setup(ctx: OrgContext, cwd: Path, say: Say | None = None) -> None:
         os.close(fd)
 
 
-def _run_env(extra: dict[str, str]) -> dict[str, str]:
+def runner_env(extra: dict[str, str]) -> dict[str, str]:
     """The runner's environment less its secrets (an agent's key never reaches training code) and less another
     run's marker."""
     env = without_secrets(os.environ)
@@ -166,33 +168,117 @@ def measure_run(ctx: OrgContext, row: dict[str, Any], out: Outcome, run_dir: Pat
                 fds: tuple[int, ...], cores: tuple[int, ...]) -> Measurement | None:
     """Measure a finished training run with the protected evaluator (and score a gate run on the held-out split);
     None when the task has no evaluator."""
-    task = ctx.task
-    if task.evaluate is None:
+    if ctx.task.evaluate is None:
         return None
     if out.killed or out.exit_code != 0:
         return Measurement(None, None, None)  # training failed: judge_outcome says how
     folder = run_dir / "evaluator"
     try:
-        export_evaluator(ctx.repo, ctx.program_head(), task, folder)
-        values = {"budget": row["budget"], "seed": row["seed"], "task_dir": ctx.task_dir, "out": env["AUTOORG_OUT"]}
-        measured = evaluate(task, substitute(task.evaluate, **values), cwd=folder, env=env,
-                            log_path=run_dir / "log", metrics_path=run_dir / "evaluation.jsonl", keep_fds=fds,
-                            cores=cores)
-        if task.heldout and row["kind"] != "exp" and measured.crash is None:
-            # logged apart from the run's log: no agent sees a held-out number
-            heldout = evaluate(task, substitute(task.heldout, **values), cwd=folder, env=env,
-                               log_path=run_dir / "heldout.log", metrics_path=run_dir / "heldout.jsonl",
-                               keep_fds=fds, cores=cores)
-            measured.heldout = heldout.value
-        return measured
+        export_evaluator(ctx.repo, ctx.program_head(), ctx.task, folder)
+        return measure_in(ctx.task, folder, row, ctx.task_dir, out, run_dir, env, fds, cores)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def measure_in(task: TaskSpec, folder: Path, row: dict[str, Any], task_dir: str, out: Outcome, run_dir: Path,
+               env: dict[str, str], fds: tuple[int, ...] = (), cores: tuple[int, ...] = ()) -> Measurement | None:
+    """Measure a finished training run with the evaluator exported into folder (where it runs: this machine or a
+    Ray worker)."""
+    if task.evaluate is None:
+        return None
+    if out.killed or out.exit_code != 0:
+        return Measurement(None, None, None)
+    values = {"budget": row["budget"], "seed": row["seed"], "task_dir": task_dir, "out": env["AUTOORG_OUT"]}
+    measured = evaluate(task, substitute(task.evaluate, **values), cwd=folder, env=env,
+                        log_path=run_dir / "log", metrics_path=run_dir / "evaluation.jsonl", keep_fds=fds,
+                        cores=cores)
+    if task.heldout and row["kind"] != "exp" and measured.crash is None:
+        # logged apart from the run's log: no agent sees a held-out number
+        heldout = evaluate(task, substitute(task.heldout, **values), cwd=folder, env=env,
+                           log_path=run_dir / "heldout.log", metrics_path=run_dir / "heldout.jsonl",
+                           keep_fds=fds, cores=cores)
+        measured.heldout = heldout.value
+    return measured
+
+
+def run_env_for(exp: str, row: dict[str, Any], run_dir: Path, out_dir: Path, slot_env: dict[str, str]) -> dict[str, str]:
+    """A sealed run's environment: the slot's variables, its marker and AUTOORG_EXP/SEED/BUDGET/OUT."""
+    temp = run_dir / "tmp"
+    temp.mkdir(exist_ok=True)
+    return run_env({**slot_env, RUN_MARKER: str(run_dir), "AUTOORG_EXP": exp, "AUTOORG_SEED": str(row["seed"]),
+                    "AUTOORG_BUDGET": f"{row['budget']:g}", "AUTOORG_OUT": str(out_dir)}, temp)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Where a run executes: the launcher (executors/ has one per executor)
+
+
+@dataclass
+class Job:
+    """A queued run, exported and checked, ready for a slot: what a launcher needs to run it anywhere."""
+
+    exp: str
+    row: dict[str, Any]
+    src: Path  # the exported commit
+    command: str  # the run command, unsubstituted ({out} is where it runs)
+    slots: list[Slot]  # the slots it may use (a Ray launcher asks for the first one's resources)
+    manifest: Manifest
+    times: dict[str, float]
+    on_started: Callable[[str, dict[str, Any]], None]  # (slot name, where it runs: ledger columns)
+    say: Say | None
+    wait_s: float
+
+
+@dataclass
+class SlotRun:
+    """What running a job on a slot gave: the command's outcome, its measurement, the protected files it changed,
+    the cores it had and where it ran (ledger columns: executor, node, node_ip, gpu_ids)."""
+
+    out: Outcome
+    measured: Measurement | None
+    rewritten: list[str]
+    cores: int
+    where: dict[str, Any] = field(default_factory=dict)
+    verdict: str | None = None  # decided where it ran, before its command (a void tree, a failed setup)
+
+
+Launcher = Callable[[OrgContext, Job], "SlotRun | None"]  # None: cancelled before it started
+
+
+def run_here(ctx: OrgContext, job: Job) -> SlotRun | None:
+    """The local launcher: lease a slot on this machine (flock per device), run the command sealed, measure."""
+    paths, exp, row, times = ctx.paths, job.exp, job.row, job.times
+    run_dir = paths.runs / exp
+    out_dir = run_dir / "out"
+    ensure_setup(ctx, job.src, job.say)
+    command = substitute(job.command, budget=row["budget"], seed=row["seed"], task_dir=ctx.task_dir,
+                         out=str(out_dir))
+    holder = {"exp": exp, "agent": row["agent"], "kind": row["kind"]}
+    times["lease_wait"] = time.time()
+    with lease_slot(paths, job.slots, holder=holder, wait_s=job.wait_s, say=job.say, gate=row["kind"] != "exp") \
+            as (slot, fds):
+        times["leased"] = time.time()
+        if ledger.get_experiment(paths, exp)["verdict"] != "queued":
+            return None  # cancelled while it waited: the slot goes back
+        env = run_env_for(exp, row, run_dir, out_dir, slot.env())
+        sealing = Sealing(seal_mode(), run_dir, read_only=_read_only(ctx))
+        if job.say:
+            job.say(f"{exp} on {slot.name}: {command}  (budget {row['budget']:g}s, log {run_dir / 'log'})")
+        out = run_command(command, cwd=job.src, env=env, limit_s=row["budget"] + ctx.task.grace,
+                          log_path=run_dir / "log", metrics_path=run_dir / "metrics.jsonl", keep_fds=fds,
+                          cores=slot.cores, sealing=sealing, times=times,
+                          on_started=lambda: job.on_started(slot.name, {"executor": "local"}))
+        measured = measure_run(ctx, row, out, run_dir, env, fds, slot.cores)
+        times["measured"] = time.time()  # the slot's work for this run ends here
+    return SlotRun(out, measured, protected_changes(job.manifest, job.src), len(slot.cores), {"executor": "local"})
+
+
 def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float = DEFAULT_WAIT_S,
-            on_measured: Callable[[OrgContext, str], object] | None = None) -> dict[str, Any]:
+            on_measured: Callable[[OrgContext, str], object] | None = None,
+            launch: Launcher = run_here) -> dict[str, Any]:
     """Run a queued experiment to its end and record it; returns its ledger row. `on_measured` sees an agent's
-    measured experiment before results.tsv and result.json are written (the gate screens it there)."""
+    measured experiment before results.tsv and result.json are written (the gate screens it there). `launch`
+    runs it on a slot (executors/: this machine, or a Ray cluster); the ledger is written here, by this process."""
     paths = ctx.paths
     row = ledger.get_experiment(paths, exp)
     if row["verdict"] != "queued":
@@ -202,8 +288,15 @@ def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float 
     run_dir = paths.runs / exp
     src = run_dir / "src"
     out_dir = run_dir / "out"
-    measured: Measurement | None = None
     protected = org_manifest(paths, ctx.repo, ctx.state.base, ctx.task)
+    before: list[str | None] = [None]
+
+    def on_started(slot: str, where: dict[str, Any]) -> None:
+        # after the spawn, not before: a freed slot goes straight back to work
+        started = clock.iso_of_epoch(times.get("leased", time.time()))
+        ledger.claim_unfinished(paths, exp, "running", slot=slot, started=started, **where)
+        before[0] = _set_running(ctx, row, slot)
+
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         workspace.export_tree(ctx.repo, row["commit_sha"], src)
@@ -212,7 +305,6 @@ def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float 
             _finish_crash(ctx, exp, f"void: protected files differ from the org's manifest: {', '.join(differ)}",
                           times)
             return ledger.get_experiment(paths, exp)
-        ensure_setup(ctx, src, say)
         if row["kind"] == "exp":
             slots = agent_slots(ctx.spec, row["agent"])
         else:
@@ -221,41 +313,14 @@ def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float 
         command = ctx.task.run.get(row["slot_class"])
         if not command:
             raise TaskError(f"task '{ctx.task.name}' has no run command for {row['slot_class']} slots")
-        command = substitute(command, budget=row["budget"], seed=row["seed"], task_dir=ctx.task_dir,
-                             out=str(out_dir))
-        holder = {"exp": exp, "agent": row["agent"], "kind": row["kind"]}
-        before: list[str | None] = [None]
-
-        def on_started(slot: Slot) -> None:
-            # after the spawn, not before: a freed slot goes straight back to work
-            ledger.claim_unfinished(paths, exp, "running", slot=slot.name, started=clock.iso_of_epoch(times["leased"]))
-            before[0] = _set_running(ctx, row, slot)
-            if say:
-                say(f"{exp} on {slot.name}: {command}  (budget {row['budget']:g}s, log {run_dir / 'log'})")
-
-        times["lease_wait"] = time.time()
+        job = Job(exp=exp, row=row, src=src, command=command, slots=slots, manifest=protected, times=times,
+                  on_started=on_started, say=say, wait_s=wait_s)
         try:
-            with lease_slot(paths, slots, holder=holder, wait_s=wait_s, say=say, gate=row["kind"] != "exp") \
-                    as (slot, fds):
-                times["leased"] = time.time()
-                if ledger.get_experiment(paths, exp)["verdict"] != "queued":
-                    return ledger.get_experiment(paths, exp)  # cancelled while it waited: the slot goes back
-                temp = run_dir / "tmp"
-                temp.mkdir(exist_ok=True)
-                env = run_env({**slot.env(), RUN_MARKER: str(run_dir), "AUTOORG_EXP": exp,
-                               "AUTOORG_SEED": str(row["seed"]), "AUTOORG_BUDGET": f"{row['budget']:g}",
-                               "AUTOORG_OUT": str(out_dir)}, temp)
-                sealing = Sealing(seal_mode(), run_dir, read_only=_read_only(ctx))
-                out = run_command(command, cwd=src, env=env, limit_s=row["budget"] + ctx.task.grace,
-                                  log_path=run_dir / "log", metrics_path=run_dir / "metrics.jsonl", keep_fds=fds,
-                                  cores=slot.cores, on_started=functools.partial(on_started, slot), times=times,
-                                  sealing=sealing)
-                cores = len(slot.cores)
-                measured = measure_run(ctx, row, out, run_dir, env, fds, slot.cores)
-                times["measured"] = time.time()  # the slot's work for this run ends here
+            ran = launch(ctx, job)
         finally:
             _restore_status(ctx, row, before[0])
-        rewritten = protected_changes(protected, src)
+        if ran is None:
+            return ledger.get_experiment(paths, exp)
     except KeyboardInterrupt:
         _finish_crash(ctx, exp, "crash: interrupted", times)
         raise
@@ -268,16 +333,20 @@ def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float 
         shutil.rmtree(src, ignore_errors=True)
         shutil.rmtree(out_dir, ignore_errors=True)
         shutil.rmtree(run_dir / "tmp", ignore_errors=True)
+    out, measured, rewritten = ran.out, ran.measured, ran.rewritten
     verdict, finals, value = judge_outcome(ctx.task, out, row["budget"], row["standard"], row["kind"],
-                                           row["slot_class"], cores, measured)
+                                           row["slot_class"], ran.cores, measured)
     if rewritten:  # its number came from code other than the protected files it was given
         verdict, value = f"void: rewrote protected file {', '.join(rewritten)}"[:500], None
+    if ran.verdict:
+        verdict, value = ran.verdict[:500], None
     memory = (finals or {}).get("memory_gb", _training_report(out).get("memory_gb", out.maxrss_gb))
     fields = {"metric": value, "metrics": finals or {}, "wall_s": round(out.wall_s, 3),
               "cpu_s": None if out.cpu_s is None else round(out.cpu_s, 3), "gpu_s": None, "sealed": out.sealed,
               "train_s": _reported_train_s(finals, out, measured), "memory_gb": memory, "exit_code": out.exit_code,
               "finished": clock.iso_of_epoch(out.times.get("exited")), "pid": None,
-              "heldout": measured.heldout if measured is not None and value is not None else None}
+              "heldout": measured.heldout if measured is not None and value is not None else None,
+              **ran.where}
     if not ledger.claim_unfinished(paths, exp, verdict, **fields):
         final = ledger.get_experiment(paths, exp)  # cancelled while it ran: that verdict stands
         _write_result_json(ctx, final, times)
@@ -318,13 +387,13 @@ def _write_result_json(ctx: OrgContext, row: dict[str, Any], times: dict[str, fl
     atomic_write_text(ctx.paths.runs / row["exp"] / "result.json", json.dumps(result, indent=2) + "\n")
 
 
-def _set_running(ctx: OrgContext, row: dict[str, Any], slot: Slot) -> str | None:
+def _set_running(ctx: OrgContext, row: dict[str, Any], slot: str) -> str | None:
     """Mark the agent `running` while its experiment is on a slot; returns the state to go back to."""
     if row["kind"] != "exp":
         return None
     try:
         old = comms.read_status(ctx.paths, row["agent"])
-        comms.report_status(ctx.paths, row["agent"], "running", f"{row['exp']} on {slot.name}")
+        comms.report_status(ctx.paths, row["agent"], "running", f"{row['exp']} on {slot}")
     except AutoorgError:
         return None
     state = (old or {}).get("state")

@@ -67,7 +67,8 @@ def run_experiment(ctx: OrgContext, exp: str, *, say: Say | None = None,
     """Run a queued experiment to its end (experiments.execute) and screen an agent's measured run against the
     program head, refreshing the board, then revert a move of the program branch the gate did not make: what
     `exp run`, an `exp worker` and the offline researcher all call."""
-    row = execute(ctx, exp, say=say, wait_s=wait_s, on_measured=screen)
+    row = execute(ctx, exp, say=say, wait_s=wait_s, on_measured=screen,
+                  launch=executors.executor_for(ctx.spec).launch)
     with gate_lock(ctx.paths) as held:  # a run may have moved the program branch: put it back at once
         if held:
             revert_foreign_move(ctx, say or (lambda _line: None))
@@ -152,14 +153,21 @@ def sweep_dead_runners(ctx: OrgContext, log: Say) -> bool:
     killed (nothing else enforces its budget), a started run becomes a crash, one that never started is cancelled
     (it is no crash of the code), and the agent that queued it gets its `result` message."""
     did = False
+    executor = executors.executor_for(ctx.spec)
     for verdict in ledger.UNFINISHED:
         for row in ledger.experiments(ctx.paths, verdict=verdict):
-            if executors.runner_alive(row):
+            if executor.runner_alive(row):
+                continue
+            if verdict == "queued" and executor.name == "ray" and respawns(ctx, row["exp"]) < MAX_RESPAWNS:
+                # its worker died before its Ray task started (a head restart kills drivers): submit it again
+                pid = executor.spawn_worker(ctx.paths, row["exp"])
+                log(f"{row['exp']} ({row['agent']}): its worker died before it started; submitted again ({pid})")
+                did = True
                 continue
             why = "crash: runner died" if verdict == "running" else "cancelled: its runner died before it started"
             if not ledger.claim_unfinished(ctx.paths, row["exp"], why, finished=clock.now_iso(), pid=None):
                 continue
-            killed = executors.kill_orphaned_run(ctx.paths, row["exp"])
+            killed = executor.kill_orphaned_run(ctx.paths, row["exp"])
             log(f"{row['exp']} ({row['agent']}): its runner died; recorded as {why.split(':')[0]}"
                 + (f", {len(killed)} leftover process(es) killed" if killed else ""))
             if row["kind"] == "exp":
@@ -167,6 +175,20 @@ def sweep_dead_runners(ctx: OrgContext, log: Say) -> bool:
                                         f"log kept at {ctx.paths.runs / row['exp'] / 'log'}")
             did = True
     return did
+
+
+MAX_RESPAWNS = 3  # a queued Ray run whose worker died before it started is submitted again at most this often
+
+
+def respawns(ctx: OrgContext, exp: str) -> int:
+    """How often a queued run was submitted again so far; counts this time (runs/<id>/respawns)."""
+    path = ctx.paths.runs / exp / "respawns"
+    try:
+        done = int(path.read_text())
+    except (OSError, ValueError):
+        done = 0
+    path.write_text(str(done + 1))
+    return done
 
 
 def fresh_seeds(ctx: OrgContext, tree: str, n: int, *others: str) -> list[int]:
@@ -221,7 +243,7 @@ def queue_baseline_runs(ctx: OrgContext, head: str, cls: str, count: int, *, fir
         exp = experiments.queue_run(ctx, kind="baseline", agent="gate", commit=head, head=head,
                                     description=f"baseline {first + i}/{of or count} of {head[:10]}{note}",
                                     seed=seed, budget=ctx.task.budget[cls], slot_class=cls)
-        executors.spawn_worker(ctx.paths, exp)
+        executors.executor_for(ctx.spec).spawn_worker(ctx.paths, exp)
         queued.append(exp)
     return queued
 
@@ -319,7 +341,7 @@ def queue_pairs(ctx: OrgContext, cand: dict[str, Any], head: str, commit: str, c
                                       budget=ctx.task.budget[cls], slot_class=cls, candidate=cand["exp"])
                 for sha, arm in ((head, "head"), (commit, "candidate"))]
         for exp in pair:
-            executors.spawn_worker(ctx.paths, exp)
+            executors.executor_for(ctx.spec).spawn_worker(ctx.paths, exp)
         runs += pair
     return runs
 
@@ -328,13 +350,15 @@ def decide(ctx: OrgContext, ver: dict[str, Any], log: Say) -> bool:
     """Judge a verification whose queued pairs have all landed: promote, reject, or queue its next look (False
     while runs are in flight)."""
     rows = [ledger.get_experiment(ctx.paths, e) for e in ver["runs"]]
+    if any(r["verdict"] == executors.NODE_LOST for r in rows) and requeue_lost(ctx, ver, rows, log):
+        return True
     pending = [r["exp"] for r in rows if r["verdict"] in ledger.UNFINISHED]
     cand = ledger.get_experiment(ctx.paths, ver["exp"])
     failed = [r for r in rows if r["verdict"] not in (*ledger.UNFINISHED, "ok")]
     if failed:
         r = failed[0]
         why = f"re-run {r['exp']} did not measure cleanly ({r['verdict']}; log {ctx.paths.runs / r['exp'] / 'log'})"
-        executors.cancel_runs(ctx.paths, pending, "cancelled: the verification was decided")
+        executors.executor_for(ctx.spec).cancel_runs(ctx.paths, pending, "cancelled: the verification was decided")
         ledger.update_verification(ctx.paths, ver["id"], status="rejected", why=why, finished=clock.now_iso())
         _reject(ctx, cand, why, log)
         return True
@@ -396,6 +420,28 @@ def decide(ctx: OrgContext, ver: dict[str, Any], log: Say) -> bool:
     log(f"PROMOTED {cand['exp']} ({cand['agent']}: {cand['description']}): {summary}; "
         f"{ctx.program_branch} is now {ver['commit_sha'][:10]}")
     announce_promotion(ctx, cand, ver["commit_sha"], summary, heldout_worse=bool(heldout and heldout.worse))
+    return True
+
+
+def requeue_lost(ctx: OrgContext, ver: dict[str, Any], rows: list[dict[str, Any]], log: Say) -> bool:
+    """Re-runs whose Ray node died under them are no verdict on the candidate: each is queued again (same commit,
+    seed and arm) in its place, up to the verification's own size; returns whether any was."""
+    lost = [r for r in rows if r["verdict"] == executors.NODE_LOST]
+    before = sum(r["verdict"] == executors.NODE_LOST
+                 for r in ledger.experiments(ctx.paths, kinds=("verify",)) if r["candidate"] == ver["exp"])
+    if before > 2 * settings(ctx.spec).repeats:
+        return False  # the cluster keeps losing them: decided as failed re-runs
+    runs = list(ver["runs"])
+    executor = executors.executor_for(ctx.spec)
+    for r in lost:
+        again = experiments.queue_run(ctx, kind="verify", agent="gate", commit=r["commit_sha"], head=r["head"],
+                                      description=f"{r['description']} (again: {r['exp']} lost its node)",
+                                      seed=r["seed"], budget=r["budget"], slot_class=r["slot_class"],
+                                      candidate=r["candidate"])
+        executor.spawn_worker(ctx.paths, again)
+        runs[runs.index(r["exp"])] = again
+        log(f"{r['exp']} lost its Ray node; queued {again} in its place")
+    ledger.update_verification(ctx.paths, ver["id"], runs=runs)
     return True
 
 

@@ -6,6 +6,7 @@ file, the line and, for unknown keys, the nearest valid spelling.
 
 from __future__ import annotations
 
+from autoorg.spec.executor import ExecutorSpec
 from autoorg.spec.org import (
            AGENT_NAMES,
            BACKEND_GROUP,
@@ -21,7 +22,7 @@ from autoorg.spec.org import (
 from autoorg.spec.processes import Baseline, Gate, Processes, Restart, Standup, StopRule, parse_interval
 from autoorg.spec.task import Knob, TaskSpec, detect_knobs, find_task, load_task, scaffold_task
 
-__all__ = ["AGENT_NAMES", "BACKEND_GROUP", "AgentSpec", "Baseline", "Gate", "Knob", "OrgSpec", "Processes", "Restart",
-           "Standup", "StopRule", "TaskSpec", "backend_names", "build_spec", "detect_knobs", "expand_preset",
-           "find_task", "is_preset",
+__all__ = ["AGENT_NAMES", "BACKEND_GROUP", "AgentSpec", "Baseline", "ExecutorSpec", "Gate", "Knob", "OrgSpec",
+           "Processes", "Restart", "Standup", "StopRule", "TaskSpec", "backend_names", "build_spec", "detect_knobs",
+           "expand_preset", "find_task", "is_preset",
            "load_org", "load_task", "parse_interval", "scaffold_org", "scaffold_task"]

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from autoorg.errors import SpecError, SpecProblems
+from autoorg.spec.executor import ExecutorSpec, build_executor
 from autoorg.spec.loader import check_keys, item_line, line_of, read_yaml
 from autoorg.spec.processes import Processes, build_processes
 
@@ -49,6 +50,7 @@ ORG_KEYS = {
     "agents": "list of agents (name, role, backend, model, slots, command, ...)",
     "processes": "org processes: standup, gate, baseline, restart, stop, review, comms",
     "topology": "the library topology this org was built from (autoorg up NAME writes it)",
+    "executor": "where runs execute: {kind: local} or {kind: ray, address: HOST:PORT}",
     "allow_skip_permissions": "let claude run with --dangerously-skip-permissions as root (sets IS_SANDBOX=1)",
     "notify": "where the daemon also posts notifications: {webhook: http(s) URL}",
 }
@@ -110,6 +112,7 @@ class OrgSpec:
     allow_skip_permissions: bool = False
     webhook: str | None = None  # `notify: {webhook: URL}`
     topology: str | None = None
+    executor: ExecutorSpec = field(default_factory=ExecutorSpec)
     source: str = ""
 
     def agent(self, name: str) -> AgentSpec:
@@ -131,6 +134,7 @@ class OrgSpec:
         webhook = out.pop("webhook")
         if webhook:
             out["notify"] = {"webhook": webhook}
+        out["executor"] = self.executor.to_dict()
         for a in out["agents"]:
             for key in ("model", "command", "prompt"):
                 if a[key] is None:
@@ -315,8 +319,10 @@ def _fill_agent(raw: Any, index: int, roles: dict[str, dict[str, Any]], defaults
 
 def build_spec(raw: Any, *, source: str, tag: str | None = None, task: str | None = None,
                backend: str | None = None, command: str | None = None, size: int | None = None,
-               gpus: Callable[[], int] = lambda: 0, topology: str | None = None) -> OrgSpec:
-    """Expand, fill and validate one raw org mapping. CLI overrides (tag, task, backend, command, size) win;
+               gpus: Callable[[], int] = lambda: 0, topology: str | None = None, executor: str | None = None,
+               ray_address: str | None = None) -> OrgSpec:
+    """Expand, fill and validate one raw org mapping. CLI overrides (tag, task, backend, command, size, executor,
+    ray_address) win;
     `gpus` counts the GPUs `slots: auto` may take (asked only when an agent says auto). Every problem found is
     reported (a `SpecProblems` when there are several), not only the first."""
     if not isinstance(raw, dict):
@@ -403,16 +409,18 @@ def build_spec(raw: Any, *, source: str, tag: str | None = None, task: str | Non
     processes = attempt(lambda: build_processes(raw.get("processes"), source=source,
                                                 roles={a.role for a, _ in agents}))
     webhook = attempt(lambda: _webhook(raw, source))
+    run_on = attempt(lambda: build_executor(raw.get("executor"), source=source, kind=executor, address=ray_address))
     if len(problems) == 1:
         raise problems[0]
     if problems:
         raise SpecProblems(problems)
-    assert processes is not None and isinstance(final_tag, str)
+    assert processes is not None and run_on is not None and isinstance(final_tag, str)
     final_task = task or raw.get("task") or "nanochat"
     recorded = topology or raw.get("topology")
     return OrgSpec(tag=final_tag, task=str(final_task), agents=[a for a, _ in agents], roles=roles,
                    processes=processes, allow_skip_permissions=bool(raw.get("allow_skip_permissions", False)),
-                   webhook=webhook, topology=str(recorded) if recorded else None, source=source)
+                   webhook=webhook, topology=str(recorded) if recorded else None, executor=run_on,
+                   source=source)
 
 
 def _webhook(raw: dict[str, Any], source: str) -> str | None:
@@ -433,12 +441,12 @@ def _webhook(raw: dict[str, Any], source: str) -> str | None:
 
 def load_org(target: str, *, tag: str | None = None, task: str | None = None, backend: str | None = None,
              command: str | None = None, size: int | None = None, gpus: Callable[[], int] = lambda: 0,
-             topology: str | None = None) -> OrgSpec:
+             topology: str | None = None, executor: str | None = None, ray_address: str | None = None) -> OrgSpec:
     """A preset name or a YAML file → a fully resolved, validated OrgSpec. `topology` names the library topology
     the file is (recorded in the spec, so the org-code hash covers its file)."""
     if is_preset(target):
         return build_spec(expand_preset(target), source=f"preset {target}", tag=tag, task=task,
-                          backend=backend, command=command)
+                          backend=backend, command=command, executor=executor, ray_address=ray_address)
     path = Path(target)
     if path.suffix not in (".yaml", ".yml") and not path.exists():
         expand_preset(target)  # raises the "unknown preset" error with its hint
@@ -448,7 +456,7 @@ def load_org(target: str, *, tag: str | None = None, task: str | None = None, ba
     if topology is not None and isinstance(raw, dict) and "tag" not in raw and tag is None:
         tag = topology if size is None else f"{topology}-{size}"
     return build_spec(raw, source=str(path), tag=tag, task=task, backend=backend, command=command, size=size,
-                      gpus=gpus, topology=topology)
+                      gpus=gpus, topology=topology, executor=executor, ray_address=ray_address)
 
 
 # ---------------------------------------------------------------------------------------------------------------
