@@ -413,12 +413,11 @@ def complete_promotion(ctx: OrgContext, ver: dict[str, Any], log: Say) -> bool:
                          new_head=ver["commit_sha"], metric=mean, head_mean=head_mean, delta=mean - head_mean,
                          band=ver["band"], description=cand["description"], **(heldout.columns() if heldout else {}))
     ledger.update_experiment(ctx.paths, cand["exp"], verdict="promoted")
-    summary = ver["why"]
-    if heldout is not None:
-        summary = f"{summary}; {describe(ctx, heldout)}"
-    log(f"PROMOTED {cand['exp']} ({cand['agent']}: {cand['description']}): {summary}; "
-        f"{ctx.program_branch} is now {ver['commit_sha'][:10]}")
-    announce_promotion(ctx, cand, ver["commit_sha"], summary, heldout_worse=bool(heldout and heldout.worse))
+    summary, held = ver["why"], describe(ctx, heldout)
+    log(f"PROMOTED {cand['exp']} ({cand['agent']}: {cand['description']}): {summary}"
+        f"{'; ' + held if held else ''}; {ctx.program_branch} is now {ver['commit_sha'][:10]}")
+    announce_promotion(ctx, cand, ver["commit_sha"], summary, heldout=held,
+                       heldout_worse=bool(heldout and heldout.worse))
     return True
 
 
