@@ -14,7 +14,7 @@ its own agent, through the real runner, ledger, git and gate (the gate's runs ar
 It reports the runs the gate spent per decision: every baseline and re-run it queued (cancelled ones included)
 over the candidates it decided by verification.
 
-    .venv/bin/python benchmarks/gate.py [--rounds 50] [--budget 0.1] [--sigmas 3]
+    .venv/bin/python benchmarks/gate.py [--rounds 50] [--budget 0.1] [--sigmas 3] [--grace 30]
 """
 
 from __future__ import annotations
@@ -172,12 +172,15 @@ def main() -> int:
     parser.add_argument("--budget", type=float, default=0.1, help="seconds per run")
     parser.add_argument("--sigma", type=float, default=0.01, help="the synthetic task's noise")
     parser.add_argument("--sigmas", type=float, default=3.0, help="size of the planted win, in σ")
+    parser.add_argument("--grace", type=float, default=30.0,
+                        help="wall-clock seconds past the budget before a run is killed (its compute is judged on "
+                             "CPU time; at load 25 on 2 cores an honest 0.1 s run can take 2 s of wall time)")
     args = parser.parse_args()
     land = load_landscape()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="autoorg-bench-gate-", ignore_cleanup_errors=True) as tmp:
         paths, base = make_synthetic_org(Path(tmp), "bench", list(KINDS.values()), budget=args.budget,
-                                         sigma=args.sigma, grace=2)
+                                         sigma=args.sigma, grace=args.grace)
         st = gate.settings(experiments.load_context(paths).spec)
         print(f"gate benchmark: synthetic task, σ {args.sigma}, budget {args.budget}s, K={st.baseline_repeats} "
               f"baseline runs, up to R={st.repeats} same-seed pairs, z={st.z} (screen z {SCREEN_Z}), "
