@@ -183,7 +183,7 @@ def test_a_promotion_is_scored_on_the_held_out_split(org: OrgPaths) -> None:
     assert "held-out" not in run_cli("results", cwd=org.repo,
                                      env={"AUTOORG_HOME": str(org.home), "AUTOORG_AGENT": "bob"}).stdout
     assert "held-out" not in comms.read_board(org)
-    told = [m for m in comms.read_inbox(org, "bob") if m.exp == exp]
+    told = [m for m in comms.read_inbox(org, "alice", include_read=True) if m.exp == exp]
     assert told and all("held-out" not in m.body for m in told)
     assert not any(m.exp == exp for m in comms.read_inbox(org, "human"))  # nothing to flag
 
