@@ -92,8 +92,9 @@ def win_lr(land: Any, drop: float) -> float:
     return float(f"{math.sqrt(lo * hi):.6g}")
 
 
-def step_until(paths: OrgPaths, done: Callable[[], bool], timeout: float = 300.0) -> None:
-    """Step the gate until `done()` (the benchmark drives the gate itself: no daemon)."""
+def step_until(paths: OrgPaths, done: Callable[[], bool], timeout: float = 1200.0) -> None:
+    """Step the gate until `done()` (the benchmark drives the gate itself: no daemon); a busy machine (load 20 on
+    2 cores) can take minutes over one round."""
     deadline = time.monotonic() + timeout
     while not done():
         if time.monotonic() > deadline:

@@ -1,17 +1,19 @@
 """val_bpb: bits per byte of a model on the fixed validation tokens. The task's metric; lower is better.
+`--heldout` scores the held-out split instead (prepare.py's third split): autoorg scores the gate's runs on it and
+no agent sees those numbers.
 
 Protected, and run by autoorg in its own process on the checkpoint `train.py --save` wrote, from the program
 head's copy of this file, after checking the data's checksums: nothing in train.py changes how a run is measured.
 Bits per byte do not depend on the tokenizer: the summed cross-entropy (in bits) of every scored token is
 divided by the number of UTF-8 bytes those tokens stand for. BOS tokens stand for no bytes and are skipped.
 
-The scored tokens are fixed: the first EVAL_TOKENS targets of val.bin (all of it when it is shorter), cut
+The scored tokens are fixed: the first EVAL_TOKENS targets of val.bin or heldout.bin (all of it when shorter), cut
 into consecutive windows of the model's context length, in order. The model sees each window on its own.
 
 Standalone, on a checkpoint written by `train.py --save PATH` (a torch.export program of the model, with its
 config; this file never imports train.py, so a measure runs no editable code but the model's own graph):
 
-    python nanochat/evaluate.py PATH
+    python nanochat/evaluate.py PATH [--heldout]
 """
 
 from __future__ import annotations
@@ -60,15 +62,16 @@ def check_causal(model: torch.nn.Module, window: torch.Tensor, vocab_size: int) 
 
 @torch.no_grad()
 def evaluate_bpb(model: torch.nn.Module, seq_len: int, device: torch.device | str, batch_size: int = 16,
-                 data: Path | None = None) -> float:
-    """Bits per byte of `model` (called as `model(idx) -> logits (B, T, vocab)`) on the fixed validation tokens.
+                 data: Path | None = None, split: str = "val") -> float:
+    """Bits per byte of `model` (called as `model(idx) -> logits (B, T, vocab)`) on the fixed tokens of `split`
+    (`val`, or `heldout`).
 
     `seq_len` is the context the model was trained for; `batch_size` only changes speed.
     """
     device = torch.device(device)
     where = data or prepare.data_dir()
     meta = prepare.load_meta(where)
-    tokens = prepare.load_tokens("val", where)
+    tokens = prepare.load_tokens(split, where)
     token_bytes = torch.from_numpy(prepare.load_token_bytes(where).astype(np.int64)).to(device)
     n = min(EVAL_TOKENS, len(tokens) - 1)
     assert n > 0 and seq_len > 0, "need validation tokens and a positive context"
@@ -127,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint", help="file written by `train.py --save PATH`")
     parser.add_argument("--device", help="where to run it (default: the device it was trained on)")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--heldout", action="store_true", help="score the held-out split instead of validation")
     args = parser.parse_args(argv)
     try:
         model, info = load_checkpoint(args.checkpoint)
@@ -137,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     model.to(device)
     try:
         prepare.verify_checksums()
-        val_bpb = evaluate_bpb(model, info["config"]["seq_len"], device, args.batch_size)
+        val_bpb = evaluate_bpb(model, info["config"]["seq_len"], device, args.batch_size,
+                               split="heldout" if args.heldout else "val")
     except prepare.PrepareError as exc:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 2

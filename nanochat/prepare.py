@@ -35,11 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
-FORMAT = 2  # bump when the layout or the tokenizer recipe changes: old caches are then rebuilt
-MEASURED_FILES = ("val.bin", "token_bytes.npy")  # what evaluate.py reads; their sha256 is in meta.json
+FORMAT = 3  # bump when the layout or the tokenizer recipe changes: old caches are then rebuilt
+MEASURED_FILES = ("val.bin", "heldout.bin", "token_bytes.npy")  # what evaluate.py reads; sha256 in meta.json
 VOCAB_SIZE = 2048  # offline corpora: sized for the CPU preset, whose tiny model spends much time in the head
 SHARD_VOCAB_SIZE = 8192  # parquet shards (web text, for GPU runs)
 VAL_FRACTION = 0.05  # share of files (by a stable hash of their path) held out for validation
+HELDOUT_FRACTION = 0.05  # and as many again for the held-out split, whose numbers no agent sees
 STDLIB_MAX_MB = 8.0  # train text taken from the standard library; enough for a 60 s CPU run
 TOKENIZER_CHARS = 500_000_000  # text the tokenizer is trained on, at most (matters only for downloads)
 BOS = "<|bos|>"  # starts every document; it has no bytes, so it never counts towards bits per byte
@@ -110,8 +111,8 @@ def verify_checksums(where: Path | None = None) -> None:
 
 
 def load_tokens(split: str, where: Path | None = None) -> np.ndarray:
-    """Token ids of `train` or `val` as a read-only uint16 memmap."""
-    assert split in ("train", "val")
+    """Token ids of `train`, `val` or `heldout` as a read-only uint16 memmap."""
+    assert split in ("train", "val", "heldout")
     where = where or data_dir()
     load_meta(where)
     return np.memmap(where / f"{split}.bin", dtype=np.uint16, mode="r")
@@ -166,8 +167,10 @@ class Corpus:
     sha256: str
     train: Callable[[], Iterable[str]]
     val: Callable[[], Iterable[str]]
+    heldout: Callable[[], Iterable[str]]
     train_chars: int  # for progress bars: exact for folders, an estimate for parquet shards
     val_chars: int
+    heldout_chars: int
 
 
 def stable_fraction(key: str) -> float:
@@ -185,7 +188,8 @@ def read_text_file(path: Path) -> str | None:
 
 
 def folder_corpus(root: Path, source: str, suffixes: tuple[str, ...] | None, max_mb: float | None) -> Corpus:
-    """Every text file under `root` is one document; the split is decided by a stable hash of its path.
+    """Every text file under `root` is one document; the split (validation, held-out, train) is decided by a
+    stable hash of its path.
 
     Files are taken in hash order, a spread sample of the folder, until the train text reaches `max_mb`.
     """
@@ -202,6 +206,7 @@ def folder_corpus(root: Path, source: str, suffixes: tuple[str, ...] | None, max
     cap = int(max_mb * 1e6) if max_mb else None
     train: list[tuple[str, str]] = []
     val: list[tuple[str, str]] = []
+    heldout: list[tuple[str, str]] = []
     train_bytes = 0
     for frac, rel in found:
         if cap is not None and train_bytes >= cap:
@@ -211,24 +216,29 @@ def folder_corpus(root: Path, source: str, suffixes: tuple[str, ...] | None, max
             continue
         if frac < VAL_FRACTION:
             val.append((rel, text))
+        elif frac < VAL_FRACTION + HELDOUT_FRACTION:
+            heldout.append((rel, text))
         else:
             train.append((rel, text))
             train_bytes += len(text.encode())
-    if not train and not val:
+    if not train and not val and not heldout:
         raise PrepareError(f"corpus folder {root} has no text files")
-    if not val:  # a tiny corpus: hold out its last file rather than fail
-        val.append(train.pop())
-    if not train:
-        raise PrepareError(f"corpus folder {root} has one text file; need at least two (one for validation)")
+    for held in (val, heldout):
+        if not held and len(train) > 1:  # a tiny corpus: hold out its last files rather than fail
+            held.append(train.pop())
+    if not train or not val or not heldout:
+        raise PrepareError(f"corpus folder {root} has too few text files; need at least three (one for "
+                           "validation, one held out)")
     digest = hashlib.sha256()
-    for split, docs in (("train", train), ("val", val)):
+    for split, docs in (("train", train), ("val", val), ("heldout", heldout)):
         for rel, text in docs:
             digest.update(f"{split}\0{rel}\0{len(text)}\0".encode())
             digest.update(text.encode())
     return Corpus(
         source=source, sha256=digest.hexdigest(), train=lambda: (t for _, t in train),
-        val=lambda: (t for _, t in val), train_chars=sum(len(t) for _, t in train),
-        val_chars=sum(len(t) for _, t in val),
+        val=lambda: (t for _, t in val), heldout=lambda: (t for _, t in heldout),
+        train_chars=sum(len(t) for _, t in train), val_chars=sum(len(t) for _, t in val),
+        heldout_chars=sum(len(t) for _, t in heldout),
     )
 
 
@@ -239,8 +249,9 @@ def stdlib_corpus(max_mb: float | None) -> Corpus:
     return folder_corpus(root, source, (".py",), STDLIB_MAX_MB if max_mb is None else max_mb)
 
 
-def parquet_documents(paths: list[Path], max_chars: int | None = None) -> Iterator[str]:
-    """The `text` column of parquet shards, row group by row group (never a whole shard in memory)."""
+def parquet_documents(paths: list[Path], max_chars: int | None = None, part: int | None = None) -> Iterator[str]:
+    """The `text` column of parquet shards, row group by row group (never a whole shard in memory); with `part`
+    (0 or 1) only the documents a stable hash of their text puts in that half."""
     import pyarrow.parquet as pq
 
     seen = 0
@@ -250,7 +261,7 @@ def parquet_documents(paths: list[Path], max_chars: int | None = None) -> Iterat
             raise PrepareError(f"parquet shard {path} has no 'text' column")
         for group in range(shard.num_row_groups):
             for text in shard.read_row_group(group, columns=["text"]).column("text").to_pylist():
-                if not text:
+                if not text or (part is not None and (stable_fraction(text) < 0.5) != (part == 1)):
                     continue
                 if max_chars is not None and seen >= max_chars:
                     return
@@ -259,7 +270,8 @@ def parquet_documents(paths: list[Path], max_chars: int | None = None) -> Iterat
 
 
 def parquet_corpus(train_paths: list[Path], val_path: Path, source: str, max_mb: float | None) -> Corpus:
-    """Shards as a corpus: whole train shards, one fixed validation shard; the hash covers their bytes."""
+    """Shards as a corpus: whole train shards, one fixed shard split by a stable hash of each document into the
+    validation and the held-out halves; the hash covers their bytes."""
     digest = hashlib.sha256()
     for path in [*train_paths, val_path]:
         digest.update(f"{path.name}\0".encode())
@@ -271,7 +283,8 @@ def parquet_corpus(train_paths: list[Path], val_path: Path, source: str, max_mb:
     estimate = cap or sum(p.stat().st_size for p in train_paths) * 2  # parquet text compresses about 2x
     return Corpus(
         source=source, sha256=digest.hexdigest(), train=lambda: parquet_documents(train_paths, cap),
-        val=lambda: parquet_documents([val_path]), train_chars=estimate, val_chars=val_path.stat().st_size * 2,
+        val=lambda: parquet_documents([val_path], part=0), heldout=lambda: parquet_documents([val_path], part=1),
+        train_chars=estimate, val_chars=val_path.stat().st_size, heldout_chars=val_path.stat().st_size,
     )
 
 
@@ -445,11 +458,14 @@ def build(corpus: Corpus, vocab_size: int, force: bool, tokenizer_chars: int) ->
         train = encode_split(tokenizer, corpus.train(), work / "train.bin", "train", corpus.train_chars,
                              token_bytes)
         val = encode_split(tokenizer, corpus.val(), work / "val.bin", "val", corpus.val_chars, token_bytes)
+        heldout = encode_split(tokenizer, corpus.heldout(), work / "heldout.bin", "heldout", corpus.heldout_chars,
+                               token_bytes)
         meta = {
             "format": FORMAT, "source": corpus.source, "corpus_sha256": corpus.sha256,
             "settings": settings, "vocab_size": tokenizer.get_vocab_size(), "bos_id": 0,
             "train_docs": train["docs"], "train_tokens": train["tokens"], "train_bytes": train["bytes"],
             "val_docs": val["docs"], "val_tokens": val["tokens"], "val_bytes": val["bytes"],
+            "heldout_docs": heldout["docs"], "heldout_tokens": heldout["tokens"], "heldout_bytes": heldout["bytes"],
             "python": sys.version.split()[0], "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "seconds": round(time.monotonic() - started, 1),
             "sha256": {name: file_sha256(work / name) for name in MEASURED_FILES},

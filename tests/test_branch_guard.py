@@ -84,3 +84,57 @@ def test_a_promotion_is_the_gates_own_move_and_is_kept(org: OrgPaths) -> None:
     git(org.repo, "update-ref", "refs/heads/org/t", promoted, start)
     gate.step(org, log=lambda _line: None)
     assert head(org) == promoted and ledger.branch_reverts(org) == []
+
+
+def promoting(org: OrgPaths, start: str) -> tuple[str, str]:
+    """A verification whose promotion was decided and recorded (`promoting`), as the gate leaves it when it dies
+    before moving the branch or before recording the promotion: (its candidate, the commit it promotes)."""
+    ctx = experiments.load_context(org)
+    worktree = org.worktree("alice")
+    set_knobs(worktree, LEARNING_RATE=0.002)
+    exp = experiments.queue_experiment(ctx, "alice", "lr 0.002")  # never run: only its row is read
+    target = git(worktree, "rev-parse", "HEAD")
+    ledger.add_verification(org, exp=exp, head=start, commit_sha=target, runs=[], status="promoting",
+                            why="decided", mean=0.9, head_mean=1.0, band=0.01, sigma=0.01)
+    return exp, target
+
+
+def test_a_gate_that_died_after_moving_the_branch_keeps_its_promotion(org: OrgPaths) -> None:
+    start = head(org)
+    exp, target = promoting(org, start)
+    git(org.repo, "update-ref", "refs/heads/org/t", target, start)  # the move, then the gate dies
+
+    drive_gate(org, lambda: ledger.promotions(org), message="the promotion to be recorded")
+
+    assert head(org) == target and ledger.branch_reverts(org) == []
+    (promo,) = ledger.promotions(org)
+    assert (promo["exp"], promo["old_head"], promo["new_head"]) == (exp, start, target)
+    assert [v["status"] for v in ledger.verifications(org, exp=exp)] == ["promoted"]
+    assert ledger.get_experiment(org, exp)["verdict"] == "promoted"
+    assert gate_head(experiments.load_context(org)) == target
+
+
+def test_a_gate_that_died_before_moving_the_branch_finishes_the_promotion(org: OrgPaths) -> None:
+    start = head(org)
+    exp, target = promoting(org, start)
+
+    drive_gate(org, lambda: ledger.promotions(org), message="the promotion to be finished")
+
+    assert head(org) == target and ledger.branch_reverts(org) == []
+    assert [v["status"] for v in ledger.verifications(org, exp=exp)] == ["promoted"]
+
+
+def test_a_recorded_intent_covers_only_its_own_target(org: OrgPaths) -> None:
+    start = head(org)
+    _, target = promoting(org, start)
+    worktree = org.worktree("bob")
+    set_knobs(worktree, LEARNING_RATE=0.05)
+    git(worktree, "commit", "-qam", "sneaked in")
+    sneaked = git(worktree, "rev-parse", "HEAD")
+    git(org.repo, "update-ref", "refs/heads/org/t", sneaked, start)
+
+    drive_gate(org, lambda: ledger.promotions(org), message="the revert and the promotion")
+
+    (revert,) = ledger.branch_reverts(org)
+    assert (revert["found"], revert["restored"]) == (sneaked, start)
+    assert head(org) == target  # then the intent was carried out from where the gate left the branch

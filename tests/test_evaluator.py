@@ -174,9 +174,17 @@ def test_a_promotion_is_scored_on_the_held_out_split(org: OrgPaths) -> None:
     gate_runs = ledger.experiments(org, kinds=("baseline", "verify"))
     assert gate_runs and all(r["heldout"] is not None for r in gate_runs if r["verdict"] == "ok")
     assert all(r["heldout"] is None for r in ledger.experiments(org, kinds=("exp",)))
-    assert "held-out val_loss" in comms.read_board(org)
+    # a person sees val and held-out side by side; agents (the board, their messages, `results` from their
+    # panes) never see a held-out number
     out = run_cli("results", cwd=org.repo, env={"AUTOORG_HOME": str(org.home)}).stdout
     assert "(val -0.0" in out and "held-out -0.0" in out
+    as_agent = run_cli("results", "--json", cwd=org.repo, env={"AUTOORG_HOME": str(org.home), "AUTOORG_AGENT": "bob"})
+    assert "heldout_delta" not in as_agent.stdout and "heldout_mean" not in as_agent.stdout
+    assert "held-out" not in run_cli("results", cwd=org.repo,
+                                     env={"AUTOORG_HOME": str(org.home), "AUTOORG_AGENT": "bob"}).stdout
+    assert "held-out" not in comms.read_board(org)
+    told = [m for m in comms.read_inbox(org, "alice", include_read=True) if m.exp == exp]
+    assert told and all("held-out" not in m.body for m in told)
     assert not any(m.exp == exp for m in comms.read_inbox(org, "human"))  # nothing to flag
 
 
@@ -210,7 +218,8 @@ def test_a_promotion_worse_on_the_held_out_split_is_flagged_to_human(
     (promo,) = ledger.promotions(paths)
     assert promo["heldout_worse"] == 1 and promo["heldout_delta"] == pytest.approx(50 * 0.005)
     flagged = [m for m in comms.read_inbox(paths, "human") if m.exp == exp]
-    assert flagged and "worse on the held-out split" in flagged[0].body
+    assert flagged and "worse on the held-out split" in flagged[0].body and "held-out val_loss" in flagged[0].body
+    assert "held-out val_loss" not in comms.read_board(paths)  # the flag, not the numbers
     assert "held-out: worse — possible val overfitting" in comms.read_board(paths)
 
 

@@ -89,3 +89,42 @@ def test_a_run_that_rewrites_its_protected_file_is_void(org: OrgPaths) -> None:
     assert row["verdict"] == f"void: rewrote protected file {LANDSCAPE}"
     assert row["metric"] is None
     assert "void: rewrote protected file" in gate.answer(ctx, row)
+
+
+@pytest.mark.parametrize("where", ["info/attributes", ".gitattributes"])
+def test_a_merge_driver_an_agent_defines_never_runs_in_the_gates_squash(tmp_path: Path, where: str) -> None:
+    """`merge=<driver>` on a path (in the shared .git's info/attributes, or committed in .gitattributes) plus
+    `merge.<driver>.driver` in the shared config would run a command inside `git merge-tree`: the gate's squash
+    merges in an isolated git, with git's own text merge."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.name", "t")
+    git(repo, "config", "user.email", "t@localhost")
+    (repo / "f.txt").write_text("a\nb\nc\nd\ne\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "base")
+    ran = tmp_path / "driver-ran"
+    git(repo, "config", "merge.evil.driver", f"touch {ran}; cp %B %A; true")
+    if where == "info/attributes":
+        (repo / ".git" / "info" / "attributes").write_text("f.txt merge=evil\n")
+    else:
+        (repo / ".gitattributes").write_text("* merge=evil\n")
+        git(repo, "add", ".gitattributes")
+        git(repo, "commit", "-qm", "attributes")
+    git(repo, "checkout", "-qb", "agent")
+    (repo / "f.txt").write_text("a\nb\nc\nd\nE\n")
+    git(repo, "commit", "-qam", "agent's change")
+    candidate = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "main")
+    (repo / "f.txt").write_text("A\nb\nc\nd\ne\n")
+    git(repo, "commit", "-qam", "the head moved on")
+    head = git(repo, "rev-parse", "HEAD")
+
+    squashed = workspace.squash_onto(repo, candidate, head, "squashed", author="alice")
+
+    assert squashed is not None and not ran.exists()
+    assert git(repo, "show", f"{squashed}:f.txt") == "A\nb\nc\nd\nE"  # both changes: git's text merge
+    # the same git in the repository itself does run it: the planted driver is real
+    git(repo, "merge-tree", "--write-tree", head, candidate)
+    assert ran.exists()

@@ -1,8 +1,10 @@
 """The synthetic task's hidden truth: knobs and compute → val_loss, plus seeded noise. Protected.
 
 val_loss = 1.0 + Σ knob penalties (each a bowl around a good value) + capacity (shrinks with depth) + data (shrinks
-with the tokens seen), + noise. The noise is Gaussian with the task's sigma, drawn from (seed, knobs): the same
-run twice gives the same number, another seed another draw.
+with the tokens seen), + noise. The noise is Gaussian with the task's sigma, in two parts, like real training's: most
+of its variance (SHARED) is the seed's alone (initialisation, data order: any recipe trained on that seed gets the
+same draw), the rest is drawn from (seed, knobs). The same run twice gives the same number, another seed another
+draw, and two recipes on one seed differ by √(2·(1 − SHARED))·sigma of noise, not √2·sigma.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+SHARED = 0.9  # the share of the noise's variance that depends on the seed only
 STEPS_PER_S_AT_DEPTH_4 = 100.0  # simulated throughput: a step costs time in proportion to depth
 SEQ_LEN = 128
 
@@ -44,7 +47,13 @@ def expected_loss(knobs: dict[str, float], tokens: float) -> float:
     return loss
 
 
+def _draw(key: object) -> float:
+    """A standard normal draw fixed by key."""
+    rng = random.Random(int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:8], "big"))
+    return rng.gauss(0.0, 1.0)
+
+
 def noisy_loss(knobs: dict[str, float], tokens: float, seed: int, noise: float) -> float:
-    key = repr((seed, sorted(knobs.items()))).encode()
-    rng = random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
-    return expected_loss(knobs, tokens) + rng.gauss(0.0, noise)
+    seed_part = math.sqrt(SHARED) * _draw(("seed", seed))
+    recipe_part = math.sqrt(1 - SHARED) * _draw((seed, sorted(knobs.items())))
+    return expected_loss(knobs, tokens) + noise * (seed_part + recipe_part)

@@ -379,9 +379,24 @@ def keep_ref(repo: Path, ref: str, commit: str) -> None:
     _run(repo, "update-ref", ref, commit)
 
 
+@contextlib.contextmanager
+def isolated_git(repo: Path) -> Iterator[dict[str, str]]:
+    """The environment for a git call that must see the repository's objects and nothing an agent can write: an
+    empty bare GIT_DIR (no config, no info/attributes, no worktree .gitattributes) over the repository's object
+    store, and neither the user's nor the system's config. A merge there runs no merge driver and no filter an
+    agent defined (`merge=<driver>` in info/attributes or .gitattributes and `merge.<driver>.driver` in config
+    run a command inside `git merge-tree`)."""
+    objects = Path(_run(repo, "rev-parse", "--path-format=absolute", "--git-common-dir")) / "objects"
+    with tempfile.TemporaryDirectory(prefix="autoorg-git-") as tmp:
+        _run(Path(tmp), "init", "-q", "--bare", "--template=", tmp)
+        yield {"GIT_DIR": tmp, "GIT_OBJECT_DIRECTORY": str(objects), "GIT_CONFIG_NOSYSTEM": "1",
+               "GIT_CONFIG_GLOBAL": os.devnull}
+
+
 def squash_onto(repo: Path, commit: str, onto: str, message: str, author: str | None = None) -> str | None:
     """One commit on top of onto carrying commit's own changes (since their merge base), made without any
-    checkout (`git merge-tree --write-tree`, `git commit-tree`): no worktree, so no filter or hook touches it.
+    checkout (`git merge-tree --write-tree` in `isolated_git`, `git commit-tree`): no worktree, so no filter,
+    merge driver or hook touches it.
     Returns the new commit; onto itself when the changes are already there; None on a conflict.
 
     A three-way merge first; when it conflicts only because both sides changed *neighbouring* lines (two knobs
@@ -389,7 +404,8 @@ def squash_onto(repo: Path, commit: str, onto: str, message: str, author: str | 
     which succeeds exactly when every line it replaced is still unchanged on onto."""
     base = _run(repo, "merge-base", onto, commit)
     try:
-        tree = _run(repo, "merge-tree", "--write-tree", "--no-messages", onto, commit).splitlines()[0]
+        with isolated_git(repo) as env:
+            tree = _run(repo, "merge-tree", "--write-tree", "--no-messages", onto, commit, env=env).splitlines()[0]
     except GitError:
         with tempfile.TemporaryDirectory(prefix="autoorg-squash-") as tmp:
             env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any
 
 from autoorg import comms, experiments, gate
@@ -28,8 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def results(paths: Any, *, agent: str | None = None, include_gate: bool = False) -> dict[str, Any]:
-    """The stable shape of `autoorg results --json`."""
+HELDOUT_NUMBERS = ("heldout_mean", "heldout_head_mean", "heldout_delta", "heldout_band")
+
+
+def results(paths: Any, *, agent: str | None = None, include_gate: bool = False,
+            heldout: bool = True) -> dict[str, Any]:
+    """The stable shape of `autoorg results --json`; without `heldout` (an agent asking) the promotions keep only
+    the held-out flag, never a held-out number."""
     ctx = experiments.load_context(paths)
     head = ctx.program_head()
     kinds = ledger.KINDS if include_gate else ("exp",)
@@ -43,7 +49,8 @@ def results(paths: Any, *, agent: str | None = None, include_gate: bool = False)
         "program_branch": ctx.program_branch, "program_head": head, "head": heads,
         "experiments": [{k: r[k] for k in ROW_KEYS} for r in ledger.experiments(paths, agent=agent, kinds=kinds)],
         "verifications": ledger.verifications(paths),
-        "promotions": ledger.promotions(paths),
+        "promotions": [{k: v for k, v in p.items() if heldout or k not in HELDOUT_NUMBERS}
+                       for p in ledger.promotions(paths)],
         "usage": ledger.usage_totals(paths),
     }
 
@@ -77,7 +84,8 @@ def render(data: dict[str, Any], limit: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     paths = org_from_args(args)
-    data = results(paths, agent=args.agent, include_gate=args.all)
+    # agents never see a held-out number (their panes carry AUTOORG_AGENT); people see val and held-out side by side
+    data = results(paths, agent=args.agent, include_gate=args.all, heldout="AUTOORG_AGENT" not in os.environ)
     if args.agent and not data["experiments"]:
         comms.known_agent(paths, args.agent)  # a typo is an error, not "no experiments yet"
     print(json.dumps(data, indent=2) if args.json else render(data, args.limit))

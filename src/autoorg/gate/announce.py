@@ -20,16 +20,17 @@ def tell_claimant(ctx: OrgContext, cand: dict[str, Any], body: str) -> None:
         comms.send_message(ctx.paths, sender="gate", to=cand["agent"], kind="result", body=body, exp=cand["exp"])
 
 
-def announce_promotion(ctx: OrgContext, cand: dict[str, Any], new_head: str, summary: str, *,
+def announce_promotion(ctx: OrgContext, cand: dict[str, Any], new_head: str, summary: str, *, heldout: str = "",
                        heldout_worse: bool = False) -> None:
-    """The board post and the message to all (the summary holds the val and held-out gains side by side); a
-    promotion that got worse on the held-out split is also sent to `human`."""
+    """The board post and the message to all (the val gain; of the held-out check only its flag: agents never see
+    a held-out number); a promotion that got worse on the held-out split is sent to `human` with its numbers."""
     if heldout_worse:
+        summary = f"{summary}; held-out: worse — possible val overfitting (the numbers went to human)"
         with contextlib.suppress(AutoorgError):
             comms.send_message(ctx.paths, sender="gate", to="human", kind="system", exp=cand["exp"],
                                body=f"Promoted {cand['exp']} by {cand['agent']} ({cand['description']}) on "
                                     f"{ctx.program_branch} ({new_head[:10]}) is worse on the held-out split: "
-                                    f"{summary}. Review it; the gate does not undo promotions.")
+                                    f"{heldout}. Review it; the gate does not undo promotions.")
     with contextlib.suppress(AutoorgError):
         comms.post_board(ctx.paths, "gate", f"promoted {cand['exp']} by {cand['agent']} "
                                             f"({cand['description']}): {summary}")
@@ -46,10 +47,11 @@ def runs(n: int) -> str:
 
 
 def heldout_gain(promotion: dict[str, Any]) -> str:
-    """", held-out +0.0012" beside a promotion's val delta (with the overfitting flag); "" without a score."""
-    if promotion.get("heldout_delta") is None:
-        return ""
+    """", held-out +0.0012" beside a promotion's val delta (with the overfitting flag); "" without a score, and
+    only the flag where the number is withheld (an agent reading)."""
     flag = " — held-out: worse, possible val overfitting" if promotion.get("heldout_worse") else ""
+    if promotion.get("heldout_delta") is None:
+        return flag
     return f", held-out {promotion['heldout_delta']:+.4g}{flag}"
 
 
@@ -66,7 +68,7 @@ def publish_board(ctx: OrgContext) -> None:
             best.append(f"- {cls}: {metric} {stats.mean:.6g} over {runs(stats.n)}{sigma}")
     for p in ledger.promotions(ctx.paths)[-5:][::-1]:
         best.append(f"- promoted {p['exp']} by {p['agent']} ({p['description']}): {metric} {p['metric']:.6g} "
-                    f"({p['delta']:+.4g}{heldout_gain(p)}) at {p['ts'][:19]}Z")
+                    f"({p['delta']:+.4g}{heldout_gain({**p, 'heldout_delta': None})}) at {p['ts'][:19]}Z")
     recent = []
     for r in ledger.experiments(ctx.paths, kinds=("exp",))[-10:][::-1]:
         value = f"{r['metric']:.6g}" if r["metric"] is not None else "-"

@@ -3,7 +3,8 @@
 The last head the gate made is the latest promotion's new head, else the head the org started from (the
 manifest `up` took). Anything else on `org/<tag>` — an agent's `git checkout org/<tag>` + commit, a run's
 `git update-ref`, a person's merge — is put back with a compare-and-swap, so a promotion racing the check is
-never undone.
+never undone. A promotion records its intent (a verification `promoting` from head H to commit C) before it
+moves the branch, so a gate that died between the two finds the branch at C and keeps it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ def gate_head(ctx: OrgContext) -> str:
 def revert_foreign_move(ctx: OrgContext, log: Say) -> bool:
     """Put the program branch back where the gate left it; returns whether it had moved."""
     expected, found = gate_head(ctx), ctx.program_head()
-    if found == expected:
+    if found == expected or any(v["head"] == expected and v["commit_sha"] == found
+                                for v in ledger.verifications(ctx.paths, status="promoting")):
         return False
     branch = ctx.program_branch
     if not workspace.advance_branch(ctx.repo, branch, expected, found, why="revert a move the gate did not make"):

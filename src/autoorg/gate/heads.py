@@ -29,10 +29,6 @@ def settings(spec: OrgSpec) -> GateSettings:
     return GateSettings(repeats=gate.repeats, z=gate.z, floor=gate.floor, baseline_repeats=baseline.repeats)
 
 
-# Past verifications' paired gains replace √2·σ as the estimate of σ_d once they have this many dof.
-PAIRED_MIN_DOF = 4
-
-
 def noise(paths: OrgPaths, slot_class: str) -> Noise:
     return pooled_noise(ledger.replicate_groups(paths, slot_class))
 
@@ -46,9 +42,10 @@ def same_seed_pairs(rows: list[dict[str, Any]], head: str) -> list[tuple[float, 
     return [(head_arm[s], cand_arm[s]) for s in head_arm if s in cand_arm]
 
 
-def pair_noise_of(ctx: OrgContext, slot_class: str, *, leave_out: int) -> Noise:
-    """σ_d of same-seed pairs on a slot class, from every verification but `leave_out` (the one being judged:
-    its own gains must not set its bar), else √2·σ (gate.stats.pair_noise)."""
+def pair_noise_of(ctx: OrgContext, slot_class: str, gains: list[float], *,
+                  leave_out: int) -> tuple[Noise, ...]:
+    """σ_d's estimates for the verification `leave_out`, whose gains so far are `gains`, on a slot class: √2·σ,
+    and its gains' spread pooled with every other verification's (gate.stats.pair_noise)."""
     rows = {r["exp"]: r for r in ledger.experiments(ctx.paths, kinds=("verify",)) if r["slot_class"] == slot_class}
     groups = []
     for ver in ledger.verifications(ctx.paths):
@@ -57,7 +54,7 @@ def pair_noise_of(ctx: OrgContext, slot_class: str, *, leave_out: int) -> Noise:
         pairs = same_seed_pairs([rows[e] for e in ver["runs"] if e in rows], ver["head"])
         if len(pairs) > 1:
             groups.append([ctx.task.improvement(c, h) for h, c in pairs])
-    return pair_noise(pooled_noise(groups), noise(ctx.paths, slot_class), PAIRED_MIN_DOF)
+    return pair_noise(gains, groups, noise(ctx.paths, slot_class))
 
 
 @dataclass(frozen=True)

@@ -144,27 +144,39 @@ def band(noise_: Noise, n1: int, n2: int, head_mean: float, z: float, floor: flo
 #
 # A candidate is re-run in same-seed pairs: pair i runs the head and the candidate together, on two slots, with
 # one fresh seed, and dᵢ = the candidate's improvement over the head in that pair. What moves both runs of a pair
-# alike (the machine's load, the part of the seed's noise that does not depend on the recipe) cancels in dᵢ. The
-# dᵢ are independent draws with mean δ (the true gain) and a σ_d no larger than √2·σ: equal when a pair shares
-# nothing, smaller the more it shares (sharing the other way, one seed good for one recipe exactly when it is bad
-# for the other, is not how training noise behaves and is not allowed for).
+# alike (the machine's load, the part of the seed's noise that does not depend on the recipe: initialisation,
+# data order) cancels in dᵢ. The dᵢ are independent draws with mean δ (the true gain) and a σ_d no larger than
+# √2·σ: equal when a pair shares nothing, smaller the more it shares (sharing the other way, one seed good for one
+# recipe exactly when it is bad for the other, is not how training noise behaves and is not allowed for).
 #
-# The pairs are judged at looks after n₁ < n₂ < … < n_L pairs (`looks`). With σ_d estimated independently of
-# the pairs being judged, with dof ν, t = d̄·√n / σ̂_d is Student-t with ν dof when δ = 0. The rule:
+# σ_d has two estimates, and the rule tests against both, each at half the error rate:
+# - √2·σ of single runs: a bound whatever the pairs share, known from the first pair (σ from the baselines);
+# - the pairs' own spread, pooled with the pairs of the org's other verifications (each group about its own mean;
+#   groups that ignore their seed left out), dof ν = Σ(nᵢ − 1), once ν ≥ PAIRED_MIN_DOF. Under δ = 0 and normal
+#   noise, d̄·√n/σ̂_d is Student-t with ν dof at any one look (a sample's mean and its spread are independent), so
+#   a verification's own pairs may set it. It is never taken below PAIRED_FLOOR·√2·σ: a candidate whose gains do
+#   not vary (its noise copies the head's, or both arms ignore their seed) cannot shrink its bar to nothing.
+# Where pairs share most of their noise (real training: initialisation and data order) the second bar is the lower
+# one, and once the org has a few verifications a 3σ win is decided in the first look; where they share nothing
+# the first keeps the power of the unpaired test.
 #
-#   promote at the first look where  d̄ > max(q·σ̂_d/√n, min_gain),  q = t⁻¹(1 − α/L; ν),  α = 1 − Φ(z)
-#   reject  at an interim look where d̄·√n/σ̂_d ≤ FUTILITY_T, and at the last look when not promoted
+# The pairs are judged at looks after n₁ < n₂ < … < n_L pairs (`looks`). The rule, with E the estimates in use:
 #
-# Spending α/L at each look (Bonferroni over the looks) bounds the chance that any look promotes a no-effect
-# candidate by α whatever the correlation between looks, so the error rate is the one `z` states for a single
-# test; an exact Pocock boundary would be a little lower (≈ 5% fewer pairs) for a proof that needs numerics.
-# Futility stops can only make a promotion rarer, never easier, so they cost nothing in false promotions; at
-# FUTILITY_T = 0.5 a no-effect candidate stops at the first look ~69% of the time and a 3σ win is lost to it
-# well under 1% of the time (tests/test_gate_stats.py simulates both, and benchmarks/gate.py --simulate the
-# whole procedure, screening and baselines included).
+#   promote at the first look where  d̄ > max(min over E of q_E·σ̂_E/√n, min_gain),
+#                                    q_E = t⁻¹(1 − α/(L·|E|); ν_E),  α = 1 − Φ(z)
+#   reject  at an interim look where d̄·√n/σ_max ≤ FUTILITY_T, and at the last look when not promoted
+#
+# Spending α/(L·|E|) on each estimate at each look (Bonferroni over the looks and the estimates) bounds the chance
+# that any look promotes a no-effect candidate by α whatever the correlation between them, so the error rate is
+# the one `z` states for a single test. Futility stops can only make a promotion rarer, never easier, so they
+# cost nothing in false promotions; at FUTILITY_T = 0.5 against the larger σ a no-effect candidate mostly stops at
+# the first look. tests/test_gate_stats.py simulates the error rates and pairs spent, with and without shared
+# noise, in a fresh org and in one with earlier verifications.
 
 FUTILITY_T = 0.5
 PAIRS_PER_LOOK = 2
+PAIRED_MIN_DOF = 2  # dof of the pairs' own σ_d before it is tested against
+PAIRED_FLOOR = 0.25  # σ̂_d ≥ this × √2·σ
 
 
 def looks(max_pairs: int) -> tuple[int, ...]:
@@ -172,38 +184,47 @@ def looks(max_pairs: int) -> tuple[int, ...]:
     return (*range(PAIRS_PER_LOOK, max_pairs, PAIRS_PER_LOOK), max_pairs)
 
 
-def promotion_bound(noise_: Noise, n: int, z: float, n_looks: int) -> float | None:
-    """How much the mean paired gain of n pairs must exceed to promote (None while σ_d is unknown)."""
-    if noise_.sigma is None or n < 1:
+def promotion_bound(estimates: tuple[Noise, ...], n: int, z: float, n_looks: int) -> tuple[float, Noise] | None:
+    """How much the mean paired gain of n pairs must exceed to promote, and the σ_d estimate that sets it (None
+    while σ_d is unknown): the lowest bar over the estimates, each at α/(looks·estimates)."""
+    known = [e for e in estimates if e.sigma is not None]
+    if not known or n < 1:
         return None
     alpha = 1 - normal_cdf(z)
-    return t_quantile(1 - alpha / n_looks, noise_.dof) * noise_.sigma / math.sqrt(n)
+    bars = [(t_quantile(1 - alpha / (n_looks * len(known)), e.dof) * e.sigma / math.sqrt(n), e)  # type: ignore[operator]
+            for e in known]
+    return min(bars, key=lambda bar: bar[0])
 
 
-def paired_verdict(gains: list[float], noise_: Noise, z: float, max_pairs: int, min_gain: float = 0.0) -> str:
+def paired_verdict(gains: list[float], estimates: tuple[Noise, ...], z: float, max_pairs: int,
+                   min_gain: float = 0.0) -> str:
     """`promote`, `reject` or `continue` for the paired gains landed so far (positive = the candidate better),
-    judged only at a look (see above); noise_ is σ_d, estimated without these gains."""
+    judged only at a look (see above); estimates are σ_d's (`pair_noise`)."""
     n = len(gains)
     schedule = looks(max_pairs)
     if n not in schedule:
         return "continue" if n < max_pairs else "reject"
-    bound = promotion_bound(noise_, n, z, len(schedule))
-    if bound is None:
+    bar = promotion_bound(estimates, n, z, len(schedule))
+    if bar is None:
         return "continue" if n < max_pairs else "reject"
     mean = statistics.fmean(gains)
-    if mean > max(bound, min_gain):
+    if mean > max(bar[0], min_gain):
         return "promote"
-    assert noise_.sigma is not None
-    if n >= max_pairs or (noise_.sigma > 0 and mean * math.sqrt(n) / noise_.sigma <= FUTILITY_T):
+    sigma = max(e.sigma for e in estimates if e.sigma is not None)
+    if n >= max_pairs or (sigma > 0 and mean * math.sqrt(n) / sigma <= FUTILITY_T):
         return "reject"
     return "continue"
 
 
-def pair_noise(pooled_pairs: Noise, runs: Noise, min_dof: int) -> Noise:
-    """σ_d: pooled from the paired gains of past verifications once they have min_dof, else √2·σ of single runs
-    (exact when pairs share nothing, an overestimate when they share)."""
-    if pooled_pairs.sigma is not None and pooled_pairs.dof >= min_dof:
-        return pooled_pairs
+def pair_noise(gains: list[float], others: list[list[float]], runs: Noise) -> tuple[Noise, ...]:
+    """σ_d's estimates for a verification whose paired gains so far are `gains`: √2·σ of single runs (exact when
+    pairs share nothing, an overestimate when they share), and, once they have PAIRED_MIN_DOF, the gains' own
+    spread pooled with the other verifications' groups, never below PAIRED_FLOOR·√2·σ. () while σ is unknown."""
     if runs.sigma is None:
-        return Noise(None, 0)
-    return Noise(math.sqrt(2) * runs.sigma, runs.dof)
+        return ()
+    unpaired = math.sqrt(2) * runs.sigma
+    bound = Noise(unpaired, runs.dof)
+    pooled = pooled_noise([gains, *others])
+    if pooled.sigma is None or pooled.dof < PAIRED_MIN_DOF:
+        return (bound,)
+    return bound, Noise(max(pooled.sigma, PAIRED_FLOOR * unpaired), pooled.dof)

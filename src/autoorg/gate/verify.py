@@ -17,8 +17,10 @@ n₁ = 1 makes it a candidate (a loose screen, so a real 3σ win is not lost to 
 squashed onto the current head without any checkout (merge-tree; a conflict: stale), checked (editable paths only,
 protected files unchanged), and re-run in same-seed pairs, on slots other than the claimant's: each pair is one
 run of the head and one of the candidate, started together with one fresh seed, so what moves both alike cancels
-in their difference. Pairs are queued a look at a time (gate.stats.looks: every 2 pairs up to `gate.repeats`, R)
-and judged by the sequential rule in gate.stats.paired_verdict: promote, reject, or queue the next look. Before
+in their difference. Pairs are queued a look at a time (gate.stats.looks: 2 pairs, then one more per look up to
+`gate.repeats`, R) and judged by the sequential rule in gate.stats.paired_verdict against σ_d estimated from the
+pairs' own spread, pooled with the org's other verifications, floored (gate.stats.pair_noise): promote, reject, or
+queue the next look. Before
 that, re-runs on distinct seeds that do not vary (gate.stats.ignores_seed) reject the candidate as ignoring its
 seed. Every re-run must measure cleanly. Promotion fast-forwards `org/<tag>` with a compare-and-swap. The head's
 arm of each pair counts towards the head's mean.
@@ -278,6 +280,8 @@ def _priority(task: TaskSpec, row: dict[str, Any]) -> float:
 
 def advance_verification(ctx: OrgContext, log: Say) -> bool:
     """Decide the verification in flight once its runs landed; else start one for the best candidate."""
+    for unfinished in ledger.verifications(ctx.paths, status="promoting"):
+        return complete_promotion(ctx, unfinished, log)
     active = ledger.verifications(ctx.paths, status="running")
     if active:
         return decide(ctx, active[0], log)
@@ -384,7 +388,7 @@ def decide(ctx: OrgContext, ver: dict[str, Any], log: Say) -> bool:
         return True
     gains = [ctx.task.improvement(c, h) for h, c in pairs]
     head_mean = statistics.fmean(h for h, _ in pairs)
-    noise_ = pair_noise_of(ctx, cls, leave_out=ver["id"])
+    noise_ = pair_noise_of(ctx, cls, gains, leave_out=ver["id"])
     verdict = paired_verdict(gains, noise_, st.z, st.repeats, st.floor * abs(head_mean))
     if verdict == "continue":
         more = queue_pairs(ctx, cand, ver["head"], ver["commit_sha"], next_look(len(pairs), st.repeats),
@@ -393,33 +397,49 @@ def decide(ctx: OrgContext, ver: dict[str, Any], log: Say) -> bool:
         log(f"{cand['exp']}: undecided after {len(pairs)} pairs; queued {len(more) // 2} more")
         return True
     mean = statistics.fmean(values)
-    width = promotion_bound(noise_, len(pairs), st.z, len(looks(st.repeats)))
-    numbers = dict(mean=mean, head_mean=head_mean, band=width, sigma=noise_.sigma)
+    bar = promotion_bound(noise_, len(pairs), st.z, len(looks(st.repeats)))
+    width, sigma_d = (bar[0], bar[1].sigma) if bar else (None, None)
+    numbers = dict(mean=mean, head_mean=head_mean, band=width, sigma=sigma_d)
     summary = (f"{ctx.task.metric} {mean:.6g} vs head {head_mean:.6g} over {len(pairs)} same-seed pairs: "
-               f"{mean - head_mean:+.4g}, needed {width or 0:.4g} (σ_d {noise_.sigma or 0:.4g})")
+               f"{mean - head_mean:+.4g}, needed {width or 0:.4g} (σ_d {sigma_d or 0:.4g})")
     if verdict == "reject":
         ledger.update_verification(ctx.paths, ver["id"], status="rejected", why=f"not confirmed: {summary}",
                                    finished=clock.now_iso(), **numbers)
         _reject(ctx, cand, f"not confirmed: {summary}", log)
         return True
-    if not workspace.advance_branch(ctx.repo, ctx.program_branch, ver["commit_sha"], ver["head"]):
+    # The intent first, then the move, then the record: a gate that dies in between leaves a `promoting` row that
+    # the guard takes for the gate's own move and the next step completes (never its own promotion reverted).
+    ledger.update_verification(ctx.paths, ver["id"], status="promoting", why=summary, **numbers)
+    return complete_promotion(ctx, {**ver, "status": "promoting", "why": summary, **numbers}, log)
+
+
+def complete_promotion(ctx: OrgContext, ver: dict[str, Any], log: Say) -> bool:
+    """Move the program branch to a verification recorded as `promoting` (compare-and-swap from its head) and
+    record the promotion; also what finishes one whose gate died after recording the intent."""
+    cand = ledger.get_experiment(ctx.paths, ver["exp"])
+    found = ctx.program_head()
+    moved = found == ver["commit_sha"] or (
+        found == ver["head"] and workspace.advance_branch(ctx.repo, ctx.program_branch, ver["commit_sha"], ver["head"]))
+    if not moved:
         ledger.update_verification(ctx.paths, ver["id"], status="superseded", why="the program head moved",
-                                   finished=clock.now_iso(), **numbers)
+                                   finished=clock.now_iso())
         ledger.update_experiment(ctx.paths, cand["exp"], verdict="candidate")
         return True
-    ledger.update_verification(ctx.paths, ver["id"], status="promoted", why=summary, finished=clock.now_iso(),
-                               **numbers)
+    ledger.update_verification(ctx.paths, ver["id"], status="promoted", finished=clock.now_iso())
+    rows = [ledger.get_experiment(ctx.paths, e) for e in ver["runs"]]
+    cls = cand["slot_class"]
     heldout = check_heldout(ctx, ver["head"], [r for r in rows if r["commit_sha"] != ver["head"]], cls,
-                            runs_noise.sigma)
+                            noise(ctx.paths, cls).sigma)
+    mean, head_mean = ver["mean"], ver["head_mean"]
     ledger.add_promotion(ctx.paths, exp=cand["exp"], agent=cand["agent"], old_head=ver["head"],
                          new_head=ver["commit_sha"], metric=mean, head_mean=head_mean, delta=mean - head_mean,
-                         band=width, description=cand["description"], **(heldout.columns() if heldout else {}))
+                         band=ver["band"], description=cand["description"], **(heldout.columns() if heldout else {}))
     ledger.update_experiment(ctx.paths, cand["exp"], verdict="promoted")
-    if heldout is not None:
-        summary = f"{summary}; {describe(ctx, heldout)}"
-    log(f"PROMOTED {cand['exp']} ({cand['agent']}: {cand['description']}): {summary}; "
-        f"{ctx.program_branch} is now {ver['commit_sha'][:10]}")
-    announce_promotion(ctx, cand, ver["commit_sha"], summary, heldout_worse=bool(heldout and heldout.worse))
+    summary, held = ver["why"], describe(ctx, heldout)
+    log(f"PROMOTED {cand['exp']} ({cand['agent']}: {cand['description']}): {summary}"
+        f"{'; ' + held if held else ''}; {ctx.program_branch} is now {ver['commit_sha'][:10]}")
+    announce_promotion(ctx, cand, ver["commit_sha"], summary, heldout=held,
+                       heldout_worse=bool(heldout and heldout.worse))
     return True
 
 
