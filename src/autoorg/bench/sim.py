@@ -39,7 +39,7 @@ from autoorg.agents.knobs import config_key, format_value, from_unit, read_knobs
 from autoorg.clock import iso
 from autoorg.errors import TaskError
 from autoorg.experiments import ledger
-from autoorg.gate.heads import PAIRED_MIN_DOF, GateSettings
+from autoorg.gate.heads import GateSettings
 from autoorg.gate.stats import Noise, band, looks, pair_noise, paired_verdict
 from autoorg.gate.verify import SCREEN_Z
 from autoorg.paths import OrgPaths
@@ -148,7 +148,7 @@ class SimOrg:
         self.config_ids: dict[tuple[float, ...], int] = {}
         self.groups: dict[int, Group] = {}
         self.ss, self.dof = 0.0, 0  # pooled over every configuration's runs
-        self.pair_ss, self.pair_dof = 0.0, 0  # pooled over finished verifications' paired gains
+        self.pair_groups: list[list[float]] = []  # finished verifications' paired gains
         self.now = 0.0
         self.events: list[tuple[float, int, Run]] = []
         self.seq = itertools.count()
@@ -213,10 +213,6 @@ class SimOrg:
 
     def noise(self) -> Noise:
         return Noise(math.sqrt(self.ss / self.dof), self.dof) if self.dof else Noise(None, 0)
-
-    def pair_noise(self) -> Noise:
-        pooled = Noise(math.sqrt(self.pair_ss / self.pair_dof), self.pair_dof) if self.pair_dof else Noise(None, 0)
-        return pair_noise(pooled, self.noise(), PAIRED_MIN_DOF)
 
     # -- the clock --------------------------------------------------------------------------------------------
 
@@ -412,15 +408,14 @@ class SimOrg:
         if len(done) < ver.queued_pairs:
             return
         gains = [self.task.improvement(p["candidate"], p["head"]) for p in done]
-        verdict = paired_verdict(gains, self.pair_noise(), self.s.gate.z, self.s.gate.repeats)
+        estimates = pair_noise(gains, self.pair_groups, self.noise())
+        verdict = paired_verdict(gains, estimates, self.s.gate.z, self.s.gate.repeats)
         if verdict == "continue":
             schedule = looks(self.s.gate.repeats)
             self._queue_pairs(next(n for n in schedule if n > ver.queued_pairs))
             return
         if len(gains) > 1:
-            mean = statistics.fmean(gains)
-            self.pair_ss += sum((g - mean) ** 2 for g in gains)
-            self.pair_dof += len(gains) - 1
+            self.pair_groups.append(gains)
         cand_mean = statistics.fmean(p["candidate"] for p in done)
         head_mean = statistics.fmean(p["head"] for p in done)
         summary = f"{len(done)} pairs, mean gain {statistics.fmean(gains):+.4g}"
