@@ -127,7 +127,7 @@ def test_a_bench_runs_orgs_to_their_compute_and_reports_and_resumes(bench_repo: 
         assert not (snap / "examples" / "synthetic" / "reference.yaml").exists()
         assert "2.2" not in git(snap, "log", "-p", "--all")
         assert json.loads((snap / ".autoorg" / "bench" / "state.json").read_text())["status"] == "stopped"
-        assert yaml.safe_load((snap.parent / "org.yaml").read_text())["processes"]["baseline"] == {"repeats": 2}
+        assert yaml.safe_load((snap.parent / "org.yaml").read_text())["processes"]["gate"]["baselines"] == 2
     doc = json.loads((out / "report.json").read_text())
     assert [o["org"] for o in doc["orgs"]] == ["solo", "random"] and len(doc["comparisons"]) == 1
     assert (out / "report.html").read_text().count("<tr>") == 3 and list(out.glob("progress-*.png"))

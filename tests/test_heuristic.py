@@ -141,7 +141,7 @@ def test_a_note_is_acknowledged_and_a_persons_ideas_are_claimed(repo: Path, tmux
     assert (config["DEPTH"], config["WEIGHT_DECAY"]) == (3, 0.125)  # the person's idea ran first, as written
     done = {i.id: i for i in comms.list_ideas(paths, "done")}
     assert comms.list_ideas(paths, "queue") == [] and sorted(done) == ["1", "2"]
-    assert done["1"].claimed_by == "alice" and (done["1"].note or "").startswith(f"{first['exp']}: ")
+    assert done["1"].claimed_by == "alice" and (done["1"].note or "").startswith(f"{first['exp']} ")
     assert "nothing an offline researcher can act on" in (done["2"].note or "")
     help_text = run_cli("msg", "send", "--help").stdout  # the grammar is where a person looks for it
     assert all(f"  {form}" in help_text for form in ("explore NAME[, NAME…]", "range NAME LOW HIGH", "reset"))

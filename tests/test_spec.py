@@ -166,7 +166,7 @@ def test_a_file_with_several_problems_reports_each_with_its_line(tmp_path: Path)
     assert sorted(lines[1:]) == sorted([
         f"  {path}:3: unknown key 'backnd' in agents[0]; did you mean 'backend'?",
         f"  {path}:5: agent name 'r2' appears twice (first at line 4)",
-        f"  {path}:6: agent 'r3': unknown role 'boss'; roles: researcher, chief",
+        f"  {path}:6: agent 'r3': unknown role 'boss'; roles: researcher, chief, worker, critic",
         f"  {path}:8: bad interval 'banana'; use 90s, 30m or 2h"])
     proc = run_cli("up", str(path), "--dry-run", cwd=tmp_path)
     assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr

@@ -20,7 +20,7 @@ from autoorg.agents import LaunchContext, get_backend, resolve_auto
 from autoorg.clock import now_iso
 from autoorg.compute import gpu
 from autoorg.environment import python_problem
-from autoorg.errors import AutoorgError, BackendError, ComputeError, Say, SpecError, StateError
+from autoorg.errors import AutoorgError, BackendError, ComputeError, GitError, Say, SpecError, StateError
 from autoorg.experiments import ledger, manifest, resolve_org_code, stop_rules
 from autoorg.experiments.sandbox import seal_mode
 from autoorg.paths import OrgPaths, atomic_write_text, autoorg_command, known_tags, org_paths
@@ -133,9 +133,14 @@ def plan_org(target: str, *, repo: Path | None = None, tag: str | None = None, t
         raise StateError(f"unknown runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
     if runtime == "headless":
         socket = None
-    repo = workspace.find_repo(repo)
-    spec = load_org_target(target, repo, tag=tag, task=task, backend=backend, command=command,
-                           executor=executor, ray_address=ray_address)
+    overrides: dict[str, Any] = {"tag": tag, "task": task, "backend": backend, "command": command,
+                                 "executor": executor, "ray_address": ray_address}
+    try:
+        repo = workspace.find_repo(repo)
+    except GitError:
+        load_org_target(target, Path.cwd(), **overrides)  # the org file's own problems are said first
+        raise
+    spec = load_org_target(target, repo, **overrides)
     paths = org_paths(repo, spec.tag)
     task_spec = load_task(find_task(repo, spec.task))
     wanted = {g for a in spec.agents for g in a.gpus}
