@@ -311,3 +311,11 @@ def test_a_kept_snapshot_cache_sees_every_ledger_change(repo: Path) -> None:
     assert take_snapshot(paths, cache).agents[0].last_verdict == "crash (exit 1)"
     second = add_result(paths, "alice", "two", verdict="promoted", metric=0.9, delta=-0.1)
     assert take_snapshot(paths, cache).recent[0]["exp"] == second
+
+
+def test_a_run_on_a_ray_node_shows_where_it_runs(known_org: OrgPaths) -> None:
+    """The running experiment's slot names the Ray node it is on, as `status` does."""
+    first = take_snapshot(known_org).agents[0]
+    row = next(r for r in ledger.experiments(known_org, agent=first.name) if r["verdict"] == "running")
+    ledger.update_experiment(known_org, row["exp"], slot="cpu@10.0.0.5:3f2a9c", executor="ray", node="3f2a9c")
+    assert take_snapshot(known_org).agents[0].slots == "cpu@10.0.0.5:3f2a9c"

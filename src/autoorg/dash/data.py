@@ -266,7 +266,10 @@ def _notices(paths: OrgPaths, cache: SnapshotCache) -> list[Notice]:
 
 def _slot_text(slots: list[str], running: dict[str, Any] | None, gpus: dict[int, gpu.GpuUsage],
                cores: dict[int, float]) -> str:
-    """The agent's slot and its load: the running experiment's slot, else what the agent may use."""
+    """The agent's slot and its load: the running experiment's slot, else what the agent may use. A run on a Ray
+    node shows its slot and where it is (`gpu0@10.0.0.5:3f2a9c`)."""
+    if running and "@" in str(running.get("slot") or ""):
+        return str(running["slot"])
     if running and running.get("slot", "") and str(running["slot"]).startswith("cpu"):
         name = str(running["slot"])
         core = int(name[3:]) if name[3:].isdigit() else -1
