@@ -28,13 +28,11 @@ def git(cwd: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def make_synthetic_org(root: Path, tag: str, agents: list[str], *, budget: float, sigma: float | None = None,
-                       grace: float | None = None, executor: dict[str, Any] | None = None) -> tuple[OrgPaths, str]:
-    """An org `tag` of CPU agents on the synthetic task (budget seconds per run; optional noise sigma and grace;
-    `executor`: the org file's executor:, e.g. a Ray cluster) in root/repo; returns its paths and the program
-    branch's base commit."""
+def synthetic_repo(root: Path, *, budget: float, sigma: float | None = None, grace: float | None = None) -> Path:
+    """A fresh repository root/repo holding the synthetic task (budget seconds per run; optional noise sigma and
+    grace), committed on main."""
     repo = root / "repo"
-    repo.mkdir()
+    repo.mkdir(parents=True)
     git(repo, "init", "-q", "-b", "main")
     git(repo, "config", "user.name", "bench")
     git(repo, "config", "user.email", "bench@localhost")
@@ -49,6 +47,15 @@ def make_synthetic_org(root: Path, tag: str, agents: list[str], *, budget: float
     task.write_text(text)
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "synthetic")
+    return repo
+
+
+def make_synthetic_org(root: Path, tag: str, agents: list[str], *, budget: float, sigma: float | None = None,
+                       grace: float | None = None, executor: dict[str, Any] | None = None) -> tuple[OrgPaths, str]:
+    """An org `tag` of CPU agents on the synthetic task (budget seconds per run; optional noise sigma and grace;
+    `executor`: the org file's executor:, e.g. a Ray cluster) in root/repo; returns its paths and the program
+    branch's base commit."""
+    repo = synthetic_repo(root, budget=budget, sigma=sigma, grace=grace)
     org_file = root / f"{tag}.yaml"
     org_file.write_text(yaml.safe_dump({
         "tag": tag, "task": "synthetic", "defaults": {"backend": "command", "command": "sleep 86400"},

@@ -12,15 +12,19 @@ what its roles do per minute. Compare them on a quiet machine with more time and
 from __future__ import annotations
 
 import argparse
-import re
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from synthetic_org import LANDSCAPE, ROOT, TRAIN, git, load_landscape  # the benchmark helpers beside this one
+from synthetic_org import (  # the benchmark helpers beside this one
+    LANDSCAPE,
+    ROOT,
+    TRAIN,
+    load_landscape,
+    synthetic_repo,
+)
 
 from autoorg import comms, workspace
 from autoorg.agents.researcher import read_knobs
@@ -29,21 +33,6 @@ from autoorg.paths import org_paths
 from autoorg.spec import load_task
 
 TOPOLOGIES = ("solo", "independent", "chief", "queue", "review")
-
-
-def fresh_repo(root: Path, budget: float) -> Path:
-    repo = root / "repo"
-    repo.mkdir(parents=True)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "config", "user.name", "bench")
-    git(repo, "config", "user.email", "bench@localhost")
-    shutil.copytree(ROOT / "examples" / "synthetic", repo / "examples" / "synthetic",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    task = repo / "examples/synthetic/task.yaml"
-    task.write_text(re.sub(r"(?m)^budget: .*$", f"budget: {{cpu: {budget}, gpu: {budget}}}", task.read_text()))
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "synthetic")
-    return repo
 
 
 def autoorg(repo: Path, *args: str) -> None:
@@ -55,7 +44,7 @@ def autoorg(repo: Path, *args: str) -> None:
 
 def run_one(name: str, agents: int, seconds: float, budget: float) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix=f"autoorg-topo-{name}-") as tmp:
-        repo = fresh_repo(Path(tmp), budget)
+        repo = synthetic_repo(Path(tmp), budget=budget)
         target = name if name == "solo" else f"{name}:{agents}"
         autoorg(repo, "up", target, "--tag", name, "--task", "synthetic", "--backend", "heuristic", "--headless")
         try:
