@@ -75,7 +75,9 @@ def test_crash_and_promotion_reach_the_webhook_and_the_session(repo: Path, tmux_
                              head_mean=1.0, delta=-0.2, band=0.05, description="lower X")
         retry_until(lambda: any(b["reason"] == "promoted" for b in got), timeout=30, message="the promotion posted")
         crash = next(b for b in got if b["reason"] == "crashed")
-        assert crash["org"] == "note" and crash["agent"] == "alice" and "signal 9" in crash["text"]
+        assert crash["org"] == "note" and crash["agent"] == "alice" and crash["text"].startswith("alice crashed")
+        # why it crashed is what tmux reported: "signal 9", or no status when the pane died before tmux read it
+        assert "signal 9" in crash["text"] or "no status" in crash["text"]
         promoted = next(b for b in got if b["reason"] == "promoted")
         assert promoted["agent"] == "alice" and "promoted e0001: 0.8 (-0.2) lower X" in promoted["text"]
 
