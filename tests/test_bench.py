@@ -121,7 +121,9 @@ def test_a_bench_runs_orgs_to_their_compute_and_reports_and_resumes(bench_repo: 
     for org in ("solo", "random"):
         result = json.loads((cell_dir(out, org, "synthetic", 1) / "result.json").read_text())
         fig = result["figures"]
-        assert fig["compute_h"] * 3600 >= 0.4 * 60 and fig["start"] is not None and fig["reference"] == 2.2
+        # stopped once its runs had used the budget (a run cancelled at the stop counts its own wall time, a
+        # little under what the live count gave it)
+        assert fig["compute_h"] * 3600 >= 0.9 * 0.4 * 60 and fig["start"] is not None and fig["reference"] == 2.2
         snap = cell_dir(out, org, "synthetic", 1) / "repo"
         assert git(snap, "rev-list", "--count", "main") == "1"  # no history an agent could read
         assert not (snap / "examples" / "synthetic" / "reference.yaml").exists()
