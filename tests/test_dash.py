@@ -25,7 +25,7 @@ from autoorg.dash import make_app
 from autoorg.dash.data import SnapshotCache, take_snapshot
 from autoorg.dash.screens import ComposeScreen, TextScreen
 from autoorg.experiments import ledger
-from autoorg.org import build_org, org_status, plan_org
+from autoorg.org import build_org, org_status, plan_org, teardown_org
 from autoorg.paths import OrgPaths
 from autoorg.runtime import tmux
 from autoorg.testing import git, make_repo, retry_until, run_cli
@@ -269,7 +269,10 @@ def test_keys_steer_a_real_org(repo: Path) -> None:
             await pilot.pause()
             assert any("alice.log" in str(n.message) for n in app._notifications)
 
-    asyncio.run(drive())
+    try:
+        asyncio.run(drive())
+    finally:
+        teardown_org(paths)  # its headless daemon and agents go with the test
 
 
 def snap_exp(paths: OrgPaths, agent: str) -> str:

@@ -19,7 +19,8 @@ import pytest
 from autoorg.daemon.notify import Notifier, read_notices
 from autoorg.errors import SpecError
 from autoorg.experiments import ledger
-from autoorg.org import build_org, plan_org
+from autoorg.org import build_org, plan_org, teardown_org
+from autoorg.paths import OrgPaths
 from autoorg.runtime import open_session, tmux
 from autoorg.spec import load_org
 from autoorg.state import read_state
@@ -103,6 +104,13 @@ def test_a_dead_webhook_is_logged_once_and_nothing_is_said_twice(repo: Path) -> 
                     command="sleep 600", runtime="headless")
     build_org(plan)
     paths = plan.paths
+    try:
+        dead_webhook(paths)
+    finally:
+        teardown_org(paths)  # its headless daemon and agents go with the test
+
+
+def dead_webhook(paths: OrgPaths) -> None:
     logged: list[str] = []
     spec = load_org(str(paths.org_yaml))
     notifier = Notifier(paths, spec, open_session(paths, read_state(paths)), log=logged.append)
