@@ -283,13 +283,16 @@ def test_an_agent_on_an_old_head_is_behind(repo: Path) -> None:
     plan = plan_org("2xcpu", task="tiny", backend="command", command="sleep 600", runtime="headless")
     state = build_org(plan)
     paths = plan.paths
-    assert not any(a.behind for a in take_snapshot(paths).agents)
-    # the program branch moves on (as a promotion moves it); bob then merges it, alice does not
-    tree = git(repo, "rev-parse", f"{state.program_branch}^{{tree}}")
-    head = git(repo, "commit-tree", tree, "-p", state.program_branch, "-m", "promoted")
-    git(repo, "update-ref", f"refs/heads/{state.program_branch}", head)
-    git(paths.worktree("bob"), "merge", "-q", "--ff-only", head)
-    assert {a.name: a.behind for a in take_snapshot(paths).agents} == {"alice": True, "bob": False}
+    try:
+        assert not any(a.behind for a in take_snapshot(paths).agents)
+        # the program branch moves on (as a promotion moves it); bob then merges it, alice does not
+        tree = git(repo, "rev-parse", f"{state.program_branch}^{{tree}}")
+        head = git(repo, "commit-tree", tree, "-p", state.program_branch, "-m", "promoted")
+        git(repo, "update-ref", f"refs/heads/{state.program_branch}", head)
+        git(paths.worktree("bob"), "merge", "-q", "--ff-only", head)
+        assert {a.name: a.behind for a in take_snapshot(paths).agents} == {"alice": True, "bob": False}
+    finally:
+        teardown_org(paths)
 
 
 def test_cpu_load_is_a_share_of_each_core() -> None:
@@ -306,14 +309,17 @@ def test_a_kept_snapshot_cache_sees_every_ledger_change(repo: Path) -> None:
     plan = plan_org("1xcpu", task="tiny", backend="command", command="sleep 600", runtime="headless")
     build_org(plan)
     paths = plan.paths
-    cache = SnapshotCache()
-    take_snapshot(paths, cache)
-    first = add_result(paths, "alice", "one", verdict="discarded", metric=1.1, delta=0.1)
-    assert take_snapshot(paths, cache).agents[0].last == f"{first} +0.1000 discarded"
-    ledger.update_experiment(paths, first, verdict="crash (exit 1)")  # a change that adds no row
-    assert take_snapshot(paths, cache).agents[0].last_verdict == "crash (exit 1)"
-    second = add_result(paths, "alice", "two", verdict="promoted", metric=0.9, delta=-0.1)
-    assert take_snapshot(paths, cache).recent[0]["exp"] == second
+    try:
+        cache = SnapshotCache()
+        take_snapshot(paths, cache)
+        first = add_result(paths, "alice", "one", verdict="discarded", metric=1.1, delta=0.1)
+        assert take_snapshot(paths, cache).agents[0].last == f"{first} +0.1000 discarded"
+        ledger.update_experiment(paths, first, verdict="crash (exit 1)")  # a change that adds no row
+        assert take_snapshot(paths, cache).agents[0].last_verdict == "crash (exit 1)"
+        second = add_result(paths, "alice", "two", verdict="promoted", metric=0.9, delta=-0.1)
+        assert take_snapshot(paths, cache).recent[0]["exp"] == second
+    finally:
+        teardown_org(paths)
 
 
 def test_a_run_on_a_ray_node_shows_where_it_runs(known_org: OrgPaths) -> None:
