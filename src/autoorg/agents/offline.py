@@ -12,6 +12,7 @@ experiments (`researcher.py`); the chief and the critic run none.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from typing import Any
 
 from autoorg import comms, gate
@@ -35,14 +36,15 @@ def run_offline_agent(paths: OrgPaths, agent: str, *, say: Say = print, seed: in
     return bot.run(max_experiments=max_rounds)
 
 
-class _Planner:
+class _Planner(ABC):
     """A role that runs nothing: rounds of work with a pause, reading its inbox and stepping the gate."""
 
     def __init__(self, bot: Researcher) -> None:
         self.bot = bot
 
+    @abstractmethod
     def round(self) -> None:
-        raise NotImplementedError
+        """One round of this role's work."""
 
     def run(self, max_rounds: int | None) -> int:
         done = 0
