@@ -192,7 +192,9 @@ def test_a_cancelled_run_cancels_its_ray_task(cluster: Any, tmp_path: Path) -> N
     exp = queue_head(paths, budget=60)
     executor.spawn_worker(paths, exp)
     retry_until(lambda: row(paths, exp)["verdict"] == "running", timeout=60, message="the run to start on Ray")
-    marker = str(Path(os.environ[NODE_DIR_ENV]) / "autoorg-ray" / "t" / exp)
+    folders = Path(os.environ[NODE_DIR_ENV]) / "autoorg-ray" / "t"
+    retry_until(lambda: list(folders.glob(f"{exp}-*")), timeout=30, message="the run's folder on the node")
+    marker = str(next(folders.glob(f"{exp}-*")))
     retry_until(lambda: run_processes(marker), timeout=30, message="the run's processes on the node")
     assert executor.cancel_runs(paths, [exp], "cancelled: by the test") == [exp]
     retry_until(lambda: not run_processes(marker), timeout=30, message="the Ray task to be cancelled")

@@ -29,6 +29,7 @@ import tarfile
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,8 +185,9 @@ def node_dir() -> Path:
 def run_task(job: RemoteJob) -> Iterator[dict[str, Any]]:
     """The Ray task (a generator): {"started": where}, then {"log", "metrics"} chunks, then {"done": result}."""
     ray = load_ray()
-    base = node_dir() / job.tag / job.exp
-    shutil.rmtree(base, ignore_errors=True)
+    # one folder per execution: a task Ray still runs from an earlier submission (or another org of the same tag)
+    # never unpacks its tree over this one's
+    base = node_dir() / job.tag / f"{job.exp}-{uuid.uuid4().hex[:12]}"
     src, evaluator, out_dir = base / "src", base / "evaluator", base / "out"
     try:
         unpack(job.tree, src)
