@@ -18,6 +18,7 @@ from autoorg.errors import SpecError
 from autoorg.experiments import ledger
 from autoorg.experiments.measure import metric_value
 from autoorg.experiments.process import run_command
+from autoorg.experiments.sandbox import NAMESPACES, seal_mode
 from autoorg.paths import OrgPaths
 from autoorg.spec import load_task
 from autoorg.testing import git, run_cli
@@ -234,3 +235,51 @@ def test_bad_evaluation_keys_are_spec_errors(tmp_path: Path, extra: str, why: st
     task.write_text(f"name: t\neditable: [train.py]\nrun: python train.py\nbudget: 5\n{extra}\n")
     with pytest.raises(SpecError, match=re.escape(why)):
         load_task(task)
+
+
+# An evaluator taken over by what it loads (a crafted checkpoint, stood in for by this script): it finds the org
+# from its own folder (runs/<exp>/evaluator under the org's home) and tries what training may not.
+TAKEN_OVER = """\
+import json, sqlite3, sys
+from pathlib import Path
+home = Path.cwd().parents[1].parent
+repo = Path(json.loads((home / "state.json").read_text())["repo"])
+wrote = []
+def attempt(name, action):
+    try:
+        action()
+        wrote.append(name)
+    except Exception:
+        pass
+def ledger():
+    with sqlite3.connect(home / "ledger.sqlite", timeout=5) as c:
+        c.execute("UPDATE experiments SET metric = 0.0")
+attempt("ledger", ledger)
+attempt("state.json", lambda: (home / "state.json").write_text("{}"))
+attempt("refs", lambda: (repo / ".git/refs/heads/planted").write_text("0" * 40 + "\\n"))
+attempt("its own files", lambda: Path("examples/synthetic/evaluate.py").write_text("print('mine')"))
+attempt("run folder", lambda: (Path.cwd().parent / "evaluated").write_text("x"))
+print("@metric " + json.dumps({"final": True, "val_loss": 1.0, "wrote": wrote}))
+"""
+
+
+def test_the_evaluator_is_sealed_like_training(repo: Path, tmux_socket: str, tmp_path: Path) -> None:
+    if seal_mode().mode != NAMESPACES:
+        pytest.skip(f"no namespaces here: {seal_mode().why}")
+    add_synthetic(repo, budget=BUDGET, sigma=SIGMA)
+    task = repo / "examples/synthetic/task.yaml"
+    (repo / "examples/synthetic/takeover.py").write_text(TAKEN_OVER)
+    text = task.read_text().replace("examples/synthetic/evaluate.py]", "examples/synthetic/evaluate.py, "
+                                    "examples/synthetic/takeover.py]")
+    lines = [ln if not ln.startswith("evaluate:") else 'evaluate: "{python} {task_dir}/takeover.py"'
+             for ln in text.splitlines() if not ln.startswith("heldout:")]
+    task.write_text("\n".join(lines) + "\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "an evaluator that gets taken over")
+    paths = start_org(repo, tmux_socket, tmp_path, agents=1, baseline=2)
+    state = paths.state_json.read_text()
+    row = run_exp(paths, "alice", "honest")
+    assert row["metric"] == 1.0 and row["metrics"]["wrote"] == ["run folder"], row
+    assert paths.state_json.read_text() == state
+    assert not (repo / ".git/refs/heads/planted").exists()
+    assert all(r["metric"] != 0.0 for r in ledger.experiments(paths) if r["metric"] is not None)

@@ -45,6 +45,9 @@ attempt("refs", lambda: (repo / ".git/refs/heads/planted").write_text("0" * 40 +
 attempt("data", lambda: (data / "planted").write_text("x"))
 attempt("run folder", lambda: Path("mine").write_text("x"))
 attempt("temp", lambda: (Path(os.environ["TMPDIR"]) / "t").write_text("x"))
+attempt("own home", lambda: (Path(os.environ["HOME"]) / ".cache").mkdir())
+for name, folder in (("/tmp", "/tmp"), ("user's home", @USERHOME@), ("shm", "/dev/shm")):
+    attempt(name, lambda: (Path(folder) / ("planted-" + @MARKER@)).write_text("x"))
 subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", @MARKER@], start_new_session=True,
                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 deadline = time.monotonic() + 60
@@ -78,12 +81,14 @@ def environ(pid: int) -> dict[str, str]:
     return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
 
 
-def run_hostile(org: OrgPaths, seal: str) -> tuple[dict[str, object], dict[str, str], str]:
-    """Run HOSTILE through `exp run` under `seal`; (its ledger row, the live helper's environment, the marker)."""
+def run_hostile(org: OrgPaths, seal: str) -> tuple[dict[str, object], dict[str, str], list[str]]:
+    """Run HOSTILE through `exp run` under `seal`; (its ledger row, the live helper's environment, the files it
+    planted outside its run folder that we found, and removed, afterwards)."""
     marker = f"helper-{uuid.uuid4().hex}"
     body = HOSTILE
+    planted = [Path(folder) / f"planted-{marker}" for folder in ("/tmp", Path.home(), "/dev/shm")]
     for name, value in (("HOME", org.home), ("REPO", org.repo), ("DATA", os.environ["AUTOORG_DATA"]),
-                        ("MARKER", marker)):
+                        ("MARKER", marker), ("USERHOME", Path.home())):
         body = body.replace(f"@{name}@", repr(str(value)))
     (org.worktree("alice") / TRAIN).write_text(body)
     env = {"AUTOORG_AGENT": "alice", "AUTOORG_HOME": str(org.home), "ANTHROPIC_API_KEY": SECRET,
@@ -98,19 +103,24 @@ def run_hostile(org: OrgPaths, seal: str) -> tuple[dict[str, object], dict[str, 
         _, err = cli.communicate(timeout=120)
     finally:
         cli.kill()
+        leaked = [str(path) for path in planted if path.exists()]
+        for path in planted:
+            path.unlink(missing_ok=True)
     assert cli.returncode == 0, err
     assert not live_with(marker), "the helper outlived its run"
     row = ledger.experiments(org, kinds=("exp",))[-1]
-    return row, seen, marker
+    return row, seen, leaked
 
 
 def test_a_sealed_run_writes_only_its_run_folder_and_takes_its_helpers_down(org: OrgPaths) -> None:
     if seal_mode().mode != NAMESPACES:
         pytest.skip(f"no namespaces here: {seal_mode().why}")
     state_before = org.state_json.read_text()
-    row, seen, _ = run_hostile(org, NAMESPACES)
+    row, seen, leaked = run_hostile(org, NAMESPACES)
     assert row["metric"] == 1.0 and not row["verdict"].startswith(("crash", "over budget"))  # it still records
-    assert row["metrics"]["wrote"] == ["run folder", "temp"]
+    # its own temp and home are folders of its run folder; /dev/shm is a private tmpfs that ends with the run
+    assert row["metrics"]["wrote"] == ["run folder", "temp", "own home", "shm"]
+    assert leaked == []
     assert row["sealed"] == NAMESPACES and row["cpu_s"] > 0 and row["gpu_s"] is None
     assert org.state_json.read_text() == state_before
     assert all(r["metric"] != 0.0 for r in ledger.experiments(org))  # the run's UPDATE did not land
@@ -118,16 +128,18 @@ def test_a_sealed_run_writes_only_its_run_folder_and_takes_its_helpers_down(org:
     assert not (Path(os.environ["AUTOORG_DATA"]) / "planted").exists()
     assert "AUTOORG_HOME" not in seen and SECRET not in seen.values() and "TMUX" not in seen
     assert seen["AUTOORG_EXP"] == row["exp"] and seen["TMPDIR"].endswith(f"runs/{row['exp']}/tmp")
+    assert seen["HOME"].endswith(f"runs/{row['exp']}/home")
     assert "planted" not in git(org.repo, "branch", "--list", "planted")
     result = json.loads((org.runs / row["exp"] / "result.json").read_text())
     assert result["sealed"] == NAMESPACES and result["cpu_s"] == row["cpu_s"]
 
 
 def test_without_namespaces_a_subreaper_still_kills_the_helpers_and_the_run_says_so(org: OrgPaths) -> None:
-    row, seen, _ = run_hostile(org, SUBREAPER)
+    row, seen, leaked = run_hostile(org, SUBREAPER)
     assert row["sealed"] == SUBREAPER and row["cpu_s"] > 0
     assert "AUTOORG_HOME" not in seen and SECRET not in seen.values()  # the allow-list holds either way
-    assert "run folder" in row["metrics"]["wrote"]
+    assert "run folder" in row["metrics"]["wrote"] and "/tmp" in row["metrics"]["wrote"]  # nothing is read-only
+    assert any(path.startswith("/tmp/") for path in leaked)
     doctor = run_cli("doctor", env={SEAL_ENV: SUBREAPER})
     assert doctor.stdout.count("runs are not sealed") == 1
 
@@ -209,3 +221,13 @@ def test_startup_is_a_number_or_per_slot_class_and_checked(tmp_path: Path) -> No
         task_file.write_text(base + f"startup: {bad}\n")
         with pytest.raises(SpecError, match="startup"):
             load_task(task_file)
+
+
+def test_a_run_is_told_where_the_data_cache_is_though_its_home_is_its_own(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AUTOORG_DATA", raising=False)
+    run_dir = tmp_path / "runs" / "0001"
+    run_dir.mkdir(parents=True)
+    env = run.run_env_for("0001", {"seed": 7, "budget": 60.0}, run_dir, run_dir / "out", {})
+    assert env["HOME"] == str(run_dir / "home") and (run_dir / "home").is_dir()
+    assert env["AUTOORG_DATA"] == str(Path.home() / ".cache" / "autoorg")  # the default of the org's user

@@ -20,6 +20,7 @@ from typing import Any
 
 from autoorg import workspace
 from autoorg.experiments.process import Outcome, Unrepresentable, final_metrics, last_line, run_command
+from autoorg.experiments.sandbox import Sealing
 from autoorg.spec import TaskSpec
 
 EVALUATE_MIN_S = 60.0  # an evaluator gets the task's grace, at least this (loading a model under load is slow)
@@ -65,12 +66,14 @@ def export_evaluator(repo: Path, head: str, task: TaskSpec, dest: Path) -> None:
 
 
 def evaluate(task: TaskSpec, command: str, *, cwd: Path, env: dict[str, str], log_path: Path,
-             metrics_path: Path, keep_fds: tuple[int, ...] = (), cores: tuple[int, ...] = ()) -> Measurement:
-    """Run one evaluation command (in the exported evaluator folder) and judge its output."""
+             metrics_path: Path, keep_fds: tuple[int, ...] = (), cores: tuple[int, ...] = (),
+             sealing: Sealing | None = None) -> Measurement:
+    """Run one evaluation command (in the exported evaluator folder), sealed when `sealing` says, and judge its
+    output."""
     with open(log_path, "a", encoding="utf-8") as log:
         log.write(f"\n--- evaluation by the protected evaluator: {command}\n")
     out = run_command(command, cwd=cwd, env=env, limit_s=max(task.grace, EVALUATE_MIN_S), log_path=log_path,
-                      metrics_path=metrics_path, keep_fds=keep_fds, cores=cores)
+                      metrics_path=metrics_path, keep_fds=keep_fds, cores=cores, sealing=sealing)
     if out.killed:
         return Measurement(None, None, f"evaluation {out.killed}")
     if out.exit_code != 0:

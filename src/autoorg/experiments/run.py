@@ -166,8 +166,8 @@ def _reported_train_s(finals: dict[str, Any] | None, out: Outcome, measured: Mea
 
 def measure_run(ctx: OrgContext, row: dict[str, Any], out: Outcome, run_dir: Path, env: dict[str, str],
                 fds: tuple[int, ...], cores: tuple[int, ...]) -> Measurement | None:
-    """Measure a finished training run with the protected evaluator (and score a gate run on the held-out split);
-    None when the task has no evaluator."""
+    """Measure a finished training run with the protected evaluator (and score a gate run on the held-out split),
+    sealed as training was and unable to change its own files; None when the task has no evaluator."""
     if ctx.task.evaluate is None:
         return None
     if out.killed or out.exit_code != 0:
@@ -175,15 +175,18 @@ def measure_run(ctx: OrgContext, row: dict[str, Any], out: Outcome, run_dir: Pat
     folder = run_dir / "evaluator"
     try:
         export_evaluator(ctx.repo, ctx.program_head(), ctx.task, folder)
-        return measure_in(ctx.task, folder, row, ctx.task_dir, out, run_dir, env, fds, cores)
+        sealing = Sealing(seal_mode(), run_dir, read_only=(*_read_only(ctx), folder))
+        return measure_in(ctx.task, folder, row, ctx.task_dir, out, run_dir, env, fds, cores, sealing)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
 def measure_in(task: TaskSpec, folder: Path, row: dict[str, Any], task_dir: str, out: Outcome, run_dir: Path,
-               env: dict[str, str], fds: tuple[int, ...] = (), cores: tuple[int, ...] = ()) -> Measurement | None:
+               env: dict[str, str], fds: tuple[int, ...] = (), cores: tuple[int, ...] = (),
+               sealing: Sealing | None = None) -> Measurement | None:
     """Measure a finished training run with the evaluator exported into folder (where it runs: this machine or a
-    Ray worker)."""
+    Ray worker), under `sealing` (the evaluator reads what training wrote: a crafted checkpoint that takes it
+    over can still write nothing but the run folder)."""
     if task.evaluate is None:
         return None
     if out.killed or out.exit_code != 0:
@@ -191,22 +194,25 @@ def measure_in(task: TaskSpec, folder: Path, row: dict[str, Any], task_dir: str,
     values = {"budget": row["budget"], "seed": row["seed"], "task_dir": task_dir, "out": env["AUTOORG_OUT"]}
     measured = evaluate(task, substitute(task.evaluate, **values), cwd=folder, env=env,
                         log_path=run_dir / "log", metrics_path=run_dir / "evaluation.jsonl", keep_fds=fds,
-                        cores=cores)
+                        cores=cores, sealing=sealing)
     if task.heldout and row["kind"] != "exp" and measured.crash is None:
         # logged apart from the run's log: no agent sees a held-out number
         heldout = evaluate(task, substitute(task.heldout, **values), cwd=folder, env=env,
                            log_path=run_dir / "heldout.log", metrics_path=run_dir / "heldout.jsonl",
-                           keep_fds=fds, cores=cores)
+                           keep_fds=fds, cores=cores, sealing=sealing)
         measured.heldout = heldout.value
     return measured
 
 
 def run_env_for(exp: str, row: dict[str, Any], run_dir: Path, out_dir: Path, slot_env: dict[str, str]) -> dict[str, str]:
-    """A sealed run's environment: the slot's variables, its marker and AUTOORG_EXP/SEED/BUDGET/OUT."""
-    temp = run_dir / "tmp"
+    """A sealed run's environment: the slot's variables, its marker, AUTOORG_EXP/SEED/BUDGET/OUT and the data
+    cache (AUTOORG_DATA, named even when it is the default under ~: the run's HOME is its own)."""
+    temp, home = run_dir / "tmp", run_dir / "home"
     temp.mkdir(exist_ok=True)
+    home.mkdir(exist_ok=True)
     return run_env({**slot_env, RUN_MARKER: str(run_dir), "AUTOORG_EXP": exp, "AUTOORG_SEED": str(row["seed"]),
-                    "AUTOORG_BUDGET": f"{row['budget']:g}", "AUTOORG_OUT": str(out_dir)}, temp)
+                    "AUTOORG_BUDGET": f"{row['budget']:g}", "AUTOORG_OUT": str(out_dir),
+                    "AUTOORG_DATA": str(data_dir())}, temp, home)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -333,6 +339,7 @@ def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float 
         shutil.rmtree(src, ignore_errors=True)
         shutil.rmtree(out_dir, ignore_errors=True)
         shutil.rmtree(run_dir / "tmp", ignore_errors=True)
+        shutil.rmtree(run_dir / "home", ignore_errors=True)
     out, measured, rewritten = ran.out, ran.measured, ran.rewritten
     verdict, finals, value = judge_outcome(ctx.task, out, row["budget"], row["standard"], row["kind"],
                                            row["slot_class"], ran.cores, measured)

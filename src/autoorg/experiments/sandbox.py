@@ -2,10 +2,13 @@
 process it starts dies with it; the kernel's accounting of the whole process tree gives its CPU seconds.
 
   namespaces  (Linux user + mount + pid namespaces through `unshare`, no root needed) our init is PID 1 of a
-              fresh PID namespace: it bind-mounts the org's state, the repository (its `.git` included) and the
-              task's data cache read-only, the run folder writable, and starts the command in a nested user and
-              mount namespace, which locks those mounts (the command, root in it, cannot undo them); when the
-              command ends init takes every descendant down, setsid or not
+              fresh PID namespace: it bind-mounts the run folder writable and the org's state, the repository
+              (its `.git` included) and the task's data cache read-only, then makes every other mount read-only
+              too (/tmp and the user's home included: nothing a run writes outlives it or reaches the next run)
+              but /proc, /sys and /dev, with a fresh private tmpfs on /dev/shm; its temp and home are folders of
+              its run folder (TMPDIR, HOME). It starts the command in a nested user and mount namespace, which
+              locks those mounts (the command, root in it, cannot undo them); when the command ends init takes
+              every descendant down, setsid or not
   subreaper   (no namespaces: said once in `doctor` and `up`, recorded per run) nothing is read-only; our init is
               a child subreaper, so descendants that left the run's session are still ours to kill and reap
 
@@ -33,7 +36,7 @@ from pathlib import Path
 SEAL_ENV = "AUTOORG_SEAL"  # "subreaper" forces the fallback (tests, machines where namespaces misbehave)
 NAMESPACES, SUBREAPER = "namespaces", "subreaper"
 # What a run inherits of the org's environment: nothing else (no AUTOORG_HOME, no API keys, no TMUX*).
-ALLOWED_ENV = ("PATH", "HOME", "LANG", "TERM", "AUTOORG_DATA")
+ALLOWED_ENV = ("PATH", "LANG", "TERM", "AUTOORG_DATA")
 ALLOWED_PREFIXES = ("LC_", "PYTHON")
 UNSHARE = ("unshare", "--user", "--map-root-user", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc")
 
@@ -72,11 +75,13 @@ def seal_mode() -> Seal:
     return Seal(NAMESPACES)
 
 
-def run_env(extra: dict[str, str], temp: Path) -> dict[str, str]:
+def run_env(extra: dict[str, str], temp: Path, home: Path) -> dict[str, str]:
     """The environment of a sealed run: the allow-listed part of ours, `extra` (the slot's thread and CUDA
-    variables, AUTOORG_EXP/SEED/BUDGET), TMPDIR its private temp."""
+    variables, AUTOORG_EXP/SEED/BUDGET), TMPDIR and HOME its private temp and home (caches that tools keep
+    under ~ start empty in each run: one run cannot leave a compiled kernel or a file for the next)."""
     env = {k: v for k, v in os.environ.items() if k in ALLOWED_ENV or k.startswith(ALLOWED_PREFIXES)}
-    return {**env, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", **extra, "TMPDIR": str(temp)}
+    return {**env, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", **extra, "TMPDIR": str(temp),
+            "HOME": str(home)}
 
 
 @dataclass(frozen=True)
@@ -121,27 +126,64 @@ KEEP_FLAGS = {os.ST_NOSUID: MS_NOSUID, os.ST_NODEV: MS_NODEV, os.ST_NOEXEC: MS_N
               os.ST_NODIRATIME: MS_NODIRATIME, os.ST_RELATIME: MS_RELATIME}
 
 
-def _mount(source: str, target: str, flags: int) -> None:
+def _mount(source: str, target: str, flags: int, data: bytes | None = None) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.mount(source.encode(), target.encode(), None, flags, None) != 0:
+    fstype = b"tmpfs" if source == "tmpfs" else None
+    if libc.mount(source.encode(), target.encode(), fstype, flags, data) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"mount {target}: {os.strerror(err)}")
+
+
+def _kept_flags(path: str) -> int:
+    """The flags of path's mount that a remount in a user namespace must keep (it cannot clear them)."""
+    return functools.reduce(lambda acc, kv: acc | (kv[1] if os.statvfs(path).f_flag & kv[0] else 0),
+                            KEEP_FLAGS.items(), 0)
 
 
 def bind(path: str, read_only: bool) -> None:
     """Bind path onto itself (with what is mounted below it), then make the new mount read-only or writable."""
     _mount(path, path, MS_BIND | MS_REC)
-    kept = functools.reduce(lambda acc, kv: acc | (kv[1] if os.statvfs(path).f_flag & kv[0] else 0),
-                            KEEP_FLAGS.items(), 0)
-    _mount(path, path, MS_REMOUNT | MS_BIND | kept | (MS_RDONLY if read_only else 0))
+    _mount(path, path, MS_REMOUNT | MS_BIND | _kept_flags(path) | (MS_RDONLY if read_only else 0))
+
+
+KERNEL_MOUNTS = ("/proc", "/sys", "/dev")  # left as they are: a run's /dev/null, its GPU, its /proc
+SHM = "/dev/shm"
 
 
 def seal_mounts(writable: list[str], read_only: list[str]) -> None:
-    """The run's view: writable folders first, so the read-only binds above them carry them along (MS_REC)."""
+    """The run's view: writable folders first, so the read-only binds above them carry them along (MS_REC); then
+    every other mount read-only, and a private /dev/shm."""
     for path in writable:
         bind(path, read_only=False)
     for path in read_only:
         bind(path, read_only=True)
+    keep = [os.path.realpath(p) for p in writable]
+    for point in mount_points():
+        if _within(point, keep) or _within(point, KERNEL_MOUNTS):
+            continue
+        try:
+            _mount(point, point, MS_REMOUNT | MS_BIND | _kept_flags(point) | MS_RDONLY)
+        except OSError:
+            # a mount this namespace may not remount (one locked by a file bind, an autofs trigger): the paths
+            # that matter were bound read-only above, which failing would have stopped the run
+            continue
+    if os.path.isdir(SHM):
+        _mount("tmpfs", SHM, MS_NOSUID | MS_NODEV, b"mode=1777,size=50%")
+
+
+def mount_points() -> list[str]:
+    """Every mount point in this mount namespace, parents before children (from /proc/self/mountinfo)."""
+    points = []
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 4:  # the mount point is octal-escaped: \040 for a space
+                points.append(fields[4].encode().decode("unicode_escape").encode("latin-1").decode())
+    return sorted(set(points), key=lambda p: (p.count("/"), p))
+
+
+def _within(path: str, roots: Sequence[str]) -> bool:
+    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
 
 
 CLONE_NEWNS, CLONE_NEWUSER = 0x00020000, 0x10000000
@@ -204,6 +246,7 @@ def init_main(status_fd: int, subreaper: bool, writable: list[str], read_only: l
     sealed = bool(writable or read_only)
     if sealed:
         seal_mounts(writable, read_only)
+        os.chdir(os.getcwd())  # the working folder again, through the new mounts (not the one now read-only)
     if subreaper:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
