@@ -52,7 +52,7 @@ def test_a_simulated_org_leaves_a_consistent_ledger_in_simulated_time(tmp_path: 
     for v in verifications:
         runs = [r for r in rows if r["candidate"] == v["exp"]]
         if v["status"] in ("promoted", "rejected"):
-            assert len(runs) % 2 == 0 and len(runs) >= 4  # same-seed pairs, judged at a look of 2 pairs
+            assert len(runs) % 2 == 0 and len(runs) >= 2  # same-seed pairs, the first look at one pair
             seeds = Counter(r["seed"] for r in runs)
             assert set(seeds.values()) == {2}
     assert {r["verdict"] for r in rows if r["kind"] == "exp"} <= {

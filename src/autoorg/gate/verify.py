@@ -17,7 +17,7 @@ n₁ = 1 makes it a candidate (a loose screen, so a real 3σ win is not lost to 
 squashed onto the current head without any checkout (merge-tree; a conflict: stale), checked (editable paths only,
 protected files unchanged), and re-run in same-seed pairs, on slots other than the claimant's: each pair is one
 run of the head and one of the candidate, started together with one fresh seed, so what moves both alike cancels
-in their difference. Pairs are queued a look at a time (gate.stats.looks: 2 pairs, then one more per look up to
+in their difference. Pairs are queued a look at a time (gate.stats.looks: 1 pair, then doubling up to
 `gate.repeats`, R) and judged by the sequential rule in gate.stats.paired_verdict against σ_d estimated from the
 pairs' own spread, pooled with the org's other verifications, floored (gate.stats.pair_noise): promote, reject, or
 queue the next look. Before
