@@ -1,7 +1,9 @@
 """How often does the gate promote something it should not, and how often does it miss a real win?
 
-Each round starts a fresh program head (its own baseline of K runs: independent rounds), then plants, each from
-its own agent, through the real runner, ledger, git and gate (the gate's runs are real detached workers):
+Each round puts the program head back at the org's base, then plants, each from its own agent, through the real
+runner, ledger, git and gate (the gate's runs are real detached workers). By default the org keeps its ledger from
+round to round, as a running org does: σ, the pairs' σ_d and the base's K baseline runs carry over (`--cold` starts
+every round from an empty ledger instead: independent rounds, each paying its own K baselines). The plants:
 
   seed-only       the head's code again, with a new seed
   no-effect       an edit that changes nothing (a comment), a random seed
@@ -14,7 +16,7 @@ its own agent, through the real runner, ledger, git and gate (the gate's runs ar
 It reports the runs the gate spent per decision: every baseline and re-run it queued (cancelled ones included)
 over the candidates it decided by verification.
 
-    .venv/bin/python benchmarks/gate.py [--rounds 50] [--budget 0.1] [--sigmas 3] [--grace 30]
+    .venv/bin/python benchmarks/gate.py [--rounds 50] [--budget 0.1] [--sigmas 3] [--grace 30] [--cold]
 """
 
 from __future__ import annotations
@@ -52,10 +54,11 @@ KINDS = {"seed-only": "alice", "no-effect": "bob", "lucky seed": "carol", "prote
 OPEN = (*ledger.UNFINISHED, "candidate", "verifying", "pending", "measured")
 
 
-def reset(paths: OrgPaths, base: str) -> None:
-    """A fresh round: empty ledger and runs, the program head and every agent back at base."""
-    for name in ("ledger.sqlite", "ledger.sqlite-wal", "ledger.sqlite-shm", "results.tsv"):
-        (paths.home / name).unlink(missing_ok=True)
+def reset(paths: OrgPaths, base: str, cold: bool) -> None:
+    """A new round: the program head and every agent back at base, no runs left; `cold`: an empty ledger too."""
+    if cold:
+        for name in ("ledger.sqlite", "ledger.sqlite-wal", "ledger.sqlite-shm", "results.tsv"):
+            (paths.home / name).unlink(missing_ok=True)
     shutil.rmtree(paths.runs, ignore_errors=True)
     shutil.rmtree(paths.comms / "inbox", ignore_errors=True)
     git(paths.repo, "update-ref", "refs/heads/org/bench", base)
@@ -172,6 +175,7 @@ def main() -> int:
     parser.add_argument("--budget", type=float, default=0.1, help="seconds per run")
     parser.add_argument("--sigma", type=float, default=0.01, help="the synthetic task's noise")
     parser.add_argument("--sigmas", type=float, default=3.0, help="size of the planted win, in σ")
+    parser.add_argument("--cold", action="store_true", help="an empty ledger every round (no history carried)")
     parser.add_argument("--grace", type=float, default=30.0,
                         help="wall-clock seconds past the budget before a run is killed (its compute is judged on "
                              "CPU time; at load 25 on 2 cores an honest 0.1 s run can take 2 s of wall time)")
@@ -184,18 +188,20 @@ def main() -> int:
         st = gate.settings(experiments.load_context(paths).spec)
         print(f"gate benchmark: synthetic task, σ {args.sigma}, budget {args.budget}s, K={st.baseline_repeats} "
               f"baseline runs, up to R={st.repeats} same-seed pairs, z={st.z} (screen z {SCREEN_Z}), "
-              f"{args.rounds} rounds",
+              f"{args.rounds} rounds, {'an empty ledger each round' if args.cold else 'the ledger kept across rounds'}",
               flush=True)
         tally = {kind: [0, 0, 0] for kind in KINDS}
         runs = unclean = gate_runs = baselines = 0
         for i, seed in enumerate(lucky_seeds(land, args.rounds, 2.0)):
-            reset(paths, base)
+            reset(paths, base, args.cold)
+            seen = set() if args.cold else {r["exp"] for r in ledger.experiments(paths)}
             result = one_round(paths, land, args.sigma, args.sigmas, seed)
-            runs += len(ledger.experiments(paths))
-            gate_runs += len(ledger.experiments(paths, kinds=("baseline", "verify")))
-            baselines += len(ledger.experiments(paths, kinds=("baseline",)))
-            unclean += sum(not (r["verdict"] == "ok" or r["verdict"].startswith("cancelled"))
-                           for r in ledger.experiments(paths, kinds=("baseline", "verify")))
+            new = [r for r in ledger.experiments(paths) if r["exp"] not in seen]  # this round's runs
+            gated = [r for r in new if r["kind"] in ("baseline", "verify")]
+            runs += len(new)
+            gate_runs += len(gated)
+            baselines += sum(r["kind"] == "baseline" for r in gated)
+            unclean += sum(not (r["verdict"] == "ok" or r["verdict"].startswith("cancelled")) for r in gated)
             for kind, (cand, promoted, reruns) in result.items():
                 tally[kind][0] += cand
                 tally[kind][1] += promoted
