@@ -85,9 +85,12 @@ def up(repo: Path, preset: str, agent_script: Path) -> OrgPaths:
 
 
 def daemon_pid(paths: OrgPaths) -> int:
-    text = wait_for(lambda: (paths.locks / "daemon.lock").exists() and (paths.locks / "daemon.lock").read_text(),
-                    60, "the daemon")
-    return int(text.strip())
+    """The org's live daemon (a lock left by an earlier org of the same tag names a process that is gone)."""
+    def live() -> int | None:
+        lock = paths.locks / "daemon.lock"
+        text = lock.read_text().strip() if lock.exists() else ""
+        return int(text) if text.isdigit() and Path(f"/proc/{text}/stat").exists() else None
+    return int(wait_for(live, 60, "the daemon"))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -101,7 +104,7 @@ def all_idle(paths: OrgPaths, agents: list[str]) -> bool:
 
 def latency(repo: Path, socket: str, n: int, agent_script: Path) -> list[float]:
     paths = up(repo, "2xcpu", agent_script)
-    daemon_pid(paths)
+    pid = daemon_pid(paths)
     wait_for(lambda: all_idle(paths, ["alice", "bob"]), 60, "agents idle", 0.05)
     pane = wait_for(lambda: next((p for p, s in (tmux.pane_states(socket, "autoorg-2xcpu") or {}).items()
                                   if s.agent == "alice"), None), 30, "alice's pane")
@@ -116,6 +119,7 @@ def latency(repo: Path, socket: str, n: int, agent_script: Path) -> list[float]:
                  30, f"message {i} in the pane", interval=0.002)
         times.append(time.perf_counter() - start)
     subprocess.run([sys.executable, "-m", "autoorg", "down", "--tag", "2xcpu"], cwd=repo, capture_output=True)
+    wait_for(lambda: not Path(f"/proc/{pid}/stat").exists(), 60, "the daemon to stop")
     return times
 
 

@@ -163,35 +163,44 @@ def band(noise_: Noise, n1: int, n2: int, head_mean: float, z: float, floor: flo
 # The pairs are judged at looks after n₁ < n₂ < … < n_L pairs (`looks`: 1, 2, 4, …, R). The rule, with E the
 # estimates in use:
 #
-#   promote at the first look where  d̄ > max(min over E of q_E·σ̂_E/√n, min_gain),
-#                                    q_E = t⁻¹(1 − α/(L·|E|); ν_E),  α = 1 − Φ(z)
-#   reject  at an interim look where d̄·√n/σ_max ≤ FUTILITY_T (the first: FIRST_FUTILITY_T), and at the last
-#           look when not promoted
+#   reject  at the first look (one pair) where d₁ ≤ FIRST_FUTILITY (it never promotes: `promoting_looks`)
+#   promote at a later look where    d̄ > max(min over E of q_E·σ̂_E/√n, min_gain),
+#                                    q_E = t⁻¹(1 − α/(L·|E|); ν_E),  α = 1 − Φ(z), L the looks that may promote
+#   reject  at an interim look where d̄·√n/σ_max ≤ FUTILITY_T, and at the last look when not promoted
 #
 # Spending α/(L·|E|) on each estimate at each look (Bonferroni over the looks and the estimates) bounds the chance
 # that any look promotes a no-effect candidate by α whatever the correlation between them, so the error rate is
 # the one `z` states for a single test. Futility stops can only make a promotion rarer, never easier, so they
-# cost nothing in false promotions: at the first look (one pair) a candidate that did no better than the head on
-# their shared seed stops (FIRST_FUTILITY_T = 0: half of the no-effect ones; a 3σ win whose pairs share nothing
-# is lost there 2% of the time, against 5% at 0.5), at later looks one whose d̄·√n/σ_max ≤ FUTILITY_T = 0.5.
+# cost nothing in false promotions: at the first look a candidate that did no better than the head on their
+# shared seed stops (half of the no-effect ones, after one pair instead of two; a 3σ win whose pairs share
+# nothing is lost there 2% of the time), at later looks one whose d̄·√n/σ_max ≤ FUTILITY_T = 0.5.
 # tests/test_gate_stats.py simulates the error rates and pairs spent, with and without shared
 # noise, in a fresh org and in one with earlier verifications.
 
 FUTILITY_T = 0.5
-FIRST_FUTILITY_T = 0.0  # at the first look (one pair): stop only a candidate that did no better than the head
+FIRST_FUTILITY = 0.0  # at the first look (one pair): stop a candidate that did no better than the head
 PAIRED_MIN_DOF = 2  # dof of the pairs' own σ_d before it is tested against
 PAIRED_FLOOR = 0.25  # σ̂_d ≥ this × √2·σ
 
 
 def looks(max_pairs: int) -> tuple[int, ...]:
     """The numbers of pairs at which a verification is judged: 1, then doubling, up to max_pairs (1, 2, 4, 8).
-    The first look at one pair stops most no-effect candidates (futility) and, once the org's earlier
-    verifications give σ_d, decides most real wins; doubling keeps the looks few (each costs α/L)."""
+    The first look, at one pair, only stops candidates (futility): half the no-effect ones stop there. Doubling
+    keeps the looks that may promote few (each costs α/L)."""
     schedule, n = [], 1
     while n < max_pairs:
         schedule.append(n)
         n *= 2
     return (*schedule, max_pairs)
+
+
+def promoting_looks(max_pairs: int) -> int:
+    """How many looks may promote: all but a first look of one pair (unless it is the only one). One pair never
+    promotes: it cannot show that the candidate's runs vary with their seed, nor how its own gains spread (a
+    candidate that pinned a lucky seed shares none of the head's seed noise, which σ_d of other verifications
+    assumes)."""
+    schedule = looks(max_pairs)
+    return len(schedule) - 1 if len(schedule) > 1 and schedule[0] == 1 else len(schedule)
 
 
 def promotion_bound(estimates: tuple[Noise, ...], n: int, z: float, n_looks: int) -> tuple[float, Noise] | None:
@@ -214,15 +223,16 @@ def paired_verdict(gains: list[float], estimates: tuple[Noise, ...], z: float, m
     schedule = looks(max_pairs)
     if n not in schedule:
         return "continue" if n < max_pairs else "reject"
-    bar = promotion_bound(estimates, n, z, len(schedule))
+    mean = statistics.fmean(gains)
+    if n == 1 and len(schedule) > 1:  # the first look only stops
+        return "reject" if mean <= FIRST_FUTILITY else "continue"
+    bar = promotion_bound(estimates, n, z, promoting_looks(max_pairs))
     if bar is None:
         return "continue" if n < max_pairs else "reject"
-    mean = statistics.fmean(gains)
     if mean > max(bar[0], min_gain):
         return "promote"
     sigma = max(e.sigma for e in estimates if e.sigma is not None)
-    futile = FIRST_FUTILITY_T if n == schedule[0] else FUTILITY_T
-    if n >= max_pairs or (sigma > 0 and mean * math.sqrt(n) / sigma <= futile):
+    if n >= max_pairs or (sigma > 0 and mean * math.sqrt(n) / sigma <= FUTILITY_T):
         return "reject"
     return "continue"
 

@@ -57,7 +57,7 @@ from autoorg.gate.heads import (
 )
 from autoorg.gate.heldout import check_heldout, describe
 from autoorg.gate.review import cleared_for_verification
-from autoorg.gate.stats import band, ignores_seed, looks, paired_verdict, promotion_bound
+from autoorg.gate.stats import band, ignores_seed, looks, paired_verdict, promoting_looks, promotion_bound
 from autoorg.paths import OrgPaths
 from autoorg.spec import TaskSpec
 
@@ -397,10 +397,11 @@ def decide(ctx: OrgContext, ver: dict[str, Any], log: Say) -> bool:
         log(f"{cand['exp']}: undecided after {len(pairs)} pairs; queued {len(more) // 2} more")
         return True
     mean = statistics.fmean(values)
-    bar = promotion_bound(noise_, len(pairs), st.z, len(looks(st.repeats)))
+    bar = promotion_bound(noise_, len(pairs), st.z, promoting_looks(st.repeats))
     width, sigma_d = (bar[0], bar[1].sigma) if bar else (None, None)
     numbers = dict(mean=mean, head_mean=head_mean, band=width, sigma=sigma_d)
-    summary = (f"{ctx.task.metric} {mean:.6g} vs head {head_mean:.6g} over {len(pairs)} same-seed pairs: "
+    summary = (f"{ctx.task.metric} {mean:.6g} vs head {head_mean:.6g} over {len(pairs)} same-seed "
+               f"pair{'s' if len(pairs) != 1 else ''}: "
                f"{mean - head_mean:+.4g}, needed {width or 0:.4g} (σ_d {sigma_d or 0:.4g})")
     if verdict == "reject":
         ledger.update_verification(ctx.paths, ver["id"], status="rejected", why=f"not confirmed: {summary}",
