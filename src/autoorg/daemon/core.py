@@ -204,6 +204,8 @@ class Daemon:
                 with contextlib.suppress(queue.Empty):
                     while True:
                         agents.add(self.dirty.get_nowait())
+            for agent in agents:  # first: a message waits for no periodic work
+                self._guarded(functools.partial(delivery.schedule, agent))
             now = time.monotonic()
             if now >= next_check:
                 next_check = now + STOPPED_EVERY_S
@@ -214,8 +216,6 @@ class Daemon:
                 if now >= due[i]:
                     due[i] = now + process.every_s
                     self._guarded(process.tick)
-            for agent in agents:
-                self._guarded(functools.partial(delivery.schedule, agent))
 
     def _guarded(self, step: Callable[[], None]) -> None:
         """The daemon must outlive a bug in one step; the log keeps the traceback."""
