@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import math
 import shutil
+import sqlite3
 import sys
 import tempfile
 import threading
@@ -59,6 +60,11 @@ def reset(paths: OrgPaths, base: str, cold: bool) -> None:
     if cold:
         for name in ("ledger.sqlite", "ledger.sqlite-wal", "ledger.sqlite-shm", "results.tsv"):
             (paths.home / name).unlink(missing_ok=True)
+    elif (paths.home / "ledger.sqlite").exists():
+        # the last round's promotion is taken back with the head (else the guard puts the promoted head back as
+        # a move the gate did not make); every run, σ and the pairs' σ_d stay
+        with sqlite3.connect(paths.home / "ledger.sqlite", timeout=30) as conn:
+            conn.execute("DELETE FROM promotions")
     shutil.rmtree(paths.runs, ignore_errors=True)
     shutil.rmtree(paths.comms / "inbox", ignore_errors=True)
     git(paths.repo, "update-ref", "refs/heads/org/bench", base)

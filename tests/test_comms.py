@@ -250,6 +250,28 @@ def test_eight_processes_race_for_ideas_one_winner_each(org: OrgPaths) -> None:
     assert all(i.claimed_by and i.path.name == f"{i.claimed_by}-{i.id}.md" for i in claimed)
 
 
+ADDER = """
+import sys
+from autoorg import comms
+from autoorg.paths import OrgPaths
+from pathlib import Path
+paths = OrgPaths(Path(sys.argv[1]))
+print(comms.add_idea_unless(paths, sys.argv[2], "set LEARNING_RATE=0.002", "mine",
+                            similar=lambda a, b: a.lower() == b.lower()))
+"""
+
+
+def test_agents_topping_the_queue_up_at_once_queue_a_similar_idea_once(org: OrgPaths) -> None:
+    procs = [subprocess.Popen([sys.executable, "-c", ADDER, str(org.home), name], stdout=subprocess.PIPE, text=True)
+             for name in ["alice", "bob", "carol", "chief"] * 2]
+    ids = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert sorted(ids) == ["1"] + ["None"] * 7
+    assert [i.title for i in comms.list_ideas(org, "queue")] == ["set LEARNING_RATE=0.002"]
+    comms.claim_idea(org, "bob", "1")  # claimed (or done) still counts as known
+    assert comms.add_idea_unless(org, "alice", "SET learning_rate=0.002", similar=lambda a, b: a.lower() == b.lower()) \
+        is None
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # standups
 

@@ -155,9 +155,9 @@ def test_queue_workers_share_one_queue_and_post_results_back(up_topology: object
     assert {i.claimed_by for i in done} <= {"w1", "w2"} and all(i.note and i.note.startswith("e") for i in done)
     every = [i for s in comms.IDEA_STATES for i in comms.list_ideas(paths, s)]
     ran = [i for i in every if i.state == "done" and "→" in (i.note or "")]
-    # no idea is run twice (two workers topping the queue up at the same moment may both queue one idea; the
-    # dedupe is not atomic across agents, so the assertion is on what ran)
-    assert len({i.title for i in ran}) == len(ran)
+    # no idea is queued twice (workers topping the queue up at the same moment check and add under one lock), so
+    # none is run twice
+    assert len({i.title for i in every}) == len(every) and len({i.title for i in ran}) == len(ran)
     rows = ledger.experiments(paths, kinds=("exp",))
     assert any(i.note and i.note.split()[0] in {r["exp"] for r in rows} for i in done)
     assert "queued idea" in agent_log(paths, "w1") + agent_log(paths, "w2")

@@ -473,11 +473,11 @@ class Researcher:
             return None
         changed = {k: v for k, v in proposal.items() if head.get(k) != v}
         title = idea_title(self.knobs, changed)
-        known = [i.title for state in comms.IDEA_STATES for i in comms.list_ideas(self.paths, state)]
-        if any(same_idea(title, other, self.knobs) for other in known):
+        idea_id = comms.add_idea_unless(self.paths, self.agent, title, why,
+                                        similar=lambda a, b: same_idea(a, b, self.knobs))
+        if idea_id is None:
             self.tell(f"not queuing '{title}': a similar idea is already in the queue or done")
             return None
-        idea_id = comms.add_idea(self.paths, self.agent, title, why)
         self.tell(f"queued idea {idea_id}: {title}")
         return idea_id
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,15 @@ def _idea_id_of(name: str) -> str | None:
 
 def add_idea(paths: OrgPaths, author: str, title: str, body: str = "") -> str:
     """Queue an idea; returns its id (a number, unique in the org)."""
+    idea_id = add_idea_unless(paths, author, title, body)
+    assert idea_id is not None
+    return idea_id
+
+
+def add_idea_unless(paths: OrgPaths, author: str, title: str, body: str = "",
+                    similar: Callable[[str, str], bool] | None = None) -> str | None:
+    """Queue an idea unless `similar(title, other)` holds for an idea already queued, claimed or done (None then);
+    checked and added under one lock, so two agents topping the queue up at once never both queue it."""
     check_name(author, "author")
     check_shared(paths, author, "the idea queue")
     title = " ".join(title.split())
@@ -63,6 +73,9 @@ def add_idea(paths: OrgPaths, author: str, title: str, body: str = "") -> str:
     if len(body.encode("utf-8")) > MAX_BODY_BYTES:
         raise CommsError(f"idea body is over the {MAX_BODY_BYTES // 1024} KiB cap")
     with locked(paths, "ideas"):
+        if similar is not None and any(similar(title, other.title)
+                                       for state in IDEA_STATES for other in list_ideas(paths, state)):
+            return None
         ids = [int(i) for s in IDEA_STATES if ideas_dir(paths, s).is_dir()
                for n in os.listdir(ideas_dir(paths, s)) if (i := _idea_id_of(n))]
         idea_id = str(max(ids, default=0) + 1)
