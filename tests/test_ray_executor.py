@@ -24,6 +24,7 @@ from autoorg.gate.verify import decide
 from autoorg.org import build_org, org_status, plan_org
 from autoorg.paths import OrgPaths
 from autoorg.runtime import open_session
+from autoorg.testing.experiments import drive_gate, settled
 from autoorg.testing.helpers import git, make_repo, retry_until
 from tests.exp_support import add_synthetic
 
@@ -229,3 +230,42 @@ def test_a_lost_node_is_a_crash_and_the_gate_runs_a_lost_verification_again(clus
     again = row(paths, ver["runs"][0])
     assert (again["commit_sha"], again["seed"], again["kind"]) == (lost["commit_sha"], lost["seed"], "verify")
     executors.executor_for(ctx.spec).cancel_runs(paths, [again["exp"]], "cancelled: test over")
+
+
+def test_a_verification_arm_whose_node_dies_is_run_again_by_the_gates_own_decision(
+        cluster: Any, tmp_path: Path) -> None:
+    """Through the real gate: baselines, a screened candidate, its first same-seed pair on Ray; the node running
+    the candidate's arm is removed; the gate's own step queues that arm again (commit, seed) and decides."""
+    spare = cluster.add_node(num_cpus=2, num_gpus=0, **SMALL)  # an earlier test took a node away
+    cluster.wait_for_nodes()
+    paths = make_org(tmp_path, cluster.address)
+    ctx = experiments.load_context(paths)
+    head = ctx.program_head()
+    drive_gate(paths, lambda: gate.head_stats(ctx, head, "cpu").n >= 2, timeout=120, message="the baselines")
+    hold = tmp_path / "hold"  # while it exists the candidate's runs sleep, so its arm is still running on a node
+    train = paths.worktree("alice") / "examples/synthetic/train.py"
+    text = train.read_text().replace("LEARNING_RATE = 0.001", "LEARNING_RATE = 0.006")
+    train.write_text(text.replace("args = parser.parse_args()\n", "args = parser.parse_args()\n"
+                                  f"while Path({str(hold)!r}).exists():\n    time.sleep(0.1)\n"))
+    exp = experiments.queue_experiment(ctx, "alice", "lr 0.006")
+    assert gate.run_experiment(ctx, exp)["verdict"] == "candidate"
+    hold.touch()
+    try:
+        drive_gate(paths, lambda: ledger.verifications(paths, exp=exp), timeout=60, message="the verification")
+        ver = ledger.verifications(paths, exp=exp)[0]
+        arm = next(e for e in ver["runs"] if row(paths, e)["commit_sha"] != head)
+        retry_until(lambda: row(paths, arm)["node"], timeout=60, message="the candidate's arm on a node")
+        node_id = row(paths, arm)["node"]
+        [node] = [n for n in [*cluster.autoorg_nodes.values(), spare] if n.node_id == node_id]
+        cluster.remove_node(node)
+        retry_until(lambda: row(paths, arm)["verdict"] == executors.NODE_LOST, timeout=60, message="node lost")
+    finally:
+        hold.unlink()
+    drive_gate(paths, lambda: settled(paths, exp), timeout=180, message="the verification to be decided")
+    [ver] = ledger.verifications(paths, exp=exp)
+    runs = [row(paths, e) for e in ver["runs"]]
+    assert arm not in ver["runs"] and all(r["verdict"] == "ok" for r in runs), [r["verdict"] for r in runs]
+    lost = row(paths, arm)
+    again = [r for r in runs if r["seed"] == lost["seed"] and r["commit_sha"] == lost["commit_sha"]]
+    assert len(again) == 1 and again[0]["node"] != node_id
+    assert ver["status"] in ("promoted", "rejected")

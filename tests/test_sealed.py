@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import site
 import subprocess
 import sys
 import uuid
@@ -231,3 +232,4 @@ def test_a_run_is_told_where_the_data_cache_is_though_its_home_is_its_own(tmp_pa
     env = run.run_env_for("0001", {"seed": 7, "budget": 60.0}, run_dir, run_dir / "out", {})
     assert env["HOME"] == str(run_dir / "home") and (run_dir / "home").is_dir()
     assert env["AUTOORG_DATA"] == str(Path.home() / ".cache" / "autoorg")  # the default of the org's user
+    assert env["PYTHONUSERBASE"] == site.getuserbase()  # `pip install --user` packages are still found

@@ -27,6 +27,7 @@ import functools
 import json
 import os
 import signal
+import site
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -80,8 +81,10 @@ def run_env(extra: dict[str, str], temp: Path, home: Path) -> dict[str, str]:
     variables, AUTOORG_EXP/SEED/BUDGET), TMPDIR and HOME its private temp and home (caches that tools keep
     under ~ start empty in each run: one run cannot leave a compiled kernel or a file for the next)."""
     env = {k: v for k, v in os.environ.items() if k in ALLOWED_ENV or k.startswith(ALLOWED_PREFIXES)}
-    return {**env, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", **extra, "TMPDIR": str(temp),
-            "HOME": str(home)}
+    # packages installed with `pip install --user` live under the user's home: still found (read-only)
+    user_base = env.get("PYTHONUSERBASE") or site.getuserbase()
+    return {**env, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUSERBASE": user_base, **extra,
+            "TMPDIR": str(temp), "HOME": str(home)}
 
 
 @dataclass(frozen=True)
