@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -269,3 +271,21 @@ def test_a_verification_arm_whose_node_dies_is_run_again_by_the_gates_own_decisi
     again = [r for r in runs if r["seed"] == lost["seed"] and r["commit_sha"] == lost["commit_sha"]]
     assert len(again) == 1 and again[0]["node"] != node_id
     assert ver["status"] in ("promoted", "rejected")
+
+
+def test_run_folders_left_on_a_node_are_swept_once_stale_and_dead(tmp_path: Path) -> None:
+    from autoorg.executors.ray import STALE_S, sweep_stale
+    from autoorg.experiments.process import RUN_MARKER
+    old, busy, fresh = (tmp_path / name for name in ("e0001-aaaa", "e0002-bbbb", "e0003-cccc"))
+    for folder in (old, busy, fresh):
+        folder.mkdir()
+    for folder in (old, busy):
+        os.utime(folder, (0, time.time() - STALE_S - 60))
+    proc = subprocess.Popen(["sleep", "30"], env={**os.environ, RUN_MARKER: str(busy)})
+    try:
+        retry_until(lambda: run_processes(str(busy)), timeout=10, message="the busy run's process")
+        sweep_stale(tmp_path)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not old.exists() and busy.exists() and fresh.exists()

@@ -41,7 +41,14 @@ from autoorg.experiments import ledger
 from autoorg.experiments.context import OrgContext
 from autoorg.experiments.manifest import Manifest, protected_changes
 from autoorg.experiments.measure import Measurement, export_evaluator
-from autoorg.experiments.process import Outcome, kill_run, last_line, run_command, signals_interrupt
+from autoorg.experiments.process import (
+    Outcome,
+    kill_run,
+    last_line,
+    run_command,
+    run_processes,
+    signals_interrupt,
+)
 from autoorg.experiments.run import (
     SETUP_TIMEOUT_S,
     Job,
@@ -188,6 +195,7 @@ def run_task(job: RemoteJob) -> Iterator[dict[str, Any]]:
     # one folder per execution: a task Ray still runs from an earlier submission (or another org of the same tag)
     # never unpacks its tree over this one's
     base = node_dir() / job.tag / f"{job.exp}-{uuid.uuid4().hex[:12]}"
+    sweep_stale(base.parent)
     src, evaluator, out_dir = base / "src", base / "evaluator", base / "out"
     try:
         unpack(job.tree, src)
@@ -246,6 +254,20 @@ def run_task(job: RemoteJob) -> Iterator[dict[str, Any]]:
     finally:
         kill_run(str(base), wait_s=1.0)
         shutil.rmtree(base, ignore_errors=True)
+
+
+STALE_S = 24 * 3600.0
+
+
+def sweep_stale(folder: Path) -> None:
+    """Remove run folders a task left behind (one force-cancelled, or on a node that was killed): a day old and no
+    process of theirs alive."""
+    if not folder.is_dir():
+        return
+    for old in folder.iterdir():
+        with contextlib.suppress(OSError):
+            if time.time() - old.stat().st_mtime > STALE_S and not run_processes(str(old)):
+                shutil.rmtree(old, ignore_errors=True)
 
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
