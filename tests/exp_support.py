@@ -26,3 +26,23 @@ def add_synthetic(repo: Path, *, budget: float = 0.3, sigma: float = 0.01, grace
     (target / "task.yaml").write_text(text)
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "synthetic task")
+
+
+# The start of a hostile run or evaluator (a script; `home` and `repo` are defined before it): it tries to write the
+# org's ledger and state and the repository's refs, keeping in `wrote` what it managed.
+TRIES_THE_ORG = """\
+wrote = []
+def attempt(name, action):
+    try:
+        action()
+        wrote.append(name)
+    except Exception:
+        pass
+def ledger():
+    import sqlite3
+    with sqlite3.connect(home / "ledger.sqlite", timeout=5) as c:
+        c.execute("UPDATE experiments SET metric = 0.0")
+attempt("ledger", ledger)
+attempt("state.json", lambda: (home / "state.json").write_text("{}"))
+attempt("refs", lambda: (repo / ".git/refs/heads/planted").write_text("0" * 40 + "\\n"))
+"""

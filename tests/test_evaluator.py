@@ -23,7 +23,7 @@ from autoorg.paths import OrgPaths
 from autoorg.spec import load_task
 from autoorg.testing import git, run_cli
 from autoorg.testing.experiments import TRAIN, drive_gate, set_knobs, settled, start_org, verdict
-from tests.exp_support import SYNTHETIC, add_synthetic
+from tests.exp_support import SYNTHETIC, TRIES_THE_ORG, add_synthetic
 
 BUDGET = 0.3
 SIGMA = 0.005
@@ -244,19 +244,7 @@ import json, sqlite3, sys
 from pathlib import Path
 home = Path.cwd().parents[1].parent
 repo = Path(json.loads((home / "state.json").read_text())["repo"])
-wrote = []
-def attempt(name, action):
-    try:
-        action()
-        wrote.append(name)
-    except Exception:
-        pass
-def ledger():
-    with sqlite3.connect(home / "ledger.sqlite", timeout=5) as c:
-        c.execute("UPDATE experiments SET metric = 0.0")
-attempt("ledger", ledger)
-attempt("state.json", lambda: (home / "state.json").write_text("{}"))
-attempt("refs", lambda: (repo / ".git/refs/heads/planted").write_text("0" * 40 + "\\n"))
+""" + TRIES_THE_ORG + """\
 attempt("its own files", lambda: Path("examples/synthetic/evaluate.py").write_text("print('mine')"))
 attempt("run folder", lambda: (Path.cwd().parent / "evaluated").write_text("x"))
 print("@metric " + json.dumps({"final": True, "val_loss": 1.0, "wrote": wrote}))

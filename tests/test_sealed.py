@@ -20,7 +20,7 @@ from autoorg.paths import OrgPaths
 from autoorg.spec import load_task
 from autoorg.testing import git, retry_until, run_cli
 from autoorg.testing.experiments import TRAIN, start_org
-from tests.exp_support import add_synthetic
+from tests.exp_support import TRIES_THE_ORG, add_synthetic
 
 SECRET = "sk-test-not-for-runs"
 
@@ -30,19 +30,7 @@ HOSTILE = """\
 import json, os, sqlite3, subprocess, sys, time
 from pathlib import Path
 home, repo, data = Path(@HOME@), Path(@REPO@), Path(@DATA@)
-wrote = []
-def attempt(name, action):
-    try:
-        action()
-        wrote.append(name)
-    except Exception:
-        pass
-def ledger():
-    with sqlite3.connect(home / "ledger.sqlite", timeout=5) as c:
-        c.execute("UPDATE experiments SET metric = 0.0")
-attempt("ledger", ledger)
-attempt("state.json", lambda: (home / "state.json").write_text("{}"))
-attempt("refs", lambda: (repo / ".git/refs/heads/planted").write_text("0" * 40 + "\\n"))
+""" + TRIES_THE_ORG + """\
 attempt("data", lambda: (data / "planted").write_text("x"))
 attempt("run folder", lambda: Path("mine").write_text("x"))
 attempt("temp", lambda: (Path(os.environ["TMPDIR"]) / "t").write_text("x"))
