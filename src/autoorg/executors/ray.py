@@ -229,8 +229,7 @@ def run_task(job: RemoteJob) -> Iterator[dict[str, Any]]:
             try:
                 out = run_command(command, cwd=src, env=env, limit_s=job.row["budget"] + job.task.grace,
                                   log_path=base / "log", metrics_path=base / "metrics.jsonl", sealing=sealing)
-                sealed = Sealing(sealing.seal, base, read_only=(*sealing.read_only, evaluator))
-                measured = (measure_in(job.task, evaluator, job.row, job.task_dir, out, base, env, sealing=sealed)
+                measured = (measure_in(job.task, evaluator, job.row, job.task_dir, out, base, env, sealing=sealing)
                             if job.evaluator is not None else None)
                 result.update(out=out, measured=measured)
             except Exception as exc:  # noqa: BLE001 - reported to the org as the run's crash

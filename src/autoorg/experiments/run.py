@@ -165,7 +165,7 @@ def _reported_train_s(finals: dict[str, Any] | None, out: Outcome, measured: Mea
 
 
 def measure_run(ctx: OrgContext, row: dict[str, Any], out: Outcome, run_dir: Path, env: dict[str, str],
-                fds: tuple[int, ...], cores: tuple[int, ...]) -> Measurement | None:
+                fds: tuple[int, ...], cores: tuple[int, ...], sealing: Sealing) -> Measurement | None:
     """Measure a finished training run with the protected evaluator (and score a gate run on the held-out split),
     sealed as training was and unable to change its own files; None when the task has no evaluator."""
     if ctx.task.evaluate is None:
@@ -175,7 +175,6 @@ def measure_run(ctx: OrgContext, row: dict[str, Any], out: Outcome, run_dir: Pat
     folder = run_dir / "evaluator"
     try:
         export_evaluator(ctx.repo, ctx.program_head(), ctx.task, folder)
-        sealing = Sealing(seal_mode(), run_dir, read_only=(*_read_only(ctx), folder))
         return measure_in(ctx.task, folder, row, ctx.task_dir, out, run_dir, env, fds, cores, sealing)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -185,12 +184,14 @@ def measure_in(task: TaskSpec, folder: Path, row: dict[str, Any], task_dir: str,
                env: dict[str, str], fds: tuple[int, ...] = (), cores: tuple[int, ...] = (),
                sealing: Sealing | None = None) -> Measurement | None:
     """Measure a finished training run with the evaluator exported into folder (where it runs: this machine or a
-    Ray worker), under `sealing` (the evaluator reads what training wrote: a crafted checkpoint that takes it
-    over can still write nothing but the run folder)."""
+    Ray worker), under training's `sealing` with the evaluator's folder read-only too (the evaluator reads what
+    training wrote: a crafted checkpoint that takes it over can still write nothing but the run folder)."""
     if task.evaluate is None:
         return None
     if out.killed or out.exit_code != 0:
         return Measurement(None, None, None)
+    if sealing is not None:
+        sealing = Sealing(sealing.seal, sealing.writable, read_only=(*sealing.read_only, folder))
     values = {"budget": row["budget"], "seed": row["seed"], "task_dir": task_dir, "out": env["AUTOORG_OUT"]}
     measured = evaluate(task, substitute(task.evaluate, **values), cwd=folder, env=env,
                         log_path=run_dir / "log", metrics_path=run_dir / "evaluation.jsonl", keep_fds=fds,
@@ -274,7 +275,7 @@ def run_here(ctx: OrgContext, job: Job) -> SlotRun | None:
                           log_path=run_dir / "log", metrics_path=run_dir / "metrics.jsonl", keep_fds=fds,
                           cores=slot.cores, sealing=sealing, times=times,
                           on_started=lambda: job.on_started(slot.name, {"executor": "local"}))
-        measured = measure_run(ctx, row, out, run_dir, env, fds, slot.cores)
+        measured = measure_run(ctx, row, out, run_dir, env, fds, slot.cores, sealing)
         times["measured"] = time.time()  # the slot's work for this run ends here
     return SlotRun(out, measured, protected_changes(job.manifest, job.src), len(slot.cores), {"executor": "local"})
 

@@ -26,6 +26,7 @@ import ctypes
 import functools
 import json
 import os
+import re
 import signal
 import site
 import subprocess
@@ -129,9 +130,8 @@ KEEP_FLAGS = {os.ST_NOSUID: MS_NOSUID, os.ST_NODEV: MS_NODEV, os.ST_NOEXEC: MS_N
               os.ST_NODIRATIME: MS_NODIRATIME, os.ST_RELATIME: MS_RELATIME}
 
 
-def _mount(source: str, target: str, flags: int, data: bytes | None = None) -> None:
+def _mount(source: str, target: str, flags: int, fstype: bytes | None = None, data: bytes | None = None) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
-    fstype = b"tmpfs" if source == "tmpfs" else None
     if libc.mount(source.encode(), target.encode(), fstype, flags, data) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"mount {target}: {os.strerror(err)}")
@@ -171,7 +171,7 @@ def seal_mounts(writable: list[str], read_only: list[str]) -> None:
             # that matter were bound read-only above, which failing would have stopped the run
             continue
     if os.path.isdir(SHM):
-        _mount("tmpfs", SHM, MS_NOSUID | MS_NODEV, b"mode=1777,size=50%")
+        _mount("tmpfs", SHM, MS_NOSUID | MS_NODEV, b"tmpfs", b"mode=1777,size=50%")
 
 
 def mount_points() -> list[str]:
@@ -181,7 +181,7 @@ def mount_points() -> list[str]:
         for line in f:
             fields = line.split()
             if len(fields) > 4:  # the mount point is octal-escaped: \040 for a space
-                points.append(fields[4].encode().decode("unicode_escape").encode("latin-1").decode())
+                points.append(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4]))
     return sorted(set(points), key=lambda p: (p.count("/"), p))
 
 

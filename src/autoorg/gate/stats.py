@@ -199,8 +199,7 @@ def promoting_looks(max_pairs: int) -> int:
     promotes: it cannot show that the candidate's runs vary with their seed, nor how its own gains spread (a
     candidate that pinned a lucky seed shares none of the head's seed noise, which σ_d of other verifications
     assumes)."""
-    schedule = looks(max_pairs)
-    return len(schedule) - 1 if len(schedule) > 1 and schedule[0] == 1 else len(schedule)
+    return max(1, len(looks(max_pairs)) - 1)
 
 
 def promotion_bound(estimates: tuple[Noise, ...], n: int, z: float, n_looks: int) -> tuple[float, Noise] | None:
