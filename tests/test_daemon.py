@@ -211,7 +211,9 @@ def test_hostile_inbox_files_never_stop_delivery_or_down(repo: Path, tmux_socket
     retry_until(lambda: "after the junk" in echo_log(paths, "alice"), timeout=30, message="good message")
     for kind, bad in planted.items():
         kept = paths.comms / "quarantine" / f"inbox__alice__{bad.name}"
-        assert HOSTILE[kind][1] in kept.with_name(kept.name + ".reason").read_text()
+        reason = kept.with_name(kept.name + ".reason")  # written just after the move: wait for it
+        retry_until(reason.exists, timeout=30, message=f"the {kind} file's reason")
+        assert HOSTILE[kind][1] in reason.read_text()
     assert "planted from outside" not in echo_log(paths, "alice")
     pid = daemon_pid(paths)
     down = run_cli("down", "--tag", paths.tag, cwd=repo, timeout=60)
