@@ -32,7 +32,7 @@ from autoorg.experiments import ledger
 from autoorg.paths import org_paths
 from autoorg.spec import load_task
 
-TOPOLOGIES = ("solo", "independent", "chief", "queue", "review")
+TOPOLOGIES = ("solo", "independent", "chief", "queue", "review", "islands")
 
 
 def autoorg(repo: Path, *args: str) -> None:
@@ -45,7 +45,8 @@ def autoorg(repo: Path, *args: str) -> None:
 def run_one(name: str, agents: int, seconds: float, budget: float) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix=f"autoorg-topo-{name}-") as tmp:
         repo = synthetic_repo(Path(tmp), budget=budget)
-        target = name if name == "solo" else f"{name}:{agents}"
+        # islands:N puts N on each of its two islands: the same number of agents as the others' N
+        target = name if name == "solo" else f"{name}:{max(1, agents // 2) if name == 'islands' else agents}"
         autoorg(repo, "up", target, "--tag", name, "--task", "synthetic", "--backend", "heuristic", "--headless")
         try:
             time.sleep(seconds)
@@ -54,13 +55,17 @@ def run_one(name: str, agents: int, seconds: float, budget: float) -> dict[str, 
         paths = org_paths(repo, name)
         rows = ledger.experiments(paths, kinds=("exp",))
         knobs = load_task(repo / "examples/synthetic/task.yaml").knobs
-        head = read_knobs(workspace.read_file_at(repo, workspace.rev_parse(repo, f"org/{name}"), TRAIN) or "", knobs)
+        land = load_landscape()
+        branches = [f"org/{name}", *(f"org/{name}.island.{i}" for i in ("east", "west") if name == "islands")]
+        loss = min(land.expected_loss(read_knobs(workspace.read_file_at(repo, workspace.rev_parse(repo, b), TRAIN)
+                                                 or "", knobs), 1e6) for b in branches)
         reviews = ledger.reviews(paths)
         return {"topology": target, "experiments": len(rows),
                 "ideas done": len(comms.list_ideas(paths, "done")),
                 "reviews (refused)": f"{len(reviews)} ({sum(r['decision'] == 'refuse' for r in reviews)})",
                 "promotions": len(ledger.promotions(paths)),
-                "head loss": f"{load_landscape().expected_loss(head, 1e6):.4f}"}
+                "migrations": len(ledger.island_migrations(paths)),
+                "head loss": f"{loss:.4f}"}
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from autoorg.testing import retry_until, run_cli
 from autoorg.testing.experiments import drive_gate, set_knobs, verdict
 from tests.exp_support import SYNTHETIC, add_synthetic
 
-LIBRARY = ("solo", "independent", "chief", "queue", "review")
+LIBRARY = ("solo", "independent", "chief", "queue", "review", "islands")
 
 
 def write(path: Path, text: str) -> Path:
@@ -47,7 +47,8 @@ def test_every_topology_loads_sizes_and_is_named_by_up(repo: Path, tmp_path: Pat
         assert all(a.slots == ["cpu"] for a in spec.agents if a.role not in ("chief", "critic"))
     roles = {name: [a.role for a in load_org_target(name, tmp_path).agents] for name in LIBRARY}
     assert roles == {"solo": ["researcher"], "independent": ["researcher"] * 4, "chief": ["chief"] + ["worker"] * 4,
-                     "queue": ["worker"] * 4, "review": ["critic"] + ["researcher"] * 4}
+                     "queue": ["worker"] * 4, "review": ["critic"] + ["researcher"] * 4,
+                     "islands": ["researcher"] * 4}
     queue8 = load_org_target("queue:8", tmp_path)
     assert (queue8.tag, queue8.names) == ("queue-8", [f"w{i}" for i in range(1, 9)])
     review = load_org_target("review:2", tmp_path)

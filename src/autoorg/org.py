@@ -101,7 +101,12 @@ class Plan:
                  if self.runtime == "headless" else
                  f"tmux session {self.session}" + (f" on socket {self.socket}" if self.socket else ""))
         lines = [f"org {self.spec.tag}: task {self.task.name}, program branch {workspace.program_branch(self.spec.tag)}"
-                 f" from {self.base[:10]}", where, "agents:"]
+                 f" from {self.base[:10]}", where]
+        if self.spec.islands:
+            lines.append(f"islands (each its own branch; the best island's head migrates to the worst's every "
+                         f"{self.spec.processes.migrate.every} island promotions): " +
+                         ", ".join(workspace.island_branch(self.spec.tag, i) for i in self.spec.islands))
+        lines.append("agents:")
         for a in self.agents:
             slots = ",".join(a.spec.slots) or "none"
             lines.append(f"  {a.spec.name:<10} {a.spec.role:<10} {a.backend:<9} slots={slots:<8} "
@@ -208,8 +213,15 @@ def build_org(plan: Plan, *, log: Say = lambda _: None) -> OrgState:
         program_head = workspace.head_commit(repo, program)
         # what the gate vouches for from here on: the protected files' hashes, and the head only it may move
         manifest.write_manifest(paths, manifest.take_manifest(repo, program_head, plan.task))
+        starts = {}  # each island's branch starts at the program head (or continues where it is)
+        for island in plan.spec.islands:
+            branch = workspace.island_branch(tag, island)
+            if workspace.create_branch(repo, branch, program_head):
+                undo.append(functools.partial(workspace.delete_branch, repo, branch))
+            starts[island] = workspace.head_commit(repo, branch)
         for agent in plan.agents:
-            created = workspace.add_worktree(repo, agent.worktree, agent.branch, program_head)
+            start = starts[agent.spec.island] if agent.spec.island else program_head
+            created = workspace.add_worktree(repo, agent.worktree, agent.branch, start)
             if created:  # undone after the worktree is removed (undo runs in reverse)
                 undo.append(functools.partial(workspace.delete_branch, repo, agent.branch))
             undo.append(functools.partial(workspace.remove_worktree, repo, agent.worktree, agent.spec.name))

@@ -30,6 +30,12 @@ def feature_branch(tag: str, agent: str) -> str:
     return f"org/{tag}.{agent}"
 
 
+def island_branch(tag: str, island: str) -> str:
+    """`org/<tag>.island.<name>`: an island's program branch. Agent names never contain '.', so no agent's branch
+    is ever named like it."""
+    return f"org/{tag}.island.{island}"
+
+
 def _require_git() -> None:
     if shutil.which("git") is None:
         raise GitError("git not found on PATH; install git (apt-get install git)")
@@ -176,7 +182,8 @@ def delete_branch(repo: Path, branch: str) -> None:
 def agent_branches(repo: Path, tag: str) -> list[str]:
     """Every agent branch of an org, also those of agents no longer in its spec."""
     out = _run(repo, "for-each-ref", "--format=%(refname:short)", f"refs/heads/{feature_branch(tag, '*')}")
-    return [b for b in out.splitlines() if b]
+    prefix = feature_branch(tag, "")
+    return [b for b in out.splitlines() if b and "." not in b.removeprefix(prefix)]  # not an island's branch
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -360,7 +360,7 @@ class Researcher:
         self.status("working", "reading the org")
         self.read_inbox()
         self.gate_step()
-        head = ctx.program_head()
+        head = ctx.head_of(self.agent)  # its island's head on an island
         ev = self.evidence()
         if ev.promotions > self.promotions_seen:
             if self.promotions_seen or ev.promotions:

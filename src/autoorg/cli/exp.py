@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import time
 
-from autoorg import comms, executors, experiments, gate
+from autoorg import comms, executors, experiments, gate, workspace
 from autoorg.agents import usage
 from autoorg.cli import add_org_options
 from autoorg.cli.common import org_from_args
@@ -102,10 +103,11 @@ def baseline(args: argparse.Namespace) -> int:
     repeats = args.repeats or gate.settings(ctx.spec).baseline_repeats
     if repeats < 1:
         raise RunnerError("--repeats must be at least 1")
-    head = ctx.program_head()
+    branch = ctx.branch_of(os.environ.get("AUTOORG_AGENT", ""))  # an agent's island's head; else the program's
+    head = workspace.rev_parse(ctx.repo, branch)
     queued = [exp for cls in gate.slot_classes(ctx)
               for exp in gate.queue_baseline_runs(ctx, head, cls, repeats, note=" (exp baseline)")]
-    _say(f"queued {len(queued)} run(s) of {ctx.program_branch} ({head[:10]}): {', '.join(queued)}")
+    _say(f"queued {len(queued)} run(s) of {branch} ({head[:10]}): {', '.join(queued)}")
     deadline = time.monotonic() + args.timeout
     while any(ledger.get_experiment(paths, e)["verdict"] in ledger.UNFINISHED for e in queued):
         if time.monotonic() > deadline:

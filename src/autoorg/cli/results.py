@@ -52,6 +52,8 @@ def results(paths: Any, *, agent: str | None = None, include_gate: bool = False,
         "promotions": [{k: v for k, v in p.items() if heldout or k not in HELDOUT_NUMBERS}
                        for p in ledger.promotions(paths)],
         "usage": ledger.usage_totals(paths),
+        "islands": gate.island_summary(ctx),
+        "migrations": ledger.island_migrations(paths),
     }
 
 
@@ -66,9 +68,16 @@ def render(data: dict[str, Any], limit: int) -> str:
     for cls, h in data["head"].items():
         lines.append(f"  head on {cls}: mean {_num(h['mean'])} over {h['n']} runs, σ {_num(h['sigma'], '.3g')} "
                      f"(dof {h['dof']})")
+    for i in data["islands"]:
+        lines.append(f"  island {i['island']} ({', '.join(i['agents'])}): {i['branch']} @ {i['head'][:10]}, mean "
+                     f"{_num(i['mean'])} over {i['n']} runs, {i['promotions']} promoted")
     for p in data["promotions"]:
-        lines.append(f"  promoted {p['exp']} ({p['agent']}): {p['description']} → {metric} {p['metric']:.6g} "
+        on = f" on {p['branch']}" if p.get("branch") else ""
+        lines.append(f"  promoted {p['exp']} ({p['agent']}){on}: {p['description']} → {metric} {p['metric']:.6g} "
                      f"(val {p['delta']:+.4g}{gate.heldout_gain(p)})")
+    for m in data["migrations"]:
+        lines.append(f"  migrated island {m['from_island']}'s head {m['new_head'][:10]} to {m['branch']} "
+                     f"({metric} {_num(m['from_mean'])} vs {_num(m['old_mean'])})")
     rows = data["experiments"][-limit:]
     width = max([6, *(len(r["slot"] or "") for r in rows)])  # a Ray run's slot says where it ran: gpu0@IP:node
     lines.append(f"{'EXP':<6} {'KIND':<8} {'AGENT':<8} {metric.upper():<10} {'DELTA':<9} {'SLOT':<{width}} "

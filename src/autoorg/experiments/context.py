@@ -36,6 +36,26 @@ class OrgContext:
     def program_head(self) -> str:
         return workspace.rev_parse(self.repo, self.program_branch)
 
+    # Islands (`island:` on agents): each island has its own program branch. An agent's runs are judged against
+    # its island's head and its wins promoted onto that branch; `org/<tag>` is the best island's head (migrations).
+
+    def island_branches(self) -> dict[str, str]:
+        """island → its branch (empty without islands)."""
+        return {i: workspace.island_branch(self.paths.tag, i) for i in self.spec.islands}
+
+    def branch_of(self, agent: str) -> str:
+        """The branch an agent's work is judged against and promoted onto: its island's, else the program
+        branch (also for the gate and for people)."""
+        island = next((a.island for a in self.spec.agents if a.name == agent), None)
+        return workspace.island_branch(self.paths.tag, island) if island else self.program_branch
+
+    def head_of(self, agent: str) -> str:
+        return workspace.rev_parse(self.repo, self.branch_of(agent))
+
+    def lines(self) -> list[str]:
+        """Every branch the gate keeps: the island branches, else the program branch alone."""
+        return list(self.island_branches().values()) or [self.program_branch]
+
     @property
     def task_dir(self) -> str:
         """The task's folder relative to the repo root (commands run from a checkout's root)."""

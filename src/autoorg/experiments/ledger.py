@@ -163,6 +163,23 @@ MIGRATIONS: list[str] = [
     ALTER TABLE experiments ADD COLUMN node_ip TEXT;
     ALTER TABLE experiments ADD COLUMN gpu_ids TEXT
     """,
+    # islands: the branch each verification and promotion is on (NULL: the program branch), and the gate's
+    # moves of branches between islands. No comment may follow a column added here
+    """
+    ALTER TABLE verifications ADD COLUMN branch TEXT;
+    ALTER TABLE promotions ADD COLUMN branch TEXT;
+    CREATE TABLE island_migrations (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        branch TEXT NOT NULL,            -- the branch the gate moved: the worst island's, or the program branch
+        old_head TEXT NOT NULL, new_head TEXT NOT NULL,
+        from_island TEXT NOT NULL,       -- the island whose head it now is
+        to_island TEXT,                  -- the island that received it (NULL: the program branch)
+        slot_class TEXT NOT NULL,
+        from_mean REAL, from_n INTEGER,  -- the migrant head's mean and runs
+        old_mean REAL, old_n INTEGER,    -- the replaced head's
+        ts TEXT NOT NULL
+    )
+    """,
 ]
 
 
@@ -475,6 +492,18 @@ def add_promotion(paths: OrgPaths, **fields: Any) -> None:
 
 def promotions(paths: OrgPaths) -> list[dict[str, Any]]:
     return _read(paths, "SELECT * FROM promotions ORDER BY id")
+
+
+def add_island_migration(paths: OrgPaths, **fields: Any) -> None:
+    """The gate moved a branch to another island's head (gate/islands.py)."""
+    fields = {"ts": now_iso(), **fields}
+    cols, marks = ", ".join(fields), ", ".join("?" for _ in fields)
+    _retrying(paths, lambda c: c.execute(f"INSERT INTO island_migrations ({cols}) VALUES ({marks})",
+                                         tuple(fields.values())))
+
+
+def island_migrations(paths: OrgPaths) -> list[dict[str, Any]]:
+    return _read(paths, "SELECT * FROM island_migrations ORDER BY id")
 
 
 def add_branch_revert(paths: OrgPaths, *, branch: str, found: str, restored: str) -> None:

@@ -95,7 +95,7 @@ def queue_experiment(ctx: OrgContext, agent: str, description: str, *, budget: f
 def _commit_and_queue(ctx: OrgContext, agent: str, description: str, *, budget: float | None, seed: int | None,
                       spend: dict[str, Any] | None, cls: str) -> str:
     worktree = ctx.worktree(agent)
-    head = ctx.program_head()
+    head = ctx.head_of(agent)  # its island's head on an island
     tracked, untracked = workspace.pending_paths(worktree)
     # New files outside the editable paths (caches, outputs, notes) are not part of the change: left alone.
     new_files = [p for p in untracked if not boundary_violations(ctx.task, [p])]
@@ -104,7 +104,7 @@ def _commit_and_queue(ctx: OrgContext, agent: str, description: str, *, budget: 
     if bad:
         shown = ", ".join(bad[:8]) + (f" and {len(bad) - 8} more" if len(bad) > 8 else "")
         raise RunnerError(f"refused: the change touches paths agents may not edit: {shown}; editable: "
-                          f"{', '.join(ctx.task.editable)}. Restore them (git checkout {ctx.program_branch} -- "
+                          f"{', '.join(ctx.task.editable)}. Restore them (git checkout {ctx.branch_of(agent)} -- "
                           "PATH) and run again; nothing was committed")
     commit = (workspace.commit_paths(worktree, [*tracked, *new_files], description, author=agent)
               or workspace.head_commit(worktree))

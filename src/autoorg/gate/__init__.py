@@ -6,6 +6,7 @@
   announce  the answer an agent reads, messages, board posts
   review    a critic's approval or refusal of a candidate before verification (processes.review)
   guard     only the gate moves the program branch: a foreign move is reverted and reported
+  islands   island branches and the migration of the best island's head (processes.migrate)
   verify    screening, baselines, re-runs, the decision, promotion; `step` (see its docstring)
 """
 
@@ -20,10 +21,11 @@ from autoorg.gate.heads import (
            settings,
            slot_classes,
 )
+from autoorg.gate.islands import island_summary
 from autoorg.gate.review import ReviewError, awaiting_review, review_candidate
 from autoorg.gate.stats import Noise, band, normal_cdf, pooled_noise, t_quantile
 from autoorg.gate.verify import fresh_seeds, queue_baseline_runs, run_experiment, screen, step
 
 __all__ = ["GateSettings", "HeadStats", "Noise", "ReviewError", "answer", "awaiting_review", "band", "fresh_seeds",
-           "head_stats", "heldout_gain", "noise", "normal_cdf", "pooled_noise", "publish_board", "queue_baseline_runs",
+           "head_stats", "heldout_gain", "island_summary", "noise", "normal_cdf", "pooled_noise", "publish_board", "queue_baseline_runs",
            "review_candidate", "run_experiment", "screen", "settings", "slot_classes", "step", "t_quantile"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from autoorg import comms, gate
+from autoorg import comms, gate, workspace
 from autoorg.errors import AutoorgError
 from autoorg.experiments import OrgContext, ledger
 from autoorg.experiments.run import last_line
@@ -20,26 +20,32 @@ def tell_claimant(ctx: OrgContext, cand: dict[str, Any], body: str) -> None:
         comms.send_message(ctx.paths, sender="gate", to=cand["agent"], kind="result", body=body, exp=cand["exp"])
 
 
-def announce_promotion(ctx: OrgContext, cand: dict[str, Any], new_head: str, summary: str, *, heldout: str = "",
-                       heldout_worse: bool = False) -> None:
-    """The board post and the message to all (the val gain; of the held-out check only its flag: agents never see
-    a held-out number); a promotion that got worse on the held-out split is sent to `human` with its numbers."""
+def announce_promotion(ctx: OrgContext, cand: dict[str, Any], new_head: str, summary: str, *, branch: str | None = None,
+                       heldout: str = "", heldout_worse: bool = False) -> None:
+    """The board post and the message to all (to the island's agents on an island's branch; the val gain; of the
+    held-out check only its flag: agents never see a held-out number); a promotion that got worse on the held-out
+    split is sent to `human` with its numbers."""
+    branch = branch or ctx.program_branch
+    island = next((i for i, b in ctx.island_branches().items() if b == branch), None)
     if heldout_worse:
         summary = f"{summary}; held-out: worse — possible val overfitting (the numbers went to human)"
         with contextlib.suppress(AutoorgError):
             comms.send_message(ctx.paths, sender="gate", to="human", kind="system", exp=cand["exp"],
                                body=f"Promoted {cand['exp']} by {cand['agent']} ({cand['description']}) on "
-                                    f"{ctx.program_branch} ({new_head[:10]}) is worse on the held-out split: "
+                                    f"{branch} ({new_head[:10]}) is worse on the held-out split: "
                                     f"{heldout}. Review it; the gate does not undo promotions.")
     with contextlib.suppress(AutoorgError):
         comms.post_board(ctx.paths, "gate", f"promoted {cand['exp']} by {cand['agent']} "
-                                            f"({cand['description']}): {summary}")
-    with contextlib.suppress(AutoorgError):
-        comms.send_message(ctx.paths, sender="gate", to="all", kind="system", exp=cand["exp"],
-                           body=f"New best on {ctx.program_branch} ({new_head[:10]}): {cand['exp']} by "
-                                f"{cand['agent']}, {cand['description']}. {summary}.\nBring your branch up to "
-                                f"date before your next experiment: git merge {ctx.program_branch} "
-                                f"(or git rebase {ctx.program_branch}).")
+                                            f"({cand['description']}){' on island ' + island if island else ''}: "
+                                            f"{summary}")
+    to = [a.name for a in ctx.spec.agents if a.island == island] if island else ["all"]
+    for agent in to:
+        with contextlib.suppress(AutoorgError):
+            comms.send_message(ctx.paths, sender="gate", to=agent, kind="system", exp=cand["exp"],
+                               body=f"New best on {branch} ({new_head[:10]}): {cand['exp']} by "
+                                    f"{cand['agent']}, {cand['description']}. {summary}.\nBring your branch up to "
+                                    f"date before your next experiment: git merge {branch} "
+                                    f"(or git rebase {branch}).")
 
 
 def runs(n: int) -> str:
@@ -66,6 +72,14 @@ def publish_board(ctx: OrgContext) -> None:
         if stats.mean is not None:
             sigma = f", σ {noise_.sigma:.4g}" if noise_.sigma is not None else ""
             best.append(f"- {cls}: {metric} {stats.mean:.6g} over {runs(stats.n)}{sigma}")
+    for island, branch in ctx.island_branches().items():
+        island_head = workspace.rev_parse(ctx.repo, branch)
+        line = f"- island {island}: `{branch}` at `{island_head[:10]}`"
+        for cls in slot_classes(ctx):
+            stats = head_stats(ctx, island_head, cls)
+            if stats.mean is not None:
+                line += f"; {cls}: {metric} {stats.mean:.6g} over {runs(stats.n)}"
+        best.append(line)
     for p in ledger.promotions(ctx.paths)[-5:][::-1]:
         best.append(f"- promoted {p['exp']} by {p['agent']} ({p['description']}): {metric} {p['metric']:.6g} "
                     f"({p['delta']:+.4g}{heldout_gain({**p, 'heldout_delta': None})}) at {p['ts'][:19]}Z")
@@ -114,8 +128,9 @@ def answer(ctx: OrgContext, row: dict[str, Any]) -> str:
     if verdict.startswith("over budget"):
         nxt = f"{verdict}: not compared; a run must train within the budget"
     lines.append(f"  → {nxt}")
-    head = ctx.program_head()
+    branch = ctx.branch_of(row["agent"])
+    head = workspace.rev_parse(ctx.repo, branch)
     if row["kind"] == "exp" and row["head"] != head:
-        lines.append(f"  note: {ctx.program_branch} moved to {head[:10]} since; bring your branch up to date "
-                     f"(git merge {ctx.program_branch})")
+        lines.append(f"  note: {branch} moved to {head[:10]} since; bring your branch up to date "
+                     f"(git merge {branch})")
     return "\n".join(lines)

@@ -17,20 +17,37 @@ from autoorg.experiments import OrgContext, ledger
 from autoorg.experiments.manifest import org_manifest
 
 
-def gate_head(ctx: OrgContext) -> str:
-    """The last program head the gate itself made (or started from)."""
+def gate_head(ctx: OrgContext, branch: str | None = None) -> str:
+    """The last head the gate itself made (or started from) on a branch (default: the program branch): its latest
+    promotion there or migration to it."""
+    branch = branch or ctx.program_branch
     start = org_manifest(ctx.paths, ctx.repo, ctx.state.base, ctx.task)
-    later = [p for p in ledger.promotions(ctx.paths) if p["ts"] >= start.taken]
-    return later[-1]["new_head"] if later else start.head
+    made = [(p["ts"], p["new_head"]) for p in ledger.promotions(ctx.paths)
+            if (p["branch"] or ctx.program_branch) == branch and p["ts"] >= start.taken]
+    made += [(m["ts"], m["new_head"]) for m in ledger.island_migrations(ctx.paths)
+             if m["branch"] == branch and m["ts"] >= start.taken]
+    return max(made)[1] if made else start.head
 
 
 def revert_foreign_move(ctx: OrgContext, log: Say) -> bool:
-    """Put the program branch back where the gate left it; returns whether it had moved."""
-    expected, found = gate_head(ctx), ctx.program_head()
+    """Put the program branch (and each island's) back where the gate left it; returns whether one had moved."""
+    did = False
+    for branch in dict.fromkeys([ctx.program_branch, *ctx.lines()]):
+        did = _revert(ctx, branch, log) or did
+    return did
+
+
+def _revert(ctx: OrgContext, branch: str, log: Say) -> bool:
+    expected = gate_head(ctx, branch)
+    if not workspace.branch_exists(ctx.repo, branch):  # deleted: made again where the gate left it
+        workspace.create_branch(ctx.repo, branch, expected)
+        log(f"{branch} was deleted; made again at {expected[:10]}")
+        return True
+    found = workspace.rev_parse(ctx.repo, branch)
     if found == expected or any(v["head"] == expected and v["commit_sha"] == found
+                                and (v["branch"] or ctx.program_branch) == branch
                                 for v in ledger.verifications(ctx.paths, status="promoting")):
         return False
-    branch = ctx.program_branch
     if not workspace.advance_branch(ctx.repo, branch, expected, found, why="revert a move the gate did not make"):
         return False  # it moved again meanwhile: the next step looks again
     ledger.add_branch_revert(ctx.paths, branch=branch, found=found, restored=expected)

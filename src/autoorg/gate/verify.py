@@ -56,6 +56,7 @@ from autoorg.gate.heads import (
     slot_classes,
 )
 from autoorg.gate.heldout import check_heldout, describe
+from autoorg.gate.islands import migrate
 from autoorg.gate.review import cleared_for_verification
 from autoorg.gate.stats import band, ignores_seed, looks, paired_verdict, promoting_looks, promotion_bound
 from autoorg.paths import OrgPaths
@@ -90,7 +91,7 @@ def screen(ctx: OrgContext, exp: str) -> str:
     cls = row["slot_class"]
     stats = head_stats(ctx, row["head"], cls)
     if stats.n < st.baseline_repeats:
-        current = ctx.program_head()
+        current = ctx.head_of(row["agent"])
         if current != row["head"]:
             stats = head_stats(ctx, current, cls)
     same = row["tree"] == workspace.tree_of(ctx.repo, row["head"])
@@ -128,6 +129,7 @@ def step(paths: OrgPaths, log: Say = print) -> bool:
         did = ensure_baselines(ctx, log) or did
         did = screen_pending(ctx, log) or did
         did = advance_verification(ctx, log) or did
+        did = migrate(ctx, log) or did
         if did:
             ledger.write_results_tsv(paths, ctx.task.metric)
             publish_board(ctx)
@@ -207,9 +209,16 @@ def fresh_seeds(ctx: OrgContext, tree: str, n: int, *others: str) -> list[int]:
 
 
 def ensure_baselines(ctx: OrgContext, log: Say) -> bool:
-    """Queue runs of the program head until it has K per slot class (recording the baseline when complete)."""
+    """Queue runs of the program head (of each island's head) until it has K per slot class (recording the
+    baseline when complete)."""
+    did = False
+    for head in dict.fromkeys(workspace.rev_parse(ctx.repo, branch) for branch in ctx.lines()):
+        did = _ensure_baseline(ctx, head, log) or did
+    return did
+
+
+def _ensure_baseline(ctx: OrgContext, head: str, log: Say) -> bool:
     st = settings(ctx.spec)
-    head = ctx.program_head()
     did = False
     tree = workspace.tree_of(ctx.repo, head)
     for cls in slot_classes(ctx):
@@ -229,7 +238,7 @@ def ensure_baselines(ctx: OrgContext, log: Say) -> bool:
         if missing <= 0:
             continue
         queue_baseline_runs(ctx, head, cls, missing, first=stats.n + inflight + 1, of=st.baseline_repeats)
-        log(f"baseline: queued {missing} run(s) of the program head {head[:10]} on {cls} "
+        log(f"baseline: queued {missing} run(s) of the head {head[:10]} on {cls} "
             f"({stats.n} of {st.baseline_repeats} done)")
         did = True
     return did
@@ -294,9 +303,15 @@ def advance_verification(ctx: OrgContext, log: Say) -> bool:
     return True
 
 
+def branch_of(ctx: OrgContext, ver: dict[str, Any]) -> str:
+    """The branch a verification is on (rows from before islands: the program branch)."""
+    return ver.get("branch") or ctx.program_branch
+
+
 def start_verification(ctx: OrgContext, cand: dict[str, Any], log: Say) -> None:
     repo, paths = ctx.repo, ctx.paths
-    head = ctx.program_head()
+    branch = ctx.branch_of(cand["agent"])
+    head = workspace.rev_parse(repo, branch)
     message = f"{cand['description']}\n\nautoorg: {cand['exp']} by {cand['agent']}, verified by the gate"
     try:
         squashed = workspace.squash_onto(repo, cand["commit_sha"], head, message, author=cand["agent"])
@@ -307,10 +322,10 @@ def start_verification(ctx: OrgContext, cand: dict[str, Any], log: Say) -> None:
         why = failed or ("conflicts with the program head" if squashed is None
                          else "its change is already in the program head")
         ledger.add_verification(paths, exp=cand["exp"], head=head, commit_sha=None, status="stale", why=why,
-                                finished=clock.now_iso())
+                                finished=clock.now_iso(), branch=branch)
         ledger.update_experiment(paths, cand["exp"], verdict=f"stale: {why}")
         tell_claimant(ctx, cand, f"Your candidate {cand['exp']} ({cand['description']}) is stale: {why}. Bring your "
-                         f"branch up to date (git merge {ctx.program_branch}) and run it again.")
+                         f"branch up to date (git merge {branch}) and run it again.")
         log(f"{cand['exp']} ({cand['agent']}): stale, {why}")
         return
     bad = experiments.boundary_violations(ctx.task, workspace.changed_paths(repo, head, squashed))
@@ -320,15 +335,16 @@ def start_verification(ctx: OrgContext, cand: dict[str, Any], log: Say) -> None:
     if bad:
         why = "touches " + ", ".join(bad)
         ledger.add_verification(paths, exp=cand["exp"], head=head, commit_sha=squashed, status="rejected", why=why,
-                                finished=clock.now_iso())
+                                finished=clock.now_iso(), branch=branch)
         _reject(ctx, cand, why, log)
         return
     workspace.keep_ref(repo, f"refs/autoorg/{paths.tag}/verify/{cand['exp']}", squashed)
     st = settings(ctx.spec)
     runs = queue_pairs(ctx, cand, head, squashed, looks(st.repeats)[0], first=1, of=st.repeats)
-    ledger.add_verification(paths, exp=cand["exp"], head=head, commit_sha=squashed, runs=runs, status="running")
+    ledger.add_verification(paths, exp=cand["exp"], head=head, commit_sha=squashed, runs=runs, status="running",
+                            branch=branch)
     ledger.update_experiment(paths, cand["exp"], verdict="verifying")
-    log(f"{cand['exp']} ({cand['agent']}): verifying on top of {head[:10]} in same-seed pairs with the head, "
+    log(f"{cand['exp']} ({cand['agent']}): verifying on top of {branch} ({head[:10]}) in same-seed pairs with the head, "
         f"up to {st.repeats} ({', '.join(runs)})")
 
 
@@ -368,7 +384,7 @@ def decide(ctx: OrgContext, ver: dict[str, Any], log: Say) -> bool:
         return True
     if pending:
         return False
-    if ctx.program_head() != ver["head"]:
+    if workspace.rev_parse(ctx.repo, branch_of(ctx, ver)) != ver["head"]:
         ledger.update_verification(ctx.paths, ver["id"], status="superseded", why="the program head moved",
                                    finished=clock.now_iso())
         ledger.update_experiment(ctx.paths, cand["exp"], verdict="candidate")
@@ -418,9 +434,10 @@ def complete_promotion(ctx: OrgContext, ver: dict[str, Any], log: Say) -> bool:
     """Move the program branch to a verification recorded as `promoting` (compare-and-swap from its head) and
     record the promotion; also what finishes one whose gate died after recording the intent."""
     cand = ledger.get_experiment(ctx.paths, ver["exp"])
-    found = ctx.program_head()
+    branch = branch_of(ctx, ver)
+    found = workspace.rev_parse(ctx.repo, branch)
     moved = found == ver["commit_sha"] or (
-        found == ver["head"] and workspace.advance_branch(ctx.repo, ctx.program_branch, ver["commit_sha"], ver["head"]))
+        found == ver["head"] and workspace.advance_branch(ctx.repo, branch, ver["commit_sha"], ver["head"]))
     if not moved:
         ledger.update_verification(ctx.paths, ver["id"], status="superseded", why="the program head moved",
                                    finished=clock.now_iso())
@@ -434,12 +451,13 @@ def complete_promotion(ctx: OrgContext, ver: dict[str, Any], log: Say) -> bool:
     mean, head_mean = ver["mean"], ver["head_mean"]
     ledger.add_promotion(ctx.paths, exp=cand["exp"], agent=cand["agent"], old_head=ver["head"],
                          new_head=ver["commit_sha"], metric=mean, head_mean=head_mean, delta=mean - head_mean,
-                         band=ver["band"], description=cand["description"], **(heldout.columns() if heldout else {}))
+                         band=ver["band"], description=cand["description"], branch=ver.get("branch"),
+                         **(heldout.columns() if heldout else {}))
     ledger.update_experiment(ctx.paths, cand["exp"], verdict="promoted")
     summary, held = ver["why"], describe(ctx, heldout)
     log(f"PROMOTED {cand['exp']} ({cand['agent']}: {cand['description']}): {summary}"
-        f"{'; ' + held if held else ''}; {ctx.program_branch} is now {ver['commit_sha'][:10]}")
-    announce_promotion(ctx, cand, ver["commit_sha"], summary, heldout=held,
+        f"{'; ' + held if held else ''}; {branch} is now {ver['commit_sha'][:10]}")
+    announce_promotion(ctx, cand, ver["commit_sha"], summary, branch=branch, heldout=held,
                        heldout_worse=bool(heldout and heldout.worse))
     return True
 

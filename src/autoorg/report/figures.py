@@ -117,7 +117,7 @@ def _hours(stamp: str, start: str) -> float:
 
 
 def progress(rows: list[Row], promotions: list[Row], start_metric: float | None,
-             start: str) -> tuple[list[Point], list[Step]]:
+             start: str, task: TaskSpec) -> tuple[list[Point], list[Step]]:
     """Every finished run as a point in the order it finished (time and cumulative compute), and the program
     head's verified metric as a step line: the start, then each promotion at the compute spent when it landed."""
     finished = sorted((r for r in rows if r["verdict"] not in UNFINISHED),
@@ -129,13 +129,25 @@ def progress(rows: list[Row], promotions: list[Row], start_metric: float | None,
         points.append(Point(exp=r["exp"], kind=r["kind"], agent=r["agent"], verdict=r["verdict"], metric=r["metric"],
                             hours=_hours(r["finished"] or r["queued"], start), compute_h=spent))
     steps = [Step(0.0, 0.0, start_metric)] if start_metric is not None else []
-    for p in promotions:
-        if p["metric"] is None:
+    for p, metric in zip(promotions, verified_metrics(promotions, task), strict=True):
+        if metric is None:
             continue
         at = _hours(p["ts"], start)
         compute = max((pt.compute_h for pt in points if pt.hours <= at), default=0.0)
-        steps.append(Step(at, compute, p["metric"]))
+        steps.append(Step(at, compute, metric))
     return points, steps
+
+
+def verified_metrics(promotions: list[Row], task: TaskSpec) -> list[float | None]:
+    """The org's verified metric after each promotion: the latest promotion's (the mean of the re-runs that
+    promoted it) on a single program branch; with islands, the best of every island's latest promotion."""
+    latest: dict[str, float] = {}  # branch → its latest promotion's metric
+    out: list[float | None] = []
+    for p in promotions:
+        if p["metric"] is not None:
+            latest[p.get("branch") or ""] = p["metric"]
+        out.append(max(latest.values(), key=lambda v: task.improvement(v, 0.0)) if latest else None)
+    return out
 
 
 def one_sided_p(gains: list[float]) -> float | None:
@@ -172,9 +184,9 @@ def compute_figures(task: TaskSpec, rows: list[Row], promotions: list[Row], veri
     first run was queued."""
     start = start or min((r["queued"] for r in rows), default=None) or "1970-01-01T00:00:00Z"
     start_metric = starting_metric(rows, promotions, baselines)
-    best = promotions[-1]["metric"] if promotions else start_metric
+    best = verified_metrics(promotions, task)[-1] if promotions else start_metric
     improvement = task.improvement(best, start_metric) if best is not None and start_metric is not None else None
-    points, steps = progress(rows, promotions, start_metric, start)
+    points, steps = progress(rows, promotions, start_metric, start, task)
     compute = points[-1].compute_h if points else 0.0
     by_kind = {k: sum(run_compute_h(r) for r in rows if r["kind"] == k and r["verdict"] not in UNFINISHED)
                for k in ("verify", "baseline")}

@@ -61,6 +61,7 @@ AGENT_KEYS = {
     "command": "shell command for backend: command", "prompt": "role prompt file (repo-relative)",
     "env": "extra environment for the pane",
     "count": "this entry is a team of N agents <name>1..<name>N (`autoorg up TOPOLOGY:N` sets N)",
+    "island": "the island this agent works on: its own sub-branch org/<tag>.island.<name> (processes.migrate)",
 }
 ROLE_KEYS = {k: v for k, v in AGENT_KEYS.items() if k not in ("name", "role", "count")}
 DEFAULT_KEYS = {k: v for k, v in AGENT_KEYS.items() if k not in ("name", "count")}
@@ -89,6 +90,7 @@ class AgentSpec:
     command: str | None = None
     prompt: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    island: str | None = None  # its island's sub-branch is the head it is judged against and promoted onto
 
     @property
     def gpus(self) -> list[int]:
@@ -125,6 +127,11 @@ class OrgSpec:
     def names(self) -> list[str]:
         return [a.name for a in self.agents]
 
+    @property
+    def islands(self) -> list[str]:
+        """The org's islands, in the order their first agent is listed (none: one program branch)."""
+        return list(dict.fromkeys(a.island for a in self.agents if a.island))
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("source")
@@ -136,7 +143,7 @@ class OrgSpec:
             out["notify"] = {"webhook": webhook}
         out["executor"] = self.executor.to_dict()
         for a in out["agents"]:
-            for key in ("model", "command", "prompt"):
+            for key in ("model", "command", "prompt", "island"):
                 if a[key] is None:
                     a.pop(key)
             if not a["env"]:
@@ -312,9 +319,14 @@ def _fill_agent(raw: Any, index: int, roles: dict[str, dict[str, Any]], defaults
                             line=where, hint=f'quote it: {key}: "{value}"')
     model = merged.get("model")
     prompt = merged.get("prompt")
+    island = merged.get("island")
+    if island is not None and not (isinstance(island, str) and NAME_RE.match(island)):
+        raise SpecError(f"agent '{name}': island {island!r} is not a safe name", source=source,
+                        line=line_of(raw, "island") or line,
+                        hint="use lowercase letters, digits, '-' or '_', starting with a letter (max 32)")
     return AgentSpec(name=name, role=role, backend=backend, model=str(model) if model else None, slots=slots,
                      command=command if backend == "command" else None,
-                     prompt=str(prompt) if prompt else None, env=dict(env))
+                     prompt=str(prompt) if prompt else None, env=dict(env), island=island)
 
 
 def build_spec(raw: Any, *, source: str, tag: str | None = None, task: str | None = None,
@@ -407,7 +419,9 @@ def build_spec(raw: Any, *, source: str, tag: str | None = None, task: str | Non
         problems.append(SpecError(f"tag {final_tag!r} is not a safe name", source=source, line=line_of(raw, "tag"),
                                   hint="use lowercase letters, digits, '-' or '_' (max 40)"))
     processes = attempt(lambda: build_processes(raw.get("processes"), source=source,
-                                                roles={a.role for a, _ in agents}))
+                                                roles={a.role for a, _ in agents},
+                                                islands={a.island for a, _ in agents if a.island}))
+    problems += _island_problems(agents, source)
     webhook = attempt(lambda: _webhook(raw, source))
     run_on = attempt(lambda: build_executor(raw.get("executor"), source=source, kind=executor, address=ray_address))
     if len(problems) == 1:
@@ -421,6 +435,21 @@ def build_spec(raw: Any, *, source: str, tag: str | None = None, task: str | Non
                    processes=processes, allow_skip_permissions=bool(raw.get("allow_skip_permissions", False)),
                    webhook=webhook, topology=str(recorded) if recorded else None, executor=run_on,
                    source=source)
+
+
+def _island_problems(agents: list[tuple[AgentSpec, int | None]], source: str) -> list[SpecError]:
+    """With islands, every agent that runs experiments is on one (a run is judged against its island's head), and
+    there are at least two of them (one island is the program branch with extra steps)."""
+    islands = {a.island for a, _ in agents if a.island}
+    if not islands:
+        return []
+    found = [SpecError(f"agent '{a.name}' runs experiments but is on no island; with islands every agent with "
+                       "slots is on one", source=source, line=line, hint="add island: NAME to it")
+             for a, line in agents if a.island is None and a.slot_class != "none"]
+    if len(islands) < 2:
+        found.append(SpecError(f"the org has one island ({next(iter(islands))}); an island model needs at least two",
+                               source=source, hint="put agents on a second island, or remove island:"))
+    return found
 
 
 def _webhook(raw: dict[str, Any], source: str) -> str | None:

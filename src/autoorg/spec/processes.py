@@ -26,6 +26,8 @@ PROCESS_KEYS: dict[str, Any] = {
     "stop": "a list of rules, each one of max_experiments, max_tokens, max_cost_usd, plateau, crash_rate",
     "review": {"role": "the role whose agents must approve a candidate before the gate spends verification "
                        "compute on it (autoorg review approve|refuse)"},
+    "migrate": {"every": "island promotions between migrations: then the best island's head replaces the "
+                         "worst's (default 2; only with agents on islands)"},
     "comms": {"shared": "false: agents work alone, sharing only the ledger (no messages between agents, no "
                         "board posts, no ideas added to the queue)"},
 }
@@ -76,6 +78,14 @@ class Review:
 
 
 @dataclass(frozen=True)
+class Migrate:
+    every: int | None = None  # island promotions between migrations; None: the org has no islands
+
+
+MIGRATE_EVERY = 2  # the default of an org with islands
+
+
+@dataclass(frozen=True)
 class Comms:
     shared: bool = True  # False: agents share only the ledger (no messages between agents, board posts, ideas)
 
@@ -115,6 +125,7 @@ class Processes:
     stop: tuple[StopRule, ...] = ()
     review: Review = field(default_factory=Review)
     comms: Comms = field(default_factory=Comms)
+    migrate: Migrate = field(default_factory=Migrate)
 
     def to_dict(self) -> dict[str, Any]:
         """Every process with its defaults filled in; `load` of this gives the same object back."""
@@ -130,6 +141,8 @@ class Processes:
         if self.review.role is not None:
             out["review"] = {"role": self.review.role}
         out["comms"] = {"shared": self.comms.shared}
+        if self.migrate.every is not None:
+            out["migrate"] = {"every": self.migrate.every}
         return out
 
 
@@ -281,17 +294,30 @@ def _review(problems: _Problems, body: Any, roles: set[str]) -> Review:
     return Review(role=str(role))
 
 
-def build_processes(raw: Any, *, source: str, roles: set[str] | None = None) -> Processes:
+def _migrate(problems: _Problems, body: Any, islands: set[str] | None) -> Migrate:
+    if islands is not None and not islands:
+        if body:
+            problems.add("processes.migrate: no agent is on an island, so there is nothing to migrate", body,
+                         next(iter(body)), "give agents island: NAME, or remove processes.migrate")
+        return Migrate()
+    if islands is None and not body:
+        return Migrate()
+    return Migrate(every=problems.whole(body, "every", MIGRATE_EVERY, 1, "processes.migrate"))
+
+
+def build_processes(raw: Any, *, source: str, roles: set[str] | None = None,
+                    islands: set[str] | None = None) -> Processes:
     """The org file's `processes:` mapping (or None) → a validated Processes. Every problem is reported, one line
     each naming file:line, in one SpecError. `roles`: the roles the org's agents have (a review must name one of
-    them); None when there are no agents to check against (a bench suite's shared processes)."""
+    them), `islands` their islands (migration needs some); None when there are no agents to check against (a
+    bench suite's shared processes)."""
     if raw is None:
-        return Processes()
+        raw = {}
     problems = _Problems(source)
     top = _mapping(problems, raw, PROCESS_KEYS, "processes")
     bodies = {name: _mapping(problems, top.get(name), PROCESS_KEYS[name], f"processes.{name}", parent=top,
                              key=name)
-              for name in ("standup", "gate", "baseline", "restart", "review", "comms")}
+              for name in ("standup", "gate", "baseline", "restart", "review", "comms", "migrate")}
     gate, baseline, restart = bodies["gate"], bodies["baseline"], bodies["restart"]
     repeats = problems.whole(baseline, "repeats", Baseline.repeats, 2, "processes.baseline")
     if "baselines" in gate:
@@ -322,6 +348,7 @@ def build_processes(raw: Any, *, source: str, roles: set[str] | None = None) -> 
         review=_review(problems, bodies["review"], roles) if roles is not None else
         Review(role=str(bodies["review"]["role"]) if "role" in bodies["review"] else None),
         comms=Comms(shared=problems.flag(bodies["comms"], "shared", Comms.shared, "processes.comms")),
+        migrate=_migrate(problems, bodies["migrate"], islands),
     )
     if problems.found:
         raise SpecError("\n".join(problems.lines))
