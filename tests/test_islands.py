@@ -11,13 +11,14 @@ import pytest
 import yaml
 
 from autoorg import comms, experiments, gate, workspace
+from autoorg.agents import LaunchContext, homes
 from autoorg.errors import SpecError
 from autoorg.experiments import ledger
 from autoorg.org import load_org_target, teardown_org
 from autoorg.paths import OrgPaths, org_paths
 from autoorg.spec import load_org
-from autoorg.testing import git, retry_until, run_cli
 from autoorg.testing import experiments as sup
+from autoorg.testing import git, retry_until, run_cli
 from autoorg.testing.experiments import drive_gate, set_knobs, settled, verdict
 from tests.exp_support import add_synthetic
 
@@ -41,6 +42,12 @@ def test_the_islands_topology_sizes_each_island_and_reads_back(tmp_path: Path) -
     again = load_org(str(write(tmp_path / "org.yaml", spec.to_yaml())))
     assert again.to_dict() == spec.to_dict()
     assert "migrate" not in load_org_target("solo", tmp_path).to_dict()["processes"]
+    # an LLM agent's prompt names its island's branch as its program branch
+    launch = LaunchContext(paths=org_paths(tmp_path, spec.tag), spec=spec, worktree=tmp_path)
+    assert "Your program branch is `org/islands-3.island.west`" in homes.role_prompt(spec.agent("b2"), launch)
+    solo = load_org_target("solo", tmp_path)
+    alone = LaunchContext(paths=org_paths(tmp_path, solo.tag), spec=solo, worktree=tmp_path)
+    assert "Your program branch is `org/solo`" in homes.role_prompt(solo.agents[0], alone)
 
 
 @pytest.mark.parametrize(("body", "says"), [

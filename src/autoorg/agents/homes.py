@@ -14,6 +14,7 @@ import shlex
 import shutil
 from pathlib import Path
 
+from autoorg import workspace
 from autoorg.agents import LaunchContext
 from autoorg.errors import BackendError, SpecError
 from autoorg.orgcode import find_file, prompt_path, roots, skill_dirs, source_root
@@ -60,7 +61,9 @@ def load_org_task(ctx: LaunchContext) -> TaskSpec | None:
 def _facts(agent: AgentSpec, ctx: LaunchContext) -> dict[str, str]:
     task = load_org_task(ctx)
     facts = {"agent": agent.name, "role": agent.role, "tag": ctx.spec.tag, "task": ctx.spec.task,
-             "worktree": str(ctx.worktree), "slots": ", ".join(agent.slots) or "none"}
+             "worktree": str(ctx.worktree), "slots": ", ".join(agent.slots) or "none",
+             "branch": (workspace.island_branch(ctx.spec.tag, agent.island) if agent.island
+                        else workspace.program_branch(ctx.spec.tag))}
     if task is not None:
         cls = "gpu" if agent.gpus else "cpu"
         facts.update(task=task.name, description=task.description or task.name, metric=task.metric,
