@@ -6,7 +6,7 @@ defaults were tuned. It runs until its runs have used the suite's compute (slot 
 stopped like `autoorg down`, and leaves `result.json` with its figures (bench/figures.py). A cell folder without
 `result.json` is started again from scratch: that is how a bench resumes.
 
-Run by the bench as `python -m autoorg.bench.cell SUITE OUT ORG TASK REPEAT` in a process pinned to its share of
+Run by the bench as `python -m autoorg.bench SUITE OUT ORG TASK REPEAT` (`bench/__main__.py`) in a process pinned to its share of
 the cores (CPU slots come from the process's affinity), so orgs running side by side do not share a core.
 """
 

@@ -90,7 +90,7 @@ class Bench:
         log = open(self.out / "cells.log", "ab")  # noqa: SIM115 - handed to the child
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "autoorg.bench.cell", str(self.suite.path), str(self.out), cell.org.name,
+                [sys.executable, "-m", "autoorg.bench", str(self.suite.path), str(self.out), cell.org.name,
                  cell.task, str(cell.repeat)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 preexec_fn=lambda: os.sched_setaffinity(0, cores))  # noqa: PLW1509 - only sets the affinity
