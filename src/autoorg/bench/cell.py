@@ -240,6 +240,3 @@ def main(argv: list[str]) -> int:
         return 2
     return 130 if stop[0] else 0
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
