@@ -189,6 +189,12 @@ def node_dir() -> Path:
 # On the worker
 
 
+def run_task_whole(job: RemoteJob) -> list[dict[str, Any]]:
+    """run_task's messages together, when it ends: what a Ray Client driver gets (Ray Client has no streaming
+    generators)."""
+    return list(run_task(job))
+
+
 def run_task(job: RemoteJob) -> Iterator[dict[str, Any]]:
     """The Ray task (a generator): {"started": where}, then {"log", "metrics"} chunks, then {"done": result}."""
     ray = load_ray()
@@ -343,29 +349,32 @@ def run_on_ray(ctx: OrgContext, job: Job, spec: ExecutorSpec) -> SlotRun | None:
                        gpus=gpus, cpus=spec.cpus)
     payload = ray.put(remote)
     cores = spec.cpus
+    client = (spec.address or "").startswith("ray://")
     for _attempt in range(SUBMITS):
         if ledger.get_experiment(ctx.paths, job.exp)["verdict"] != "queued":
             return None  # cancelled while it waited
         job.times["lease_wait"] = time.time()
-        task = ray.remote(run_task).options(num_cpus=spec.cpus, num_gpus=gpus, max_retries=0,
-                                            name=f"autoorg-{ctx.paths.tag}-{job.exp}")
-        stream = task.remote(payload)
-        state: dict[str, Any] = {}
+        task = ray.remote(run_task_whole if client else run_task).options(
+            num_cpus=spec.cpus, num_gpus=gpus, max_retries=0, name=f"autoorg-{ctx.paths.tag}-{job.exp}")
+        ref = task.remote(payload)
+        state: dict[str, Any] = {"at": time.time()}
         try:
             with signals_interrupt():
-                done = _follow(stream, run_dir, job, state)
+                # Ray Client has no streaming generators: there, the log and @metric lines come when the run ends
+                messages = iter(ray.get(ref)) if client else (ray.get(r) for r in ref)
+                done = _follow(messages, run_dir, job, state)
         except KeyboardInterrupt:
-            ray.cancel(stream, force=True)
+            ray.cancel(ref, force=True)
             raise
         except ray.exceptions.RayTaskError as exc:
             raise RunnerError(f"the Ray task failed: {str(exc).strip().splitlines()[-1]}") from None
         except ray.exceptions.RayError as exc:
-            if "where" in state:  # it ran: its node (or the cluster) went away under it
+            if "where" in state or client:  # it ran (through Ray Client: it may have): lost under it, not again
                 lost = Outcome(exit_code=None, killed=LOST, wall_s=time.time() - state["at"], maxrss_gb=None,
                                times={"spawned": state["at"], "exited": time.time()})
                 if job.say:
                     job.say(f"{job.exp}: {LOST} ({type(exc).__name__})")
-                return SlotRun(lost, None, [], cores, state["where"])
+                return SlotRun(lost, None, [], cores, state.get("where") or {"executor": "ray"})
             if job.say:
                 job.say(f"{job.exp}: lost before it started ({type(exc).__name__}); submitting it again")
             _reconnect(spec)
@@ -374,12 +383,10 @@ def run_on_ray(ctx: OrgContext, job: Job, spec: ExecutorSpec) -> SlotRun | None:
     raise RunnerError(f"the Ray task of {job.exp} was lost {SUBMITS} times before it started")
 
 
-def _follow(stream: Any, run_dir: Path, job: Job, state: dict[str, Any]) -> dict[str, Any]:
-    """Write what the task streams into runs/<id>/ until it is done; returns its final message."""
-    ray = load_ray()
+def _follow(messages: Iterator[dict[str, Any]], run_dir: Path, job: Job, state: dict[str, Any]) -> dict[str, Any]:
+    """Write what the task sends into runs/<id>/ until it is done; returns its final message."""
     with open(run_dir / "log", "ab") as log, open(run_dir / "metrics.jsonl", "ab") as metrics:
-        for ref in stream:
-            item = ray.get(ref)
+        for item in messages:
             if "started" in item:
                 state["where"], state["at"] = item["started"], item["at"]
                 job.times["leased"] = item["at"]
