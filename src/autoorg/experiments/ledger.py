@@ -483,11 +483,15 @@ def reviews(paths: OrgPaths, *, exp: str | None = None) -> list[dict[str, Any]]:
     return _read(paths, "SELECT * FROM reviews WHERE exp = ? ORDER BY id", (exp,))
 
 
-def add_promotion(paths: OrgPaths, **fields: Any) -> None:
+def _insert_stamped(paths: OrgPaths, table: str, fields: dict[str, Any]) -> None:
+    """One row of `fields` into `table` (a name from this module, never from input), stamped `ts` now."""
     fields = {"ts": now_iso(), **fields}
     cols, marks = ", ".join(fields), ", ".join("?" for _ in fields)
-    _retrying(paths, lambda c: c.execute(f"INSERT INTO promotions ({cols}) VALUES ({marks})",
-                                         tuple(fields.values())))
+    _retrying(paths, lambda c: c.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", tuple(fields.values())))
+
+
+def add_promotion(paths: OrgPaths, **fields: Any) -> None:
+    _insert_stamped(paths, "promotions", fields)
 
 
 def promotions(paths: OrgPaths) -> list[dict[str, Any]]:
@@ -496,10 +500,7 @@ def promotions(paths: OrgPaths) -> list[dict[str, Any]]:
 
 def add_island_migration(paths: OrgPaths, **fields: Any) -> None:
     """The gate moved a branch to another island's head (gate/islands.py)."""
-    fields = {"ts": now_iso(), **fields}
-    cols, marks = ", ".join(fields), ", ".join("?" for _ in fields)
-    _retrying(paths, lambda c: c.execute(f"INSERT INTO island_migrations ({cols}) VALUES ({marks})",
-                                         tuple(fields.values())))
+    _insert_stamped(paths, "island_migrations", fields)
 
 
 def island_migrations(paths: OrgPaths) -> list[dict[str, Any]]:
@@ -517,10 +518,7 @@ def branch_reverts(paths: OrgPaths) -> list[dict[str, Any]]:
 
 
 def add_baseline(paths: OrgPaths, **fields: Any) -> None:
-    fields = {"ts": now_iso(), **fields}
-    cols, marks = ", ".join(fields), ", ".join("?" for _ in fields)
-    _retrying(paths, lambda c: c.execute(f"INSERT INTO baselines ({cols}) VALUES ({marks})",
-                                         tuple(fields.values())))
+    _insert_stamped(paths, "baselines", fields)
 
 
 def baselines(paths: OrgPaths) -> list[dict[str, Any]]:
