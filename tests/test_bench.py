@@ -128,7 +128,10 @@ def test_a_bench_runs_orgs_to_their_compute_and_reports_and_resumes(bench_repo: 
         assert git(snap, "rev-list", "--count", "main") == "1"  # no history an agent could read
         assert not (snap / "examples" / "synthetic" / "reference.yaml").exists()
         assert "2.2" not in git(snap, "log", "-p", "--all")
-        assert json.loads((snap / ".autoorg" / "bench" / "state.json").read_text())["status"] == "stopped"
+        state = json.loads((snap / ".autoorg" / "bench" / "state.json").read_text())
+        assert state["status"] == "stopped"
+        # the org runs the snapshot's task, never the source repo's (the bench runs from that repo's root)
+        assert Path(state["task"]).is_relative_to(snap.resolve()), state["task"]
         assert yaml.safe_load((snap.parent / "org.yaml").read_text())["processes"]["gate"]["baselines"] == 2
     doc = json.loads((out / "report.json").read_text())
     assert [o["org"] for o in doc["orgs"]] == ["solo", "random"] and len(doc["comparisons"]) == 1

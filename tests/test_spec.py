@@ -199,6 +199,17 @@ def test_metric_direction_lives_on_the_task(tmp_path: Path) -> None:
     assert down.arrow == "↓"
 
 
+def test_a_relative_task_path_is_the_repos_before_the_current_folders(repo: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    for root in (repo, tmp_path / "elsewhere"):
+        (root / "t").mkdir(parents=True)
+        (root / "t" / "task.yaml").write_text("name: t\neditable: [a.py]\nrun: x\nmetric: m\nbudget: 5\n")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert find_task(repo, "t/task.yaml") == (repo / "t" / "task.yaml").resolve()
+    (repo / "t" / "task.yaml").unlink()
+    assert find_task(repo, "t/task.yaml") == (tmp_path / "elsewhere" / "t" / "task.yaml").resolve()
+
+
 def test_unknown_task(repo: Path) -> None:
     with pytest.raises(SpecError, match="no task 'nope'"):
         find_task(repo, "nope")

@@ -87,10 +87,12 @@ class TaskSpec:
 
 def find_task(repo: Path, task: str) -> Path:
     """`nanochat` / `synthetic` → `<repo>/<name>/task.yaml` or `<repo>/examples/<name>/task.yaml`; or a path."""
-    candidates = [Path(task)] if task.endswith((".yaml", ".yml")) or "/" in task else []
+    given = Path(task)
+    # a relative path is the repo's first (an org file's `task:` names the repo's task), then the current folder's
+    candidates = ([given] if given.is_absolute() else [Path(repo) / given, given]) \
+        if task.endswith((".yaml", ".yml")) or "/" in task else []
     candidates += [Path(repo) / task / "task.yaml", Path(repo) / "examples" / task / "task.yaml"]
     for c in candidates:
-        c = c if c.is_absolute() else (Path(repo) / c if not c.exists() else c)
         if c.is_file():
             return c.resolve()
     raise SpecError(f"no task '{task}' in {repo}",
