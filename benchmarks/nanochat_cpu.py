@@ -3,6 +3,8 @@
     python benchmarks/nanochat_cpu.py                      # 5 seeds, 60 s each (about 6 minutes on 2 cores)
     python benchmarks/nanochat_cpu.py --seeds 3 --budget 30
     python benchmarks/nanochat_cpu.py -- --depth 3         # flags after -- go to train.py
+    python benchmarks/nanochat_cpu.py --core 0 --seeds 3   # on one core, as an org's CPU slot runs it
+    python benchmarks/nanochat_cpu.py --core 1 --reference # the tuned configuration of nanochat/reference.yaml
 
 Runs train.py exactly as autoorg's runner does (a subprocess from the repository root) and prints the figures.
 The machine's load average is printed too: other processes on the cores slow training and move the numbers.
@@ -21,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "nanochat"))
@@ -40,13 +43,17 @@ def unigram_bpb() -> float:
     return float(-(log2_p[targets] * (token_bytes > 0)).sum() / token_bytes.sum())
 
 
-def run_seed(seed: int, budget: float, extra: list[str], preset: str = "cpu", echo: bool = False) -> dict:
-    """One train.py run as autoorg's runner starts it; `echo` shows its log as it comes (long GPU runs)."""
+def run_seed(seed: int, budget: float, extra: list[str], preset: str = "cpu", echo: bool = False,
+             core: int | None = None) -> dict:
+    """One train.py run as autoorg's runner starts it (on one `core` with one thread, like a CPU slot); `echo`
+    shows its log as it comes (long GPU runs)."""
     command = [sys.executable, "-u", "nanochat/train.py", "--preset", preset, "--budget", str(budget),
                "--seed", str(seed), *extra]
     started = time.monotonic()
     stderr = None if echo else subprocess.STDOUT  # echoed runs write their errors to the terminal
-    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"} if core is not None else None
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env,
+                            preexec_fn=None if core is None else lambda: os.sched_setaffinity(0, {core}))
     assert proc.stdout is not None
     finals, log = [], []
     for line in proc.stdout:
@@ -69,20 +76,26 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1")
     parser.add_argument("--budget", type=float, default=60.0, help="seconds of training per run")
+    parser.add_argument("--core", type=int, help="run train.py on this core only (an org's CPU slot is one core)")
+    parser.add_argument("--reference", action="store_true",
+                        help="train with nanochat/reference.yaml's flags (the tuned configuration)")
     parser.add_argument("train_args", nargs="*", help="extra flags for train.py (after --)")
     args = parser.parse_args()
+    if args.reference:
+        args.train_args = [*yaml.safe_load((REPO / "nanochat" / "reference.yaml").read_text())["train_args"],
+                           *args.train_args]
 
     subprocess.run([sys.executable, "nanochat/prepare.py"], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     meta = prepare.load_meta()
-    cores = len(os.sched_getaffinity(0))
+    cores = 1 if args.core is not None else len(os.sched_getaffinity(0))
     load_start = os.getloadavg()[0]
     extra = " ".join(args.train_args)
-    print(f"nanochat cpu preset: budget {args.budget:g} s, seeds 0-{args.seeds - 1}, {cores} cores, "
+    print(f"nanochat cpu preset: budget {args.budget:g} s, seeds 0-{args.seeds - 1}, {cores} core(s), "
           f"data {meta['source']} ({meta['corpus_sha256'][:12]}, vocab {meta['vocab_size']})"
           + (f", train.py {extra}" if extra else ""), flush=True)
     runs = []
     for seed in range(args.seeds):
-        run = run_seed(seed, args.budget, args.train_args)
+        run = run_seed(seed, args.budget, args.train_args, core=args.core)
         runs.append(run)
         print(f"  seed {seed}: val_bpb {run['val_bpb']:.4f}  steps {run['steps']}  tok/s {run['tok_per_s']:,.0f}  "
               f"warm-up {run['warmup_s']:.1f} s  wall {run['wall_s']:.1f} s  load {os.getloadavg()[0]:.2f}",
