@@ -3,7 +3,10 @@
 Each round puts the program head back at the org's base, then plants, each from its own agent, through the real
 runner, ledger, git and gate (the gate's runs are real detached workers). By default the org keeps its ledger from
 round to round, as a running org does: σ, the pairs' σ_d and the base's K baseline runs carry over (`--cold` starts
-every round from an empty ledger instead: independent rounds, each paying its own K baselines). The plants:
+every round from an empty ledger instead: independent rounds, each paying its own K baselines). A promoted win is a
+new program head, as in a running org: before the round ends the gate gives it the runs it needs before anything
+can be judged against it, and those count (`--reuse-head`: the win's tree is the same every round and its new
+head is never baselined, the protocol of earlier figures). The plants:
 
   seed-only       the head's code again, with a new seed
   no-effect       an edit that changes nothing (a comment), a random seed
@@ -16,7 +19,7 @@ every round from an empty ledger instead: independent rounds, each paying its ow
 It reports the runs the gate spent per decision: every baseline and re-run it queued (cancelled ones included)
 over the candidates it decided by verification.
 
-    .venv/bin/python benchmarks/gate.py [--rounds 50] [--budget 0.1] [--sigmas 3] [--grace 30] [--cold]
+    .venv/bin/python benchmarks/gate.py [--rounds 50] [--budget 0.1] [--sigmas 3] [--grace 30] [--cold] [--reuse-head]
 """
 
 from __future__ import annotations
@@ -72,8 +75,10 @@ def reset(paths: OrgPaths, base: str, cold: bool) -> None:
         git(paths.worktree(agent), "reset", "-q", "--hard", base)
 
 
-def one_round(paths: OrgPaths, land: Any, sigma: float, sigmas: float,
-              lucky: int) -> dict[str, tuple[bool, bool, int]]:
+def one_round(paths: OrgPaths, land: Any, sigma: float, sigmas: float, lucky: int,
+              new_head: str | None) -> dict[str, tuple[bool, bool, int]]:
+    """One round; `new_head`: a mark that makes the win's tree new this round, and a promoted win's head gets its
+    baseline runs before the round ends."""
     ctx = experiments.load_context(paths)
     head = ctx.program_head()
     k = gate.settings(ctx.spec).baseline_repeats
@@ -103,7 +108,8 @@ def one_round(paths: OrgPaths, land: Any, sigma: float, sigmas: float,
             gate.run_experiment(ctx, exps[kind])
             return
         elif kind == "win":
-            edit(worktree / TRAIN, "LEARNING_RATE = 0.001", f"LEARNING_RATE = {win_lr(land, sigmas * sigma)!r}")
+            mark = f"  # {new_head}" if new_head else ""
+            edit(worktree / TRAIN, "LEARNING_RATE = 0.001", f"LEARNING_RATE = {win_lr(land, sigmas * sigma)!r}{mark}")
         exps[kind] = experiments.queue_experiment(ctx, agent, kind, seed=seed)
         gate.run_experiment(ctx, exps[kind])
 
@@ -116,6 +122,9 @@ def one_round(paths: OrgPaths, land: Any, sigma: float, sigmas: float,
     step_until(paths, lambda: all(ledger.get_experiment(paths, exps[k])["verdict"] not in OPEN for k in nulls))
     plant("win")
     step_until(paths, lambda: ledger.get_experiment(paths, exps["win"])["verdict"] not in OPEN)
+    if new_head and ledger.get_experiment(paths, exps["win"])["verdict"] == "promoted":
+        promoted = experiments.load_context(paths).program_head()
+        step_until(paths, lambda: gate.head_stats(ctx, promoted, "cpu").n >= gate.baseline_need(ctx, "cpu"))
     out = {}
     for kind, exp in exps.items():
         row = ledger.get_experiment(paths, exp)
@@ -182,6 +191,8 @@ def main() -> int:
     parser.add_argument("--sigma", type=float, default=0.01, help="the synthetic task's noise")
     parser.add_argument("--sigmas", type=float, default=3.0, help="size of the planted win, in σ")
     parser.add_argument("--cold", action="store_true", help="an empty ledger every round (no history carried)")
+    parser.add_argument("--reuse-head", action="store_true",
+                        help="the same win every round, its promoted head never baselined (earlier figures)")
     parser.add_argument("--grace", type=float, default=30.0,
                         help="wall-clock seconds past the budget before a run is killed (its compute is judged on "
                              "CPU time; at load 25 on 2 cores an honest 0.1 s run can take 2 s of wall time)")
@@ -194,14 +205,15 @@ def main() -> int:
         st = gate.settings(experiments.load_context(paths).spec)
         print(f"gate benchmark: synthetic task, σ {args.sigma}, budget {args.budget}s, K={st.baseline_repeats} "
               f"baseline runs, up to R={st.repeats} same-seed pairs, z={st.z} (screen z {SCREEN_Z}), "
-              f"{args.rounds} rounds, {'an empty ledger each round' if args.cold else 'the ledger kept across rounds'}",
-              flush=True)
+              f"{args.rounds} rounds, {'an empty ledger each round' if args.cold else 'the ledger kept across rounds'}"
+              f"{'' if args.reuse_head else ', each promoted head baselined'}", flush=True)
         tally = {kind: [0, 0, 0] for kind in KINDS}
         runs = unclean = gate_runs = baselines = 0
         for i, seed in enumerate(lucky_seeds(land, args.rounds, 2.0)):
             reset(paths, base, args.cold)
             seen = set() if args.cold else {r["exp"] for r in ledger.experiments(paths)}
-            result = one_round(paths, land, args.sigma, args.sigmas, seed)
+            result = one_round(paths, land, args.sigma, args.sigmas, seed,
+                               None if args.reuse_head else f"round {i + 1}")
             new = [r for r in ledger.experiments(paths) if r["exp"] not in seen]  # this round's runs
             gated = [r for r in new if r["kind"] in ("baseline", "verify")]
             runs += len(new)

@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 
 from autoorg import comms, experiments, gate, workspace
+from autoorg.compute.slots import class_slots
 from autoorg.experiments import ledger
 from autoorg.paths import OrgPaths
+from autoorg.spec.org import load_org
 from autoorg.testing import experiments as sup
 from autoorg.testing import git, run_cli
 from autoorg.testing.experiments import TRAIN, drive_gate, set_knobs, settled, verdict
@@ -94,6 +96,16 @@ def lucky_seed(knobs: dict[str, Any], below_sigmas: float) -> int:
 HEAD_KNOBS = {"LEARNING_RATE": 0.001, "WARMUP_FRAC": 0.3, "WEIGHT_DECAY": 0.0, "DEPTH": 4, "BATCH_SIZE": 64}
 
 
+@pytest.mark.parametrize(("cores", "avoid", "slots"), [({0, 1, 2, 3}, "cpu1", ["cpu0", "cpu2", "cpu3"]),
+                                                       ({0, 1, 2}, "cpu1", ["cpu0", "cpu2"]),
+                                                       ({0, 1}, "cpu1", ["cpu0", "cpu1"]), ({0}, "cpu0", ["cpu0"])])
+def test_the_gate_runs_off_the_claimants_slot_while_two_others_are_left(
+        monkeypatch: pytest.MonkeyPatch, cores: set[int], avoid: str, slots: list[str]) -> None:
+    """A same-seed pair starts its two arms together; on one slot they would run in turn, twice as slow."""
+    monkeypatch.setattr("autoorg.compute.slots.os.sched_getaffinity", lambda _pid: cores)
+    assert [s.name for s in class_slots(load_org("2xcpu", task="synthetic"), "cpu", avoid)] == slots
+
+
 @pytest.mark.parametrize("org", [{"z": 3.5}], indirect=True)
 def test_seed_fishing_and_no_effect_edits_are_never_promoted(org: OrgPaths) -> None:
     before = head(org)
@@ -115,8 +127,6 @@ def test_seed_fishing_and_no_effect_edits_are_never_promoted(org: OrgPaths) -> N
     heads, cands = runs[0::2], runs[1::2]  # same-seed pairs: the head's run, then the candidate's
     assert {r["commit_sha"] for r in heads} == {before} and before not in {r["commit_sha"] for r in cands}
     assert [r["seed"] for r in heads] == [r["seed"] for r in cands] and len({r["seed"] for r in heads}) == len(heads)
-    claimant = ledger.get_experiment(org, fished)["slot"]
-    assert all(r["slot"] != claimant for r in runs)  # other slots, where there are some
     notes = [m for m in comms.read_inbox(org, "bob") if m.kind == "result" and m.exp == fished]
     assert notes and "rejected by the gate" in notes[0].body
 
@@ -171,6 +181,15 @@ def test_a_real_win_is_promoted_and_everyone_is_told(org: OrgPaths) -> None:
     out = json.loads(run_cli("results", "--json", cwd=org.repo, env={"AUTOORG_HOME": str(org.home)}).stdout)
     assert out["program_head"] == new and out["promotions"][0]["exp"] == exp
     assert [r["verdict"] for r in out["experiments"]] == ["promoted"]
+    # σ is known now, so the new head needs half of K runs of its own, and its candidate's run and its arm of the
+    # pairs already count: the gate tops up only what is missing
+    ctx = experiments.load_context(org)
+    k = gate.settings(ctx.spec).baseline_repeats
+    assert gate.noise(org, "cpu").dof >= k and gate.baseline_need(ctx, "cpu") == k // 2
+    drive_gate(org, lambda: any(b["head"] == new for b in ledger.baselines(org)), message="the new head's baseline")
+    topped = [r for r in ledger.experiments(org, kinds=("baseline",)) if r["commit_sha"] == new]
+    own = gate.head_stats(ctx, new, "cpu").n - len(topped)
+    assert own >= 3 and len(topped) == max(0, k // 2 - own)
 
 
 def test_two_independent_wins_both_get_in_the_second_rebased_on_the_first(org: OrgPaths) -> None:

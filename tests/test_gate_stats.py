@@ -123,3 +123,8 @@ def test_the_paired_rule_promotes_no_noise_and_nearly_every_3_sigma_win() -> Non
     assert win_rate >= 0.99 and cold < 5.5  # observed 100% over 5.3 pairs in a fresh org
     win_rate, warm = simulate(3.0, 2000, shared=0.9, earlier=3, seed=5)
     assert win_rate >= 0.99 and warm < 2.1  # observed 100% over 2.0 pairs: the first look that may promote
+
+
+def test_a_head_needs_all_of_k_runs_while_sigma_is_new_then_half() -> None:
+    assert [stats.head_runs_needed(8, dof) for dof in (0, 7, 8, 100)] == [8, 8, 4, 4]
+    assert [stats.head_runs_needed(k, 50) for k in (1, 2, 3, 5)] == [1, 2, 2, 3]

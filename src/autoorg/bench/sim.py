@@ -40,7 +40,7 @@ from autoorg.clock import iso
 from autoorg.errors import TaskError
 from autoorg.experiments import ledger
 from autoorg.gate.heads import GateSettings
-from autoorg.gate.stats import Noise, band, looks, pair_noise, paired_verdict
+from autoorg.gate.stats import Noise, band, head_runs_needed, looks, pair_noise, paired_verdict
 from autoorg.gate.verify import SCREEN_Z
 from autoorg.paths import OrgPaths
 from autoorg.spec import Knob, TaskSpec
@@ -278,7 +278,7 @@ class SimOrg:
         if run.config != self.head:
             return
         self.head_runs.append(run.metric)  # type: ignore[arg-type]
-        if len(self.head_runs) >= self.s.gate.baseline_repeats and self.baseline_pending == 0:
+        if len(self.head_runs) >= self.need() and self.baseline_pending == 0:
             mean, noise = statistics.fmean(self.head_runs), self.noise()
             if self.start_metric is None:
                 self.start_metric = mean
@@ -291,6 +291,10 @@ class SimOrg:
                 ledger.update_experiment(self.paths, row["exp"], **verdict)
                 if verdict["verdict"] == "candidate":
                     self.candidates.append({**row, **verdict})
+
+    def need(self) -> int:
+        """The runs the head needs before it is judged against, by the real gate's rule."""
+        return head_runs_needed(self.s.gate.baseline_repeats, self.noise().dof)
 
     def _judge(self, metric: float) -> dict[str, Any]:
         mean = statistics.fmean(self.head_runs)
@@ -305,7 +309,7 @@ class SimOrg:
     def _screen(self, run: Run) -> dict[str, Any]:
         if run.config == self.head:
             return {"verdict": "same as head"}
-        if len(self.head_runs) < self.s.gate.baseline_repeats:
+        if len(self.head_runs) < self.need():
             return {"verdict": "pending"}
         return self._judge(run.metric)  # type: ignore[arg-type]
 
@@ -369,7 +373,7 @@ class SimOrg:
         stopped (its experiments done, or the org's compute spent) no new verification starts: the one in flight
         is decided, and candidates left are the gate's backlog (their verdict stays `candidate`)."""
         while self.active is None and self.candidates and not self.baseline_pending \
-                and len(self.head_runs) >= self.s.gate.baseline_repeats and len(self.finished_agents) < len(self.agents):
+                and len(self.head_runs) >= self.need() and len(self.finished_agents) < len(self.agents):
             best = max(self.candidates, key=lambda r: self.task.improvement(r["metric"], r["ref_mean"]) / r["band"])
             self.candidates.remove(best)
             parent, mine = self.configs[best["parent"]], self.configs[best["config"]]
@@ -431,7 +435,7 @@ class SimOrg:
             self.promotions += 1
             self.head = ver.config
             self.head_runs = [p["candidate"] for p in done]
-            missing = self.s.gate.baseline_repeats - len(self.head_runs)
+            missing = self.need() - len(self.head_runs)
             if missing > 0:
                 self._queue_baselines(missing)
         else:

@@ -80,12 +80,14 @@ def agent_slots(spec: OrgSpec, agent: str) -> list[Slot]:
 
 
 def class_slots(spec: OrgSpec, cls: str, avoid: str | None = None) -> list[Slot]:
-    """Slots of a class for the gate's runs, without `avoid` (the claimant's) unless it is the only one."""
+    """Slots of a class for the gate's runs, without `avoid` (the claimant's) while two others are left: a
+    same-seed pair needs two slots to start together (on one slot its arms would run one after the other, and
+    take twice as long, with none of the machine's load shared)."""
     pool = [s for s in org_slots(spec) if s.cls == cls]
     if not pool:
         raise RunnerError(f"org '{spec.tag}' has no {cls} slots")
     others = [s for s in pool if s.name != avoid]
-    return others or pool
+    return others if len(others) >= 2 else pool
 
 
 def lock_file(paths: OrgPaths, name: str) -> int:

@@ -16,6 +16,7 @@ from autoorg.gate.announce import answer, heldout_gain, publish_board
 from autoorg.gate.heads import (
            GateSettings,
            HeadStats,
+           baseline_need,
            head_stats,
            noise,
            settings,
@@ -26,6 +27,7 @@ from autoorg.gate.review import ReviewError, awaiting_review, review_candidate
 from autoorg.gate.stats import Noise, band, normal_cdf, pooled_noise, t_quantile
 from autoorg.gate.verify import fresh_seeds, queue_baseline_runs, run_experiment, screen, step
 
-__all__ = ["GateSettings", "HeadStats", "Noise", "ReviewError", "answer", "awaiting_review", "band", "fresh_seeds",
+__all__ = ["GateSettings", "HeadStats", "Noise", "ReviewError", "answer", "awaiting_review", "band", "baseline_need",
+           "fresh_seeds",
            "head_stats", "heldout_gain", "island_summary", "noise", "normal_cdf", "pooled_noise", "publish_board", "queue_baseline_runs",
            "review_candidate", "run_experiment", "screen", "settings", "slot_classes", "step", "t_quantile"]

@@ -120,7 +120,8 @@ def answer(ctx: OrgContext, row: dict[str, Any]) -> str:
         "no gain": "no gain: not better than the head by more than the noise band",
         "same as head": "same code as the program head: this run counts towards the head's mean (unless you "
                         "chose its seed)",
-        "pending": f"no baseline for the program head yet ({row['ref_n'] or 0} of {st.baseline_repeats} runs); "
+        "pending": f"no baseline for the program head yet ({row['ref_n'] or 0} of "
+                   f"{gate.baseline_need(ctx, row['slot_class'])} runs); "
                    "the gate screens this run when it lands",
         "off-budget": f"ran with --budget {row['budget']:g} (the task's is {ctx.task.budget[row['slot_class']]:g}): "
                       "recorded, not compared",

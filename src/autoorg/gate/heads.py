@@ -10,7 +10,7 @@ from typing import Any
 from autoorg import workspace
 from autoorg.compute import slots
 from autoorg.experiments import OrgContext, ledger
-from autoorg.gate.stats import Noise, pair_noise, pooled_noise
+from autoorg.gate.stats import Noise, head_runs_needed, pair_noise, pooled_noise
 from autoorg.paths import OrgPaths
 from autoorg.spec import OrgSpec
 
@@ -31,6 +31,11 @@ def settings(spec: OrgSpec) -> GateSettings:
 
 def noise(paths: OrgPaths, slot_class: str) -> Noise:
     return pooled_noise(ledger.replicate_groups(paths, slot_class))
+
+
+def baseline_need(ctx: OrgContext, slot_class: str) -> int:
+    """The runs a program head needs before the gate judges anything against it (gate.stats.head_runs_needed)."""
+    return head_runs_needed(settings(ctx.spec).baseline_repeats, noise(ctx.paths, slot_class).dof)
 
 
 def same_seed_pairs(rows: list[dict[str, Any]], head: str) -> list[tuple[float, float]]:

@@ -20,7 +20,7 @@ from typing import Any
 from autoorg import comms, workspace
 from autoorg.errors import AutoorgError, Say
 from autoorg.experiments import OrgContext, ledger
-from autoorg.gate.heads import HeadStats, head_stats, settings, slot_classes
+from autoorg.gate.heads import HeadStats, baseline_need, head_stats, slot_classes
 
 
 def due(ctx: OrgContext) -> bool:
@@ -52,7 +52,7 @@ def migrate(ctx: OrgContext, log: Say) -> bool:
     if cls is None or not due(ctx):
         return False
     stats = island_stats(ctx, cls)
-    k = settings(ctx.spec).baseline_repeats
+    k = baseline_need(ctx, cls)
     if any(s.n < k or s.mean is None for s in stats.values()):
         return False  # ensure_baselines is measuring the new heads
     rank = sorted(stats, key=lambda i: ctx.task.improvement(stats[i].mean or 0.0, 0.0))

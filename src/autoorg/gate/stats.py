@@ -248,3 +248,11 @@ def pair_noise(gains: list[float], others: list[list[float]], runs: Noise) -> tu
     if pooled.sigma is None or pooled.dof < PAIRED_MIN_DOF:
         return (bound,)
     return bound, Noise(max(pooled.sigma, PAIRED_FLOOR * unpaired), pooled.dof)
+
+
+def head_runs_needed(k: int, dof: int) -> int:
+    """Runs a program head needs before anything is judged against it, when the org's σ has `dof` degrees of
+    freedom: all K while σ is new, then half of K (at least 2). Once σ is known a head's mean only draws the
+    screening line (its band widens with 1/n), and verifications decide on same-seed pairs, which use no head mean;
+    a promoted head already has its candidate's run and its arm of the pairs."""
+    return k if dof < k else min(k, max(2, math.ceil(k / 2)))

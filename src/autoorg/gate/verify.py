@@ -15,7 +15,7 @@ The statistics, for a task metric on one slot class:
 A run is *screened* against the head it started from: beating its mean by more than the band at SCREEN_Z with
 n₁ = 1 makes it a candidate (a loose screen, so a real 3σ win is not lost to one unlucky run). A candidate is
 squashed onto the current head without any checkout (merge-tree; a conflict: stale), checked (editable paths only,
-protected files unchanged), and re-run in same-seed pairs, on slots other than the claimant's: each pair is one
+protected files unchanged), and re-run in same-seed pairs, on slots other than the claimant's (while two are left): each pair is one
 run of the head and one of the candidate, started together with one fresh seed, so what moves both alike cancels
 in their difference. Pairs are queued a look at a time (gate.stats.looks: 1 pair, then doubling up to
 `gate.repeats`, R) and judged by the sequential rule in gate.stats.paired_verdict against σ_d estimated from the
@@ -48,6 +48,7 @@ from autoorg.gate.announce import announce_promotion, publish_board, tell_claima
 from autoorg.gate.guard import revert_foreign_move
 from autoorg.gate.heads import (
     HeadStats,
+    baseline_need,
     head_stats,
     noise,
     pair_noise_of,
@@ -89,13 +90,14 @@ def screen(ctx: OrgContext, exp: str) -> str:
     row = ledger.get_experiment(ctx.paths, exp)
     st = settings(ctx.spec)
     cls = row["slot_class"]
+    need = baseline_need(ctx, cls)
     stats = head_stats(ctx, row["head"], cls)
-    if stats.n < st.baseline_repeats:
+    if stats.n < need:
         current = ctx.head_of(row["agent"])
         if current != row["head"]:
             stats = head_stats(ctx, current, cls)
     same = row["tree"] == workspace.tree_of(ctx.repo, row["head"])
-    if stats.n < st.baseline_repeats or stats.mean is None:
+    if stats.n < need or stats.mean is None:
         verdict = "same as head" if same else "pending"
         ledger.update_experiment(ctx.paths, exp, verdict=verdict, ref_head=stats.head, ref_n=stats.n)
         return verdict
@@ -229,17 +231,17 @@ def _ensure_baseline(ctx: OrgContext, head: str, log: Say) -> bool:
         inflight = sum(r["verdict"] in ledger.UNFINISHED for r in mine)
         crashed = sum(r["verdict"].startswith("crash") for r in mine)
         stats = head_stats(ctx, head, cls)
-        if stats.n >= st.baseline_repeats:
+        need = baseline_need(ctx, cls)
+        if stats.n >= need:
             record_baseline(ctx, stats, cls, log)
             continue
         if crashed >= st.baseline_repeats:
             continue  # the head itself does not run; its crashes are in the ledger for a person to read
-        missing = st.baseline_repeats - stats.n - inflight
+        missing = need - stats.n - inflight
         if missing <= 0:
             continue
-        queue_baseline_runs(ctx, head, cls, missing, first=stats.n + inflight + 1, of=st.baseline_repeats)
-        log(f"baseline: queued {missing} run(s) of the head {head[:10]} on {cls} "
-            f"({stats.n} of {st.baseline_repeats} done)")
+        queue_baseline_runs(ctx, head, cls, missing, first=stats.n + inflight + 1, of=need)
+        log(f"baseline: queued {missing} run(s) of the head {head[:10]} on {cls} ({stats.n} of {need} done)")
         did = True
     return did
 

@@ -18,7 +18,8 @@ PROCESS_KEYS: dict[str, Any] = {
     "standup": {"every": "interval such as 30m, 2h, 90s"},
     "gate": {"repeats": "most same-seed pairs (head, candidate) per verification", "z": "one-sided z for the noise band",
              "floor": "minimum band as a fraction of the metric",
-             "baselines": "runs of the program head when the org starts (also processes.baseline.repeats)"},
+             "baselines": "runs of a program head while the org's σ is new (then half as many; also "
+                          "processes.baseline.repeats)"},
     "baseline": {"repeats": "runs of the program head when the org starts (kept: gate.baselines says the same)"},
     "restart": {"limit": "restarts of a crashed agent before it is left crashed (default 3)",
                 "backoff": "wait before the first restart, doubled each time (default 2s)",
