@@ -82,9 +82,10 @@ class Head:
         retry_until(lambda: not self.listening(), timeout=30, message="the head's port to close")
 
 
-@pytest.fixture
-def head(tmp_path: Path) -> Iterator[Head]:
-    h = Head(tmp_path)
+@pytest.fixture(scope="module")
+def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Head]:
+    """One head for the module (starting one takes ~15 s): the restart test leaves it restarted, on the same ports."""
+    h = Head(tmp_path_factory.mktemp("ray-head"))
     h.start()
     try:
         yield h
