@@ -21,7 +21,7 @@ from autoorg import clock
 from autoorg.environment import without_secrets
 from autoorg.experiments import ledger
 from autoorg.experiments.context import OrgContext
-from autoorg.experiments.process import RUN_MARKER, kill_run, process_start
+from autoorg.experiments.process import RUN_MARKER, exited, kill_run, process_start
 from autoorg.experiments.run import Job, SlotRun, run_here
 from autoorg.paths import OrgPaths
 
@@ -59,15 +59,7 @@ def runner_alive(row: dict[str, Any]) -> bool:
     if not pid:
         return True  # not started yet: the queuer records the pid right after spawning
     start = process_start(int(pid))
-    return start is not None and (row.get("pid_start") in (None, start)) and not _zombie(int(pid))
-
-
-def _zombie(pid: int) -> bool:
-    """Has the process exited, its parent not yet reaped it?"""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except (OSError, IndexError):
-        return False
+    return start is not None and (row.get("pid_start") in (None, start)) and not exited(int(pid))
 
 
 def _is_worker(pid: int, exp: str) -> bool:
@@ -100,14 +92,12 @@ def stop_runs(paths: OrgPaths) -> list[str]:
     """Stop every run of an org (for `autoorg down`, after its session is gone): queued and running ones, gate
     runs and orphans included, so nothing is left `queued` or `running` for the next `up` to call a crash."""
     rows = [r for v in ledger.UNFINISHED for r in ledger.experiments(paths, verdict=v)]
-    workers = {r["exp"]: (int(r["pid"]), r.get("pid_start")) for r in rows
-               if r.get("pid") and runner_alive(r) and _is_worker(int(r["pid"]), r["exp"])}
+    workers = [r for r in rows if r.get("pid") and runner_alive(r) and _is_worker(int(r["pid"]), r["exp"])]
     stopped = cancel_runs(paths, [r["exp"] for r in rows], "cancelled: the org was stopped", orphans=True)
     # `down` returns when the runs are gone: wait for the signalled workers to take their runs down, then kill
     # whatever is left of a run (a worker that did not exit in time, a process that left the run's group)
     end = time.monotonic() + STOP_WAIT_S
-    while time.monotonic() < end and any(runner_alive({"pid": pid, "pid_start": start})
-                                         for pid, start in workers.values()):
+    while time.monotonic() < end and any(runner_alive(r) for r in workers):
         time.sleep(0.05)
     for exp in stopped:
         kill_orphaned_run(paths, exp)

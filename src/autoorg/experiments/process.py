@@ -81,12 +81,25 @@ def final_metrics(metric_lines: list[dict[str, Any]], plain: dict[str, float], m
     return out
 
 
-def process_start(pid: int) -> str | None:
-    """The kernel's start time of a process (tells a live runner from a reused pid)."""
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first), or None when there is no such process."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
+    return fields if len(fields) > 19 else None
+
+
+def process_start(pid: int) -> str | None:
+    """The kernel's start time of a process (tells a live runner from a reused pid)."""
+    fields = _stat(pid)
+    return fields[19] if fields else None
+
+
+def exited(pid: int) -> bool:
+    """Has the process exited, its parent not yet reaped it (a zombie)?"""
+    fields = _stat(pid)
+    return fields is not None and fields[0] in ("Z", "X")
 
 
 def last_line(path: Path) -> str:
@@ -207,11 +220,8 @@ def _group_alive(pgid: int) -> bool:
     for name in entries:
         if not name.isdigit():
             continue
-        try:
-            fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+        fields = _stat(int(name))
+        if fields is not None and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
             return True
     return False
 
