@@ -63,7 +63,7 @@ from autoorg.gate.stats import band, ignores_seed, looks, paired_verdict, promot
 from autoorg.paths import OrgPaths
 from autoorg.spec import TaskSpec
 
-SCREEN_Z = 0.75  # screen at ~77% one-sided: a true 3σ win passes ~98% of the time; ~23% of no-effect runs do
+SCREEN_Z = 0.5  # screen at ~69% one-sided: a true 3σ win passes ~99% of the time; ~31% of no-effect runs do
 
 
 def run_experiment(ctx: OrgContext, exp: str, *, say: Say | None = None,
