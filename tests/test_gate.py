@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import importlib.util
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -12,12 +13,12 @@ from typing import Any
 import pytest
 
 from autoorg import comms, experiments, gate, workspace
-from autoorg.compute.slots import class_slots
+from autoorg.compute.slots import class_slots, live_tickets
 from autoorg.experiments import ledger
 from autoorg.paths import OrgPaths
 from autoorg.spec.org import load_org
 from autoorg.testing import experiments as sup
-from autoorg.testing import git, run_cli
+from autoorg.testing import git, retry_until, run_cli
 from autoorg.testing.experiments import TRAIN, drive_gate, set_knobs, settled, verdict
 from tests.exp_support import SYNTHETIC, add_synthetic
 
@@ -49,7 +50,7 @@ def baseline_done(paths: OrgPaths) -> bool:
 def org(repo: Path, tmux_socket: str, tmp_path: Path, request: pytest.FixtureRequest) -> OrgPaths:
     param = getattr(request, "param", None) or {}
     # evaluator=False: a test of the gate's own rules plants what the protected evaluator would make moot
-    add_synthetic(repo, sigma=SIGMA, evaluator=param.get("evaluator", True))
+    add_synthetic(repo, sigma=SIGMA, evaluator=param.get("evaluator", True), budget=param.get("budget", 0.3))
     paths = sup.start_org(repo, tmux_socket, tmp_path, agents=2, baseline=4, repeats=param.get("repeats", 3),
                           z=param.get("z"))
     drive_gate(paths, lambda: baseline_done(paths), message="the program head's baseline")
@@ -240,6 +241,35 @@ def test_the_gate_lock_means_one_gate_at_a_time(org: OrgPaths) -> None:
         t.join(timeout=60)
     drive_gate(org, lambda: settled(org, exp), message="the candidate to be decided")
     assert len(ledger.verifications(org, exp=exp)) == 1
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="a same-seed pair and a waiting run need two slots")
+@pytest.mark.parametrize("org", [{"budget": 3}], indirect=True)
+def test_a_looks_slots_go_to_the_next_look_not_to_a_waiting_agents_run(org: OrgPaths) -> None:
+    """Gate runs come first; between a look landing and the gate queuing the next, the slots are kept for the gate
+    (else an agent's run that was waiting takes one, and every look of a verification waits a whole run)."""
+    set_knobs(org.worktree("alice"), LEARNING_RATE=0.006)
+    exp = run_exp(org, "alice", "lr 0.006")
+    assert passed_screen(org, exp)
+
+    def first_pair() -> list[dict[str, Any]]:
+        vers = ledger.verifications(org, exp=exp)
+        return [ledger.get_experiment(org, e) for e in vers[0]["runs"][:2]] if vers else []
+
+    drive_gate(org, lambda: [r["verdict"] for r in first_pair()] == ["running", "running"],
+               message="the first pair to start")
+    ctx = experiments.load_context(org)
+    waiting = experiments.queue_experiment(ctx, "bob", "waits for a slot")
+    bob = threading.Thread(target=gate.run_experiment, args=(ctx, waiting))
+    bob.start()
+    retry_until(lambda: live_tickets(org.locks / "queue-cpu"), timeout=20, message="bob's run to wait for a slot")
+    assert [r["verdict"] for r in first_pair()] == ["running", "running"], "the pair ended before bob's run waited"
+    drive_gate(org, lambda: settled(org, exp), message="the win to be decided")
+    bob.join(timeout=60)
+    runs = [ledger.get_experiment(org, e) for e in ledger.verifications(org, exp=exp)[0]["runs"]]
+    assert len(runs) >= 4 and verdict(org, exp) == "promoted"  # one pair never promotes: a second look ran
+    started = ledger.get_experiment(org, waiting)["started"]
+    assert started > max(r["started"] for r in runs[2:4]), "bob's run took a slot the next look was waiting for"
 
 
 @pytest.mark.parametrize("org", [{"z": 3.5, "repeats": 6}], indirect=True)

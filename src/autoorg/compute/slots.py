@@ -136,10 +136,10 @@ class _Queue:
     by its arrival time and held under flock while it waits, so a waiter that dies leaves a ticket anyone can see
     is dead (and removes). A ticket carries the devices its waiter wants."""
 
-    def __init__(self, paths: OrgPaths, name: str, wants: list[str]) -> None:
+    def __init__(self, paths: OrgPaths, name: str, wants: list[str], suffix: str = "") -> None:
         self.folder = paths.locks / name
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.ticket = f"{time.time_ns():020d}-{os.getpid()}-{threading.get_ident()}"
+        self.ticket = f"{time.time_ns():020d}-{os.getpid()}-{threading.get_ident()}{suffix}"
         tmp = self.folder / f".{self.ticket}"
         self.fd = os.open(tmp, os.O_RDWR | os.O_CREAT, 0o644)
         fcntl.flock(self.fd, fcntl.LOCK_EX)  # locked before its name appears: a visible, unlocked ticket is dead
@@ -181,6 +181,32 @@ def live_tickets(folder: Path, before: str | None = None) -> list[tuple[str, lis
         finally:
             os.close(fd)
     return out
+
+
+HOLD = "-hold"  # a ticket's name ends so when it keeps a slot it has for the gate (GateHold)
+
+
+class GateHold:
+    """A slot a gate run (or a new candidate) has just finished on, kept for the gate while its result is recorded
+    and the gate acts on it: a ticket in `locks/gate-queue-<cls>/` for the slot's devices, taken before the slot's
+    lease ends, so the gate's next runs (the next look of a verification, the first pair of a new candidate) start
+    on it instead of losing it for a whole run to an agent's run that was waiting. Agents' runs leave it alone
+    (`_gate_wants`); gate runs that were waiting before it are not held up (first come, first served)."""
+
+    def __init__(self, paths: OrgPaths, slot: Slot) -> None:
+        self.cls = slot.cls
+        self._queue: _Queue | None = _Queue(paths, f"gate-queue-{slot.cls}", sorted(slot.devices), HOLD)
+
+    def waiting_gate_runs(self) -> int:
+        """Gate runs of this slot class waiting for a slot (not counting holds)."""
+        if self._queue is None:
+            return 0
+        return sum(not name.endswith(HOLD) for name, _ in live_tickets(self._queue.folder))
+
+    def release(self) -> None:
+        if self._queue is not None:
+            self._queue.leave()
+            self._queue = None
 
 
 def _gate_wants(paths: OrgPaths, cls: str) -> set[str]:

@@ -30,6 +30,7 @@ from typing import Any
 from autoorg import clock, comms, workspace
 from autoorg.compute.slots import (
     DEFAULT_WAIT_S,
+    GateHold,
     Slot,
     agent_slots,
     class_slots,
@@ -247,6 +248,7 @@ class SlotRun:
     cores: int
     where: dict[str, Any] = field(default_factory=dict)
     verdict: str | None = None  # decided where it ran, before its command (a void tree, a failed setup)
+    hold: GateHold | None = None  # the slot kept for the gate until the run is recorded (this machine's slots)
 
 
 Launcher = Callable[[OrgContext, Job], "SlotRun | None"]  # None: cancelled before it started
@@ -277,15 +279,20 @@ def run_here(ctx: OrgContext, job: Job) -> SlotRun | None:
                           on_started=lambda: job.on_started(slot.name, {"executor": "local"}))
         measured = measure_run(ctx, row, out, run_dir, env, fds, slot.cores, sealing)
         times["measured"] = time.time()  # the slot's work for this run ends here
-    return SlotRun(out, measured, protected_changes(job.manifest, job.src), len(slot.cores), {"executor": "local"})
+        hold = GateHold(paths, slot)  # taken before the lease ends: no waiting agent's run slips in between
+    return SlotRun(out, measured, protected_changes(job.manifest, job.src), len(slot.cores), {"executor": "local"},
+                   hold=hold)
 
 
 def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float = DEFAULT_WAIT_S,
             on_measured: Callable[[OrgContext, str], object] | None = None,
+            on_recorded: Callable[[OrgContext, dict[str, Any], GateHold], object] | None = None,
             launch: Launcher = run_here) -> dict[str, Any]:
     """Run a queued experiment to its end and record it; returns its ledger row. `on_measured` sees an agent's
-    measured experiment before results.tsv and result.json are written (the gate screens it there). `launch`
-    runs it on a slot (executors/: this machine, or a Ray cluster); the ledger is written here, by this process."""
+    measured experiment before results.tsv and result.json are written (the gate screens it there);
+    `on_recorded` sees the recorded row while the slot it ran on is still kept for the gate (a GateHold: local
+    slots only), which it gives up when that returns. `launch` runs it on a slot (executors/: this machine, or a
+    Ray cluster); the ledger is written here, by this process."""
     paths = ctx.paths
     row = ledger.get_experiment(paths, exp)
     if row["verdict"] != "queued":
@@ -341,6 +348,20 @@ def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float 
         shutil.rmtree(out_dir, ignore_errors=True)
         shutil.rmtree(run_dir / "tmp", ignore_errors=True)
         shutil.rmtree(run_dir / "home", ignore_errors=True)
+    try:
+        final = _record(ctx, exp, row, ran, times, on_measured)
+        if ran.hold is not None and on_recorded is not None:
+            on_recorded(ctx, final, ran.hold)
+    finally:
+        if ran.hold is not None:
+            ran.hold.release()
+    return final
+
+
+def _record(ctx: OrgContext, exp: str, row: dict[str, Any], ran: SlotRun, times: dict[str, float],
+            on_measured: Callable[[OrgContext, str], object] | None) -> dict[str, Any]:
+    """Judge a run that ran and write its ledger row, results.tsv and result.json; returns the row."""
+    paths = ctx.paths
     out, measured, rewritten = ran.out, ran.measured, ran.rewritten
     verdict, finals, value = judge_outcome(ctx.task, out, row["budget"], row["standard"], row["kind"],
                                            row["slot_class"], ran.cores, measured)

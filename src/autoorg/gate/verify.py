@@ -36,11 +36,12 @@ import contextlib
 import fcntl
 import os
 import statistics
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from autoorg import clock, executors, experiments, workspace
-from autoorg.compute.slots import DEFAULT_WAIT_S
+from autoorg.compute.slots import DEFAULT_WAIT_S, GateHold
 from autoorg.errors import GitError, Say
 from autoorg.experiments import OrgContext, ledger
 from autoorg.experiments.run import execute
@@ -63,6 +64,8 @@ from autoorg.gate.stats import band, ignores_seed, looks, paired_verdict, promot
 from autoorg.paths import OrgPaths
 from autoorg.spec import TaskSpec
 
+HAND_OVER_WAIT_S = 30.0  # longest a finished gate run keeps its slot for the rest of its look, or the gate's lock
+WORKERS_START_S = 15.0  # longest it keeps it for the runs the gate queued to line up
 SCREEN_Z = 0.5  # screen at ~69% one-sided: a true 3σ win passes ~99% of the time; ~31% of no-effect runs do
 
 
@@ -71,13 +74,43 @@ def run_experiment(ctx: OrgContext, exp: str, *, say: Say | None = None,
     """Run a queued experiment to its end (experiments.execute) and screen an agent's measured run against the
     program head, refreshing the board, then revert a move of the program branch the gate did not make: what
     `exp run`, an `exp worker` and the offline researcher all call."""
-    row = execute(ctx, exp, say=say, wait_s=wait_s, on_measured=screen,
+    row = execute(ctx, exp, say=say, wait_s=wait_s, on_measured=screen, on_recorded=hand_over,
                   launch=executors.executor_for(ctx.spec).launch)
     with gate_lock(ctx.paths) as held:  # a run may have moved the program branch: put it back at once
         if held:
             revert_foreign_move(ctx, say or (lambda _line: None))
     publish_board(ctx)  # every ending, a baseline's or a crash's too: the board never keeps a run running
     return row
+
+
+def hand_over(ctx: OrgContext, row: dict[str, Any], hold: GateHold) -> None:
+    """A run has just been recorded and its slot is still kept for the gate (`hold`): when the gate may want it
+    next (a gate run landed, or an agent's run became a candidate), let the gate act now, and keep the slot until
+    the runs it queued are waiting for slots. Without this, an agent's run waiting for a slot takes it in the
+    moment between a look landing and the gate queuing the next one, and every look waits a whole run.
+
+    A finished gate run first waits (at most HAND_OVER_WAIT_S) for the gate runs still running beside it, its
+    pair's other arm or the last baselines of its head, unless gate runs are waiting anyway (the slot is theirs)."""
+    gate_run = row["kind"] != "exp"
+    if not gate_run and row["verdict"] != "candidate":
+        return
+    cls = row["slot_class"]
+    deadline = time.monotonic() + HAND_OVER_WAIT_S
+    while gate_run and time.monotonic() < deadline and not _gate_runs(ctx, cls, "queued") \
+            and [r for r in _gate_runs(ctx, cls, "running") if r["exp"] != row["exp"]]:
+        time.sleep(0.2)
+    step(ctx.paths, log=lambda _line: None, wait_s=HAND_OVER_WAIT_S)
+    deadline = time.monotonic() + WORKERS_START_S
+    while time.monotonic() < deadline:  # the queued runs' workers line up (a Python start-up each)
+        queued = len(_gate_runs(ctx, cls, "queued"))
+        if queued == 0 or hold.waiting_gate_runs() >= queued:
+            return
+        time.sleep(0.05)
+
+
+def _gate_runs(ctx: OrgContext, cls: str, verdict: str) -> list[dict[str, Any]]:
+    return [r for r in ledger.experiments(ctx.paths, kinds=("baseline", "verify"), verdict=verdict)
+            if r["slot_class"] == cls]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -118,11 +151,11 @@ def screen(ctx: OrgContext, exp: str) -> str:
 # One unit of gate work
 
 
-def step(paths: OrgPaths, log: Say = print) -> bool:
+def step(paths: OrgPaths, log: Say = print, *, wait_s: float = 0.0) -> bool:
     """Do one idempotent unit of gate work; returns whether anything was done. Never blocks on a run: runs are
-    detached workers. Two callers never double-verify: the work happens under `locks/gate.lock` (a busy lock
-    returns False at once)."""
-    with gate_lock(paths) as held:
+    detached workers. Two callers never double-verify: the work happens under `locks/gate.lock` (a lock busy for
+    `wait_s` returns False)."""
+    with gate_lock(paths, wait_s) as held:
         if not held:
             return False
         ctx = experiments.load_context(paths)
@@ -139,16 +172,22 @@ def step(paths: OrgPaths, log: Say = print) -> bool:
 
 
 @contextlib.contextmanager
-def gate_lock(paths: OrgPaths) -> Iterator[bool]:
-    """`locks/gate.lock`, without waiting: yields whether it is held (one gate at a time moves the branch)."""
+def gate_lock(paths: OrgPaths, wait_s: float = 0.0) -> Iterator[bool]:
+    """`locks/gate.lock`, waiting at most wait_s: yields whether it is held (one gate at a time moves the
+    branch)."""
     paths.locks.mkdir(parents=True, exist_ok=True)
     fd = os.open(paths.locks / "gate.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait_s
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(0.05)
         yield True
     finally:
         os.close(fd)
