@@ -7,12 +7,13 @@ import importlib.util
 import json
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from autoorg import comms, experiments, gate, workspace
+from autoorg import clock, comms, experiments, gate, workspace
 from autoorg.compute.slots import class_slots, live_tickets
 from autoorg.experiments import ledger
 from autoorg.paths import OrgPaths
@@ -244,32 +245,43 @@ def test_the_gate_lock_means_one_gate_at_a_time(org: OrgPaths) -> None:
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="a same-seed pair and a waiting run need two slots")
-@pytest.mark.parametrize("org", [{"budget": 3}], indirect=True)
-def test_a_looks_slots_go_to_the_next_look_not_to_a_waiting_agents_run(org: OrgPaths) -> None:
-    """Gate runs come first; between a look landing and the gate queuing the next, the slots are kept for the gate
-    (else an agent's run that was waiting takes one, and every look of a verification waits a whole run)."""
-    set_knobs(org.worktree("alice"), LEARNING_RATE=0.006)
-    exp = run_exp(org, "alice", "lr 0.006")
-    assert passed_screen(org, exp)
-
-    def first_pair() -> list[dict[str, Any]]:
-        vers = ledger.verifications(org, exp=exp)
-        return [ledger.get_experiment(org, e) for e in vers[0]["runs"][:2]] if vers else []
-
-    drive_gate(org, lambda: [r["verdict"] for r in first_pair()] == ["running", "running"],
-               message="the first pair to start")
+@pytest.mark.parametrize("org", [{"budget": 4}], indirect=True)
+def test_a_pairs_arms_start_together_and_its_slots_go_to_the_next_look(org: OrgPaths) -> None:
+    """A pair's arms start together even when their slots free at different times, and between a look landing
+    and the gate queuing the next the slots are kept for the gate: an agent's run that was waiting does not take
+    one (else every look of a verification would wait a whole run)."""
     ctx = experiments.load_context(org)
-    waiting = experiments.queue_experiment(ctx, "bob", "waits for a slot")
-    bob = threading.Thread(target=gate.run_experiment, args=(ctx, waiting))
-    bob.start()
-    retry_until(lambda: live_tickets(org.locks / "queue-cpu"), timeout=20, message="bob's run to wait for a slot")
-    assert [r["verdict"] for r in first_pair()] == ["running", "running"], "the pair ended before bob's run waited"
-    drive_gate(org, lambda: settled(org, exp), message="the win to be decided")
+
+    def start_run(agent: str, message: str) -> tuple[str, threading.Thread]:
+        exp = experiments.queue_experiment(ctx, agent, message)
+        thread = threading.Thread(target=gate.run_experiment, args=(ctx, exp))
+        thread.start()
+        return exp, thread
+
+    def started(exp: str) -> float:
+        return clock.parse_iso(ledger.get_experiment(org, exp)["started"]).timestamp()
+
+    set_knobs(org.worktree("alice"), LEARNING_RATE=0.006)
+    win, alice = start_run("alice", "lr 0.006")  # a candidate: its run steps the gate, which starts pair 1
+    retry_until(lambda: verdict(org, win) == "running", timeout=20, message="alice's run to start")
+    time.sleep(3.5)
+    busy, bob = start_run("bob", "takes the other slot")  # ends ~3.5 s after alice's: pair 1's second slot
+    alice.join(timeout=60)
     bob.join(timeout=60)
-    runs = [ledger.get_experiment(org, e) for e in ledger.verifications(org, exp=exp)[0]["runs"]]
-    assert len(runs) >= 4 and verdict(org, exp) == "promoted"  # one pair never promotes: a second look ran
-    started = ledger.get_experiment(org, waiting)["started"]
-    assert started > max(r["started"] for r in runs[2:4]), "bob's run took a slot the next look was waiting for"
+    assert passed_screen(org, win)
+    retry_until(lambda: ledger.verifications(org, exp=win), timeout=20, message="the verification to start")
+    runs = ledger.verifications(org, exp=win)[0]["runs"]
+    retry_until(lambda: all(verdict(org, e) != "queued" for e in runs[:2]), timeout=30, message="pair 1 to start")
+    assert abs(started(runs[0]) - started(runs[1])) < 1.0, "pair 1's arms did not start together"
+    assert started(runs[0]) > started(busy) + 2.0  # the arm that had a slot first waited for the other's
+    waiting, bob = start_run("bob", "waits for a slot")
+    retry_until(lambda: live_tickets(org.locks / "queue-cpu"), timeout=20, message="bob's run to wait for a slot")
+    assert [verdict(org, e) for e in runs[:2]] == ["running", "running"], "pair 1 ended before bob's run waited"
+    drive_gate(org, lambda: settled(org, win), message="the win to be decided")
+    bob.join(timeout=60)
+    runs = ledger.verifications(org, exp=win)[0]["runs"]
+    assert len(runs) >= 4 and verdict(org, win) == "promoted"  # one pair never promotes: a second look ran
+    assert started(waiting) > max(started(e) for e in runs[2:4]), "bob's run took a slot the next look waited for"
 
 
 @pytest.mark.parametrize("org", [{"z": 3.5, "repeats": 6}], indirect=True)

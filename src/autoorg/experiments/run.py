@@ -46,7 +46,7 @@ from autoorg.experiments.manifest import Manifest, org_manifest, protected_chang
 from autoorg.experiments.measure import Measurement, evaluate, export_evaluator, metric_value
 from autoorg.experiments.process import RUN_MARKER, Outcome, kill_run, last_line, process_start, run_command
 from autoorg.experiments.sandbox import Sealing, run_env, seal_mode
-from autoorg.paths import atomic_write_text, data_dir
+from autoorg.paths import OrgPaths, atomic_write_text, data_dir
 from autoorg.spec import TaskSpec
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -221,6 +221,9 @@ def run_env_for(exp: str, row: dict[str, Any], run_dir: Path, out_dir: Path, slo
 # Where a run executes: the launcher (executors/ has one per executor)
 
 
+PAIR_WAIT_S = 900.0  # longest one arm of a same-seed pair keeps its slot waiting for the other arm's
+
+
 @dataclass
 class Job:
     """A queued run, exported and checked, ready for a slot: what a launcher needs to run it anywhere."""
@@ -254,6 +257,26 @@ class SlotRun:
 Launcher = Callable[[OrgContext, Job], "SlotRun | None"]  # None: cancelled before it started
 
 
+def _wait_for_other_arm(paths: OrgPaths, row: dict[str, Any], say: Say | None) -> None:
+    """A same-seed pair's arms start together (what loads the machine then moves both alike and cancels in their
+    difference; and the pair lands as one, so the gate's next look takes both slots at once): an arm that has its
+    slot waits, keeping it, until the other arm has one too (its `leased` mark), has ended, or PAIR_WAIT_S passed.
+    The gate's runs come first, so the other arm has the next slot that frees."""
+    other = next((r["exp"] for r in ledger.experiments(paths, kinds=("verify",))
+                  if r["candidate"] == row["candidate"] and r["seed"] == row["seed"] and r["exp"] != row["exp"]),
+                 None)
+    if other is None:
+        return
+    deadline = time.monotonic() + PAIR_WAIT_S
+    told = False
+    while time.monotonic() < deadline and not (paths.runs / other / "leased").exists() \
+            and ledger.get_experiment(paths, other)["verdict"] == "queued":
+        if not told and say is not None:
+            say(f"{row['exp']} waits for its pair's other arm ({other}) to have a slot")
+            told = True
+        time.sleep(0.1)
+
+
 def run_here(ctx: OrgContext, job: Job) -> SlotRun | None:
     """The local launcher: lease a slot on this machine (flock per device), run the command sealed, measure."""
     paths, exp, row, times = ctx.paths, job.exp, job.row, job.times
@@ -269,6 +292,12 @@ def run_here(ctx: OrgContext, job: Job) -> SlotRun | None:
         times["leased"] = time.time()
         if ledger.get_experiment(paths, exp)["verdict"] != "queued":
             return None  # cancelled while it waited: the slot goes back
+        (run_dir / "leased").touch()
+        if row["kind"] == "verify" and len(job.slots) >= 2:
+            _wait_for_other_arm(paths, row, job.say)
+            if ledger.get_experiment(paths, exp)["verdict"] != "queued":
+                return None
+            times["leased"] = time.time()
         env = run_env_for(exp, row, run_dir, out_dir, slot.env())
         sealing = Sealing(seal_mode(), run_dir, read_only=_read_only(ctx))
         if job.say:

@@ -26,7 +26,8 @@ seed. Every re-run must measure cleanly. Promotion fast-forwards `org/<tag>` wit
 arm of each pair counts towards the head's mean.
 
 `step(paths)` does one idempotent unit of that work under `locks/gate.lock` and returns at once: runs are
-detached `autoorg exp worker` processes, and a later step decides when they have landed. Each step first puts
+detached `autoorg exp worker` processes, and a later step decides when they have landed (the daemon's, or the one
+`hand_over` makes while the run that landed still keeps its slot for the gate's next runs). Each step first puts
 back a move of the program branch the gate did not make (guard.py).
 """
 
