@@ -103,7 +103,8 @@ def hand_over(ctx: OrgContext, row: dict[str, Any], hold: GateHold) -> None:
     step(ctx.paths, log=lambda _line: None, wait_s=HAND_OVER_WAIT_S)
     deadline = time.monotonic() + WORKERS_START_S
     while time.monotonic() < deadline:  # the queued runs' workers line up (a Python start-up each)
-        queued = len(_gate_runs(ctx, cls, "queued"))
+        # a queued run with its `leased` mark has a slot already (a pair's arm waiting for the other's)
+        queued = sum(not (ctx.paths.runs / r["exp"] / "leased").exists() for r in _gate_runs(ctx, cls, "queued"))
         if queued == 0 or hold.waiting_gate_runs() >= queued:
             return
         time.sleep(0.05)
