@@ -15,7 +15,7 @@ import pytest
 
 from autoorg import clock, comms, experiments, gate, workspace
 from autoorg.compute.slots import class_slots, live_tickets
-from autoorg.experiments import ledger
+from autoorg.experiments import ledger, run
 from autoorg.paths import OrgPaths
 from autoorg.spec.org import load_org
 from autoorg.testing import experiments as sup
@@ -282,6 +282,31 @@ def test_a_pairs_arms_start_together_and_its_slots_go_to_the_next_look(org: OrgP
     runs = ledger.verifications(org, exp=win)[0]["runs"]
     assert len(runs) >= 4 and verdict(org, win) == "promoted"  # one pair never promotes: a second look ran
     assert started(waiting) > max(started(e) for e in runs[2:4]), "bob's run took a slot the next look waited for"
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) != 2, reason="two pairs' arms on exactly two slots")
+def test_a_look_of_two_pairs_on_two_slots_runs_both(org: OrgPaths) -> None:
+    """An arm that has a slot waits for its pair's other arm, but not when an arm of another pair holds the other
+    slot (each would keep the slot the other's partner needs, for good)."""
+    ctx = experiments.load_context(org)
+    row = ledger.get_experiment(org, run_exp(org, "bob", "the head again"))
+    # two pairs' rows, no workers: pair 1's head arm has a slot; pair 2's head arm, with the other, must not wait
+    arms = [experiments.queue_run(ctx, kind="verify", agent="gate", commit=head(org), head=head(org),
+                                  description=f"arm {i}", seed=seed, budget=0.3, slot_class="cpu", candidate=row["exp"])
+            for i, seed in enumerate((101, 101, 102, 102))]
+    (org.runs / arms[0]).mkdir(parents=True, exist_ok=True)
+    (org.runs / arms[0] / "leased").touch()
+    waiter = threading.Thread(target=run._wait_for_other_arm, args=(org, ledger.get_experiment(org, arms[2]), None))
+    waiter.start()
+    waiter.join(timeout=20)
+    assert not waiter.is_alive(), "an arm kept its slot waiting for a partner that can never get one"
+    for exp in arms:
+        ledger.update_experiment(org, exp, verdict="cancelled: test")
+    # and through the real runner: a look of two pairs at once on the two slots
+    runs = gate.verify.queue_pairs(ctx, row, head(org), head(org), 2, first=1, of=2)
+    retry_until(lambda: all(verdict(org, e) not in ledger.UNFINISHED for e in runs), timeout=90,
+                message="both pairs to run")
+    assert [verdict(org, e) for e in runs] == ["ok"] * 4
 
 
 @pytest.mark.parametrize("org", [{"z": 3.5, "repeats": 6}], indirect=True)

@@ -260,8 +260,9 @@ Launcher = Callable[[OrgContext, Job], "SlotRun | None"]  # None: cancelled befo
 def _wait_for_other_arm(paths: OrgPaths, row: dict[str, Any], say: Say | None) -> None:
     """A same-seed pair's arms start together (what loads the machine then moves both alike and cancels in their
     difference; and the pair lands as one, so the gate's next look takes both slots at once): an arm that has its
-    slot waits, keeping it, until the other arm has one too (its `leased` mark), has ended, or PAIR_WAIT_S passed.
-    The gate's runs come first, so the other arm has the next slot that frees."""
+    slot waits, keeping it, until the other arm has one too (its `leased` mark), has ended, or PAIR_WAIT_S passed,
+    unless an arm of another pair holds a slot too. The gate's runs come first, so the other arm has the next slot
+    that frees."""
     other = next((r["exp"] for r in ledger.experiments(paths, kinds=("verify",))
                   if r["candidate"] == row["candidate"] and r["seed"] == row["seed"] and r["exp"] != row["exp"]),
                  None)
@@ -270,11 +271,19 @@ def _wait_for_other_arm(paths: OrgPaths, row: dict[str, Any], say: Say | None) -
     deadline = time.monotonic() + PAIR_WAIT_S
     told = False
     while time.monotonic() < deadline and not (paths.runs / other / "leased").exists() \
-            and ledger.get_experiment(paths, other)["verdict"] == "queued":
+            and ledger.get_experiment(paths, other)["verdict"] == "queued" \
+            and not _other_pairs_waiting(paths, row["exp"], other):
         if not told and say is not None:
             say(f"{row['exp']} waits for its pair's other arm ({other}) to have a slot")
             told = True
         time.sleep(0.1)
+
+
+def _other_pairs_waiting(paths: OrgPaths, mine: str, other: str) -> bool:
+    """Does an arm of another pair hold a slot too (a look of several pairs, on fewer slots than arms)? Then
+    neither waits: each would keep the slot the other's partner needs."""
+    return any(r["exp"] not in (mine, other) and (paths.runs / r["exp"] / "leased").exists()
+               for r in ledger.experiments(paths, kinds=("verify",), verdict="queued"))
 
 
 def run_here(ctx: OrgContext, job: Job) -> SlotRun | None:
