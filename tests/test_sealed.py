@@ -25,7 +25,8 @@ from tests.exp_support import TRIES_THE_ORG, add_synthetic
 SECRET = "sk-test-not-for-runs"
 
 # A run that tries to write everything it must not, starts a helper in its own session (which holds the run's
-# environment), waits for the test to look at that helper, and reports what it managed to write.
+# environment), waits for the test to look at that helper, and reports what it managed to write. Its loss is
+# worse than the head's: a candidate's verification would run the same script (and its helpers) again at once.
 HOSTILE = """\
 import json, os, sqlite3, subprocess, sys, time
 from pathlib import Path
@@ -42,7 +43,7 @@ subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", @MARKER@
 deadline = time.monotonic() + 60
 while not Path("release").exists() and time.monotonic() < deadline:
     time.sleep(0.05)
-print("@metric " + json.dumps({"final": True, "val_loss": 1.0, "train_s": 0.1, "wrote": wrote}), flush=True)
+print("@metric " + json.dumps({"final": True, "val_loss": 9.0, "train_s": 0.1, "wrote": wrote}), flush=True)
 """
 
 
@@ -106,7 +107,7 @@ def test_a_sealed_run_writes_only_its_run_folder_and_takes_its_helpers_down(org:
         pytest.skip(f"no namespaces here: {seal_mode().why}")
     state_before = org.state_json.read_text()
     row, seen, leaked = run_hostile(org, NAMESPACES)
-    assert row["metric"] == 1.0 and not row["verdict"].startswith(("crash", "over budget"))  # it still records
+    assert row["metric"] == 9.0 and not row["verdict"].startswith(("crash", "over budget"))  # it still records
     # its own temp and home are folders of its run folder; /dev/shm is a private tmpfs that ends with the run
     assert row["metrics"]["wrote"] == ["run folder", "temp", "own home", "shm"]
     assert leaked == []
