@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import statistics
 import time
@@ -43,7 +44,7 @@ from typing import Any
 
 from autoorg import clock, executors, experiments, workspace
 from autoorg.compute.slots import DEFAULT_WAIT_S, GateHold
-from autoorg.errors import GitError, Say
+from autoorg.errors import AutoorgError, GitError, Say
 from autoorg.experiments import OrgContext, ledger
 from autoorg.experiments.run import execute
 from autoorg.gate.announce import announce_promotion, publish_board, tell_claimant
@@ -75,7 +76,8 @@ def run_experiment(ctx: OrgContext, exp: str, *, say: Say | None = None,
     """Run a queued experiment to its end (experiments.execute) and screen an agent's measured run against the
     program head, refreshing the board, then revert a move of the program branch the gate did not make: what
     `exp run`, an `exp worker` and the offline researcher all call."""
-    row = execute(ctx, exp, say=say, wait_s=wait_s, on_measured=screen, on_recorded=hand_over,
+    row = execute(ctx, exp, say=say, wait_s=wait_s, on_measured=screen,
+                  on_recorded=functools.partial(hand_over, log=say or (lambda _line: None)),
                   launch=executors.executor_for(ctx.spec).launch)
     with gate_lock(ctx.paths) as held:  # a run may have moved the program branch: put it back at once
         if held:
@@ -84,14 +86,16 @@ def run_experiment(ctx: OrgContext, exp: str, *, say: Say | None = None,
     return row
 
 
-def hand_over(ctx: OrgContext, row: dict[str, Any], hold: GateHold) -> None:
+def hand_over(ctx: OrgContext, row: dict[str, Any], hold: GateHold, log: Say) -> None:
     """A run has just been recorded and its slot is still kept for the gate (`hold`): when the gate may want it
     next (a gate run landed, or an agent's run became a candidate), let the gate act now, and keep the slot until
     the runs it queued are waiting for slots. Without this, an agent's run waiting for a slot takes it in the
     moment between a look landing and the gate queuing the next one, and every look waits a whole run.
 
     A finished gate run first waits (at most HAND_OVER_WAIT_S) for the gate runs still running beside it, its
-    pair's other arm or the last baselines of its head, unless gate runs are waiting anyway (the slot is theirs)."""
+    pair's other arm or the last baselines of its head, unless gate runs are waiting anyway (the slot is theirs).
+    The run is recorded whatever the gate makes of it: a gate error here is logged, and the daemon's next step
+    meets it again."""
     gate_run = row["kind"] != "exp"
     if not gate_run and row["verdict"] != "candidate":
         return
@@ -100,7 +104,11 @@ def hand_over(ctx: OrgContext, row: dict[str, Any], hold: GateHold) -> None:
     while gate_run and time.monotonic() < deadline and not _gate_runs(ctx, cls, "queued") \
             and [r for r in _gate_runs(ctx, cls, "running") if r["exp"] != row["exp"]]:
         time.sleep(0.2)
-    step(ctx.paths, log=lambda _line: None, wait_s=HAND_OVER_WAIT_S)
+    try:
+        step(ctx.paths, log=log, wait_s=HAND_OVER_WAIT_S)
+    except AutoorgError as exc:
+        log(f"gate: {exc}")
+        return
     deadline = time.monotonic() + WORKERS_START_S
     while time.monotonic() < deadline:  # the queued runs' workers line up (a Python start-up each)
         # a queued run with its `leased` mark has a slot already (a pair's arm waiting for the other's)
