@@ -257,6 +257,12 @@ class SlotRun:
 Launcher = Callable[[OrgContext, Job], "SlotRun | None"]  # None: cancelled before it started
 
 
+def has_slot(paths: OrgPaths, exp: str) -> bool:
+    """Has this run leased its slot (`runs/<id>/leased`, written by the launcher on this machine)? A queued pair's
+    arm that has one is waiting at the pair's start, not in line."""
+    return (paths.runs / exp / "leased").exists()
+
+
 def _wait_for_other_arm(paths: OrgPaths, row: dict[str, Any], say: Say | None) -> None:
     """A same-seed pair's arms start together (what loads the machine then moves both alike and cancels in their
     difference; and the pair lands as one, so the gate's next look takes both slots at once): an arm that has its
@@ -270,7 +276,7 @@ def _wait_for_other_arm(paths: OrgPaths, row: dict[str, Any], say: Say | None) -
         return
     deadline = time.monotonic() + PAIR_WAIT_S
     told = False
-    while time.monotonic() < deadline and not (paths.runs / other / "leased").exists() \
+    while time.monotonic() < deadline and not has_slot(paths, other) \
             and ledger.get_experiment(paths, other)["verdict"] == "queued" \
             and not _other_pairs_waiting(paths, row["exp"], other):
         if not told and say is not None:
@@ -282,7 +288,7 @@ def _wait_for_other_arm(paths: OrgPaths, row: dict[str, Any], say: Say | None) -
 def _other_pairs_waiting(paths: OrgPaths, mine: str, other: str) -> bool:
     """Does an arm of another pair hold a slot too (a look of several pairs, on fewer slots than arms)? Then
     neither waits: each would keep the slot the other's partner needs."""
-    return any(r["exp"] not in (mine, other) and (paths.runs / r["exp"] / "leased").exists()
+    return any(r["exp"] not in (mine, other) and has_slot(paths, r["exp"])
                for r in ledger.experiments(paths, kinds=("verify",), verdict="queued"))
 
 

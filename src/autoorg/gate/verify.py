@@ -46,7 +46,7 @@ from autoorg import clock, executors, experiments, workspace
 from autoorg.compute.slots import DEFAULT_WAIT_S, GateHold
 from autoorg.errors import AutoorgError, GitError, Say
 from autoorg.experiments import OrgContext, ledger
-from autoorg.experiments.run import execute
+from autoorg.experiments.run import execute, has_slot
 from autoorg.gate.announce import announce_promotion, publish_board, tell_claimant
 from autoorg.gate.guard import revert_foreign_move
 from autoorg.gate.heads import (
@@ -112,7 +112,7 @@ def hand_over(ctx: OrgContext, row: dict[str, Any], hold: GateHold, log: Say) ->
     deadline = time.monotonic() + WORKERS_START_S
     while time.monotonic() < deadline:  # the queued runs' workers line up (a Python start-up each)
         # a queued run with its `leased` mark has a slot already (a pair's arm waiting for the other's)
-        queued = sum(not (ctx.paths.runs / r["exp"] / "leased").exists() for r in _gate_runs(ctx, cls, "queued"))
+        queued = sum(not has_slot(ctx.paths, r["exp"]) for r in _gate_runs(ctx, cls, "queued"))
         if queued == 0 or hold.waiting_gate_runs() >= queued:
             return
         time.sleep(0.05)
