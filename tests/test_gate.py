@@ -266,6 +266,9 @@ def test_a_pairs_arms_start_together_and_its_slots_go_to_the_next_look(org: OrgP
     retry_until(lambda: verdict(org, win) == "running", timeout=20, message="alice's run to start")
     time.sleep(3.5)
     busy, bob = start_run("bob", "takes the other slot")  # ends ~3.5 s after alice's: pair 1's second slot
+    retry_until(lambda: verdict(org, busy) == "running", timeout=20, message="bob's run to start")
+    waiting, queued = start_run("bob", "waits for a slot")  # both slots busy: it waits, through pair 1
+    retry_until(lambda: live_tickets(org.locks / "queue-cpu"), timeout=20, message="bob's run to wait for a slot")
     alice.join(timeout=60)
     bob.join(timeout=60)
     assert passed_screen(org, win)
@@ -274,11 +277,9 @@ def test_a_pairs_arms_start_together_and_its_slots_go_to_the_next_look(org: OrgP
     retry_until(lambda: all(verdict(org, e) != "queued" for e in runs[:2]), timeout=30, message="pair 1 to start")
     assert abs(started(runs[0]) - started(runs[1])) < 1.0, "pair 1's arms did not start together"
     assert started(runs[0]) > started(busy) + 2.0  # the arm that had a slot first waited for the other's
-    waiting, bob = start_run("bob", "waits for a slot")
-    retry_until(lambda: live_tickets(org.locks / "queue-cpu"), timeout=20, message="bob's run to wait for a slot")
-    assert [verdict(org, e) for e in runs[:2]] == ["running", "running"], "pair 1 ended before bob's run waited"
+    assert verdict(org, waiting) == "queued"  # the gate's runs come first
     drive_gate(org, lambda: settled(org, win), message="the win to be decided")
-    bob.join(timeout=60)
+    queued.join(timeout=60)
     runs = ledger.verifications(org, exp=win)[0]["runs"]
     assert len(runs) >= 4 and verdict(org, win) == "promoted"  # one pair never promotes: a second look ran
     assert started(waiting) > max(started(e) for e in runs[2:4]), "bob's run took a slot the next look waited for"
