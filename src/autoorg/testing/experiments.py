@@ -10,6 +10,7 @@ import yaml
 
 from autoorg import gate
 from autoorg.experiments import ledger
+from autoorg.gate.verify import gate_lock
 from autoorg.org import build_org, plan_org
 from autoorg.paths import OrgPaths
 from autoorg.testing.helpers import retry_until
@@ -46,11 +47,17 @@ def set_knobs(worktree: Path, **values: Any) -> None:
 
 
 def drive_gate(paths: OrgPaths, until: Any, timeout: float = 60.0, message: str = "the gate") -> Any:
-    """Step the gate (as the daemon would) until `until()` is truthy."""
+    """Step the gate (as the daemon would) until `until()` is truthy, then wait for any gate step still in flight
+    in another process (a finished run's hand-over may be the one promoting: its messages and board come after
+    the verdict), so what the test reads next is whole."""
     def check() -> Any:
         gate.step(paths, log=lambda _line: None)
         return until()
-    return retry_until(check, timeout=timeout, interval=0.2, message=message)
+    result = retry_until(check, timeout=timeout, interval=0.2, message=message)
+    with gate_lock(paths, wait_s=timeout) as held:
+        if not held:
+            raise AssertionError(f"the gate's lock stayed busy for {timeout:.0f}s after {message}")
+    return result
 
 
 def verdict(paths: OrgPaths, exp: str) -> str:
