@@ -55,11 +55,18 @@ def make_synthetic_org(root: Path, tag: str, agents: list[str], *, budget: float
     """An org `tag` of CPU agents on the synthetic task (budget seconds per run; optional noise sigma and grace;
     `executor`: the org file's executor:, e.g. a Ray cluster) in root/repo; returns its paths and the program
     branch's base commit."""
-    repo = synthetic_repo(root, budget=budget, sigma=sigma, grace=grace)
+    return headless_org(synthetic_repo(root, budget=budget, sigma=sigma, grace=grace), root, tag, agents,
+                        task="synthetic", extra={"executor": executor} if executor else {})
+
+
+def headless_org(repo: Path, root: Path, tag: str, agents: list[str], *, task: str,
+                 extra: dict[str, Any] | None = None) -> tuple[OrgPaths, str]:
+    """An org `tag` of CPU agents on `task` in repo (its org file in root; `extra`: more org-file keys), built by
+    the real build_org, its agents and daemon stopped again; returns its paths and the program branch's base."""
     org_file = root / f"{tag}.yaml"
     org_file.write_text(yaml.safe_dump({
-        "tag": tag, "task": "synthetic", "defaults": {"backend": "command", "command": "sleep 86400"},
-        "agents": [{"name": name, "slots": "cpu"} for name in agents], **({"executor": executor} if executor else {})}))
+        "tag": tag, "task": task, "defaults": {"backend": "command", "command": "sleep 86400"},
+        "agents": [{"name": name, "slots": "cpu"} for name in agents], **(extra or {})}))
     plan = plan_org(str(org_file), repo=repo, runtime="headless")
     state = build_org(plan)
     open_session(plan.paths, state).stop()  # only the runner and the gate are measured: no agents, no daemon

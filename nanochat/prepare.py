@@ -115,7 +115,11 @@ def load_tokens(split: str, where: Path | None = None) -> np.ndarray:
     assert split in ("train", "val", "heldout")
     where = where or data_dir()
     load_meta(where)
-    return np.memmap(where / f"{split}.bin", dtype=np.uint16, mode="r")
+    path = where / f"{split}.bin"
+    if not path.is_file() or path.stat().st_size == 0:  # autoorg covers the measured splits in a run's training
+        raise PrepareError(f"{split}.bin is hidden here: only evaluate.py reads the validation and held-out tokens "
+                           "(train on the train split)")
+    return np.memmap(path, dtype=np.uint16, mode="r")
 
 
 def load_token_bytes(where: Path | None = None) -> np.ndarray:

@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 
 from autoorg.agents.knobs import read_knobs
+from autoorg.experiments import process
+from autoorg.experiments import run as runner
+from autoorg.experiments.sandbox import NAMESPACES, Sealing, run_env, seal_mode
 from autoorg.spec import load_task
 
 # The task's own dependencies come with the `task` extra; with only the base extras these tests are skipped.
@@ -229,6 +232,38 @@ def test_the_tasks_commands_train_then_measure_in_another_process(prepared, tmp_
     token_bytes = doctored / "nanochat" / "data" / "token_bytes.npy"
     np.save(token_bytes, np.load(token_bytes) * 2)  # every token "stands for" twice the bytes: half the bpb
     assert "does not match the checksum" in one_line_error(run("evaluate.py", model, data=doctored))
+
+
+def test_sealed_training_cannot_read_the_measured_splits_and_the_evaluator_can(prepared, tmp_path):
+    """Under the task's seal (its `hidden` files covered), train.py trains and saves while val.bin and heldout.bin
+    read as empty; a run that reaches for them fails; evaluate.py, sealed without them hidden, measures the model."""
+    if seal_mode().mode != NAMESPACES:
+        pytest.skip(f"no namespaces here: {seal_mode().why}")
+    task = load_task(NANOCHAT / "task.yaml")
+    hidden = runner.hidden_data(task, prepared)
+    data = prepared / "nanochat" / "data"
+    assert hidden == (data / "heldout.bin", data / "val.bin")  # no shards downloaded here
+    for folder in ("run/tmp", "run/home"):
+        (tmp_path / folder).mkdir(parents=True)
+    env = run_env({"AUTOORG_DATA": str(prepared)}, tmp_path / "run/tmp", tmp_path / "run/home")
+
+    def sealed(command: str, hide: tuple[Path, ...], name: str) -> tuple[int | None, str]:
+        out = process.run_command(command, cwd=REPO, env=env, limit_s=120, log_path=tmp_path / f"{name}.log",
+                                  metrics_path=tmp_path / f"{name}.jsonl",
+                                  sealing=Sealing(seal_mode(), tmp_path / "run", (REPO, prepared), hide))
+        return out.exit_code, (tmp_path / f"{name}.log").read_text()
+
+    model = tmp_path / "run" / "model.pt2"
+    code, log = sealed(f"{sys.executable} nanochat/train.py --preset cpu --budget 1 --seed 1 --save {model} --no-eval",
+                       hidden, "train")
+    assert code == 0 and model.is_file(), log
+    peek = ("import sys; sys.path.insert(0, 'nanochat'); import prepare; "
+            "print('read', [len(open(prepare.data_dir() / f, 'rb').read()) for f in ('val.bin', 'heldout.bin')]); "
+            "prepare.load_tokens('val')")
+    code, log = sealed(f"{sys.executable} -c \"{peek}\"", hidden, "peek")
+    assert "read [0, 0]" in log and "val.bin is hidden here: only evaluate.py reads" in log and code != 0, log
+    code, log = sealed(f"{sys.executable} nanochat/evaluate.py {model}", (), "evaluate")
+    assert code == 0 and 0 < metric_lines(log)[-1]["val_bpb"] < 16, log
 
 
 def test_evaluate_imports_nothing_editable():

@@ -48,6 +48,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     c, nodes = start_cluster()
     ray.init(address=c.address, namespace="autoorg", logging_level=logging.ERROR, log_to_driver=False)
     c.autoorg_nodes = nodes  # type: ignore[attr-defined]
+    c.autoorg_data = root / "data"  # type: ignore[attr-defined]  # the nodes' data cache
     try:
         yield c
     finally:
@@ -76,14 +77,19 @@ def start_cluster(tries: int = 3) -> tuple[Any, dict[str, Any]]:
     raise AssertionError("unreachable")
 
 
-def make_org(root: Path, address: str, *, slots: Any = "cpu", budget: float = 0.5, setup: str | None = None) -> OrgPaths:
+def make_org(root: Path, address: str, *, slots: Any = "cpu", budget: float = 0.5, setup: str | None = None,
+             hidden: str | None = None) -> OrgPaths:
     """An org of two agents on the synthetic task whose runs execute on the cluster, built headless by build_org
-    (its agents and daemon stopped again: the test drives the runner and the gate); `setup`: the task's setup."""
+    (its agents and daemon stopped again: the test drives the runner and the gate); `setup`: the task's setup;
+    `hidden`: one evaluation-only data file of the task."""
     repo = make_repo(root / "repo")
     add_synthetic(repo, budget=budget, grace=10)
+    task = repo / "examples/synthetic/task.yaml"
     if setup:
-        task = repo / "examples/synthetic/task.yaml"
         task.write_text(task.read_text() + f"setup: {json.dumps(setup)}\n")
+    if hidden:
+        task.write_text(task.read_text() + f"hidden: [{hidden}]\n")
+    if setup or hidden:
         git(repo, "commit", "-qam", "a setup")
     spec = {"tag": "t", "task": "synthetic", "defaults": {"backend": "command", "command": "sleep 3600"},
             "agents": [{"name": n, "slots": slots} for n in ("alice", "bob")],
@@ -117,11 +123,15 @@ def live_nodes() -> dict[str, Any]:
 
 def test_an_experiment_and_the_gates_runs_land_in_the_ledger_from_ray_workers(cluster: Any, tmp_path: Path) -> None:
     count = tmp_path / "setups"  # the nodes share this machine's disk: one setup for the three runs
-    paths = make_org(tmp_path, cluster.address, setup=f"echo ran >> {count}")
+    paths = make_org(tmp_path, cluster.address, setup=f"echo ran >> {count}", hidden="t/val.bin")
+    (cluster.autoorg_data / "t").mkdir(parents=True, exist_ok=True)
+    (cluster.autoorg_data / "t/val.bin").write_text("the validation split")
     ctx = experiments.load_context(paths)
     worktree = ctx.worktree("alice")
     text = (worktree / "examples/synthetic/train.py").read_text()
-    (worktree / "examples/synthetic/train.py").write_text(text + "\n# a comment\n")
+    (worktree / "examples/synthetic/train.py").write_text(text + "\nimport os as _os\nprint('val bytes read:', len(open("
+                                                          "_os.path.join(_os.environ['AUTOORG_DATA'], 't/val.bin'), "
+                                                          "'rb').read()), flush=True)\n")
     exp = experiments.queue_experiment(ctx, "alice", "a comment")
     done = gate.run_experiment(ctx, exp)  # what `exp run` does: this process is the run's driver
     workers = {n for n in live_nodes() if live_nodes()[n]["Resources"].get("GPU")}
@@ -130,6 +140,7 @@ def test_an_experiment_and_the_gates_runs_land_in_the_ledger_from_ray_workers(cl
     assert done["cpu_s"] is not None and done["sealed"]
     log = (paths.runs / exp / "log").read_text()
     assert "evaluation by the protected evaluator" in log  # streamed back from the worker
+    assert "val bytes read: 0" in log  # the node's data cache, its evaluation data hidden from training there too
     assert (paths.runs / exp / "metrics.jsonl").read_text().strip()
     assert not (paths.runs / exp / "src").exists()
     # the gate's baseline runs: detached `exp worker`s, each its run's driver, on the cluster's nodes

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import shutil
 import site
 import subprocess
 import sys
@@ -13,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from autoorg import experiments, gate
 from autoorg.errors import SpecError
-from autoorg.experiments import ledger, process, run
+from autoorg.experiments import leaks, ledger, process, run
 from autoorg.experiments.sandbox import NAMESPACES, SEAL_ENV, SUBREAPER, Sealing, seal_mode
 from autoorg.paths import OrgPaths
 from autoorg.spec import load_task
@@ -222,3 +225,103 @@ def test_a_run_is_told_where_the_data_cache_is_though_its_home_is_its_own(tmp_pa
     assert env["HOME"] == str(run_dir / "home") and (run_dir / "home").is_dir()
     assert env["AUTOORG_DATA"] == str(Path.home() / ".cache" / "autoorg")  # the default of the org's user
     assert env["PYTHONUSERBASE"] == site.getuserbase()  # `pip install --user` packages are still found
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Evaluation-only data: training sees it empty, the evaluator reads it
+
+# training that goes for the validation and held-out tokens: reads them (directly, through a link, by listing the
+# folder they are in), tries to overwrite them, and keeps what it saw in its run folder
+PEEKS = """\
+import json, os
+from pathlib import Path
+data = Path(os.environ["AUTOORG_DATA"]) / "t"
+seen = {}
+for name in ("val.bin", "heldout.bin", "link.bin", "train.bin"):
+    seen[name] = len((data / name).read_bytes())
+seen["secret/"] = sorted(os.listdir(data / "secret"))
+try:
+    (data / "val.bin").write_text("0.01")  # into the empty view (nothing lands) or refused
+except OSError:
+    pass
+(Path(os.environ["AUTOORG_OUT"]).parent / "seen.json").write_text(json.dumps(seen))  # the run folder
+print("@metric " + json.dumps({"final": True, "val_loss": 0.01, "train_s": 0.1}), flush=True)
+"""
+# the protected evaluator: its metric is the number in val.bin
+READS_VAL = """\
+import json, os
+from pathlib import Path
+value = float((Path(os.environ["AUTOORG_DATA"]) / "t" / "val.bin").read_bytes().split(b"\\n")[0])
+print("@metric " + json.dumps({"final": True, "val_loss": value}), flush=True)
+"""
+
+
+def test_training_sees_the_evaluation_data_empty_and_the_evaluator_reads_it(repo: Path, tmux_socket: str,
+                                                                            tmp_path: Path) -> None:
+    if seal_mode().mode != NAMESPACES:
+        pytest.skip(f"no namespaces here: {seal_mode().why}")
+    data = Path(os.environ["AUTOORG_DATA"]) / "t"
+    (data / "secret").mkdir(parents=True)
+    val = b"0.75\n" + random.Random(5).randbytes(4000)
+    (data / "val.bin").write_bytes(val)
+    (data / "heldout.bin").write_text("0.5")
+    (data / "secret" / "split.txt").write_text("val docs")
+    (data / "train.bin").write_text("train")
+    (data / "link.bin").symlink_to(data / "val.bin")  # a link to a hidden file reads it empty too
+    add_synthetic(repo, evaluator=False)
+    task = repo / "examples/synthetic/task.yaml"
+    (repo / "examples/synthetic/reads_val.py").write_text(READS_VAL)
+    task.write_text(task.read_text().replace("examples/synthetic/evaluate.py]", "examples/synthetic/evaluate.py, "
+                                             "examples/synthetic/reads_val.py]")
+                    .replace("editable: [examples/synthetic/train.py]",
+                             "editable: [examples/synthetic/train.py, examples/synthetic/extra]")
+                    + 'evaluate: "{python} {task_dir}/reads_val.py"\nhidden: [t/val.bin, "t/held*", t/secret]\n')
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "a task with evaluation-only data")
+    paths = start_org(repo, tmux_socket, tmp_path, agents=1, baseline=2)
+    assert load_task(task).hidden == ["t/val.bin", "t/held*", "t/secret"]
+    (paths.worktree("alice") / TRAIN).write_text(PEEKS)
+    ctx = experiments.load_context(paths)
+    exp = experiments.queue_experiment(ctx, "alice", "peeks", seed=3)
+    row = gate.run_experiment(ctx, exp)
+    seen = json.loads((paths.runs / exp / "seen.json").read_text())
+    assert seen == {"val.bin": 0, "heldout.bin": 0, "link.bin": 0, "train.bin": 5, "secret/": []}, seen
+    assert row["metric"] == 0.75, row  # the evaluator's number, from the real val.bin
+    assert (data / "val.bin").read_bytes() == val
+    # the agent's pane is not sealed: a copy of the data in its commit is found, whole or a slice of it
+    for name, planted in (("whole.bin", val), ("slice.bin", b"header" + val[1001:1001 + 80] + b"footer")):
+        extra = paths.worktree("alice") / "examples/synthetic/extra"
+        shutil.rmtree(extra, ignore_errors=True)
+        extra.mkdir()
+        (extra / name).write_bytes(planted)
+        exp = experiments.queue_experiment(ctx, "alice", f"carries {name}", seed=3)
+        row = gate.run_experiment(ctx, exp)
+        assert row["verdict"] == f"void: carries evaluation-only data: examples/synthetic/extra/{name} holds val.bin", \
+            row["verdict"]
+        assert row["metric"] is None
+
+
+def test_a_copy_is_found_whole_or_as_any_slice_longer_than_the_index_stride(tmp_path: Path) -> None:
+    hidden = tmp_path / "val.bin"
+    data = random.Random(1).randbytes(50_000)
+    hidden.write_bytes(data)
+    limit = leaks.slice_limit(hidden)
+    assert limit == 8 + leaks.WINDOW - 2
+    assert leaks.carries(data, hidden) and leaks.carries(b"x" + data + b"y", hidden)
+    for start in (0, 1, 7, 12_345, 50_000 - limit - 1):
+        assert leaks.carries(b"code" + data[start:start + limit + 1] + b"more", hidden), start
+    assert not leaks.carries(random.Random(2).randbytes(50_000), hidden)
+    assert not leaks.carries(data[:leaks.WINDOW - 1], hidden)
+
+
+def test_hidden_is_a_list_of_globs_inside_the_data_cache(tmp_path: Path) -> None:
+    task_file = tmp_path / "task.yaml"
+    base = "name: t\neditable: [train.py]\nrun: x\nmetric: val_loss\nbudget: 1\n"
+    task_file.write_text(base + "hidden: [t/val.bin, 't/shards/*/last.parquet']\n")
+    assert load_task(task_file).hidden == ["t/val.bin", "t/shards/*/last.parquet"]
+    task_file.write_text(base)
+    assert load_task(task_file).hidden == []
+    for bad in ("[/etc/passwd]", "['../val.bin']", "[t/../../x]", "['']", "[{a: 1}]"):
+        task_file.write_text(base + f"hidden: {bad}\n")
+        with pytest.raises(SpecError, match="hidden: .* relative to the data cache"):
+            load_task(task_file)

@@ -143,12 +143,13 @@ def user_dir() -> Path:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary name in the same folder, then rename: readers never see half a file."""
+    """Write to a temporary name in the same folder, then rename: readers never see half a file. Text read from
+    bytes that are not UTF-8 (git's output of a patch: surrogate escapes) is written back as those bytes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())

@@ -53,6 +53,7 @@ from autoorg.experiments.run import (
     SETUP_TIMEOUT_S,
     Job,
     SlotRun,
+    hidden_data,
     measure_in,
     run_env_for,
     runner_env,
@@ -226,7 +227,8 @@ def run_task(job: RemoteJob) -> Iterator[dict[str, Any]]:
         env = run_env_for(job.exp, job.row, base, out_dir, slot_env)
         cache = data_dir()
         cache.mkdir(parents=True, exist_ok=True)
-        sealing = Sealing(seal_mode(), base, read_only=(cache, node_dir() / "setup"))
+        sealing = Sealing(seal_mode(), base, read_only=(cache, node_dir() / "setup"),
+                          hidden=hidden_data(job.task, cache))
         command = substitute(job.command, budget=job.row["budget"], seed=job.row["seed"], task_dir=job.task_dir,
                              out=str(out_dir))
         result: dict[str, Any] = {}

@@ -5,8 +5,9 @@
   queue     commit an agent's change and add a `queued` ledger row
   run       execute a queued run: export, setup, slot, command under budget, result
   process   one command under a time limit in its own process group; its metric lines
-  sandbox   the seal of a run: read-only org, repo and data, an allow-listed env, every descendant killed, its
-            whole tree's CPU time (namespaces, or a subreaper where there are none)
+  sandbox   the seal of a run: read-only org, repo and data, the evaluation data hidden, an allow-listed env,
+            every descendant killed, its whole tree's CPU time (namespaces, or a subreaper where there are none)
+  leaks     a copy of the evaluation data in a run's tree
   ledger    the SQLite ledger (its only writer) and results.tsv
 """
 

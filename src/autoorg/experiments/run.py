@@ -40,7 +40,7 @@ from autoorg.compute.slots import (
 )
 from autoorg.environment import without_secrets
 from autoorg.errors import AutoorgError, RunnerError, Say, TaskError
-from autoorg.experiments import ledger
+from autoorg.experiments import leaks, ledger
 from autoorg.experiments.context import OrgContext
 from autoorg.experiments.manifest import Manifest, org_manifest, protected_changes
 from autoorg.experiments.measure import Measurement, evaluate, export_evaluator, metric_value
@@ -191,8 +191,8 @@ def measure_in(task: TaskSpec, folder: Path, row: dict[str, Any], task_dir: str,
         return None
     if out.killed or out.exit_code != 0:
         return Measurement(None, None, None)
-    if sealing is not None:
-        sealing = Sealing(sealing.seal, sealing.writable, read_only=(*sealing.read_only, folder))
+    if sealing is not None:  # the evaluator reads the evaluation data training could not
+        sealing = Sealing(sealing.seal, sealing.writable, read_only=(*sealing.read_only, folder), hidden=())
     values = {"budget": row["budget"], "seed": row["seed"], "task_dir": task_dir, "out": env["AUTOORG_OUT"]}
     measured = evaluate(task, substitute(task.evaluate, **values), cwd=folder, env=env,
                         log_path=run_dir / "log", metrics_path=run_dir / "evaluation.jsonl", keep_fds=fds,
@@ -314,7 +314,7 @@ def run_here(ctx: OrgContext, job: Job) -> SlotRun | None:
                 return None
             times["leased"] = time.time()
         env = run_env_for(exp, row, run_dir, out_dir, slot.env())
-        sealing = Sealing(seal_mode(), run_dir, read_only=_read_only(ctx))
+        sealing = Sealing(seal_mode(), run_dir, read_only=_read_only(ctx), hidden=hidden_data(ctx.task, data_dir()))
         if job.say:
             job.say(f"{exp} on {slot.name}: {command}  (budget {row['budget']:g}s, log {run_dir / 'log'})")
         out = run_command(command, cwd=job.src, env=env, limit_s=row["budget"] + ctx.task.grace,
@@ -362,6 +362,10 @@ def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float 
         if differ:
             _finish_crash(ctx, exp, f"void: protected files differ from the org's manifest: {', '.join(differ)}",
                           times)
+            return ledger.get_experiment(paths, exp)
+        leaked = leaks.carried(ctx.repo, ctx.state.base, row["commit_sha"], src, hidden_data(ctx.task, data_dir()))
+        if leaked:
+            _finish_crash(ctx, exp, f"void: carries evaluation-only data: {', '.join(leaked)}", times)
             return ledger.get_experiment(paths, exp)
         if row["kind"] == "exp":
             slots = agent_slots(ctx.spec, row["agent"])
@@ -439,6 +443,11 @@ def _read_only(ctx: OrgContext) -> tuple[Path, ...]:
     cache = data_dir()
     cache.mkdir(parents=True, exist_ok=True)
     return ctx.repo, ctx.paths.home, cache
+
+
+def hidden_data(task: TaskSpec, cache: Path) -> tuple[Path, ...]:
+    """The task's evaluation-only data files in the data cache (its `hidden` globs): training sees them empty."""
+    return tuple(sorted({path for pattern in task.hidden for path in cache.glob(pattern)}))
 
 
 def _finish_crash(ctx: OrgContext, exp: str, verdict: str, times: dict[str, float]) -> None:

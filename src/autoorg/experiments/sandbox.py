@@ -3,20 +3,22 @@ process it starts dies with it; the kernel's accounting of the whole process tre
 
   namespaces  (Linux user + mount + pid namespaces through `unshare`, no root needed) our init is PID 1 of a
               fresh PID namespace: it bind-mounts the run folder writable and the org's state, the repository
-              (its `.git` included) and the task's data cache read-only, then makes every other mount read-only
-              too (/tmp and the user's home included: nothing a run writes outlives it or reaches the next run)
-              but /proc, /sys and /dev, with a fresh private tmpfs on /dev/shm; its temp and home are folders of
-              its run folder (TMPDIR, HOME). It starts the command in a nested user and mount namespace, which
+              (its `.git` included) and the task's data cache read-only, hides the task's evaluation-only data
+              files (the validation and held-out splits: an empty, read-only file over each), then makes every
+              other mount read-only too (/tmp and the user's home included: nothing a run writes outlives it or
+              reaches the next run) but /proc, /sys and /dev, with a fresh private tmpfs on /dev/shm; its temp
+              and home are folders of its run folder (TMPDIR, HOME). It starts the command in a nested user and mount namespace, which
               locks those mounts (the command, root in it, cannot undo them); when the command ends init takes
               every descendant down, setsid or not
-  subreaper   (no namespaces: said once in `doctor` and `up`, recorded per run) nothing is read-only; our init is
-              a child subreaper, so descendants that left the run's session are still ours to kill and reap
+  subreaper   (no namespaces: said once in `doctor` and `up`, recorded per run) nothing is read-only or hidden; our
+              init is a child subreaper, so descendants that left the run's session are still ours to kill and
+              reap
 
 Either way our init reaps every descendant, so the runner's wait4() on the sealed process returns the CPU time of
 the whole tree (the kernel's count, not the run's report). This file is also that init: it runs as a script by
 path, so it imports the standard library only.
 
-    python sandbox.py init --status-fd N [--subreaper] [--rw DIR --ro PATH ...] -- ARGV
+    python sandbox.py init --status-fd N [--subreaper] [--rw DIR --ro PATH --hide PATH ...] -- ARGV
 """
 
 from __future__ import annotations
@@ -54,8 +56,8 @@ class Seal:
         """The one line `doctor` and `up` print when runs are not fully sealed ('' when they are)."""
         if self.mode == NAMESPACES:
             return ""
-        return (f"runs are not sealed ({self.why}): a run can write the org's state and the repository; "
-                "its leftover processes are still killed and its CPU time measured")
+        return (f"runs are not sealed ({self.why}): a run can write the org's state and the repository and read "
+                "the task's evaluation data; its leftover processes are still killed and its CPU time measured")
 
 
 @functools.cache
@@ -90,16 +92,18 @@ def run_env(extra: dict[str, str], temp: Path, home: Path) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Sealing:
-    """What one run may write (its run folder) and what it sees read-only, under which seal."""
+    """What one run may write (its run folder), what it sees read-only and which files it sees empty (the task's
+    evaluation-only data: training gets them hidden, the evaluator does not), under which seal."""
 
     seal: Seal
     writable: Path
     read_only: tuple[Path, ...]
+    hidden: tuple[Path, ...] = ()
 
 
 def sealed_argv(argv: Sequence[str], sealing: Sealing, status_fd: int) -> list[str]:
-    """argv wrapped in the seal: our init (and, with namespaces, the mounts first). Read-only paths that do not
-    exist are left out; the writable folder must exist."""
+    """argv wrapped in the seal: our init (and, with namespaces, the mounts first). Read-only and hidden paths
+    that do not exist are left out; the writable folder must exist."""
     init = [sys.executable, "-I", "-S", __file__, "init", "--status-fd", str(status_fd)]
     if sealing.seal.mode == SUBREAPER:
         return [*init, "--subreaper", "--", *argv]
@@ -107,6 +111,9 @@ def sealed_argv(argv: Sequence[str], sealing: Sealing, status_fd: int) -> list[s
     for path in sealing.read_only:
         if path.exists():
             init += ["--ro", str(path)]
+    for path in sealing.hidden:
+        if path.exists():
+            init += ["--hide", os.path.realpath(path)]  # the file itself, not a link to it
     return [*UNSHARE, "--", *init, "--", *argv]
 
 
@@ -153,13 +160,25 @@ KERNEL_MOUNTS = ("/proc", "/sys", "/dev")  # left as they are: a run's /dev/null
 SHM = "/dev/shm"
 
 
-def seal_mounts(writable: list[str], read_only: list[str]) -> None:
+def hide(path: str) -> None:
+    """Cover path with an empty read-only view: /dev/null over a file, an empty tmpfs over a folder."""
+    if os.path.isdir(path):
+        _mount("tmpfs", path, MS_NOSUID | MS_NODEV, b"tmpfs", b"mode=0555,size=4k")
+        _mount(path, path, MS_REMOUNT | MS_NOSUID | MS_NODEV | MS_RDONLY, b"tmpfs", b"mode=0555,size=4k")
+    else:
+        _mount("/dev/null", path, MS_BIND)
+        _mount(path, path, MS_REMOUNT | MS_BIND | _kept_flags(path) | MS_RDONLY)
+
+
+def seal_mounts(writable: list[str], read_only: list[str], hidden: Sequence[str] = ()) -> None:
     """The run's view: writable folders first, so the read-only binds above them carry them along (MS_REC); then
-    every other mount read-only, and a private /dev/shm."""
+    the hidden files covered, every other mount read-only, and a private /dev/shm."""
     for path in writable:
         bind(path, read_only=False)
     for path in read_only:
         bind(path, read_only=True)
+    for path in hidden:
+        hide(path)
     keep = [os.path.realpath(p) for p in writable]
     for point in mount_points():
         if _within(point, keep) or _within(point, KERNEL_MOUNTS):
@@ -240,15 +259,16 @@ def _kill_descendants(pid_one: bool) -> None:
                 return
 
 
-def init_main(status_fd: int, subreaper: bool, writable: list[str], read_only: list[str], argv: list[str]) -> int:
+def init_main(status_fd: int, subreaper: bool, writable: list[str], read_only: list[str], argv: list[str],
+              hidden: Sequence[str] = ()) -> int:
     """Run argv (with mounts: sealed in them); reap whatever is orphaned meanwhile; when it ends, kill and reap
     every descendant and report its exit code on status_fd. Signals from outside (the runner's SIGTERM to the
     group) reach the command; init outlives them to clean up (SIGKILL still ends it, and with namespaces
     everything in them)."""
     os.set_inheritable(status_fd, False)
-    sealed = bool(writable or read_only)
+    sealed = bool(writable or read_only or hidden)
     if sealed:
-        seal_mounts(writable, read_only)
+        seal_mounts(writable, read_only, hidden)
         os.chdir(os.getcwd())  # the working folder again, through the new mounts (not the one now read-only)
     if subreaper:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -275,7 +295,7 @@ def init_main(status_fd: int, subreaper: bool, writable: list[str], read_only: l
 
 
 def main(args: list[str]) -> int:
-    """`init --status-fd N [--subreaper] [--rw DIR --ro PATH ...] -- ARGV` (ARGV may hold `--`)."""
+    """`init --status-fd N [--subreaper] [--rw DIR --ro PATH --hide PATH ...] -- ARGV` (ARGV may hold `--`)."""
     cut = args.index("--")
     step, options, argv = args[0], args[1:cut], args[cut + 1:]
     valued = [o for o in options if o != "--subreaper"]
@@ -283,7 +303,7 @@ def main(args: list[str]) -> int:
     assert step == "init", step
     status_fd = next(int(v) for k, v in pairs if k == "--status-fd")
     return init_main(status_fd, "--subreaper" in options, [v for k, v in pairs if k == "--rw"],
-                     [v for k, v in pairs if k == "--ro"], argv)
+                     [v for k, v in pairs if k == "--ro"], argv, [v for k, v in pairs if k == "--hide"])
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ TASK_KEYS = {
     "evaluate": "the protected evaluation command, run after training on its output folder {out}; the metric is "
                 "its one final line (without it, training's own final line is the metric: unprotected)",
     "heldout": "an evaluation command on a split agents never see a number for; the gate scores promotions on it",
+    "hidden": "evaluation-only data: glob patterns under the data cache (AUTOORG_DATA) that a run's training sees "
+              "empty (the validation and held-out splits); only the evaluator reads them",
     "metric": "name, direction (minimize | maximize) and the range [lo, hi] a sane value lies in",
     "budget": "slot class -> seconds",
     "grace": "seconds past the budget before a run is killed",
@@ -67,6 +69,7 @@ class TaskSpec:
     noise: dict[str, Any] = field(default_factory=dict)
     evaluate: str | None = None
     heldout: str | None = None
+    hidden: list[str] = field(default_factory=list)  # globs under the data cache that only the evaluator reads
     metric_range: tuple[float, float] | None = None
 
     # The one place that knows which way the metric goes; the gate, the dashboard and the researcher ask here.
@@ -166,8 +169,20 @@ def load_task(path: Path) -> TaskSpec:
         startup=_startup(raw, run, source),
         setup=raw.get("setup"), knobs=knobs, noise=dict(raw.get("noise") or {}),
         evaluate=_command(raw, "evaluate", source), heldout=_command(raw, "heldout", source),
-        metric_range=metric_range,
+        hidden=_hidden(raw, source), metric_range=metric_range,
     )
+
+
+def _hidden(raw: dict[str, Any], source: str) -> list[str]:
+    """`hidden`: relative glob patterns that stay inside the data cache."""
+    value = raw.get("hidden") or []
+    patterns = value if isinstance(value, list) else [value]
+    for pattern in patterns:
+        if not isinstance(pattern, str) or not pattern.strip() or Path(pattern).is_absolute() \
+                or ".." in Path(pattern).parts:
+            raise SpecError(f"hidden: {pattern!r} must be a glob pattern relative to the data cache (AUTOORG_DATA), "
+                            "e.g. mytask/data/val.bin", source=source, line=line_of(raw, "hidden"))
+    return [str(p) for p in patterns]
 
 
 def _command(raw: dict[str, Any], key: str, source: str) -> str | None:
