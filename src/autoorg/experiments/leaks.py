@@ -1,6 +1,6 @@
 """Evaluation-only data carried into a run's tree: an agent's pane is not sealed, so it could copy the validation
 tokens into its commit and train on them there. A run whose commit added or changed a file that holds a copy of a
-task's `hidden` file (the whole file, or any slice of it longer than SLICE bytes) is void: its number would be
+task's `hidden` file (the whole file, or any slice of it longer than `slice_limit` bytes) is void: its number would be
 measured on data it trained on.
 
 The check is on bytes. A copy re-encoded (compressed, base64, re-tokenized from the corpus's text) is out of its

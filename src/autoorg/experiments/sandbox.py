@@ -7,8 +7,8 @@ process it starts dies with it; the kernel's accounting of the whole process tre
               files (the validation and held-out splits: an empty, read-only file over each), then makes every
               other mount read-only too (/tmp and the user's home included: nothing a run writes outlives it or
               reaches the next run) but /proc, /sys and /dev, with a fresh private tmpfs on /dev/shm; its temp
-              and home are folders of its run folder (TMPDIR, HOME). It starts the command in a nested user and mount namespace, which
-              locks those mounts (the command, root in it, cannot undo them); when the command ends init takes
+              and home are folders of its run folder (TMPDIR, HOME). It starts the command in a nested user and
+              mount namespace, which locks those mounts (the command, root in it, cannot undo them); when the command ends init takes
               every descendant down, setsid or not
   subreaper   (no namespaces: said once in `doctor` and `up`, recorded per run) nothing is read-only or hidden; our
               init is a child subreaper, so descendants that left the run's session are still ours to kill and
