@@ -20,7 +20,9 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from autoorg.experiments import ledger
 from autoorg.paths import OrgPaths
@@ -33,10 +35,28 @@ def autoorg(*args: str, cwd: Path, socket: str, timeout: float = 300) -> subproc
                           timeout=timeout, env={**os.environ, "AUTOORG_TMUX_SOCKET": socket})
 
 
+def seconds(stamp: str | None, zero: float) -> str:
+    return f"{datetime.fromisoformat(stamp).timestamp() - zero:6.0f}" if stamp else "     -"
+
+
+def print_timeline(rows: list[dict[str, Any]], verifications: list[dict[str, Any]], *, up_at: float) -> None:
+    print("\n  run    kind      agent   slot  queued started finished  verdict / metric / what")
+    for r in rows:
+        metric = f"{r['metric']:.4f}" if r["metric"] is not None else "-"
+        print(f"  {r['exp']} {r['kind']:<9} {r['agent']:<7} {r['slot'] or '-':<5}{seconds(r['queued'], up_at)} "
+              f"{seconds(r['started'], up_at)} {seconds(r['finished'], up_at)}   {r['verdict']} {metric} "
+              f"{(r['candidate'] or r['description'])[:60]}")
+    for v in verifications:
+        print(f"  verification of {v['exp']}: {v['status']} after {len(v['runs'])} runs; {v['why'][:90]}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", help="passed to `autoorg up --task` (default: the org's own, nanochat)")
     parser.add_argument("--max-minutes", type=float, default=60.0, help="give up after this long")
+    parser.add_argument("--timeline", action="store_true",
+                        help="also print every run (queued, started, finished, in seconds from `up`) and each "
+                             "verification's outcome: where the time went")
     args = parser.parse_args()
 
     socket = f"bench-first-{uuid.uuid4().hex[:8]}"
@@ -78,6 +98,8 @@ def main() -> int:
                   f"({promotion['delta']:+.4g} vs the head's mean, band {promotion['band']:.3g})")
             print(f"finished runs by then: {dict(kinds)}; agents' experiments "
                   f"{sum(1 for r in rows if r['kind'] == 'exp')}")
+            if args.timeline:
+                print_timeline(rows, ledger.verifications(paths), up_at=time.time() - elapsed)
         finally:
             autoorg("down", "--tag", paths.tag, cwd=repo, socket=socket)
     return 0

@@ -52,8 +52,11 @@ class Standup:
 
 
 # Gate and baseline defaults were chosen by simulating the whole procedure in a fresh org (σ known only from the
-# baseline): a 3σ win is promoted ~96% of the time, a no-effect change ~0.1% (~0.4% of those the screen lets
-# through). R = K also means a promoted head already has K runs of its own: no new baseline after a promotion.
+# baseline, then pooled with the head's arms of the pairs): with K = 4 a no-effect change is promoted 0.14% of the
+# time (α = 0.19% at z 2.9: the t quantiles carry σ's few dof), a 3σ win 92% (pairs sharing no noise) to 100%
+# (sharing 90%, as training's seed noise does), over 0.5 more pairs per decision than K = 8 spends; K = 8's four
+# extra runs before anything is judged made a fresh org's first promotion ~40% later (bench/sim.py, 4 agents on
+# 2 slots: median 12.5 run lengths against 9). tests/test_gate_stats.py keeps those rates.
 @dataclass(frozen=True)
 class Gate:
     repeats: int = 8  # most same-seed pairs per verification (R)
@@ -63,7 +66,7 @@ class Gate:
 
 @dataclass(frozen=True)
 class Baseline:
-    repeats: int = 8  # runs of a program head before it is judged against (K)
+    repeats: int = 4  # runs of a program head before it is judged against (K)
 
 
 @dataclass(frozen=True)
