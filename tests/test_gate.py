@@ -286,21 +286,31 @@ def test_a_pairs_arms_start_together_and_its_slots_go_to_the_next_look(org: OrgP
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) != 2, reason="two pairs' arms on exactly two slots")
-def test_a_look_of_two_pairs_on_two_slots_runs_both(org: OrgPaths) -> None:
-    """An arm that has a slot waits for its pair's other arm, but not when an arm of another pair holds the other
-    slot (each would keep the slot the other's partner needs, for good)."""
+def test_a_look_of_two_pairs_on_two_slots_runs_each_pair_whole(org: OrgPaths) -> None:
+    """An arm that has a slot waits for its pair's other arm; when an arm of an older pair holds the other slot
+    (each would keep the slot the other's partner needs), the younger arm gives its slot back, and the older one
+    keeps waiting: the pairs run one after the other, each pair's arms together."""
     ctx = experiments.load_context(org)
     row = ledger.get_experiment(org, run_exp(org, "bob", "the head again"))
-    # two pairs' rows, no workers: pair 1's head arm has a slot; pair 2's head arm, with the other, must not wait
+    # two pairs' rows, no workers: pair 1's head arm has a slot; pair 2's head arm, with the other, gives way
     arms = [experiments.queue_run(ctx, kind="verify", agent="gate", commit=head(org), head=head(org),
                                   description=f"arm {i}", seed=seed, budget=0.3, slot_class="cpu", candidate=row["exp"])
             for i, seed in enumerate((101, 101, 102, 102))]
-    (org.runs / arms[0]).mkdir(parents=True, exist_ok=True)
+    for exp in arms:
+        (org.runs / exp).mkdir(parents=True, exist_ok=True)
     (org.runs / arms[0] / "leased").touch()
-    waiter = threading.Thread(target=run._wait_for_other_arm, args=(org, ledger.get_experiment(org, arms[2]), None))
+    assert run._wait_for_other_arm(org, ledger.get_experiment(org, arms[2]), None) is True
+    # the older pair's arm, with a younger pair's arm on the other slot, does not give way: it waits for its partner
+    (org.runs / arms[2] / "leased").touch()
+    gave_way: list[bool] = []
+    waiter = threading.Thread(target=lambda: gave_way.append(
+        run._wait_for_other_arm(org, ledger.get_experiment(org, arms[0]), None)))
     waiter.start()
+    waiter.join(timeout=1.5)
+    assert waiter.is_alive(), "the older pair's arm stopped waiting for its partner"
+    (org.runs / arms[1] / "leased").touch()
     waiter.join(timeout=20)
-    assert not waiter.is_alive(), "an arm kept its slot waiting for a partner that can never get one"
+    assert not waiter.is_alive() and gave_way == [False]
     for exp in arms:
         ledger.update_experiment(org, exp, verdict="cancelled: test")
     # and through the real runner: a look of two pairs at once on the two slots
@@ -308,6 +318,10 @@ def test_a_look_of_two_pairs_on_two_slots_runs_both(org: OrgPaths) -> None:
     retry_until(lambda: all(verdict(org, e) not in ledger.UNFINISHED for e in runs), timeout=90,
                 message="both pairs to run")
     assert [verdict(org, e) for e in runs] == ["ok"] * 4
+    started = {e: clock.parse_iso(ledger.get_experiment(org, e)["started"]).timestamp() for e in runs}
+    pairs = [sorted((e for e in runs if ledger.get_experiment(org, e)["seed"] == seed), key=started.get)
+             for seed in dict.fromkeys(ledger.get_experiment(org, e)["seed"] for e in runs)]
+    assert all(abs(started[a] - started[b]) < 1.0 for a, b in pairs), f"a pair's arms started apart: {started}"
 
 
 @pytest.mark.parametrize("org", [{"z": 3.5, "repeats": 6}], indirect=True)

@@ -22,7 +22,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -222,6 +222,7 @@ def run_env_for(exp: str, row: dict[str, Any], run_dir: Path, out_dir: Path, slo
 
 
 PAIR_WAIT_S = 900.0  # longest one arm of a same-seed pair keeps its slot waiting for the other arm's
+GIVE_WAY_S = 0.5  # an arm that gave its slot to an older pair lines up again this much later
 
 
 @dataclass
@@ -263,33 +264,81 @@ def has_slot(paths: OrgPaths, exp: str) -> bool:
     return (paths.runs / exp / "leased").exists()
 
 
-def _wait_for_other_arm(paths: OrgPaths, row: dict[str, Any], say: Say | None) -> None:
+def _wait_for_other_arm(paths: OrgPaths, row: dict[str, Any], say: Say | None) -> bool:
     """A same-seed pair's arms start together (what loads the machine then moves both alike and cancels in their
     difference; and the pair lands as one, so the gate's next look takes both slots at once): an arm that has its
-    slot waits, keeping it, until the other arm has one too (its `leased` mark), has ended, or PAIR_WAIT_S passed,
-    unless an arm of another pair holds a slot too. The gate's runs come first, so the other arm has the next slot
-    that frees."""
-    other = next((r["exp"] for r in ledger.experiments(paths, kinds=("verify",))
-                  if r["candidate"] == row["candidate"] and r["seed"] == row["seed"] and r["exp"] != row["exp"]),
-                 None)
-    if other is None:
-        return
+    slot waits, keeping it, until the other arm has one too (its `leased` mark), has ended, or PAIR_WAIT_S passed.
+    The gate's runs come first, so the other arm has the next slot that frees.
+
+    When a look queues more pairs than there are free slots, arms of different pairs can hold the slots each
+    other's partners need. Then the younger pair gives way: True means this arm must hand its slot back and line up
+    again, because an arm of an older pair holds a slot and waits for its partner. An older pair's arm never gives
+    way, so the pairs start one after the other, each whole."""
+    arms = _pair_arms(_verify_rows(paths), row)
+    if arms is None:
+        return False
+    other = next(e for e in arms if e != row["exp"])
     deadline = time.monotonic() + PAIR_WAIT_S
     told = False
     while time.monotonic() < deadline and not has_slot(paths, other) \
-            and ledger.get_experiment(paths, other)["verdict"] == "queued" \
-            and not _other_pairs_waiting(paths, row["exp"], other):
+            and ledger.get_experiment(paths, other)["verdict"] == "queued":
+        if _older_pair_waiting(paths, arms):
+            return True
         if not told and say is not None:
             say(f"{row['exp']} waits for its pair's other arm ({other}) to have a slot")
             told = True
         time.sleep(0.1)
+    return False
 
 
-def _other_pairs_waiting(paths: OrgPaths, mine: str, other: str) -> bool:
-    """Does an arm of another pair hold a slot too (a look of several pairs, on fewer slots than arms)? Then
-    neither waits: each would keep the slot the other's partner needs."""
-    return any(r["exp"] not in (mine, other) and has_slot(paths, r["exp"])
-               for r in ledger.experiments(paths, kinds=("verify",), verdict="queued"))
+def _verify_rows(paths: OrgPaths) -> dict[str, dict[str, Any]]:
+    return {r["exp"]: r for r in ledger.experiments(paths, kinds=("verify",))}
+
+
+def _pair_arms(rows: dict[str, dict[str, Any]], row: dict[str, Any]) -> tuple[str, str] | None:
+    """The two arms of the pair a verify run belongs to, in the order they were queued (None: it has no partner)."""
+    mine = sorted((r for r in rows.values() if r["candidate"] == row["candidate"] and r["seed"] == row["seed"]),
+                  key=lambda r: r["id"])
+    return (mine[0]["exp"], mine[1]["exp"]) if len(mine) == 2 else None
+
+
+def _older_pair_waiting(paths: OrgPaths, arms: tuple[str, str]) -> bool:
+    """Does an arm of a pair queued before this one hold a slot while its partner has none?"""
+    rows = _verify_rows(paths)
+    for r in rows.values():
+        if r["verdict"] != "queued" or r["exp"] in arms or not has_slot(paths, r["exp"]):
+            continue
+        theirs = _pair_arms(rows, r)
+        if theirs is not None and rows[theirs[0]]["id"] < rows[arms[0]]["id"] \
+                and not has_slot(paths, theirs[1] if theirs[0] == r["exp"] else theirs[0]):
+            return True
+    return False
+
+
+@contextlib.contextmanager
+def _lease_run_slot(paths: OrgPaths, job: Job, holder: dict[str, Any]) \
+        -> Iterator[tuple[Slot, tuple[int, ...]] | None]:
+    """A slot for the run (`lease_slot`), and for a pair's arm the pair's start (`_wait_for_other_arm`): yields None
+    when the run was cancelled while it waited. An arm that gives way to an older pair hands its slot back and
+    lines up again, GIVE_WAY_S later, behind the older pair's waiting arm."""
+    row, marker = job.row, paths.runs / job.exp / "leased"
+    while True:
+        with lease_slot(paths, job.slots, holder=holder, wait_s=job.wait_s, say=job.say,
+                        gate=row["kind"] != "exp") as (slot, fds):
+            if ledger.get_experiment(paths, job.exp)["verdict"] != "queued":
+                yield None
+                return
+            marker.touch()
+            gave_way = row["kind"] == "verify" and len(job.slots) >= 2 and _wait_for_other_arm(paths, row, job.say)
+            if gave_way:
+                marker.unlink(missing_ok=True)
+            elif ledger.get_experiment(paths, job.exp)["verdict"] != "queued":
+                yield None
+                return
+            else:
+                yield slot, fds
+                return
+        time.sleep(GIVE_WAY_S)
 
 
 def run_here(ctx: OrgContext, job: Job) -> SlotRun | None:
@@ -302,17 +351,11 @@ def run_here(ctx: OrgContext, job: Job) -> SlotRun | None:
                          out=str(out_dir))
     holder = {"exp": exp, "agent": row["agent"], "kind": row["kind"]}
     times["lease_wait"] = time.time()
-    with lease_slot(paths, job.slots, holder=holder, wait_s=job.wait_s, say=job.say, gate=row["kind"] != "exp") \
-            as (slot, fds):
-        times["leased"] = time.time()
-        if ledger.get_experiment(paths, exp)["verdict"] != "queued":
+    with _lease_run_slot(paths, job, holder) as leased:
+        if leased is None:
             return None  # cancelled while it waited: the slot goes back
-        (run_dir / "leased").touch()
-        if row["kind"] == "verify" and len(job.slots) >= 2:
-            _wait_for_other_arm(paths, row, job.say)
-            if ledger.get_experiment(paths, exp)["verdict"] != "queued":
-                return None
-            times["leased"] = time.time()
+        slot, fds = leased
+        times["leased"] = time.time()
         env = run_env_for(exp, row, run_dir, out_dir, slot.env())
         sealing = Sealing(seal_mode(), run_dir, read_only=_read_only(ctx), hidden=hidden_data(ctx.task, data_dir()))
         if job.say:
