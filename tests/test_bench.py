@@ -144,7 +144,8 @@ def test_a_bench_runs_orgs_to_their_compute_and_reports_and_resumes(bench_repo: 
     assert json.loads(report_only.stdout)["cells"] == 2
 
 
-def test_ctrl_c_stops_every_org_and_the_same_command_resumes(bench_repo: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_a_kill_stops_every_org_and_the_same_command_resumes(bench_repo: Path, stop: int) -> None:
     suite = bench_repo / "bench.yaml"
     suite.write_text(suite.read_text().replace("slot_minutes: 0.4", "slot_minutes: 5"))
     out = bench_repo / "out"
@@ -154,7 +155,7 @@ def test_ctrl_c_stops_every_org_and_the_same_command_resumes(bench_repo: Path) -
         retry_until(lambda: all((cell_dir(out, o, "synthetic", 1) / "progress.json").exists()
                                 for o in ("solo", "random")), timeout=120, message="both cells running")
         time.sleep(1)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         _, err = proc.communicate(timeout=150)
     finally:
         if proc.poll() is None:

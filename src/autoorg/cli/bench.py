@@ -4,8 +4,11 @@ at the same compute, run headless, with a report (Markdown, HTML, PNG, JSON)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,6 +29,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+@contextlib.contextmanager
+def stop_signals() -> Iterator[list[bool]]:
+    """SIGTERM and SIGHUP (a `kill`, a closed terminal, a scheduler's stop) stop the bench as Ctrl-C does: every
+    running org is taken down and the same command resumes. Without this they killed the bench alone, and the
+    orgs it had started (each in its own session) ran on to their budgets."""
+    stopped = [False]
+
+    def stop(_sig: int, _frame: object) -> None:
+        stopped[0] = True
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield stopped
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
 def run(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite)
     if args.repeats is not None:
@@ -40,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"bench {suite.name}: {len(suite.orgs)} orgs x {len(suite.tasks)} task(s) x {suite.repeats} repeats "
               f"= {cells} cells, {suite.budget_s / 60:g} slot-minutes each, {suite.parallel} at a time on "
               f"{suite.cores} core(s) each; into {out}", file=sys.stderr, flush=True)
-        complete = bench.run()
+        with stop_signals() as stopped:
+            complete = bench.run(interrupted=lambda: stopped[0])
         if not complete and not bench.results():
             return 130 if not bench.failed else 1
     results = load_results(out) if args.report_only else bench.results()
