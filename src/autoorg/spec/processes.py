@@ -56,7 +56,7 @@ class Standup:
 # time (α = 0.19% at z 2.9: the t quantiles carry σ's few dof), a 3σ win 92% (pairs sharing no noise) to 100%
 # (sharing 90%, as training's seed noise does), over 0.5 more pairs per decision than K = 8 spends; K = 8's four
 # extra runs before anything is judged made a fresh org's first promotion ~40% later (bench/sim.py, 4 agents on
-# 2 slots: median 12.5 run lengths against 9). tests/test_gate_stats.py keeps those rates.
+# 2 slots: median 12.5 run lengths against 9, benchmarks/sim_baselines.py). tests/test_gate_stats.py keeps the rates.
 @dataclass(frozen=True)
 class Gate:
     repeats: int = 8  # most same-seed pairs per verification (R)
