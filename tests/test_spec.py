@@ -70,7 +70,7 @@ def test_processes_are_typed_with_defaults_and_round_trip(tmp_path: Path) -> Non
                     "  restart: {backoff: 0.2s}\n")
     spec = load_org(str(path))
     assert spec.processes == Processes(standup=Standup(every=1800.0), gate=Gate(repeats=3, z=2.0),
-                                       baseline=Baseline(repeats=8), restart=Restart(limit=3, backoff=0.2))
+                                       baseline=Baseline(repeats=4), restart=Restart(limit=3, backoff=0.2))
     out = tmp_path / "resolved.yaml"
     out.write_text(spec.to_yaml())
     assert load_org(str(out)).processes == spec.processes
