@@ -41,20 +41,32 @@ def add_org_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--socket", help="tmux socket name of a private server (env AUTOORG_TMUX_SOCKET)")
 
 
-def build_parser() -> Parser:
+def build_parser(only: str | None = None) -> Parser:
+    """Every command's parser; with `only`, just that command module's (what `main` uses when the first word
+    names one: an agent's `autoorg exp submit` or a run's worker then imports one command's code, not all 28)."""
     parser = Parser(prog="autoorg", description="Run a research organization of AI coding agents in tmux.")
     parser.add_argument("--version", action="version", version=f"autoorg {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for mod in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{__name__}.{mod.name}")
+    names = [only] if only else sorted(m.name for m in pkgutil.iter_modules(__path__))
+    for name in names:
+        module = importlib.import_module(f"{__name__}.{name}")
         register = getattr(module, "register", None)
         if register is not None:
             register(sub)
+    if only and only not in sub.choices:
+        return build_parser()
     return parser
 
 
+def command_module(argv: Sequence[str]) -> str | None:
+    """The command module named by argv's first word (`exp`, `agent`); None for anything else (options, typos,
+    help). `build_parser` falls back to every command when that module does not register its name."""
+    word = argv[0] if argv else ""
+    return word if any(m.name == word for m in pkgutil.iter_modules(__path__)) else None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(command_module(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)

@@ -28,7 +28,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
@@ -62,15 +68,17 @@ class Process(Protocol):
 class _Events(FileSystemEventHandler):
     """Watchdog thread: only classify the path and queue it; all work happens in the daemon's own threads."""
 
-    def __init__(self, notice: Callable[[str], None]) -> None:
+    def __init__(self, notice: Callable[[str], None], ledger: Path) -> None:
         self.notice = notice
+        self.ledger = str(ledger)  # ledger.sqlite and its -wal and -shm: a connection closing, nothing to route
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.is_directory or event.event_type not in ("created", "moved", "closed"):
             return
         # our own writes are renames: the new name is dest_path
-        path = event.dest_path if event.event_type == "moved" else event.src_path
-        self.notice(os.fsdecode(path))
+        path = os.fsdecode(event.dest_path if event.event_type == "moved" else event.src_path)
+        if not path.startswith(self.ledger):
+            self.notice(path)
 
 
 class Daemon:
@@ -177,9 +185,12 @@ class Daemon:
         """Start watching comms/ and the org's folder itself (not runs/: every run holds a copy of the source, and
         its watches would grow with each run): inotify, or polling when asked or when inotify is out of watches."""
         observer = PollingObserver(timeout=0.5) if polling else Observer()
-        handler = _Events(lambda path: self._notice(path, gate))
-        observer.schedule(handler, str(self.paths.comms), recursive=True)
-        observer.schedule(handler, str(self.paths.home), recursive=False)
+        handler = _Events(lambda path: self._notice(path, gate), self.paths.ledger)
+        # only the kinds _Events routes: inotify then leaves out the ledger's reads and writes (every connection
+        # of every worker opens, writes and closes ledger.sqlite and its -wal and -shm: ~1,500 events a second)
+        kinds: list[type[FileSystemEvent]] = [FileCreatedEvent, FileMovedEvent, FileClosedEvent]
+        observer.schedule(handler, str(self.paths.comms), recursive=True, event_filter=kinds)
+        observer.schedule(handler, str(self.paths.home), recursive=False, event_filter=kinds)
         try:
             observer.start()
         except OSError as exc:

@@ -11,6 +11,7 @@ import difflib
 import functools
 import importlib.metadata
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -269,7 +270,14 @@ def _expand_slots(value: Any, *, source: str, line: int | None, agent: str) -> l
 
 def backend_names() -> list[str]:
     """The names an agent's `backend:` may take: `auto` and every installed backend's entry-point name."""
-    return ["auto", *sorted({e.name for e in importlib.metadata.entry_points(group=BACKEND_GROUP)})]
+    return list(_backend_names(tuple(sys.path)))
+
+
+@functools.cache
+def _backend_names(_path: tuple[str, ...]) -> tuple[str, ...]:
+    """Per sys.path (what a plugin's install changes): scanning every distribution costs ~5 ms, and the daemon
+    and each run load the org again and again."""
+    return ("auto", *sorted({e.name for e in importlib.metadata.entry_points(group=BACKEND_GROUP)}))
 
 
 def _fill_agent(raw: Any, index: int, roles: dict[str, dict[str, Any]], defaults: dict[str, Any],
