@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from autoorg import comms
-from autoorg.cli import build_parser, main
+from autoorg.cli import build_parser, command_module, main
 from autoorg.paths import OrgPaths
 from autoorg.spec import build_spec
 from autoorg.testing import run_cli
@@ -182,6 +183,26 @@ def test_options_work_in_any_position(org: OrgPaths, cli: Callable[..., tuple[in
         ("directive", "explore lr"), ("directive", "range lr 0.01 0.1")]
     args = build_parser().parse_args(["board", "post", "--tag", "X", "warmup", "helps"])
     assert (args.action, args.tag, args.text) == ("post", "X", ["warmup", "helps"])
+
+
+def test_a_command_imports_only_its_own_module_and_the_rest_still_parse() -> None:
+    """An agent's `exp submit` and every run's worker are a Python start-up each: they load one command module,
+    not all of them (the dashboard's Textual among them); a command that lives in another module's file (`release`
+    in take.py), a typo and `--help` get the whole CLI."""
+    probe = ("import sys; from autoorg.cli import build_parser, command_module; "
+             "build_parser(command_module(sys.argv[1:])).parse_args(sys.argv[1:]); "
+             "print(sorted(m for m in sys.modules if m.startswith('autoorg.cli.') or m == 'textual'))")
+    out = subprocess.run([sys.executable, "-c", probe, "exp", "worker", "e0001"], capture_output=True, text=True,
+                         check=True).stdout
+    assert "'autoorg.cli.exp'" in out and "autoorg.cli.dash" not in out and "textual" not in out
+    out = subprocess.run([sys.executable, "-c", probe, "release", "alice"], capture_output=True, text=True,
+                         check=True).stdout
+    assert "'autoorg.cli.take'" in out and "'autoorg.cli.dash'" in out
+    assert command_module(["exp", "run"]) == "exp" and command_module(["--help"]) is None
+    assert command_module(["common"]) == "common"  # registers nothing: build_parser falls back to every command
+    assert "release" in build_parser("common")._actions[-1].choices
+    bad = run_cli("nosuch")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "invalid choice: 'nosuch'" in bad.stderr
 
 
 def test_a_run_that_ends_during_or_after_a_hold_never_restores_the_hold(

@@ -317,15 +317,38 @@ def test_restarted_daemon_settles_a_half_done_doorbell_without_repeating_it(
     assert f"doorbell: {text}\n" in echo_log(paths, "alice")  # typed once, not twice on one line
 
 
-def watched_inodes(pid: int) -> set[int]:
-    """The inodes a process watches with inotify (the `ino:` of the `inotify wd:` lines of its descriptors)."""
-    inodes = set()
+def watch_masks(pid: int) -> dict[int, int]:
+    """inode -> event mask of every inotify watch a process holds (the `inotify wd:` lines of its descriptors)."""
+    masks = {}
     for fd in os.listdir(f"/proc/{pid}/fdinfo"):
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{pid}/fdinfo/{fd}").read_text().splitlines():
                 if line.startswith("inotify wd:"):
-                    inodes.add(int(line.split("ino:")[1].split()[0], 16))
-    return inodes
+                    masks[int(line.split("ino:")[1].split()[0], 16)] = int(line.split("mask:")[1].split()[0], 16)
+    return masks
+
+
+def watched_inodes(pid: int) -> set[int]:
+    """The inodes a process watches with inotify."""
+    return set(watch_masks(pid))
+
+
+IN_ACCESS, IN_MODIFY, IN_ATTRIB, IN_CLOSE_WRITE, IN_CLOSE_NOWRITE, IN_OPEN, IN_MOVED_TO, IN_CREATE = (
+    0x1, 0x2, 0x4, 0x8, 0x10, 0x20, 0x80, 0x100)
+
+
+def test_the_daemon_is_not_woken_by_the_ledgers_reads_and_writes(repo: Path, tmux_socket: str) -> None:
+    """Every ledger connection opens, writes and closes ledger.sqlite, -wal and -shm in the org's folder (a busy org
+    made ~1,500 events a second there): the daemon's watches ask the kernel only for what it routes."""
+    paths = up(repo)
+    wait_idle(paths, "alice")
+    masks = watch_masks(daemon_pid(paths))
+    for folder in (paths.home, paths.comms, comms.inbox_dir(paths, "alice")):
+        mask = masks[folder.stat().st_ino]
+        assert mask & (IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE) == IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE
+        assert mask & (IN_ACCESS | IN_MODIFY | IN_ATTRIB | IN_CLOSE_NOWRITE | IN_OPEN) == 0, f"{folder}: {mask:#x}"
+    run_cli("msg", "send", "alice", "still delivered", env={"AUTOORG_HOME": str(paths.home)})
+    retry_until(lambda: "still delivered" in echo_log(paths, "alice"), timeout=30, message="delivery")
 
 
 def test_runs_with_their_source_trees_add_no_watches(repo: Path, tmux_socket: str) -> None:

@@ -133,3 +133,32 @@ def test_results_tsv_starts_with_autoresearch_columns(paths: OrgPaths) -> None:
     assert all(len(c) == len(cells[0]) for c in cells)
     assert cells[0][:5] == ["aaaaaaa", "0.997910", "44.0", "keep", "lr 0.005 and more"]
     assert [c[3] for c in cells] == ["keep", "crash", "discard"]
+
+
+def test_a_process_keeps_one_connection_yet_sees_every_change_and_a_new_ledger(paths: OrgPaths) -> None:
+    """Each thread keeps its connection (opening and closing one per call checkpointed and deleted the WAL each
+    time): reads still see other writers at once, a read inside a failed write sees none of it, and an org
+    removed and made again at the same path is the new ledger, not the old file the connection had open."""
+    first = ledger.add_experiment(paths, row())
+    wal = paths.ledger.with_name(paths.ledger.name + "-wal")
+    assert wal.exists()  # our connection is still open: the WAL was not checkpointed away
+    other = sqlite3.connect(paths.ledger)
+    other.execute("UPDATE experiments SET description = 'by another process' WHERE exp = ?", (first,))
+    other.commit()
+    other.close()
+    assert ledger.get_experiment(paths, first)["description"] == "by another process"
+
+    def fail_halfway(conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE experiments SET description = 'half done' WHERE exp = ?", (first,))
+        assert ledger.get_experiment(paths, first)["description"] == "by another process"  # a fresh connection
+        raise LedgerError("stop")
+
+    with pytest.raises(LedgerError, match="stop"):
+        ledger._retrying(paths, fail_halfway)
+    assert ledger.get_experiment(paths, first)["description"] == "by another process"
+    assert ledger.add_experiment(paths, row()) == "e0002"  # not left holding the write lock
+
+    for file in paths.home.glob("ledger.sqlite*"):
+        file.unlink()
+    assert ledger.experiments(paths) == []
+    assert ledger.add_experiment(paths, row()) == "e0001"

@@ -31,15 +31,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 @contextlib.contextmanager
 def stop_signals() -> Iterator[list[bool]]:
-    """SIGTERM and SIGHUP (a `kill`, a closed terminal, a scheduler's stop) stop the bench as Ctrl-C does: every
-    running org is taken down and the same command resumes. Without this they killed the bench alone, and the
-    orgs it had started (each in its own session) ran on to their budgets."""
+    """Ctrl-C, SIGTERM and SIGHUP (a `kill`, a closed terminal, a scheduler's stop) stop the bench: every running
+    org is taken down and the same command resumes. Without this a kill took the bench down alone, and the orgs it
+    had started (each in its own session) ran on to their budgets; SIGINT is set too because a bench started in
+    the background of a script inherits it ignored (Python then never raises KeyboardInterrupt)."""
     stopped = [False]
 
     def stop(_sig: int, _frame: object) -> None:
         stopped[0] = True
 
-    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield stopped
     finally:

@@ -7,8 +7,10 @@ ever lost to a lock. The schema is versioned in `migrations`; a newer ledger tha
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -242,10 +244,45 @@ def _retrying(paths: OrgPaths, action: Callable[[sqlite3.Connection], T]) -> T:
             delay = min(delay * 2, 0.5)
 
 
+_kept = threading.local()  # ledger path -> (connection, (st_dev, st_ino) of the file it opened, pid)
+
+
 @contextmanager
 def _connect(paths: OrgPaths) -> Iterator[sqlite3.Connection]:
+    """This thread's connection to the org's ledger, kept open between calls: opening one costs a WAL recovery
+    look and, when it was the last one open anywhere, closing it checkpoints and deletes `-wal` and `-shm` (a third
+    of an offline agent's CPU went there). A fresh one, closed after, when the kept one is inside a transaction
+    (a call made from within a write) or the file was replaced (an org removed and made again at the same path)."""
     if not paths.home.is_dir():
         raise LedgerError(f"no org at {paths.home}")
+    kept = _kept_connection(paths)
+    conn = kept if kept is not None and not kept.in_transaction else _open(paths)
+    if kept is None:
+        _keep(paths, conn)
+    try:
+        if conn is kept:
+            _migrate(conn)  # one read: a newer autoorg may have moved the schema on since it was opened
+        yield conn
+    except BaseException as exc:
+        if conn.in_transaction:  # whatever was half done is undone, as closing a connection did
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        if not isinstance(exc, sqlite3.DatabaseError):
+            raise
+        if not _busy(exc):
+            _drop_kept(paths)
+            raise LedgerError(f"ledger {paths.ledger} is unreadable: {exc}") from None
+        raise
+    finally:
+        if conn is not kept and kept is not None:
+            conn.close()
+
+
+def _busy(exc: sqlite3.DatabaseError) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+
+def _open(paths: OrgPaths) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(paths.ledger, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
     except sqlite3.Error as exc:
@@ -256,13 +293,43 @@ def _connect(paths: OrgPaths) -> Iterator[sqlite3.Connection]:
         if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             conn.execute("PRAGMA journal_mode = WAL")
         _migrate(conn)
-        yield conn
-    except sqlite3.DatabaseError as exc:
-        if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
-            raise
-        raise LedgerError(f"ledger {paths.ledger} is unreadable: {exc}") from None
-    finally:
+    except BaseException as exc:
         conn.close()
+        if isinstance(exc, sqlite3.DatabaseError) and not _busy(exc):
+            raise LedgerError(f"ledger {paths.ledger} is unreadable: {exc}") from None
+        raise
+    return conn
+
+
+def _kept_connection(paths: OrgPaths) -> sqlite3.Connection | None:
+    """The kept connection while it still reads the file now at paths.ledger (in this process)."""
+    key = str(paths.ledger)
+    entry = getattr(_kept, "conns", {}).get(key)
+    if entry is None:
+        return None
+    conn, ident, pid = entry
+    try:
+        st = paths.ledger.stat()
+        same = (st.st_dev, st.st_ino) == ident and pid == os.getpid()
+    except OSError:
+        same = False
+    if same:
+        return conn
+    _drop_kept(paths)
+    return None
+
+
+def _keep(paths: OrgPaths, conn: sqlite3.Connection) -> None:
+    st = paths.ledger.stat()
+    conns = _kept.__dict__.setdefault("conns", {})
+    conns[str(paths.ledger)] = (conn, (st.st_dev, st.st_ino), os.getpid())
+
+
+def _drop_kept(paths: OrgPaths) -> None:
+    entry = getattr(_kept, "conns", {}).pop(str(paths.ledger), None)
+    if entry is not None and entry[2] == os.getpid():
+        with contextlib.suppress(sqlite3.Error):
+            entry[0].close()
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:
