@@ -235,7 +235,7 @@ def _retrying(paths: OrgPaths, action: Callable[[sqlite3.Connection], T]) -> T:
                     conn.execute("ROLLBACK")
                     raise
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
+            if not _busy(exc):
                 raise LedgerError(f"ledger {paths.ledger}: {exc}") from None
             if time.monotonic() > deadline:
                 raise LedgerError(f"ledger {paths.ledger} stayed locked for {RETRY_FOR_S:.0f}s; "
