@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from autoorg import comms, experiments
+from autoorg import comms, executors, experiments, gate
 from autoorg.experiments import ledger
 from autoorg.experiments.process import run_processes
+from autoorg.gate.verify import gate_lock
 from autoorg.paths import OrgPaths
+from autoorg.state import update_state
 from autoorg.testing import retry_until, run_cli
 from autoorg.testing.experiments import TRAIN, drive_gate, start_org
 from tests.exp_support import add_synthetic
@@ -90,6 +92,24 @@ def test_down_kills_orphaned_runs_and_cancels_what_never_ran(org: OrgPaths, tmp_
     assert not [r for r in rows if r["verdict"] in ledger.UNFINISHED]
     assert ledger.get_experiment(org, exp)["verdict"] in ("crash: runner died", "cancelled: the org was stopped")
     assert ledger.get_experiment(org, never_ran)["verdict"] == "cancelled: the org was stopped"
+
+
+def test_a_gate_step_while_down_is_under_way_queues_nothing(org: OrgPaths) -> None:
+    """An exiting worker hands its slot to the gate; while `down` stops the org that step must not queue fresh
+    baselines behind the cancel (they were left `queued` after `down` under load)."""
+    def status(word: str) -> None:
+        update_state(org, lambda now: setattr(now, "status", word))
+
+    status("stopping")  # as `down` does first; the daemon exits on it
+    with gate_lock(org, wait_s=30) as held:
+        assert held
+        rows = [r["exp"] for v in ledger.UNFINISHED for r in ledger.experiments(org, verdict=v)]
+        executors.LocalExecutor().cancel_runs(org, rows, "cancelled: the org was stopped")
+    assert gate.step(org, log=lambda _line: None) is False
+    assert not [r for r in ledger.experiments(org) if r["verdict"] in ledger.UNFINISHED]
+    status("running")  # the same step on a running org queues the baselines the head lacks
+    assert gate.step(org, log=lambda _line: None) is True
+    assert [r for r in ledger.experiments(org) if r["verdict"] in ledger.UNFINISHED and r["kind"] == "baseline"]
 
 
 def test_a_queued_run_whose_runner_died_is_cancelled_not_a_crash(org: OrgPaths) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autoorg import comms, executors, orgcode, workspace
+from autoorg import comms, executors, gate, orgcode, workspace
 from autoorg.agents import LaunchContext, get_backend, resolve_auto
 from autoorg.clock import now_iso
 from autoorg.compute import gpu
@@ -38,6 +38,7 @@ from autoorg.state import (
 )
 
 TOPOLOGY_RE = re.compile(r"^(?P<name>[a-z][a-z0-9_-]{0,39})(?::(?P<size>\d{1,3}))?$")
+GATE_STEP_WAIT_S = 30.0  # how long `down` waits for a gate step in flight (one never blocks on a run)
 PRESET_EXAMPLES = ["4xcpu", "8x1gpu", "4x2gpu", "chief+7x1gpu"]
 
 
@@ -441,12 +442,19 @@ class Teardown:
 
 def teardown_org(paths: OrgPaths, *, purge: bool = False) -> Teardown:
     """Kill the session, stop detached runs, remove the worktrees (committing leftovers first), keep every branch
-    with work on it. The session goes first: with the daemon gone no new gate run starts while runs are stopped."""
-    state = read_state(paths)
+    with work on it. The org is `stopping` from the start, so a gate step (an exiting worker's, an agent's) does
+    nothing; the session goes next, and the gate step in flight ends before runs are stopped: nothing queues a run
+    behind the cancel."""
+    def mark_stopping(now: OrgState) -> None:
+        now.status = "stopping"
+
+    state = update_state(paths, mark_stopping)
     repo = Path(state.repo)
     killed = open_session(paths, state).stop()
     executor = executors.executor_for(load_org(str(paths.org_yaml))) if paths.org_yaml.is_file() else None
-    stopped_runs = sorted((executor or executors.LocalExecutor()).stop_runs(paths)) if paths.ledger.exists() else []
+    with gate.gate_lock(paths, wait_s=GATE_STEP_WAIT_S):
+        stopped_runs = (sorted((executor or executors.LocalExecutor()).stop_runs(paths))
+                        if paths.ledger.exists() else [])
     saved = {}
     for name, info in state.agents.items():
         commit = workspace.remove_worktree(repo, Path(info.worktree), name)

@@ -73,7 +73,7 @@ class OrgState:
     task: str
     created: str
     agents: dict[str, AgentState]
-    status: str = "running"  # running | stopped
+    status: str = "running"  # running | stopping (`down` under way) | stopped
     runtime: str = "tmux"  # tmux | headless
     socket: str | None = None  # tmux only
     session: str = ""  # tmux: the session's name; "" headless
@@ -150,7 +150,7 @@ def read_state(paths: OrgPaths) -> OrgState:
 
 
 def org_status_word(paths: OrgPaths) -> str | None:
-    """`running`/`stopped` as state.json says, or None when there is no readable state (never raises)."""
+    """`running`/`stopping`/`stopped` as state.json says, or None when there is no readable state (never raises)."""
     try:
         return read_state(paths).status
     except StateError:

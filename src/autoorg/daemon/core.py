@@ -238,7 +238,7 @@ class Daemon:
             self.log(f"unexpected error (kept running):\n{traceback.format_exc()}")
 
     def _org_stopped(self) -> bool:
-        return org_status_word(self.paths) == "stopped"
+        return org_status_word(self.paths) in ("stopping", "stopped")
 
     def _notice(self, path_text: str, gate: GateWorker) -> None:
         """Route one changed path: an inbox or status file marks its agent dirty; a result wakes the gate (the

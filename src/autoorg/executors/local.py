@@ -91,21 +91,15 @@ def cancel_runs(paths: OrgPaths, exps: list[str], why: str = "cancelled", *, orp
 def stop_runs(paths: OrgPaths) -> list[str]:
     """Stop every run of an org (for `autoorg down`, after its session is gone): queued and running ones, gate
     runs and orphans included, so nothing is left `queued` or `running` for the next `up` to call a crash."""
-    stopped: list[str] = []
     end = time.monotonic() + STOP_WAIT_S
-    # A worker on its way out may still hand its slot to the gate, which queues the runs it wants next (fresh
-    # baselines for the cancelled ones): each round cancels what the last one's workers queued; with the session
-    # gone nothing else queues, so this ends (3 rounds at most)
-    for _ in range(3):
-        rows = [r for v in ledger.UNFINISHED for r in ledger.experiments(paths, verdict=v)]
-        if not rows:
-            break
-        workers = [r for r in rows if r.get("pid") and runner_alive(r) and _is_worker(int(r["pid"]), r["exp"])]
-        stopped += cancel_runs(paths, [r["exp"] for r in rows], "cancelled: the org was stopped", orphans=True)
-        # `down` returns when the runs are gone: wait for the signalled workers to take their runs down, then
-        # kill whatever is left of a run (a worker that did not exit in time, a process that left the run's group)
-        while time.monotonic() < end and any(runner_alive(r) for r in workers):
-            time.sleep(0.05)
+    # the org is `stopping` and `down` holds the gate's lock: no gate step queues a run behind this cancel
+    rows = [r for v in ledger.UNFINISHED for r in ledger.experiments(paths, verdict=v)]
+    workers = [r for r in rows if r.get("pid") and runner_alive(r) and _is_worker(int(r["pid"]), r["exp"])]
+    stopped = cancel_runs(paths, [r["exp"] for r in rows], "cancelled: the org was stopped", orphans=True)
+    # `down` returns when the runs are gone: wait for the signalled workers to take their runs down, then kill
+    # whatever is left of a run (a worker that did not exit in time, a process that left the run's group)
+    while time.monotonic() < end and any(runner_alive(r) for r in workers):
+        time.sleep(0.05)
     for exp in stopped:
         kill_orphaned_run(paths, exp)
     return sorted(set(stopped))

@@ -25,8 +25,8 @@ from autoorg.gate.heads import (
 from autoorg.gate.islands import island_summary
 from autoorg.gate.review import ReviewError, awaiting_review, review_candidate
 from autoorg.gate.stats import Noise, band, normal_cdf, pooled_noise, t_quantile
-from autoorg.gate.verify import fresh_seeds, queue_baseline_runs, run_experiment, screen, step
+from autoorg.gate.verify import fresh_seeds, gate_lock, queue_baseline_runs, run_experiment, screen, step
 
 __all__ = ["GateSettings", "HeadStats", "Noise", "ReviewError", "answer", "awaiting_review", "band", "baseline_need",
-           "fresh_seeds", "head_stats", "heldout_gain", "island_summary", "noise", "normal_cdf", "pooled_noise", "publish_board", "queue_baseline_runs",
+           "fresh_seeds", "gate_lock", "head_stats", "heldout_gain", "island_summary", "noise", "normal_cdf", "pooled_noise", "publish_board", "queue_baseline_runs",
            "review_candidate", "run_experiment", "screen", "settings", "slot_classes", "step", "t_quantile"]

@@ -164,11 +164,14 @@ def screen(ctx: OrgContext, exp: str) -> str:
 def step(paths: OrgPaths, log: Say = print, *, wait_s: float = 0.0) -> bool:
     """Do one idempotent unit of gate work; returns whether anything was done. Never blocks on a run: runs are
     detached workers. Two callers never double-verify: the work happens under `locks/gate.lock` (a lock busy for
-    `wait_s` returns False)."""
+    `wait_s` returns False). An org that is not running (`down` is stopping it, or it stopped) gets no gate work:
+    no run is queued that nothing would run, and `down` is left nothing to chase."""
     with gate_lock(paths, wait_s) as held:
         if not held:
             return False
         ctx = experiments.load_context(paths)
+        if ctx.state.status != "running":
+            return False
         did = revert_foreign_move(ctx, log)
         did = sweep_dead_runners(ctx, log) or did
         did = ensure_baselines(ctx, log) or did
