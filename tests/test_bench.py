@@ -15,6 +15,7 @@ import yaml
 
 from autoorg.bench import figures, load_suite
 from autoorg.bench.cell import cell_dir
+from autoorg.bench.run import Bench
 from autoorg.bench.summary import permutation_p, summarise
 from autoorg.errors import SpecError
 from autoorg.spec import load_task
@@ -38,6 +39,26 @@ def test_a_suite_is_read_with_the_baselines_added(tmp_path: Path) -> None:
                                                                          for m in ("keep", "random", "tpe")]
     assert [(o.name, r) for o, _, r in suite.cells()][:5] == [("a", 1), ("b", 1), ("keep", 1), ("random", 1),
                                                                ("tpe", 1)]
+
+
+def test_within_a_repeat_the_orgs_that_took_longest_start_first(tmp_path: Path) -> None:
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    suite = load_suite(_suite(tmp_path, "tasks: synthetic\nrepeats: 2\nbudget: {slot_minutes: 3}\n"
+                                        "orgs:\n  - {name: a, org: 2xcpu}\n  - {name: b, org: 1xcpu}\n"))
+    bench = Bench(suite, tmp_path / "out")
+    todo = list(bench.cells)
+
+    def order() -> list[tuple[str, int]]:
+        left, picked = list(todo), []
+        while left:
+            cell = bench._next(left)
+            left.remove(cell)
+            picked.append((cell.org.name, cell.repeat))
+        return picked
+
+    assert order()[:5] == [("a", 1), ("b", 1), ("keep", 1), ("random", 1), ("tpe", 1)]  # none timed: as listed
+    bench.walls = {"a": [100.0], "b": [300.0, 340.0], "keep": [200.0], "random": [90.0]}  # tpe never timed
+    assert order() == [(o, r) for r in (1, 2) for o in ("tpe", "b", "keep", "a", "random")]
 
 
 @pytest.mark.parametrize(("text", "error"), [

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -30,6 +30,7 @@ class Running:
     cell: Cell
     proc: subprocess.Popen[bytes]
     cores: list[int]
+    started: float = field(default_factory=time.monotonic)
 
 
 def core_shares(cores: int, parallel: int) -> list[list[int]]:
@@ -50,6 +51,7 @@ class Bench:
         self.suite, self.out, self.stream, self.say = suite, out, stream, say
         self.cells = [Cell(suite, out, org, task, r) for org, task, r in suite.cells()]
         self.failed: dict[str, str] = {}
+        self.walls: dict[str, list[float]] = {}  # org -> wall seconds of its cells that ran to the end here
         self._drawn = 0
 
     def results(self) -> list[dict[str, Any]]:
@@ -69,7 +71,8 @@ class Bench:
                 if interrupted():
                     raise KeyboardInterrupt
                 while todo and free:
-                    cell = todo.pop(0)
+                    cell = self._next(todo)
+                    todo.remove(cell)
                     running.append(self._start(cell, free.pop(0)))
                 for r in list(running):
                     if r.proc.poll() is not None:
@@ -85,6 +88,16 @@ class Bench:
             return False
         self._draw([], final=True)
         return all(c.done() for c in self.cells)
+
+    def _next(self, todo: list[Cell]) -> Cell:
+        """The next cell: repeats in order (a partial bench still compares every org), and within a repeat the org
+        whose cells have taken longest so far first (an org never timed yet first of all, in the suite's order), so
+        the bench does not end on one long cell running alone: a one-agent org's runs take its compute one at a
+        time, and its cells run about twice as long as a two-agent org's."""
+        def wall(cell: Cell) -> float:
+            seen = self.walls.get(cell.org.name)
+            return sum(seen) / len(seen) if seen else float("inf")
+        return min(todo, key=lambda c: (c.repeat, -wall(c)))
 
     def _start(self, cell: Cell, cores: list[int]) -> Running:
         log = open(self.out / "cells.log", "ab")  # noqa: SIM115 - handed to the child
@@ -102,6 +115,7 @@ class Bench:
         key = f"{r.cell.org.name} {r.cell.task} r{r.cell.repeat}"
         if r.cell.done():
             self.failed.pop(key, None)
+            self.walls.setdefault(r.cell.org.name, []).append(time.monotonic() - r.started)
             return
         error = r.cell.folder / "error.txt"
         why = error.read_text().strip() if error.is_file() else f"exit {r.proc.returncode} (see {self.out}/cells.log)"
