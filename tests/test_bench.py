@@ -35,8 +35,8 @@ def test_a_suite_is_read_with_the_baselines_added(tmp_path: Path) -> None:
                                         "orgs:\n  - {name: a, org: 2xcpu}\n  - {name: b, org: mine.yaml}\n"))
     assert [o.name for o in suite.orgs] == ["a", "b", "keep", "random", "tpe"]
     assert suite.orgs[1].target == str(tmp_path / "mine.yaml") and suite.budget_s == 180
-    assert [(o.backend, o.model) for o in suite.orgs if o.baseline] == [("heuristic", m)
-                                                                         for m in ("keep", "random", "tpe")]
+    assert [(o.backend, o.model, o.target) for o in suite.orgs if o.baseline] == [
+        ("heuristic", "keep", "1xcpu"), ("heuristic", "random", "2xcpu"), ("heuristic", "tpe", "2xcpu")]
     assert [(o.name, r) for o, _, r in suite.cells()][:5] == [("a", 1), ("b", 1), ("keep", 1), ("random", 1),
                                                                ("tpe", 1)]
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -110,6 +112,26 @@ def test_a_gate_step_while_down_is_under_way_queues_nothing(org: OrgPaths) -> No
     status("running")  # the same step on a running org queues the baselines the head lacks
     assert gate.step(org, log=lambda _line: None) is True
     assert [r for r in ledger.experiments(org) if r["verdict"] in ledger.UNFINISHED and r["kind"] == "baseline"]
+
+
+@pytest.mark.parametrize(("status", "verdict"), [("stopping", ledger.ORG_STOPPED), ("running", "crash: interrupted")])
+def test_an_exp_run_interrupted_by_down_is_cancelled_and_by_hand_a_crash(org: OrgPaths, status: str,
+                                                                          verdict: str) -> None:
+    """An agent's own `exp run` gets Ctrl-C when `down` stops the agents: a run the org stopped is no crash of its
+    code (bench figures counted those as crashes); a person's Ctrl-C on a running org still is one."""
+    (org.worktree("alice") / TRAIN).write_text(ESCAPING)
+    proc = subprocess.Popen([sys.executable, "-m", "autoorg", "exp", "run", "-m", "trains for ever", "--budget", "300"],
+                            cwd=org.worktree("alice"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "AUTOORG_AGENT": "alice", "AUTOORG_HOME": str(org.home)})
+    try:
+        row = retry_until(lambda: [r for r in ledger.experiments(org, agent="alice") if r["verdict"] == "running"],
+                          timeout=30, message="alice's run to start")[0]
+        update_state(org, lambda now: setattr(now, "status", status))
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    assert ledger.get_experiment(org, row["exp"])["verdict"] == verdict
 
 
 def test_a_queued_run_whose_runner_died_is_cancelled_not_a_crash(org: OrgPaths) -> None:

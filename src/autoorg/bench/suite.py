@@ -18,8 +18,9 @@
       - {name: solo, org: 1xcpu}     # org: a preset, a topology name or an org YAML (relative to this file)
       - {name: team, org: 4xcpu}
 
-Baselines are orgs of one offline agent (`backend: heuristic`, its `model:` the strategy) added to every suite,
-so every report has them beside the orgs compared.
+Baselines are orgs of offline agents (`backend: heuristic`, their `model:` the strategy) added to every suite, so
+every report has them beside the orgs compared: `keep` is one agent (autoresearch's loop), `random` and `tpe` one
+agent per core of the org's share (`cores`), each proposing from the whole org's evidence: a parallel sweep.
 """
 
 from __future__ import annotations
@@ -120,7 +121,9 @@ def load_suite(path: Path) -> Suite:
     if not isinstance(baselines, list) or any(b not in BASELINES for b in baselines):
         raise SpecError(f"'baselines' lists strategies from {', '.join(BASELINES)}; got {baselines!r}",
                         source=source, line=line_of(raw, "baselines"))
-    orgs += [BenchOrg(name=b, target="1xcpu", backend="heuristic", model=b, baseline=True) for b in baselines]
+    # autoresearch's loop is one agent by definition; the searches run one trial per slot, as a sweep would
+    orgs += [BenchOrg(name=b, target="1xcpu" if b == "keep" else f"{int(cores)}xcpu", backend="heuristic", model=b,
+                      baseline=True) for b in baselines]
     names = [o.name for o in orgs]
     for name in names:
         if names.count(name) > 1:

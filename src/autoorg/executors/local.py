@@ -95,7 +95,7 @@ def stop_runs(paths: OrgPaths) -> list[str]:
     # the org is `stopping` and `down` holds the gate's lock: no gate step queues a run behind this cancel
     rows = [r for v in ledger.UNFINISHED for r in ledger.experiments(paths, verdict=v)]
     workers = [r for r in rows if r.get("pid") and runner_alive(r) and _is_worker(int(r["pid"]), r["exp"])]
-    stopped = cancel_runs(paths, [r["exp"] for r in rows], "cancelled: the org was stopped", orphans=True)
+    stopped = cancel_runs(paths, [r["exp"] for r in rows], ledger.ORG_STOPPED, orphans=True)
     # `down` returns when the runs are gone: wait for the signalled workers to take their runs down, then kill
     # whatever is left of a run (a worker that did not exit in time, a process that left the run's group)
     while time.monotonic() < end and any(runner_alive(r) for r in workers):

@@ -29,6 +29,7 @@ RETRY_FOR_S = 120.0
 # Verdicts of an experiment row. `queued`/`running` while it has not finished; `crash: <why>` when it failed;
 # `void: <why>` when its protected files were not the org's (it has no metric).
 UNFINISHED = ("queued", "running")
+ORG_STOPPED = "cancelled: the org was stopped"  # what `down` gives every run it stops
 # A run that measured cleanly at the task's budget: the only runs the noise and the head's mean are made of.
 MEASURED = ("metric IS NOT NULL AND standard = 1 AND verdict NOT LIKE 'crash%' AND verdict NOT LIKE 'over budget%' "
             "AND verdict NOT LIKE 'void%' "

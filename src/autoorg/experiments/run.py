@@ -48,6 +48,7 @@ from autoorg.experiments.process import RUN_MARKER, Outcome, kill_run, last_line
 from autoorg.experiments.sandbox import Sealing, run_env, seal_mode
 from autoorg.paths import OrgPaths, atomic_write_text, data_dir
 from autoorg.spec import TaskSpec
+from autoorg.state import org_status_word
 
 # ---------------------------------------------------------------------------------------------------------------
 # Setup, once per org
@@ -427,7 +428,9 @@ def execute(ctx: OrgContext, exp: str, *, say: Say | None = None, wait_s: float 
         if ran is None:
             return ledger.get_experiment(paths, exp)
     except KeyboardInterrupt:
-        _finish_crash(ctx, exp, "crash: interrupted", times)
+        # `down` marks the org stopping before it stops the agents: their runs in flight were stopped, not crashed
+        stopped = org_status_word(paths) in ("stopping", "stopped")
+        _finish_crash(ctx, exp, ledger.ORG_STOPPED if stopped else "crash: interrupted", times)
         raise
     except AutoorgError as exc:
         _finish_crash(ctx, exp, f"crash: {exc}", times)
