@@ -101,8 +101,8 @@ def build(results: list[dict[str, Any]], *, suite: str, out: Path, plots: bool =
           "Every figure comes from the orgs' ledgers: the program head's *verified* metric (the gate's re-runs), "
           "compute as slot time (runs' wall time × the cores or GPUs they held). Mean ± standard deviation over "
           "repeats. The baselines run through the same harness and gate: `keep` is autoresearch's keep-if-better "
-          "loop (its kept changes, and how many the gate's re-runs confirmed), `random` and `tpe` search the task's "
-          "knobs.", ""]
+          "loop, one agent (its kept changes, and how many the gate's re-runs confirmed); `random` and `tpe` search "
+          "the task's knobs with one agent per core, each proposing from the whole org's evidence.", ""]
     html_parts = [f"<h1>Bench {html.escape(suite)}</h1>"]
     for task in tasks:
         rows = _table([s for s in summaries if s.task == task])
