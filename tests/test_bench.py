@@ -46,10 +46,9 @@ def test_within_a_repeat_the_orgs_that_took_longest_start_first(tmp_path: Path) 
     suite = load_suite(_suite(tmp_path, "tasks: synthetic\nrepeats: 2\nbudget: {slot_minutes: 3}\n"
                                         "orgs:\n  - {name: a, org: 2xcpu}\n  - {name: b, org: 1xcpu}\n"))
     bench = Bench(suite, tmp_path / "out")
-    todo = list(bench.cells)
 
     def order() -> list[tuple[str, int]]:
-        left, picked = list(todo), []
+        left, picked = list(bench.cells), []
         while left:
             cell = bench._next(left)
             left.remove(cell)
