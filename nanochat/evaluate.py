@@ -14,6 +14,11 @@ Standalone, on a checkpoint written by `train.py --save PATH` (a torch.export pr
 config; this file never imports train.py, so a measure runs no editable code but the model's own graph):
 
     python nanochat/evaluate.py PATH [--heldout]
+    python nanochat/evaluate.py PATH --heldout-to FILE   # val_bpb, then the held-out score's line into FILE
+
+`--heldout-to FILE` scores both splits in one process (loading an exported model costs more CPU than scoring it):
+val_bpb on stdout as usual, then the held-out split's final line written to FILE, which autoorg keeps out of the
+run's log. An empty FILE scores validation only.
 """
 
 from __future__ import annotations
@@ -131,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", help="where to run it (default: the device it was trained on)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--heldout", action="store_true", help="score the held-out split instead of validation")
+    parser.add_argument("--heldout-to", metavar="FILE", default="",
+                        help="after validation, also score the held-out split and write its final line to FILE")
     args = parser.parse_args(argv)
     try:
         model, info = load_checkpoint(args.checkpoint)
@@ -147,6 +154,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 2
     print("@metric " + json.dumps({"final": True, "val_bpb": val_bpb}), flush=True)
+    if args.heldout_to:
+        try:
+            heldout_bpb = evaluate_bpb(model, info["config"]["seq_len"], device, args.batch_size, split="heldout")
+        except prepare.PrepareError as exc:  # validation stands; the held-out score is simply missing
+            print(f"evaluate.py: no held-out score: {exc}", file=sys.stderr)
+            return 0
+        Path(args.heldout_to).write_text("@metric " + json.dumps({"final": True, "val_bpb": heldout_bpb}) + "\n")
     return 0
 
 

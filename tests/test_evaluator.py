@@ -18,6 +18,7 @@ from autoorg.errors import SpecError
 from autoorg.experiments import ledger
 from autoorg.experiments.measure import metric_value
 from autoorg.experiments.process import run_command
+from autoorg.experiments.run import execute
 from autoorg.experiments.sandbox import NAMESPACES, seal_mode
 from autoorg.paths import OrgPaths
 from autoorg.spec import load_task
@@ -162,7 +163,27 @@ def test_a_broken_recipe_is_a_crash_that_says_why(org: OrgPaths) -> None:
 # The held-out check
 
 
-def test_a_promotion_is_scored_on_the_held_out_split(org: OrgPaths) -> None:
+def evaluate_together(repo: Path) -> None:
+    """The synthetic task's `evaluate:` scoring the held-out split too, in the same process ({heldout_out})."""
+    task = repo / "examples/synthetic/task.yaml"
+    text = task.read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith("evaluate:"))
+    task.write_text(text.replace(line, line[:-1] + ' --heldout-to {heldout_out}"'))
+    git(repo, "commit", "-qam", "val and held-out in one evaluator process")
+
+
+@pytest.fixture(params=["two processes", "one process"])
+def scored_org(request: pytest.FixtureRequest, repo: Path, tmux_socket: str, tmp_path: Path) -> OrgPaths:
+    """An org whose gate runs are scored on the held-out split by the `heldout:` command, or by `evaluate:`
+    itself."""
+    add_synthetic(repo, budget=BUDGET, sigma=SIGMA)
+    if request.param == "one process":
+        evaluate_together(repo)
+    return start_org(repo, tmux_socket, tmp_path, agents=1, baseline=2)
+
+
+def test_a_promotion_is_scored_on_the_held_out_split(scored_org: OrgPaths) -> None:
+    org = scored_org
     drive_gate(org, lambda: gate.head_stats(experiments.load_context(org), experiments.load_context(org)
                                             .program_head(), "cpu").n >= 2, message="the baseline")
     set_knobs(org.worktree("alice"), LEARNING_RATE=0.006)
@@ -175,6 +196,14 @@ def test_a_promotion_is_scored_on_the_held_out_split(org: OrgPaths) -> None:
     gate_runs = ledger.experiments(org, kinds=("baseline", "verify"))
     assert gate_runs and all(r["heldout"] is not None for r in gate_runs if r["verdict"] == "ok")
     assert all(r["heldout"] is None for r in ledger.experiments(org, kinds=("exp",)))
+    together = "{heldout_out}" in experiments.load_context(org).task.evaluate
+    for r in gate_runs:  # one evaluator process per run, or a second for the held-out split: logged apart
+        run = org.runs / r["exp"]
+        assert (run / "log").read_text().count("evaluation by the protected evaluator") == 1
+        heldout_log = (run / "heldout.log").read_text()
+        assert heldout_log.count("evaluation by the protected evaluator") == (not together)
+        assert heldout_log.count("@metric") == 1
+        assert f"{r['heldout']:g}" not in (run / "log").read_text()
     # a person sees val and held-out side by side; agents (the board, their messages, `results` from their
     # panes) never see a held-out number
     out = run_cli("results", cwd=org.repo, env={"AUTOORG_HOME": str(org.home)}).stdout
@@ -187,6 +216,32 @@ def test_a_promotion_is_scored_on_the_held_out_split(org: OrgPaths) -> None:
     told = [m for m in comms.read_inbox(org, "alice", include_read=True) if m.exp == exp]
     assert told and all("held-out" not in m.body for m in told)
     assert not any(m.exp == exp for m in comms.read_inbox(org, "human"))  # nothing to flag
+
+
+def test_a_held_out_line_left_by_training_is_not_the_gate_runs_score(
+        repo: Path, tmux_socket: str, tmp_path: Path) -> None:
+    """The cheat on one-process scoring: the candidate's own train.py (a gate run runs it) writes the file its
+    evaluator is to write the held-out line to, with a fine number. Here the evaluator names the file but writes
+    nothing (as nanochat's does when its held-out split cannot be read): the planted line must not count."""
+    add_synthetic(repo, budget=BUDGET, sigma=SIGMA)
+    task = repo / "examples/synthetic/task.yaml"
+    text = task.read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith("evaluate:"))
+    task.write_text(text.replace(line, line[:-1] + '; : {heldout_out}"'))
+    git(repo, "commit", "-qam", "an evaluator that writes no held-out line")
+    org = start_org(repo, tmux_socket, tmp_path, agents=1, baseline=2)
+    edit_train(org, "alice", "import landscape  # noqa: E402\n", "import landscape  # noqa: E402\nimport os\n"
+               "(Path(os.environ['AUTOORG_OUT']).parent / 'heldout.log').write_text("
+               "'@metric {\"final\": true, \"val_loss\": 0.01}\\n')\n")
+    worktree = org.worktree("alice")
+    git(worktree, "commit", "-qam", "plants a held-out line")
+    ctx = experiments.load_context(org)
+    exp = experiments.queue_run(ctx, kind="baseline", agent="gate", commit=git(worktree, "rev-parse", "HEAD"),
+                                head=ctx.program_head(), description="a gate run of the planting code", seed=7,
+                                budget=BUDGET, slot_class="cpu")
+    row = execute(ctx, exp)
+    assert row["verdict"] == "ok" and row["metric"] == honest(7)
+    assert row["heldout"] is None
 
 
 OVERFIT = """\
@@ -229,6 +284,7 @@ def test_a_promotion_worse_on_the_held_out_split_is_flagged_to_human(
     ("metric: {name: val_loss, range: [0, true]}", "metric range must be [lo, hi] with lo < hi"),
     ("metric: val_loss\nheldout: python h.py", "heldout needs evaluate"),
     ("metric: val_loss\nevaluate: [python, e.py]", "evaluate must be a command line"),
+    ("metric: val_loss\nevaluate: python e.py --heldout-to {heldout_out}", "the task has no heldout command"),
 ])
 def test_bad_evaluation_keys_are_spec_errors(tmp_path: Path, extra: str, why: str) -> None:
     task = tmp_path / "task.yaml"

@@ -221,6 +221,12 @@ def test_the_tasks_commands_train_then_measure_in_another_process(prepared, tmp_
     assert held.returncode == 0, held.stderr
     (held_final,) = metric_lines(held.stdout)
     assert 0 < held_final["val_bpb"] < 16 and held_final["val_bpb"] != final["val_bpb"]
+    # ... which evaluate scores in the same process for the gate's runs (the model loaded once): the same numbers
+    assert "--heldout-to {heldout_out}" in task.evaluate
+    both = run("evaluate.py", model, "--heldout-to", str(tmp_path / "heldout.log"), data=prepared)
+    assert both.returncode == 0, both.stderr
+    assert metric_lines(both.stdout) == [final]  # stdout (the run's log) holds validation only
+    assert metric_lines((tmp_path / "heldout.log").read_text()) == [held_final]
 
     doctored = tmp_path / "doctored"
     shutil.copytree(prepared, doctored)

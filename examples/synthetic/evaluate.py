@@ -6,6 +6,7 @@ The compute is the harness's, not the run's: the tokens follow from the budget a
 the held-out split: another noise stream and a slightly different landscape, whose numbers no agent sees.
 
     python examples/synthetic/evaluate.py --recipe OUT/recipe.json --seed 1 --budget 2 [--heldout]
+    python examples/synthetic/evaluate.py ... --heldout-to FILE   # also the held-out line, into FILE
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--budget", type=float, required=True, help="the run's budget in seconds (autoorg's)")
     parser.add_argument("--heldout", action="store_true", help="score on the held-out split")
+    parser.add_argument("--heldout-to", metavar="FILE", default="",
+                        help="after val_loss, also score the held-out split and write its final line to FILE")
     args = parser.parse_args()
     knobs = read_recipe(args.recipe)
     train_seconds = TRAIN_FRAC * args.budget
@@ -79,6 +82,9 @@ def main() -> None:
     val_loss = score(knobs, tokens, args.seed, landscape.sigma())
     print("@metric " + json.dumps({"final": True, "val_loss": round(val_loss, 6), "steps": steps, "tokens": tokens,
                                    "train_s": round(train_seconds, 3)}), flush=True)
+    if args.heldout_to:
+        held = heldout_loss(knobs, tokens, args.seed, landscape.sigma())
+        Path(args.heldout_to).write_text("@metric " + json.dumps({"final": True, "val_loss": round(held, 6)}) + "\n")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,10 @@
                lines stay progress. A task without `evaluate:` is measured from training's own final line
                (unprotected: the code under test reports its own number).
   heldout      the gate's runs are also scored by the task's `heldout:` command (a split agents never see a
-               number for); the gate compares promotions on it.
+               number for); the gate compares promotions on it. An `evaluate:` command with {heldout_out} scores
+               both splits in one process (a model's loading is paid once): for a gate run it is a file in the
+               run's folder, removed before the evaluator starts, where the evaluator writes the held-out final
+               line (`written_value`); for an agent's run it is '' and the evaluator scores validation only.
   metric_value the sanity rules: one final line, a JSON number, finite, inside the task's declared range.
 """
 
@@ -19,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from autoorg import workspace
-from autoorg.experiments.process import Outcome, Unrepresentable, final_metrics, last_line, run_command
+from autoorg.experiments.process import (
+    Outcome,
+    Unrepresentable,
+    final_metrics,
+    last_line,
+    parse_metric_line,
+    run_command,
+)
 from autoorg.experiments.sandbox import Sealing
 from autoorg.spec import TaskSpec
 
@@ -57,6 +67,25 @@ def metric_value(task: TaskSpec, out: Outcome) -> tuple[dict[str, Any] | None, f
         if not lo <= value <= hi:
             return finals, None, f"{name} {value:g} is outside the task's range [{lo:g}, {hi:g}]"
     return finals, value, None
+
+
+def written_value(task: TaskSpec, path: Path) -> float | None:
+    """The value of the final line an evaluator wrote to a file, under the sanity rules (None: missing or
+    insane)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    out = Outcome(exit_code=0, killed=None, wall_s=0.0, maxrss_gb=None)
+    for line in text.splitlines():
+        parsed = parse_metric_line(line)
+        if parsed is not None:
+            what, data = parsed
+            if what == "metric":
+                out.metric_lines.append(data)
+            else:
+                out.plain.update(data)
+    return metric_value(task, out)[1]
 
 
 def export_evaluator(repo: Path, head: str, task: TaskSpec, dest: Path) -> None:

@@ -43,21 +43,22 @@ from autoorg.errors import AutoorgError, RunnerError, Say, TaskError
 from autoorg.experiments import leaks, ledger
 from autoorg.experiments.context import OrgContext
 from autoorg.experiments.manifest import Manifest, org_manifest, protected_changes
-from autoorg.experiments.measure import Measurement, evaluate, export_evaluator, metric_value
+from autoorg.experiments.measure import Measurement, evaluate, export_evaluator, metric_value, written_value
 from autoorg.experiments.process import RUN_MARKER, Outcome, kill_run, last_line, process_start, run_command
 from autoorg.experiments.sandbox import Sealing, run_env, seal_mode
 from autoorg.paths import OrgPaths, atomic_write_text, data_dir
-from autoorg.spec import TaskSpec
+from autoorg.spec import HELDOUT_OUT, TaskSpec
 from autoorg.state import org_status_word
 
 # ---------------------------------------------------------------------------------------------------------------
 # Setup, once per org
 
 
-def substitute(command: str, *, budget: float, seed: int, task_dir: str, out: str = "") -> str:
-    """Fill {python} {budget} {seed} {task_dir} {out} (and nothing else: other braces stay as written)."""
+def substitute(command: str, *, budget: float, seed: int, task_dir: str, out: str = "", heldout_out: str = "") -> str:
+    """Fill {python} {budget} {seed} {task_dir} {out} {heldout_out} (and nothing else: other braces stay as
+    written)."""
     values = {"{python}": shlex.quote(sys.executable), "{budget}": f"{budget:g}", "{seed}": str(seed),
-              "{task_dir}": shlex.quote(task_dir), "{out}": shlex.quote(out)}
+              "{task_dir}": shlex.quote(task_dir), "{out}": shlex.quote(out), HELDOUT_OUT: shlex.quote(heldout_out)}
     for key, value in values.items():
         command = command.replace(key, value)
     return command
@@ -195,14 +196,21 @@ def measure_in(task: TaskSpec, folder: Path, row: dict[str, Any], task_dir: str,
     if sealing is not None:  # the evaluator reads the evaluation data training could not
         sealing = Sealing(sealing.seal, sealing.writable, read_only=(*sealing.read_only, folder), hidden=())
     values = {"budget": row["budget"], "seed": row["seed"], "task_dir": task_dir, "out": env["AUTOORG_OUT"]}
-    measured = evaluate(task, substitute(task.evaluate, **values), cwd=folder, env=env,
-                        log_path=run_dir / "log", metrics_path=run_dir / "evaluation.jsonl", keep_fds=fds,
-                        cores=cores, sealing=sealing)
-    if task.heldout and row["kind"] != "exp" and measured.crash is None:
-        # logged apart from the run's log: no agent sees a held-out number
-        heldout = evaluate(task, substitute(task.heldout, **values), cwd=folder, env=env,
-                           log_path=run_dir / "heldout.log", metrics_path=run_dir / "heldout.jsonl",
-                           keep_fds=fds, cores=cores, sealing=sealing)
+    scored = bool(task.heldout) and row["kind"] != "exp"  # only the gate's runs; logged apart from the run's log
+    heldout_log = run_dir / "heldout.log"
+    together = scored and HELDOUT_OUT in task.evaluate
+    if together:  # the evaluator writes it: nothing training left there counts (a file, a link, a folder)
+        if heldout_log.is_dir() and not heldout_log.is_symlink():
+            shutil.rmtree(heldout_log)
+        heldout_log.unlink(missing_ok=True)
+    measured = evaluate(task, substitute(task.evaluate, **values, heldout_out=str(heldout_log) if together else ""),
+                        cwd=folder, env=env, log_path=run_dir / "log", metrics_path=run_dir / "evaluation.jsonl",
+                        keep_fds=fds, cores=cores, sealing=sealing)
+    if together and measured.crash is None:
+        measured.heldout = written_value(task, heldout_log)
+    elif scored and task.heldout and measured.crash is None:
+        heldout = evaluate(task, substitute(task.heldout, **values), cwd=folder, env=env, log_path=heldout_log,
+                           metrics_path=run_dir / "heldout.jsonl", keep_fds=fds, cores=cores, sealing=sealing)
         measured.heldout = heldout.value
     return measured
 

@@ -20,9 +20,9 @@ from autoorg.spec.org import (
            scaffold_org,
 )
 from autoorg.spec.processes import Baseline, Gate, Processes, Restart, Standup, StopRule, parse_interval
-from autoorg.spec.task import Knob, TaskSpec, detect_knobs, find_task, load_task, scaffold_task
+from autoorg.spec.task import HELDOUT_OUT, Knob, TaskSpec, detect_knobs, find_task, load_task, scaffold_task
 
-__all__ = ["AGENT_NAMES", "BACKEND_GROUP", "AgentSpec", "Baseline", "ExecutorSpec", "Gate", "Knob", "OrgSpec",
+__all__ = ["AGENT_NAMES", "BACKEND_GROUP", "HELDOUT_OUT", "AgentSpec", "Baseline", "ExecutorSpec", "Gate", "Knob", "OrgSpec",
            "Processes", "Restart", "Standup", "StopRule", "TaskSpec", "backend_names", "build_spec", "detect_knobs",
            "expand_preset", "find_task", "is_preset",
            "load_org", "load_task", "parse_interval", "scaffold_org", "scaffold_task"]

@@ -17,6 +17,8 @@ from autoorg.spec.loader import check_keys, line_of, read_yaml
 # Tasks
 
 
+HELDOUT_OUT = "{heldout_out}"  # in `evaluate`: where the evaluator writes a gate run's held-out line ('' otherwise)
+
 TASK_KEYS = {
     "name": "task name", "description": "one paragraph for agents",
     "editable": "repo-relative paths agents may change", "protected": "repo-relative paths that must not change",
@@ -24,7 +26,8 @@ TASK_KEYS = {
     "run": "slot class (cpu, gpu) -> command; placeholders {python} {budget} {seed} {task_dir} {out}",
     "evaluate": "the protected evaluation command, run after training on its output folder {out}; the metric is "
                 "its one final line (without it, training's own final line is the metric: unprotected)",
-    "heldout": "an evaluation command on a split agents never see a number for; the gate scores promotions on it",
+    "heldout": "an evaluation command on a split agents never see a number for; the gate scores promotions on it "
+               "(an `evaluate` command with {heldout_out} scores both in one process: see experiments/measure.py)",
     "hidden": "evaluation-only data: glob patterns under the data cache (AUTOORG_DATA) that a run's training sees "
               "empty (the validation and held-out splits); only the evaluator reads them",
     "metric": "name, direction (minimize | maximize) and the range [lo, hi] a sane value lies in",
@@ -135,6 +138,9 @@ def load_task(path: Path) -> TaskSpec:
     if raw.get("heldout") and not raw.get("evaluate"):
         raise SpecError("heldout needs evaluate (both are protected evaluation commands)", source=source,
                         line=line_of(raw, "heldout"))
+    if HELDOUT_OUT in str(raw.get("evaluate") or "") and not raw.get("heldout"):
+        raise SpecError(f"evaluate uses {HELDOUT_OUT} but the task has no heldout command (the split it scores)",
+                        source=source, line=line_of(raw, "evaluate"))
     run = raw["run"]
     if isinstance(run, str):
         run = {"cpu": run, "gpu": run}
