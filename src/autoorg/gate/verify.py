@@ -68,7 +68,11 @@ from autoorg.spec import TaskSpec
 
 HAND_OVER_WAIT_S = 30.0  # longest a finished gate run keeps its slot for the rest of its look, or the gate's lock
 WORKERS_START_S = 15.0  # longest it keeps it for the runs the gate queued to line up
-SCREEN_Z = 0.5  # screen at ~69% one-sided: a true 3σ win passes ~99% of the time; ~31% of no-effect runs do
+# Screen at ~84% one-sided: a true 3σ win passes ~95% of the time (93% while σ has 3 dof), ~16% of no-effect runs
+# do. At 0.5 (69%) twice as many no-effect runs became candidates, and each costs at least one same-seed pair on two
+# slots: on nanochat's noisy 2-core CPU slots they were most of the verifications before the first promotion
+# (benchmarks/first_promotion.py --timeline: 5 of 7 in two runs, every one claiming under 1σ).
+SCREEN_Z = 1.0
 
 
 def run_experiment(ctx: OrgContext, exp: str, *, say: Say | None = None,
