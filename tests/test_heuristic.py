@@ -64,6 +64,29 @@ def test_proposals_avoid_what_anyone_tried() -> None:
         seen.add(key)
 
 
+def test_proposals_move_the_knob_nobody_has_tried_from_the_head_first() -> None:
+    """Agents starting together spread over the knobs: a knob someone already moved alone from the head (queued
+    or measured) is not tried first, and a side already tried is not tried again first."""
+    head = researcher.read_knobs((SYNTHETIC / "train.py").read_text(), KNOBS)
+    by_name = {k.name: k for k in KNOBS}
+
+    def moved(name: str, side: int) -> dict[str, object]:
+        knob = by_name[name]
+        return {**head, name: researcher.from_unit(knob, researcher.to_unit(knob, head[name]) + side * 0.3)}
+
+    # both sides of every knob are spent but DEPTH's lower one (WEIGHT_DECAY is at the bottom of its range)
+    tried = [moved(n, side) for n in ("LEARNING_RATE", "WARMUP_FRAC", "BATCH_SIZE") for side in (-1, 1)]
+    tried += [moved("WEIGHT_DECAY", 1), moved("DEPTH", 1)]
+    ev = researcher.Evidence({}, {researcher.config_key(KNOBS, c): c for c in tried},
+                             {researcher.config_key(KNOBS, c) for c in tried}, 0, 0)
+    for seed in range(20):
+        r = researcher.Researcher.__new__(researcher.Researcher)
+        r.rng, r.step, r.focus = random.Random(seed), researcher.START_STEP, researcher.Focus()
+        r.ctx = type("Ctx", (), {"task": load_task(SYNTHETIC / "task.yaml")})()  # type: ignore[assignment]
+        proposal, why = r.propose(head, ev, None)
+        assert proposal["DEPTH"] < head["DEPTH"], (seed, why)
+
+
 def test_the_researcher_runs_experiments_and_follows_a_directive(repo: Path, tmux_socket: str,
                                                                tmp_path: Path) -> None:
     add_synthetic(repo, budget=0.2)

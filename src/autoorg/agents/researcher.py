@@ -6,8 +6,10 @@ around the verified best, using the whole org's ledger:
 1. The centre is the program head's configuration (the verified best). Sometimes (EXPLOIT_P) it is instead the
    configuration of the best run anyone measured that beat the head's mean but is not verified yet.
 2. One knob (sometimes two) is moved by ±step in the knob's unit range (log scale where the knob says so; a
-   choice moves by whole positions). The direction follows the evidence where there is some: if a run that
-   differs from the centre only in that knob did better, that side is preferred.
+   choice moves by whole positions). The knob is one that nobody in the org (measured, running or queued) has yet
+   moved alone from the centre, or the least so: four agents do not all try the same knob first. The direction
+   follows the evidence where there is some: if a run that differs from the centre only in that knob did better,
+   that side is preferred; else the side nobody has tried, else a coin flip.
 3. The step starts at START_STEP of the range and shrinks by SHRINK after every SHRINK_AFTER experiments of this
    agent without a promotion in the org (down to MIN_STEP); a promotion resets it.
 4. A configuration anyone already tried (rounded to ROUND in unit range) is never proposed again.
@@ -283,14 +285,21 @@ class Researcher:
             if leads:
                 _, best_key = max(leads, key=lambda t: task.improvement(t[0], head_mean))
                 centre, centre_name = {**head, **ev.values[best_key]}, "the best unverified lead"
+        sides = {k.name: self._tried_sides(k, centre, ev) for k in knobs}
+        fewest = min(len(s) for s in sides.values())
+        fresh = [k for k in knobs if len(sides[k.name]) == fewest]
         for attempt in range(PROPOSAL_TRIES):
             step = min(0.5, self.step * (1 + attempt / 10))
-            moved = self.rng.sample(knobs, 2 if len(knobs) > 1 and self.rng.random() < TWO_KNOBS_P else 1)
+            pool = fresh if attempt < len(fresh) else knobs  # the least explored first, then any
+            first = self.rng.choice(pool)
+            moved = [first]
+            if len(knobs) > 1 and self.rng.random() < TWO_KNOBS_P:
+                moved.append(self.rng.choice([k for k in knobs if k is not first]))
             proposal = dict(centre)
             changes = []
             for k in moved:
                 u = to_unit(k, centre[k.name])
-                direction = self._direction(k, centre, ev)
+                direction = self._direction(k, centre, ev, untried=({-1, 1} - sides[k.name]))
                 new = from_unit(k, u + direction * step * (0.5 + self.rng.random()))
                 if new == centre[k.name] and k.type in ("choice", "bool", "int"):
                     new = from_unit(k, u + direction * max(step, 1 / max(1, len(k.choices or [0, 1]) - 1)))
@@ -332,8 +341,23 @@ class Researcher:
                     obs.best_single = r["metric"]
         return list(groups.values())
 
-    def _direction(self, knob: Knob, centre: dict[str, Any], ev: Evidence) -> int:
-        """+1 or -1: towards a better neighbour along this knob when the ledger has one, else a coin flip."""
+    def _tried_sides(self, knob: Knob, centre: dict[str, Any], ev: Evidence) -> set[int]:
+        """The sides (+1 up, -1 down) spent for this knob at the centre: someone in the org already moved it alone
+        from there (measured, running or queued), or the centre is at that end of its range."""
+        u0 = to_unit(knob, centre[knob.name])
+        sides = {side for side, end in ((-1, 0.0), (1, 1.0)) if u0 == end}
+        for key in ev.tried:
+            other = ev.values.get(key)
+            if other is None or other.get(knob.name) == centre[knob.name] or knob.name not in other:
+                continue
+            if all(other.get(k.name) == centre.get(k.name) for k in self.knobs if k.name != knob.name):
+                sides.add(1 if to_unit(knob, other[knob.name]) > u0 else -1)
+        return sides
+
+    def _direction(self, knob: Knob, centre: dict[str, Any], ev: Evidence, untried: set[int] | frozenset[int] =
+                   frozenset()) -> int:
+        """+1 or -1: towards a better neighbour along this knob when the ledger has one, else the side nobody
+        has tried from the centre (`untried`, when it is one side), else a coin flip."""
         base = ev.means.get(config_key(self.knobs, centre))
         if base is not None and self.rng.random() < 0.8:
             u0 = to_unit(knob, centre[knob.name])
@@ -350,6 +374,8 @@ class Researcher:
                     best = (gain, side)
             if best is not None:
                 return best[1] if best[0] > 0 else -best[1]
+        if len(untried) == 1:
+            return next(iter(untried))
         return 1 if self.rng.random() < 0.5 else -1
 
     # -- one experiment --------------------------------------------------------------------------------------
