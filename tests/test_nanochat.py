@@ -179,6 +179,35 @@ def test_train_reports_metrics_within_budget(prepared, tmp_path):
     assert final["train_s"] - last_step_s < budget + 0.05
 
 
+FAULTS_PROBE = """
+import resource, sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+import train
+
+def faults():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        block = np.ones(40 * 2**20 // 8)  # 40 MB, like a cpu step's logits: over glibc's mmap threshold
+        del block
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+churn = faults()
+kept = train.keep_freed_memory()
+faults()  # the first block after the change comes from the kernel once
+print(churn, kept, faults())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_cpu_training_keeps_its_freed_blocks_instead_of_faulting_them_in_every_step():
+    proc = subprocess.run([sys.executable, "-c", FAULTS_PROBE, str(NANOCHAT)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    churn, kept, after = proc.stdout.split()
+    assert kept == "True" and int(churn) > 100 and int(after) < 10, proc.stdout
+
+
 def test_a_saved_model_measures_the_same_without_train_py(prepared, tmp_path):
     """`train.py --save` writes a self-contained model: evaluate.py, in a folder without train.py, gives the
     val_bpb train.py printed for the same weights."""
