@@ -16,7 +16,7 @@ import pytest
 from autoorg import comms, experiments, gate
 from autoorg.errors import SpecError
 from autoorg.experiments import ledger
-from autoorg.experiments.measure import metric_value
+from autoorg.experiments.measure import WRITTEN_MAX, metric_value, written_value
 from autoorg.experiments.process import run_command
 from autoorg.experiments.run import execute
 from autoorg.experiments.sandbox import NAMESPACES, seal_mode
@@ -135,6 +135,20 @@ def test_a_final_value_must_be_one_sane_json_number(tmp_path: Path, printed: str
     _, value, crash = metric_value(task, out)
     assert crash == why
     assert (value == 1.25) if why is None else value is None
+
+
+def test_a_value_written_to_a_file_is_read_under_the_same_rules_and_only_from_a_small_file(tmp_path: Path) -> None:
+    task = load_task(SYNTHETIC / "task.yaml")
+    file = tmp_path / "heldout.log"
+    assert written_value(task, file) is None  # nothing written
+    file.write_text('evaluating\n@metric {"final": true, "val_loss": 1.25}\n')
+    assert written_value(task, file) == 1.25
+    file.write_text('@metric {"final": true, "val_loss": 1.25}\n@metric {"final": true, "val_loss": 1.0}\n')
+    assert written_value(task, file) is None  # two final lines
+    file.write_text('@metric {"final": true, "val_loss": -1.0}\n')
+    assert written_value(task, file) is None  # outside the task's range
+    file.write_text("x" * WRITTEN_MAX + '\n@metric {"final": true, "val_loss": 1.25}\n')
+    assert written_value(task, file) is None  # filled: not read
 
 
 def test_without_an_evaluator_training_is_measured_and_a_second_final_line_crashes(

@@ -69,13 +69,20 @@ def metric_value(task: TaskSpec, out: Outcome) -> tuple[dict[str, Any] | None, f
     return finals, value, None
 
 
+WRITTEN_MAX = 2**20  # an evaluator writes a few lines to its file; more than this is not read (None)
+
+
 def written_value(task: TaskSpec, path: Path) -> float | None:
-    """The value of the final line an evaluator wrote to a file, under the sanity rules (None: missing or
-    insane)."""
+    """The value of the final line an evaluator wrote to a file, under the sanity rules (None: missing, insane,
+    or over WRITTEN_MAX: a file something filled is not read into memory)."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        with open(path, "rb") as file:
+            data = file.read(WRITTEN_MAX + 1)
     except OSError:
         return None
+    if len(data) > WRITTEN_MAX:
+        return None
+    text = data.decode("utf-8", errors="replace")
     out = Outcome(exit_code=0, killed=None, wall_s=0.0, maxrss_gb=None)
     for line in text.splitlines():
         parsed = parse_metric_line(line)
