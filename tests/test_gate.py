@@ -335,6 +335,53 @@ def test_a_futile_verification_stops_at_its_first_look(org: OrgPaths) -> None:
     assert len(runs) == 2 and all(r["verdict"] == "ok" for r in runs)  # one look of 1 pair, not 6
 
 
+def screened_while_a_verification_waits(org: OrgPaths, agent: str, message: str) -> str:
+    """Run `agent`'s experiment while the verification in flight cannot decide its look (the test holds the gate's
+    lock until the run is screened); returns its id once the gate took the lock again."""
+    exps: list[str] = []
+    with gate.gate_lock(org, wait_s=60) as held:
+        assert held
+        worker = threading.Thread(target=lambda: exps.append(run_exp(org, agent, message)))
+        worker.start()
+        retry_until(lambda: ledger.experiments(org, agent=agent, kinds=("exp",), verdict="candidate"), timeout=90,
+                    message=f"{agent}'s run to be screened")
+    worker.join(timeout=90)
+    assert exps
+    return exps[0]
+
+
+@pytest.mark.parametrize("org", [{"z": 12.0}], indirect=True)  # nothing promotes: each runs to its last look
+def test_a_verification_is_set_aside_for_a_far_bigger_claim_and_goes_on_from_its_look(org: OrgPaths) -> None:
+    set_knobs(org.worktree("alice"), LEARNING_RATE=0.0015)  # a real gain of ~5σ
+    small = run_exp(org, "alice", "lr 0.0015")
+    assert ledger.verifications(org, exp=small), verdict(org, small)  # its hand-over started the verification
+    set_knobs(org.worktree("bob"), LEARNING_RATE=0.006, WARMUP_FRAC=0.05)  # ~17σ: over 2x the claim in bands
+    big = screened_while_a_verification_waits(org, "bob", "lr 0.006, warmup 0.05")
+    drive_gate(org, lambda: settled(org, small, big), timeout=120, message="both to be decided")
+    (first,) = ledger.verifications(org, exp=small)  # one verification, set aside and gone on with
+    (second,) = ledger.verifications(org, exp=big)
+    assert first["status"] == second["status"] == "rejected"
+    assert "over 3 same-seed pairs" in first["why"] and len(first["runs"]) == 6 and len(second["runs"]) == 6
+    number = lambda exp: int(exp.lstrip("e"))  # noqa: E731
+    assert max(map(number, first["runs"][:2])) < min(map(number, second["runs"]))
+    assert max(map(number, second["runs"])) < min(map(number, first["runs"][2:]))
+    assert all(ledger.get_experiment(org, e)["verdict"] == "ok" for e in first["runs"] + second["runs"])
+
+
+def test_a_verification_set_aside_starts_over_on_the_new_head_when_the_bigger_win_is_promoted(org: OrgPaths) -> None:
+    set_knobs(org.worktree("alice"), WARMUP_FRAC=0.15)  # ~4σ
+    small = run_exp(org, "alice", "warmup 0.15")
+    assert ledger.verifications(org, exp=small), verdict(org, small)
+    set_knobs(org.worktree("bob"), LEARNING_RATE=0.006, BATCH_SIZE=128)  # over 20σ, on other lines of train.py
+    big = screened_while_a_verification_waits(org, "bob", "lr 0.006, batch 128")
+    drive_gate(org, lambda: settled(org, small, big), timeout=120, message="both to be decided")
+    assert verdict(org, big) == "promoted"
+    (promo,) = [p for p in ledger.promotions(org) if p["exp"] == big]
+    first, *later = ledger.verifications(org, exp=small)
+    assert first["status"] == "superseded" and first["head"] == promo["old_head"] and later
+    assert later[0]["head"] == promo["new_head"]  # its pairs against the old head were not carried over
+
+
 @pytest.mark.parametrize("org", [{"evaluator": False}], indirect=True)  # the evaluator takes the harness's seed
 def test_a_candidate_that_ignores_its_seed_is_rejected_and_leaves_sigma_alone(org: OrgPaths) -> None:
     ctx = experiments.load_context(org)

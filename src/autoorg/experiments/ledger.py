@@ -79,7 +79,7 @@ MIGRATIONS: list[str] = [
         head TEXT NOT NULL,              -- the program head it was squashed onto
         commit_sha TEXT,                 -- the squashed commit (None when stale)
         runs TEXT NOT NULL DEFAULT '[]', -- JSON list of verify experiment ids
-        status TEXT NOT NULL,            -- running | promoted | rejected | stale | superseded
+        status TEXT NOT NULL,            -- running | paused | promoting | promoted | rejected | stale | superseded
         why TEXT NOT NULL DEFAULT '',
         mean REAL, head_mean REAL, band REAL, sigma REAL,
         started TEXT NOT NULL, finished TEXT

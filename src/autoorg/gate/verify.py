@@ -20,7 +20,9 @@ run of the head and one of the candidate, started together with one fresh seed, 
 in their difference. Pairs are queued a look at a time (gate.stats.looks: 1 pair, then doubling up to
 `gate.repeats`, R) and judged by the sequential rule in gate.stats.paired_verdict against σ_d estimated from the
 pairs' own spread, pooled with the org's other verifications, floored (gate.stats.pair_noise): promote, reject, or
-queue the next look. Before
+queue the next look. A verification
+undecided at a look is set aside (`paused`) for a waiting candidate that claims over PREEMPT times its gain, and
+goes on from that look once that one is decided, unless the head moved meanwhile. Before
 that, re-runs on distinct seeds that do not vary (gate.stats.ignores_seed) reject the candidate as ignoring its
 seed. Every re-run must measure cleanly. Promotion fast-forwards `org/<tag>` with a compare-and-swap. The head's
 arm of each pair counts towards the head's mean.
@@ -73,6 +75,10 @@ WORKERS_START_S = 15.0  # longest it keeps it for the runs the gate queued to li
 # slots: on nanochat's noisy 2-core CPU slots they were most of the verifications before the first promotion
 # (benchmarks/first_promotion.py --timeline: 5 of 7 in two runs, every one claiming under 1σ).
 SCREEN_Z = 1.0
+# A verification undecided at a look is set aside for a waiting candidate whose run claims over PREEMPT times its
+# gain in bands, and goes on from that look afterwards: a -0.37 win (DEPTH=1 on nanochat) waited 12 minutes behind
+# all 8 pairs of a half-σ change (benchmarks/first_promotion.py --timeline).
+PREEMPT = 2.0
 
 
 def run_experiment(ctx: OrgContext, exp: str, *, say: Say | None = None,
@@ -361,6 +367,37 @@ def advance_verification(ctx: OrgContext, log: Say) -> bool:
     return True
 
 
+def outranking(ctx: OrgContext, cand: dict[str, Any]) -> dict[str, Any] | None:
+    """The best candidate waiting for verification whose run claims over PREEMPT times the gain (in bands) of
+    `cand`, the one being verified (else None): `decide` sets that verification aside at a look for it."""
+    mine = _priority(ctx.task, cand)
+    rivals = [c for c in ledger.experiments(ctx.paths, kinds=("exp",), verdict="candidate")
+              if c["exp"] != cand["exp"] and c["slot_class"] == cand["slot_class"]
+              and _priority(ctx.task, c) > PREEMPT * max(mine, 0.0) and cleared_for_verification(ctx, c)]
+    return max(rivals, key=lambda r: _priority(ctx.task, r)) if rivals else None
+
+
+def resume_paused(ctx: OrgContext, cand: dict[str, Any], branch: str, head: str, log: Say) -> bool:
+    """Go on with a verification of `cand` that was set aside (outranking), from its next look, when the head it
+    is paired against is still the branch's head: its pairs so far stand, and its sequential test goes on exactly
+    as if it had never stopped. One whose head moved is superseded (a fresh one starts). Returns whether one went
+    on."""
+    for ver in ledger.verifications(ctx.paths, exp=cand["exp"], status="paused"):
+        if ver["head"] != head or branch_of(ctx, ver) != branch:
+            ledger.update_verification(ctx.paths, ver["id"], status="superseded",
+                                       why="the program head moved while it was set aside", finished=clock.now_iso())
+            continue
+        st = settings(ctx.spec)
+        done = len(same_seed_pairs([ledger.get_experiment(ctx.paths, e) for e in ver["runs"]], ver["head"]))
+        more = queue_pairs(ctx, cand, ver["head"], ver["commit_sha"], next_look(done, st.repeats), first=done + 1,
+                           of=st.repeats)
+        ledger.update_verification(ctx.paths, ver["id"], status="running", why="", runs=[*ver["runs"], *more])
+        ledger.update_experiment(ctx.paths, cand["exp"], verdict="verifying")
+        log(f"{cand['exp']} ({cand['agent']}): verification goes on after {done} pairs ({', '.join(more)})")
+        return True
+    return False
+
+
 def branch_of(ctx: OrgContext, ver: dict[str, Any]) -> str:
     """The branch a verification is on (rows from before islands: the program branch)."""
     return ver.get("branch") or ctx.program_branch
@@ -370,6 +407,8 @@ def start_verification(ctx: OrgContext, cand: dict[str, Any], log: Say) -> None:
     repo, paths = ctx.repo, ctx.paths
     branch = ctx.branch_of(cand["agent"])
     head = workspace.rev_parse(repo, branch)
+    if resume_paused(ctx, cand, branch, head, log):
+        return
     message = f"{cand['description']}\n\nautoorg: {cand['exp']} by {cand['agent']}, verified by the gate"
     try:
         squashed = workspace.squash_onto(repo, cand["commit_sha"], head, message, author=cand["agent"])
@@ -465,6 +504,14 @@ def decide(ctx: OrgContext, ver: dict[str, Any], log: Say) -> bool:
     noise_ = pair_noise_of(ctx, cls, gains, leave_out=ver["id"])
     verdict = paired_verdict(gains, noise_, st.z, st.repeats, st.floor * abs(head_mean))
     if verdict == "continue":
+        rival = outranking(ctx, cand)
+        if rival is not None:
+            ledger.update_verification(ctx.paths, ver["id"], status="paused",
+                                       why=f"set aside after {len(pairs)} pairs for {rival['exp']}")
+            ledger.update_experiment(ctx.paths, cand["exp"], verdict="candidate")
+            log(f"{cand['exp']}: undecided after {len(pairs)} pairs; set aside for {rival['exp']} ({rival['agent']}), "
+                f"whose run claims over {PREEMPT}x its gain in bands: it goes on from here afterwards")
+            return True
         more = queue_pairs(ctx, cand, ver["head"], ver["commit_sha"], next_look(len(pairs), st.repeats),
                            first=len(pairs) + 1, of=st.repeats)
         ledger.update_verification(ctx.paths, ver["id"], runs=[*ver["runs"], *more])
