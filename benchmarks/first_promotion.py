@@ -92,6 +92,8 @@ def main() -> int:
             kinds = Counter(r["kind"] for r in rows if r["verdict"] not in ledger.UNFINISHED)
             if promotion is None:
                 print(f"no promotion within {args.max_minutes:g} min; finished runs {dict(kinds)}")
+                if args.timeline:  # where the time went matters most when nothing got through
+                    print_timeline(rows, ledger.verifications(paths), up_at=time.time() - elapsed)
                 return 1
             print(f"first verified promotion after {elapsed / 60:.1f} min ({elapsed:.0f} s): {promotion['exp']} by "
                   f"{promotion['agent']}, {promotion['description']!r}, metric {promotion['metric']:.6g} "
