@@ -77,12 +77,12 @@ def written_value(task: TaskSpec, path: Path) -> float | None:
     or over WRITTEN_MAX: a file something filled is not read into memory)."""
     try:
         with open(path, "rb") as file:
-            data = file.read(WRITTEN_MAX + 1)
+            raw = file.read(WRITTEN_MAX + 1)
     except OSError:
         return None
-    if len(data) > WRITTEN_MAX:
+    if len(raw) > WRITTEN_MAX:
         return None
-    text = data.decode("utf-8", errors="replace")
+    text = raw.decode("utf-8", errors="replace")
     out = Outcome(exit_code=0, killed=None, wall_s=0.0, maxrss_gb=None)
     for line in text.splitlines():
         parsed = parse_metric_line(line)
