@@ -145,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"evaluate.py: error: cannot read checkpoint {args.checkpoint}: {exc}", file=sys.stderr)
         return 2
     device = args.device or info["device"]
+    if device == "cpu":
+        prepare.keep_freed_memory()
     model.to(device)
     try:
         prepare.verify_checksums()

@@ -11,7 +11,6 @@ protected evaluate.py on the fixed validation tokens that the protected prepare.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import math
 import os
@@ -445,24 +444,6 @@ def save_for_evaluation(model: GPT, cfg: GPTConfig, path: str) -> None:
     torch.export.save(program, path, extra_files={"nanochat.json": json.dumps(info)})
 
 
-# glibc's mallopt parameters (malloc.h)
-M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX = -1, -2, -4
-
-
-def keep_freed_memory() -> bool:
-    """Have glibc keep freed memory for the next step instead of handing it back. By default every block over
-    32 MB (one forward's logits on the cpu preset: 16 x 256 x 2048 floats, 33.5 MB) is mmap'd when allocated and
-    unmapped when freed, so each step page-faults it back in, zeroed, in the kernel: 12 of a 70-s run's CPU
-    seconds, and a share that differs from process to process (26 to 32 steps in 60 s on one seed, side by side;
-    40 and 40 without the churn). Returns whether glibc took it (False on other C libraries: nothing changes)."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    settings = ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**30), (M_TOP_PAD, 64 * 2**20))
-    return all(mallopt(param, value) == 1 for param, value in settings)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -486,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         attention_order = sdpa_kernel(ATTENTION_PREFERENCE, set_priority=True)
         attention_order.__enter__()
     else:
-        keep_freed_memory()
+        prepare.keep_freed_memory()
         torch.set_num_threads(len(os.sched_getaffinity(0)))  # the cores this process may use, not the machine's
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda else nullcontext()
     torch.manual_seed(args.seed)
