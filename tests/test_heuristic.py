@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import threading
@@ -85,6 +86,37 @@ def test_proposals_move_the_knob_nobody_has_tried_from_the_head_first() -> None:
         r.ctx = type("Ctx", (), {"task": load_task(SYNTHETIC / "task.yaml")})()  # type: ignore[assignment]
         proposal, why = r.propose(head, ev, None)
         assert proposal["DEPTH"] < head["DEPTH"], (seed, why)
+
+
+def test_agents_proposing_at_the_same_moment_queue_different_experiments(repo: Path, tmux_socket: str,
+                                                                         tmp_path: Path, monkeypatch) -> None:
+    """Four researchers with one random seed, reading the org at the same moment (as at `up`), queue four
+    different configurations: one at a time reads, chooses and queues, so each sees what the others queued.
+    Without that, all four read an empty ledger and queue the same change."""
+    add_synthetic(repo, budget=0.2)
+    paths = start_org(repo, tmux_socket, tmp_path, agents=4, baseline=2)
+    together = threading.Barrier(4, timeout=3)
+    read = researcher.Researcher.evidence
+
+    def evidence_when_all_are_reading(self: researcher.Researcher) -> researcher.Evidence:
+        with contextlib.suppress(threading.BrokenBarrierError):  # one at a time: the first waits out the barrier
+            together.wait()
+        return read(self)
+
+    monkeypatch.setattr(researcher.Researcher, "evidence", evidence_when_all_are_reading)
+    bots = [researcher.Researcher(paths, name, say=lambda _line: None, seed=5)
+            for name in ("alice", "bob", "carol", "dave")]
+    queued: list[str] = []
+    threads = [threading.Thread(target=lambda b=b: queued.append(b.choose_and_queue()[0])) for b in bots]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(queued) == 4
+    rows = [r for r in ledger.experiments(paths, kinds=("exp",)) if r["exp"] in queued]
+    configs = {json.dumps(researcher.read_knobs(workspace.read_file_at(repo, r["commit_sha"], TRAIN) or "", KNOBS),
+                          sort_keys=True) for r in rows}
+    assert len(rows) == 4 and len(configs) == 4, [r["description"] for r in rows]
 
 
 def test_the_researcher_runs_experiments_and_follows_a_directive(repo: Path, tmux_socket: str,

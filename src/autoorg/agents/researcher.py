@@ -386,6 +386,47 @@ class Researcher:
         self.status("working", "reading the org")
         self.read_inbox()
         self.gate_step()
+        exp, changes, idea = self.choose_and_queue()
+        metric = ctx.task.metric
+        try:
+            self.tell(f"running {exp}")
+            row = gate.run_experiment(ctx, exp, say=self.tell)
+        except AutoorgError as exc:
+            if idea is not None:  # not left claimed forever: closed with why
+                comms.finish_idea(paths, self.agent, idea.id, f"could not run it: {exc}")
+            raise
+        for line in gate.answer(ctx, row).splitlines():
+            self.say(line)
+        value = f"{row['metric']:.6g}" if row["metric"] is not None else "-"
+        delta = f" ({row['delta']:+.4g} vs head)" if row["delta"] is not None else ""
+        result = f"{exp} {', '.join(changes)}: {metric} {value}{delta} → {row['verdict']}"
+        try:
+            if idea is not None:
+                comms.finish_idea(paths, self.agent, idea.id, result)
+            if self.shared:
+                comms.post_board(paths, self.agent, result)
+        except AutoorgError as exc:
+            self.tell(f"(could not post the result: {exc})")
+        if row["verdict"] in ("candidate",):
+            self.misses = 0
+        else:
+            self.misses += 1
+            if self.misses % SHRINK_AFTER == 0:
+                self.step = max(MIN_STEP, self.step * SHRINK)
+                self.tell(f"{self.misses} experiments without a win: narrowing my step to {self.step:.2f}")
+        self.gate_step()
+        return row
+
+    def choose_and_queue(self) -> tuple[str, list[str], comms.Idea | None]:
+        """The next experiment, committed and queued: its id, its changes (`KNOB=value`) and the idea it runs
+        (None: its own proposal). One agent at a time reads the org, chooses and queues, so each sees what the
+        others queued: at `up`, four agents proposing at once moved the same knob the same way twice in the org's
+        first round (benchmarks/first_promotion.py --timeline)."""
+        with comms.locked(self.paths, "proposals"):
+            return self._choose_and_queue()
+
+    def _choose_and_queue(self) -> tuple[str, list[str], comms.Idea | None]:
+        ctx, paths = self.ctx, self.paths
         head = ctx.head_of(self.agent)  # its island's head on an island
         ev = self.evidence()
         if ev.promotions > self.promotions_seen:
@@ -435,33 +476,11 @@ class Researcher:
         try:
             exp = experiments.queue_experiment(ctx, self.agent, "heuristic: " + ", ".join(changes),
                                                 spend=usage.spend(self.paths, self.agent))
-            self.tell(f"running {exp}")
-            row = gate.run_experiment(ctx, exp, say=self.tell)
         except AutoorgError as exc:
             if idea is not None:  # not left claimed forever: closed with why
                 comms.finish_idea(paths, self.agent, idea.id, f"could not run it: {exc}")
             raise
-        for line in gate.answer(ctx, row).splitlines():
-            self.say(line)
-        value = f"{row['metric']:.6g}" if row["metric"] is not None else "-"
-        delta = f" ({row['delta']:+.4g} vs head)" if row["delta"] is not None else ""
-        result = f"{exp} {', '.join(changes)}: {metric} {value}{delta} → {row['verdict']}"
-        try:
-            if idea is not None:
-                comms.finish_idea(paths, self.agent, idea.id, result)
-            if self.shared:
-                comms.post_board(paths, self.agent, result)
-        except AutoorgError as exc:
-            self.tell(f"(could not post the result: {exc})")
-        if row["verdict"] in ("candidate",):
-            self.misses = 0
-        else:
-            self.misses += 1
-            if self.misses % SHRINK_AFTER == 0:
-                self.step = max(MIN_STEP, self.step * SHRINK)
-                self.tell(f"{self.misses} experiments without a win: narrowing my step to {self.step:.2f}")
-        self.gate_step()
-        return row
+        return exp, changes, idea
 
     # -- the idea queue (workers) ---------------------------------------------------------------------------
 

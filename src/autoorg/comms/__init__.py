@@ -18,6 +18,7 @@ from autoorg.comms.board import (
 )
 from autoorg.comms.files import (
     QUARANTINE_AFTER_S,
+    locked,
     parse_front_matter,
     quarantine,
     render_front_matter,
@@ -69,4 +70,4 @@ from autoorg.comms.status import (
     write_status,
 )
 
-__all__ = ['BOARD_SECTIONS', 'BoardPost', 'HELD_STATES', 'IDEA_STATES', 'Idea', 'KINDS', 'MAX_BODY_BYTES', 'Message', 'NAME_RE', 'QUARANTINE_AFTER_S', 'Roster', 'STATES', 'SYSTEM_SENDERS', 'add_idea', 'add_idea_unless', 'board_path', 'board_posts', 'check_name', 'claim_idea', 'finish_idea', 'hold', 'human_or_agent', 'ideas_dir', 'inbox_dir', 'known_agent', 'list_ideas', 'load_messages', 'mark_read', 'not_running_reason', 'parse_front_matter', 'parse_message', 'post_board', 'quarantine', 'read_board', 'read_inbox', 'read_status', 'render_front_matter', 'replace_state_file', 'report_status', 'resolve_recipients', 'roster', 'send_message', 'standup_notes_since', 'standup_path', 'status_path', 'swap_status', 'unhold', 'unread_files', 'update_board', 'write_standup', 'write_status']
+__all__ = ['BOARD_SECTIONS', 'BoardPost', 'HELD_STATES', 'IDEA_STATES', 'Idea', 'KINDS', 'MAX_BODY_BYTES', 'Message', 'NAME_RE', 'QUARANTINE_AFTER_S', 'Roster', 'STATES', 'SYSTEM_SENDERS', 'add_idea', 'add_idea_unless', 'board_path', 'board_posts', 'check_name', 'claim_idea', 'finish_idea', 'hold', 'human_or_agent', 'ideas_dir', 'inbox_dir', 'known_agent', 'list_ideas', 'load_messages', 'locked', 'mark_read', 'not_running_reason', 'parse_front_matter', 'parse_message', 'post_board', 'quarantine', 'read_board', 'read_inbox', 'read_status', 'render_front_matter', 'replace_state_file', 'report_status', 'resolve_recipients', 'roster', 'send_message', 'standup_notes_since', 'standup_path', 'status_path', 'swap_status', 'unhold', 'unread_files', 'update_board', 'write_standup', 'write_status']
