@@ -382,6 +382,27 @@ def test_a_verification_set_aside_starts_over_on_the_new_head_when_the_bigger_wi
     assert later[0]["head"] == promo["new_head"]  # its pairs against the old head were not carried over
 
 
+@pytest.mark.parametrize("org", [{"z": 12.0}], indirect=True)  # nothing promotes: it runs to its last look
+def test_an_undecided_verification_lets_the_agents_waiting_runs_start_before_its_next_look(org: OrgPaths) -> None:
+    """With its second look undecided, a verification lets an agent's run that was waiting for a slot when the look
+    landed start before it queues the next pairs (it held both slots from its first pair on)."""
+    set_knobs(org.worktree("alice"), LEARNING_RATE=0.0015)  # a real gain of ~5σ: no futility stop
+    small = run_exp(org, "alice", "lr 0.0015")
+    assert ledger.verifications(org, exp=small), verdict(org, small)  # its first pair is queued
+    set_knobs(org.worktree("bob"), WARMUP_FRAC=0.11)
+    exps: list[str] = []
+    worker = threading.Thread(target=lambda: exps.append(run_exp(org, "bob", "warmup 0.11")))
+    worker.start()
+    drive_gate(org, lambda: settled(org, small) and exps, timeout=180, message="the verification and bob's run")
+    worker.join(timeout=60)
+    (ver,) = ledger.verifications(org, exp=small)
+    runs = [ledger.get_experiment(org, e) for e in ver["runs"]]
+    bob = ledger.get_experiment(org, exps[0])
+    assert len(runs) == 6 and ver["status"] == "rejected", ver
+    assert bob["queued"] < max(r["finished"] for r in runs[:4])  # it was waiting when the second look landed
+    assert bob["started"] < min(r["queued"] for r in runs[4:])  # and started before the third pair was queued
+
+
 @pytest.mark.parametrize("org", [{"evaluator": False}], indirect=True)  # the evaluator takes the harness's seed
 def test_a_candidate_that_ignores_its_seed_is_rejected_and_leaves_sigma_alone(org: OrgPaths) -> None:
     ctx = experiments.load_context(org)

@@ -22,3 +22,8 @@ def iso_of_epoch(epoch: float | None) -> str | None:
 
 def parse_iso(text: str) -> datetime:
     return datetime.strptime(text, ISO_FORMAT).replace(tzinfo=UTC)
+
+
+def age_s(stamp: str) -> float:
+    """Seconds from a stamp in the format to now."""
+    return (datetime.now(UTC) - parse_iso(stamp)).total_seconds()

@@ -22,7 +22,9 @@ in their difference. Pairs are queued a look at a time (gate.stats.looks: 1 pair
 pairs' own spread, pooled with the org's other verifications, floored (gate.stats.pair_noise): promote, reject, or
 queue the next look. A verification
 undecided at a look is set aside (`paused`) for a waiting candidate that claims over PREEMPT times its gain, and
-goes on from that look once that one is decided, unless the head moved meanwhile. Before
+goes on from that look once that one is decided, unless the head moved meanwhile. From its second look on, an
+undecided verification lets the agents' runs that were waiting for a slot when its look landed start before it
+queues the next (YIELD_FROM_PAIRS). Before
 that, re-runs on distinct seeds that do not vary (gate.stats.ignores_seed) reject the candidate as ignoring its
 seed. Every re-run must measure cleanly. Promotion fast-forwards `org/<tag>` with a compare-and-swap. The head's
 arm of each pair counts towards the head's mean.
@@ -79,6 +81,13 @@ SCREEN_Z = 1.0
 # gain in bands, and goes on from that look afterwards: a -0.37 win (DEPTH=1 on nanochat) waited 12 minutes behind
 # all 8 pairs of a half-σ change (benchmarks/first_promotion.py --timeline).
 PREEMPT = 2.0
+# From its second look on, a verification still undecided lets the agents' runs that were waiting when its look
+# landed start before it queues the next: with 2 slots a verification holds both, and one that ran all 8 pairs (a
+# real gain of ~1.4 σ_d, not confirmed) kept every experiment waiting for 11 minutes, among them the org's first win
+# (`DEPTH = 2`), queued at 1.4 minutes and run at 17 (benchmarks/first_promotion.py --timeline). A win found in the
+# round it yields outranks the verification at its next look (PREEMPT). A verification that decides at two pairs
+# never waits; one that runs to 8 pairs waits two rounds.
+YIELD_FROM_PAIRS = 2
 
 
 def run_experiment(ctx: OrgContext, exp: str, *, say: Say | None = None,
@@ -512,9 +521,16 @@ def decide(ctx: OrgContext, ver: dict[str, Any], log: Say) -> bool:
             log(f"{cand['exp']}: undecided after {len(pairs)} pairs; set aside for {rival['exp']} ({rival['agent']}), "
                 f"whose run claims over {PREEMPT}x its gain in bands: it goes on from here afterwards")
             return True
+        if len(pairs) >= YIELD_FROM_PAIRS and (waiting := waiting_for_slots(ctx, cls, rows)):
+            why = f"after {len(pairs)} pairs, the agents' runs queued before its look start first ({', '.join(waiting)})"
+            if ver["why"] == why:
+                return False
+            ledger.update_verification(ctx.paths, ver["id"], why=why)
+            log(f"{cand['exp']}: undecided {why}")
+            return True
         more = queue_pairs(ctx, cand, ver["head"], ver["commit_sha"], next_look(len(pairs), st.repeats),
                            first=len(pairs) + 1, of=st.repeats)
-        ledger.update_verification(ctx.paths, ver["id"], runs=[*ver["runs"], *more])
+        ledger.update_verification(ctx.paths, ver["id"], runs=[*ver["runs"], *more], why="")
         log(f"{cand['exp']}: undecided after {len(pairs)} pairs; queued {len(more) // 2} more")
         return True
     mean = statistics.fmean(values)
@@ -533,6 +549,17 @@ def decide(ctx: OrgContext, ver: dict[str, Any], log: Say) -> bool:
     # the guard takes for the gate's own move and the next step completes (never its own promotion reverted).
     ledger.update_verification(ctx.paths, ver["id"], status="promoting", why=summary, **numbers)
     return complete_promotion(ctx, {**ver, "status": "promoting", "why": summary, **numbers}, log)
+
+
+def waiting_for_slots(ctx: OrgContext, cls: str, rows: list[dict[str, Any]]) -> list[str]:
+    """Agents' runs on this slot class still waiting for a slot that were queued before the look in `rows` landed,
+    for at most one run's length (budget and start-up) after it landed: the next look waits until they started."""
+    landed = max(r["finished"] for r in rows)
+    limit = ctx.task.budget[cls] + ctx.task.startup.get(cls, 0.0)
+    if clock.age_s(landed) > limit:
+        return []
+    return [r["exp"] for r in ledger.experiments(ctx.paths, kinds=("exp",), verdict="queued")
+            if r["slot_class"] == cls and r["queued"] < landed]
 
 
 def complete_promotion(ctx: OrgContext, ver: dict[str, Any], log: Say) -> bool:
