@@ -17,6 +17,7 @@ from autoorg import clock, comms, experiments, gate, workspace
 from autoorg.compute.slots import class_slots, live_tickets
 from autoorg.experiments import ledger, run
 from autoorg.paths import OrgPaths
+from autoorg.spec import load_task
 from autoorg.spec.org import load_org
 from autoorg.testing import experiments as sup
 from autoorg.testing import git, retry_until, run_cli
@@ -380,6 +381,37 @@ def test_a_verification_set_aside_starts_over_on_the_new_head_when_the_bigger_wi
     first, *later = ledger.verifications(org, exp=small)
     assert first["status"] == "superseded" and first["head"] == promo["old_head"] and later
     assert later[0]["head"] == promo["new_head"]  # its pairs against the old head were not carried over
+
+
+def test_a_verification_is_set_aside_by_its_pairs_gain_and_yields_one_round(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`outranking` weighs the verification in flight by the lower of its claim and its pairs' mean gain;
+    `waiting_for_slots` names the agents' runs queued before the look landed until a round of them started."""
+    verify = importlib.import_module("autoorg.gate.verify")
+    now = time.time()
+    stamp = lambda ago: clock.iso_of_epoch(now - ago)  # noqa: E731
+    ctx: Any = type("Ctx", (), {"task": load_task(SYNTHETIC / "task.yaml"), "paths": None, "spec": None})()
+    ctx.task.budget, ctx.task.startup = {"cpu": 60.0}, {"cpu": 30.0}
+    row = lambda exp, metric, **kw: {"exp": exp, "metric": metric, "ref_mean": 1.16, "band": 0.04,  # noqa: E731
+                                     "slot_class": "cpu", "verdict": "candidate", **kw}
+    cand, rival = row("e1", 1.0), row("e2", 0.91)  # claims of 4 and 6.25 bands
+    rows: list[dict[str, Any]] = [rival]
+    monkeypatch.setattr(verify.ledger, "experiments",
+                        lambda *_a, **kw: [r for r in rows if kw.get("verdict") in (None, r["verdict"])])
+    monkeypatch.setattr(verify, "cleared_for_verification", lambda _ctx, _c: True)
+    monkeypatch.setattr(verify, "class_slots", lambda _spec, _cls: ["cpu0", "cpu1"])
+    assert verify.outranking(ctx, cand) is None  # 6.25 < 2 x 4
+    assert verify.outranking(ctx, cand, [0.10, 0.09]) == rival  # its pairs say 2.4 bands
+    assert verify.outranking(ctx, cand, [0.20, 0.20]) is None  # never above its claim
+
+    look = [{"finished": stamp(5)}, {"finished": stamp(6)}]
+    rows[:] = [row(e, 1.2, verdict="queued", queued=stamp(100), started=None) for e in ("e3", "e4", "e5")]
+    assert verify.waiting_for_slots(ctx, "cpu", look) == ["e3", "e4", "e5"]
+    rows[0].update(verdict="running", started=stamp(2))
+    assert verify.waiting_for_slots(ctx, "cpu", look) == ["e4", "e5"]
+    rows[1].update(verdict="running", started=stamp(1))  # a round of agents' runs started: the look goes on
+    assert verify.waiting_for_slots(ctx, "cpu", look) == []
+    rows[:2] = [row(e, 1.2, verdict="queued", queued=stamp(100), started=None) for e in ("e3", "e4")]
+    assert verify.waiting_for_slots(ctx, "cpu", [{"finished": stamp(91)}]) == []  # at most one run's length
 
 
 @pytest.mark.parametrize("org", [{"z": 12.0}], indirect=True)  # nothing promotes: it runs to its last look
