@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,17 @@ from autoorg.state import update_state
 from autoorg.testing import retry_until, run_cli
 from autoorg.testing.experiments import TRAIN, drive_gate, start_org
 from tests.exp_support import add_synthetic
+
+# The CLI as an agent's pane runs it in the foreground: Ctrl-C raises KeyboardInterrupt even where this suite was
+# started in the background of a script (`bash -c 'pytest & wait'` hands its children SIGINT ignored, and `exp run`
+# then never saw the signal: the hang seen in two CI runs). Its threads' stacks go to stderr on SIGUSR1.
+TRACEABLE_CLI = """\
+import faulthandler, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
+faulthandler.register(signal.SIGUSR1, all_threads=True)
+from autoorg.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
 
 # A run that starts a child in a session of its own (out of the run's process group), then trains for ever
 ESCAPING = """\
@@ -115,20 +127,28 @@ def test_a_gate_step_while_down_is_under_way_queues_nothing(org: OrgPaths) -> No
 
 
 @pytest.mark.parametrize(("status", "verdict"), [("stopping", ledger.ORG_STOPPED), ("running", "crash: interrupted")])
-def test_an_exp_run_interrupted_by_down_is_cancelled_and_by_hand_a_crash(org: OrgPaths, status: str,
-                                                                          verdict: str) -> None:
+def test_an_exp_run_interrupted_by_down_is_cancelled_and_by_hand_a_crash(org: OrgPaths, status: str, verdict: str,
+                                                                          tmp_path: Path) -> None:
     """An agent's own `exp run` gets Ctrl-C when `down` stops the agents: a run the org stopped is no crash of its
     code (bench figures counted those as crashes); a person's Ctrl-C on a running org still is one."""
     (org.worktree("alice") / TRAIN).write_text(ESCAPING)
-    proc = subprocess.Popen([sys.executable, "-m", "autoorg", "exp", "run", "-m", "trains for ever", "--budget", "300"],
-                            cwd=org.worktree("alice"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "AUTOORG_AGENT": "alice", "AUTOORG_HOME": str(org.home)})
+    stderr = tmp_path / "exp-run.err"
+    with stderr.open("wb") as err:
+        proc = subprocess.Popen([sys.executable, "-c", TRACEABLE_CLI, "exp", "run", "-m", "trains for ever",
+                                 "--budget", "300"],
+                                cwd=org.worktree("alice"), stdout=subprocess.DEVNULL, stderr=err,
+                                env={**os.environ, "AUTOORG_AGENT": "alice", "AUTOORG_HOME": str(org.home)})
     try:
         row = retry_until(lambda: [r for r in ledger.experiments(org, agent="alice") if r["verdict"] == "running"],
                           timeout=30, message="alice's run to start")[0]
         update_state(org, lambda now: setattr(now, "status", status))
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)  # where it is stuck, for the failure message
+            time.sleep(2)
+            pytest.fail(f"exp run still alive 30 s after SIGINT; its stacks and stderr:\n{stderr.read_text()}")
     finally:
         proc.kill()
     assert ledger.get_experiment(org, row["exp"])["verdict"] == verdict
