@@ -373,6 +373,80 @@ def test_a_verification_is_set_aside_for_a_far_bigger_claim_and_goes_on_from_its
     assert all(ledger.get_experiment(org, e)["verdict"] == "ok" for e in first["runs"] + second["runs"])
 
 
+def test_a_verification_whose_look_is_in_flight_is_set_aside_at_once_and_keeps_its_started_pairs(
+        org: OrgPaths) -> None:
+    """A bigger claim screened while a look's pairs wait for slots does not wait for them: the pairs that have not
+    started are cancelled (nothing of them was seen), a started one stands, and the verification goes on to the
+    same look once that pair has landed."""
+    ctx = experiments.load_context(org)
+    h, budget = head(org), ctx.task.budget["cpu"]
+    set_knobs(org.worktree("alice"), LEARNING_RATE=0.0015)
+    git(org.worktree("alice"), "commit", "-qam", "lr 0.0015")
+    change = git(org.worktree("alice"), "rev-parse", "HEAD")
+    logs: list[str] = []
+
+    def screened(agent: str, metric: float) -> str:  # an agent's run the gate screened a candidate
+        exp = experiments.queue_run(ctx, kind="exp", agent=agent, commit=change, head=h, description=agent, seed=1,
+                                    budget=budget, slot_class="cpu")
+        ref = gate.head_stats(ctx, h, "cpu").mean
+        ledger.update_experiment(org, exp, verdict="candidate", metric=metric, ref_mean=ref, band=0.01)
+        return exp
+
+    def pair(seed: int) -> list[str]:
+        return [experiments.queue_run(ctx, kind="verify", agent="gate", commit=sha, head=h, description="pair",
+                                      seed=seed, budget=budget, slot_class="cpu", candidate=small)
+                for sha in (h, change)]
+
+    with gate.gate_lock(org, wait_s=30) as held:  # the daemon's gate steps wait: this test makes them
+        assert held
+        ref = gate.head_stats(ctx, h, "cpu").mean
+        small = screened("alice", ref - 0.04)  # a claim of 4 bands
+        done, started, waiting = pair(9001), pair(9002), pair(9003)
+        for exp, value in zip(done, (ref, ref - 0.03), strict=True):
+            ledger.update_experiment(org, exp, verdict="ok", metric=value, finished=clock.now_iso())
+        (org.runs / started[0]).mkdir(parents=True, exist_ok=True)
+        (org.runs / started[0] / "leased").touch()  # its head arm has a slot: the pair is starting
+        ledger.add_verification(org, exp=small, head=h, commit_sha=change, runs=[*done, *started, *waiting],
+                                status="running")
+        ledger.update_experiment(org, small, verdict="verifying")
+        decide = lambda: gate.verify.decide(ctx, ledger.verifications(org, exp=small)[0], logs.append)  # noqa: E731
+        assert decide() is False  # nothing outranks it: its look goes on
+        assert all(verdict(org, e) == "queued" for e in started + waiting)
+
+        big = screened("bob", ref - 0.10)  # 10 bands: over 2x its 3 (its pair's gain) and its claim of 4
+        assert decide() is True
+        (ver,) = ledger.verifications(org, exp=small)
+        assert ver["status"] == "paused" and ver["runs"] == [*done, *started], ver
+        assert [verdict(org, e) for e in waiting] == [f"cancelled: set aside for {big}"] * 2
+        assert [verdict(org, e) for e in started] == ["queued"] * 2
+        assert verdict(org, small) == "candidate" and "set aside after 1 pairs" in logs[-1]
+        # it goes on (to the same look) only once the pair that was starting has landed
+        resumable = lambda: gate.verify._resumable(ctx, ledger.get_experiment(org, small))  # noqa: E731
+        assert not resumable()
+        for exp in started:
+            ledger.update_experiment(org, exp, verdict="ok", metric=ref, finished=clock.now_iso())
+        assert resumable()
+        assert gate.verify.next_look(2, gate.settings(ctx.spec).repeats) == 1  # the look of 3 pairs, as before
+
+
+def test_a_landed_gate_run_keeps_its_slot_only_for_gate_runs_that_started_with_it(org: OrgPaths) -> None:
+    """hand_over waits for the other arm of its pair (or a baseline started beside it), not for a gate run that
+    started a run's length later: that one lands a run's length later, and the slot would sit idle meanwhile."""
+    ctx = experiments.load_context(org)
+    h, now = head(org), time.time()
+    with gate.gate_lock(org, wait_s=30) as held:  # the daemon's gate steps wait (they would sweep these rows)
+        assert held
+        rows = [experiments.queue_run(ctx, kind="baseline", agent="gate", commit=h, head=h, description="b", seed=s,
+                                      budget=ctx.task.budget["cpu"], slot_class="cpu") for s in (71, 72, 73)]
+        for exp, ago in zip(rows, (70.0, 66.0, 5.0), strict=True):
+            ledger.update_experiment(org, exp, verdict="running", started=clock.iso_of_epoch(now - ago))
+        landed = {**ledger.get_experiment(org, rows[0]), "verdict": "ok"}
+        ledger.update_experiment(org, rows[0], verdict="ok")
+        assert gate.verify._landing_soon(ctx, landed) == [rows[1]]  # started 4 s after it; not 65 s after
+        for exp in rows[1:]:
+            ledger.update_experiment(org, exp, verdict="cancelled: test")
+
+
 def test_a_verification_set_aside_starts_over_on_the_new_head_when_the_bigger_win_is_promoted(org: OrgPaths) -> None:
     set_knobs(org.worktree("alice"), WARMUP_FRAC=0.15)  # ~4σ
     small = run_exp(org, "alice", "warmup 0.15")

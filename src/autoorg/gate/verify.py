@@ -22,7 +22,8 @@ in their difference. Pairs are queued a look at a time (gate.stats.looks: 1 pair
 pairs' own spread, pooled with the org's other verifications, floored (gate.stats.pair_noise): promote, reject, or
 queue the next look. A verification
 undecided at a look is set aside (`paused`) for a waiting candidate that claims over PREEMPT times its gain, and
-goes on from that look once that one is decided, unless the head moved meanwhile. From its second look on, an
+goes on from that look once that one is decided, unless the head moved meanwhile; one whose look is still in
+flight is set aside at once, its pairs that have not started cancelled (set_aside_before_its_look). From its second look on, an
 undecided verification lets a round of the agents' runs that were waiting for a slot when its look landed start
 before it queues the next (YIELD_FROM_PAIRS). Before
 that, re-runs on distinct seeds that do not vary (gate.stats.ignores_seed) reject the candidate as ignoring its
@@ -111,8 +112,9 @@ def hand_over(ctx: OrgContext, row: dict[str, Any], hold: GateHold, log: Say) ->
     the runs it queued are waiting for slots. Without this, an agent's run waiting for a slot takes it in the
     moment between a look landing and the gate queuing the next one, and every look waits a whole run.
 
-    A finished gate run first waits (at most HAND_OVER_WAIT_S) for the gate runs still running beside it, its
-    pair's other arm or the last baselines of its head, unless gate runs are waiting anyway (the slot is theirs).
+    A finished gate run first waits (at most HAND_OVER_WAIT_S) for the gate runs still running beside it that
+    started with it, its pair's other arm or the last baselines of its head, unless gate runs are waiting anyway
+    (the slot is theirs).
     The run is recorded whatever the gate makes of it: a gate error here is logged, and the daemon's next step
     meets it again."""
     gate_run = row["kind"] != "exp"
@@ -121,7 +123,7 @@ def hand_over(ctx: OrgContext, row: dict[str, Any], hold: GateHold, log: Say) ->
     cls = row["slot_class"]
     deadline = time.monotonic() + HAND_OVER_WAIT_S
     while gate_run and time.monotonic() < deadline and not _gate_runs(ctx, cls, "queued") \
-            and [r for r in _gate_runs(ctx, cls, "running") if r["exp"] != row["exp"]]:
+            and _landing_soon(ctx, row):
         time.sleep(0.2)
     try:
         step(ctx.paths, log=log, wait_s=HAND_OVER_WAIT_S)
@@ -135,6 +137,15 @@ def hand_over(ctx: OrgContext, row: dict[str, Any], hold: GateHold, log: Say) ->
         if queued == 0 or hold.waiting_gate_runs() >= queued:
             return
         time.sleep(0.05)
+
+
+def _landing_soon(ctx: OrgContext, row: dict[str, Any]) -> list[str]:
+    """The other gate runs running that started at most HAND_OVER_WAIT_S after `row` (with the same budget they
+    land within that of it): worth keeping the slot for. A baseline that started a run's length later is not (a
+    slot sat idle 30 s for one in benchmarks/first_promotion.py --timeline)."""
+    latest = clock.parse_iso(row["started"]).timestamp() + HAND_OVER_WAIT_S if row["started"] else float("inf")
+    return [r["exp"] for r in _gate_runs(ctx, row["slot_class"], "running")
+            if r["exp"] != row["exp"] and (not r["started"] or clock.parse_iso(r["started"]).timestamp() <= latest)]
 
 
 def _gate_runs(ctx: OrgContext, cls: str, verdict: str) -> list[dict[str, Any]]:
@@ -368,7 +379,7 @@ def advance_verification(ctx: OrgContext, log: Say) -> bool:
     if active:
         return decide(ctx, active[0], log)
     candidates = [c for c in ledger.experiments(ctx.paths, kinds=("exp",), verdict="candidate")
-                  if cleared_for_verification(ctx, c)]  # with a review process: only approved ones
+                  if cleared_for_verification(ctx, c) and _resumable(ctx, c)]  # with a review: approved ones
     if not candidates:
         return False
     best = max(candidates, key=lambda r: _priority(ctx.task, r))
@@ -410,6 +421,15 @@ def resume_paused(ctx: OrgContext, cand: dict[str, Any], branch: str, head: str,
         log(f"{cand['exp']} ({cand['agent']}): verification goes on after {done} pairs ({', '.join(more)})")
         return True
     return False
+
+
+def _runs_in_flight(ctx: OrgContext, ver: dict[str, Any]) -> bool:
+    return any(ledger.get_experiment(ctx.paths, e)["verdict"] in ledger.UNFINISHED for e in ver["runs"])
+
+
+def _resumable(ctx: OrgContext, cand: dict[str, Any]) -> bool:
+    """Not a candidate whose verification was set aside with a pair still running (it goes on once that lands)."""
+    return not any(_runs_in_flight(ctx, v) for v in ledger.verifications(ctx.paths, exp=cand["exp"], status="paused"))
 
 
 def branch_of(ctx: OrgContext, ver: dict[str, Any]) -> str:
@@ -494,7 +514,7 @@ def decide(ctx: OrgContext, ver: dict[str, Any], log: Say) -> bool:
         _reject(ctx, cand, why, log)
         return True
     if pending:
-        return False
+        return set_aside_before_its_look(ctx, ver, cand, rows, log)
     if workspace.rev_parse(ctx.repo, branch_of(ctx, ver)) != ver["head"]:
         ledger.update_verification(ctx.paths, ver["id"], status="superseded", why="the program head moved",
                                    finished=clock.now_iso())
@@ -554,6 +574,33 @@ def decide(ctx: OrgContext, ver: dict[str, Any], log: Say) -> bool:
     # the guard takes for the gate's own move and the next step completes (never its own promotion reverted).
     ledger.update_verification(ctx.paths, ver["id"], status="promoting", why=summary, **numbers)
     return complete_promotion(ctx, {**ver, "status": "promoting", "why": summary, **numbers}, log)
+
+
+def set_aside_before_its_look(ctx: OrgContext, ver: dict[str, Any], cand: dict[str, Any], rows: list[dict[str, Any]],
+                              log: Say) -> bool:
+    """While a look is in flight: when a waiting candidate outranks this one (its claim and its pairs so far, as
+    at a look), the look's pairs that have not started are cancelled and it is set aside now rather than when the
+    look lands. Nothing of a cancelled pair was seen and the pairs done or running stand, so it goes on to the same
+    look afterwards (resume_paused): no decision is made anywhere else. Returns whether it was set aside."""
+    done = same_seed_pairs(rows, ver["head"])
+    rival = outranking(ctx, cand, [ctx.task.improvement(c, h) for h, c in done])
+    if rival is None:
+        return False
+    by_exp = {r["exp"]: r for r in rows}
+    unstarted = [e for pair in zip(ver["runs"][0::2], ver["runs"][1::2], strict=False)
+                 if all(by_exp[x]["verdict"] == "queued" and not has_slot(ctx.paths, x) for x in pair) for e in pair]
+    cancelled = executors.executor_for(ctx.spec).cancel_runs(ctx.paths, unstarted,
+                                                             f"cancelled: set aside for {rival['exp']}")
+    if not cancelled:
+        return False
+    kept = [e for e in ver["runs"] if e not in cancelled]
+    ledger.update_verification(ctx.paths, ver["id"], status="paused", runs=kept,
+                               why=f"set aside after {len(done)} pairs for {rival['exp']}")
+    ledger.update_experiment(ctx.paths, cand["exp"], verdict="candidate")
+    log(f"{cand['exp']}: set aside after {len(done)} pairs for {rival['exp']} ({rival['agent']}), whose run claims "
+        f"over {PREEMPT}x its gain in bands; the pairs of its next look that had not started are cancelled "
+        f"({', '.join(cancelled)}): it goes on to that look afterwards")
+    return True
 
 
 def waiting_for_slots(ctx: OrgContext, cls: str, rows: list[dict[str, Any]]) -> list[str]:
