@@ -404,21 +404,22 @@ def test_a_verification_whose_look_is_in_flight_is_set_aside_at_once_and_keeps_i
         done, started, waiting = pair(9001), pair(9002), pair(9003)
         for exp, value in zip(done, (ref, ref - 0.03), strict=True):
             ledger.update_experiment(org, exp, verdict="ok", metric=value, finished=clock.now_iso())
-        (org.runs / started[0]).mkdir(parents=True, exist_ok=True)
-        (org.runs / started[0] / "leased").touch()  # its head arm has a slot: the pair is starting
+        ledger.update_experiment(org, started[0], verdict="running")  # its head arm is running
+        (org.runs / waiting[0]).mkdir(parents=True, exist_ok=True)
+        (org.runs / waiting[0] / "leased").touch()  # an arm with a slot, waiting for its other arm: not started
         ledger.add_verification(org, exp=small, head=h, commit_sha=change, runs=[*done, *started, *waiting],
                                 status="running")
         ledger.update_experiment(org, small, verdict="verifying")
         decide = lambda: gate.verify.decide(ctx, ledger.verifications(org, exp=small)[0], logs.append)  # noqa: E731
         assert decide() is False  # nothing outranks it: its look goes on
-        assert all(verdict(org, e) == "queued" for e in started + waiting)
+        assert [verdict(org, e) for e in started + waiting] == ["running", "queued", "queued", "queued"]
 
         big = screened("bob", ref - 0.10)  # 10 bands: over 2x its 3 (its pair's gain) and its claim of 4
         assert decide() is True
         (ver,) = ledger.verifications(org, exp=small)
         assert ver["status"] == "paused" and ver["runs"] == [*done, *started], ver
         assert [verdict(org, e) for e in waiting] == [f"cancelled: set aside for {big}"] * 2
-        assert [verdict(org, e) for e in started] == ["queued"] * 2
+        assert [verdict(org, e) for e in started] == ["running", "queued"]
         assert verdict(org, small) == "candidate" and "set aside after 1 pairs" in logs[-1]
         # it goes on (to the same look) only once the pair that was starting has landed
         resumable = lambda: gate.verify._resumable(ctx, ledger.get_experiment(org, small))  # noqa: E731

@@ -580,15 +580,18 @@ def set_aside_before_its_look(ctx: OrgContext, ver: dict[str, Any], cand: dict[s
                               log: Say) -> bool:
     """While a look is in flight: when a waiting candidate outranks this one (its claim and its pairs so far, as
     at a look), the look's pairs that have not started are cancelled and it is set aside now rather than when the
-    look lands. Nothing of a cancelled pair was seen and the pairs done or running stand, so it goes on to the same
-    look afterwards (resume_paused): no decision is made anywhere else. Returns whether it was set aside."""
+    look lands. A pair is cancelled while neither arm has started its command (an arm holding a slot while it waits
+    for the other's is cancelled too: in benchmarks/first_promotion.py such a pair had just taken both slots, and
+    the win it was set aside for waited its whole run). Nothing of a cancelled pair was seen and the pairs done or
+    running stand, so it goes on to the same look afterwards (resume_paused): no decision is made anywhere else.
+    Returns whether it was set aside."""
     done = same_seed_pairs(rows, ver["head"])
     rival = outranking(ctx, cand, [ctx.task.improvement(c, h) for h, c in done])
     if rival is None:
         return False
     by_exp = {r["exp"]: r for r in rows}
     unstarted = [e for pair in zip(ver["runs"][0::2], ver["runs"][1::2], strict=False)
-                 if all(by_exp[x]["verdict"] == "queued" and not has_slot(ctx.paths, x) for x in pair) for e in pair]
+                 if all(by_exp[x]["verdict"] == "queued" for x in pair) for e in pair]
     cancelled = executors.executor_for(ctx.spec).cancel_runs(ctx.paths, unstarted,
                                                              f"cancelled: set aside for {rival['exp']}")
     if not cancelled:
