@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from autoorg import comms
+from autoorg.daemon.agent_watch import SESSION_GONE_S
 from autoorg.daemon.delivery import Cursor, doorbell_text
 from autoorg.paths import OrgPaths, org_paths
 from autoorg.runtime import tmux
@@ -263,6 +264,29 @@ def test_polling_daemon_delivers(repo: Path, tmux_socket: str) -> None:
         daemon.wait(timeout=30)
     assert daemon.returncode == 0, daemon.stderr.read() if daemon.stderr else ""
     assert tmux.has_session(tmux_socket, session)
+
+
+def test_a_daemon_whose_tmux_session_is_gone_stops(repo: Path, tmux_socket: str) -> None:
+    """`tmux kill-server` without `down`: a daemon outside the session (here one started by hand) does not outlive
+    the agents it serves; it stops on its own, once the session has been missing for SESSION_GONE_S."""
+    paths = up(repo)
+    wait_idle(paths, "alice")
+    stop_daemon(paths)
+    daemon = subprocess.Popen([sys.executable, "-m", "autoorg", "daemon"], cwd=repo,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        retry_until(lambda: (paths.logs / "daemon.log").read_text().count("daemon for org") == 2, timeout=30,
+                    message="the hand-started daemon")
+        subprocess.run(["tmux", "-L", tmux_socket, "kill-server"], check=True)
+        killed = time.monotonic()
+        assert daemon.wait(timeout=SESSION_GONE_S + 30) == 0, daemon.stderr.read() if daemon.stderr else ""
+        assert time.monotonic() - killed >= SESSION_GONE_S - 1  # not at the first failed look
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+    log = (paths.logs / "daemon.log").read_text()
+    assert "tmux session has been gone" in log and log.rstrip().endswith("daemon stopped")
 
 
 def exited(pid: int) -> bool:

@@ -291,6 +291,7 @@ def test_attach_to_an_agent_pane_from_a_terminal(repo: Path, tmux_socket: str, t
         assert " bob " in screen  # the pane border names the agent
     finally:
         subprocess.run(["tmux", "-L", outer, "kill-server"], capture_output=True)
+        teardown_org(plan.paths)  # the org's daemon goes with its session, not minutes after the test
 
 
 def test_up_from_a_terminal_attaches(repo: Path, tmux_socket: str, tmp_path: Path) -> None:

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
+import threading
 from types import FrameType
 
 from autoorg.cli import add_org_options
 from autoorg.cli.common import org_from_args
 from autoorg.paths import tmux_socket
+
+# A daemon told to stop that is still running this long after is ended at once: what it was doing is crash-safe
+# (the ledger's transactions, flocks the kernel releases; the daemon is SIGKILL-tested), and a daemon that outlives
+# its org keeps queuing runs.
+STOP_GRACE_S = 30.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +31,10 @@ def run(args: argparse.Namespace) -> int:
     daemon = Daemon(org_from_args(args), socket=tmux_socket(args.socket), polling=args.polling)
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
+        if not daemon.stop.is_set():
+            backstop = threading.Timer(STOP_GRACE_S, os._exit, args=(1,))
+            backstop.daemon = True  # a daemon that stops in time exits without waiting for it
+            backstop.start()
         daemon.stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

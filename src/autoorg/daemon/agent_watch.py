@@ -1,6 +1,8 @@
 """Agent liveness: look at every agent through the org's Session, mark dead ones `crashed` and restart them with
 backoff (`processes: {restart: {limit, backoff, exited}}`), or leave one that exited cleanly `stopped` (unless
-`exited: true`: then it is restarted the same way)."""
+`exited: true`: then it is restarted the same way). A tmux org's daemon whose session has been gone for
+SESSION_GONE_S stops: its agents went with the session (`tmux kill-server`, a killed session), and a daemon left
+behind would go on queuing the gate's runs on slots nobody watches."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from autoorg.spec import OrgSpec
 
 STABLE_AFTER_S = 60.0  # an agent alive this long after a restart has its failure count reset
 WATCH_EVERY_S = 1.0
+# A tmux org's session missing at every look for this long (not one failed `list-panes`): the daemon stops.
+SESSION_GONE_S = 10.0
 
 
 class AgentWatch:
@@ -24,7 +28,7 @@ class AgentWatch:
     every_s = WATCH_EVERY_S
 
     def __init__(self, paths: OrgPaths, spec: OrgSpec, session: Session, *, socket: str | None, headless: bool,
-                 log: Say, seen: Callable[[dict[str, str]], None]) -> None:
+                 log: Say, seen: Callable[[dict[str, str]], None], gone: Callable[[], None]) -> None:
         self.paths = paths
         self.spec = spec
         self.session = session
@@ -32,6 +36,8 @@ class AgentWatch:
         self.headless = headless
         self.log = log
         self.seen = seen
+        self.gone = gone
+        self.gone_since: float | None = None  # monotonic time the tmux session was first found missing
         self.agents = spec.names
         self.restart_limit = spec.processes.restart.limit  # typed and validated when the org file was loaded
         self.restart_backoff = spec.processes.restart.backoff
@@ -42,12 +48,19 @@ class AgentWatch:
 
     def tick(self) -> None:
         live = self.session.liveness()
+        now = time.monotonic()
         if live is None:
             self.seen({})
+            if not self.headless:
+                self.gone_since = self.gone_since if self.gone_since is not None else now
+                if now - self.gone_since >= SESSION_GONE_S:
+                    self.log(f"the org's tmux session has been gone for {now - self.gone_since:.0f}s: "
+                             "its agents are gone with it; stopping the daemon")
+                    self.gone()
             return
+        self.gone_since = None
         found = {agent: live[agent] for agent in self.agents if agent in live}
         self.seen({agent: s.pid for agent, s in found.items()})
-        now = time.monotonic()
         for agent, state in found.items():
             if state.dead:
                 self._dead(agent, state)

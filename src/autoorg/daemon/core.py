@@ -114,7 +114,7 @@ class Daemon:
         delivery = Delivery(self.paths, self.session, self.agents, log=self.log, poke=self.dirty.put, stop=self.stop)
         watch = AgentWatch(self.paths, self.spec, self.session, socket=self.state.socket,
                            headless=self.state.headless, log=self.log,
-                           seen=lambda pids: setattr(delivery, "pids", pids))
+                           seen=lambda pids: setattr(delivery, "pids", pids), gone=self.stop.set)
         gate = GateWorker(self.paths, log=self.log, stop=self.stop)
         # right after the watch: a crash it marks is seen in the same turn, before a restart replaces it
         notifier = Notifier(self.paths, self.spec, self.session, log=self.log)
