@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from autoorg import clock, comms, experiments, gate, workspace
+from autoorg import clock, comms, executors, experiments, gate, workspace
 from autoorg.compute.slots import class_slots, live_tickets
 from autoorg.experiments import ledger, run
+from autoorg.gate.stats import paired_verdict, promoting_looks, promotion_bound
 from autoorg.paths import OrgPaths
 from autoorg.spec import load_task
 from autoorg.spec.org import load_org
@@ -428,6 +429,65 @@ def test_a_verification_whose_look_is_in_flight_is_set_aside_at_once_and_keeps_i
             ledger.update_experiment(org, exp, verdict="ok", metric=ref, finished=clock.now_iso())
         assert resumable()
         assert gate.verify.next_look(2, gate.settings(ctx.spec).repeats) == 1  # the look of 3 pairs, as before
+
+
+@pytest.mark.parametrize("gains", ["clear the next bar", "fall short of it"])
+def test_a_verification_yields_a_round_unless_its_gains_already_clear_its_next_looks_bar(
+        org: OrgPaths, monkeypatch: pytest.MonkeyPatch, gains: str) -> None:
+    """Undecided at its second look with agents' runs waiting: a verification whose two pairs would clear the next
+    look's bar (σ_d's estimates as they stand) queues that look at once; a weaker one lets the waiting runs start
+    first. Real ledger and decide(); only the waiting agents' runs are named by hand (waiting_for_slots, which
+    reads the clock, has a test of its own)."""
+    verify = importlib.import_module("autoorg.gate.verify")
+    monkeypatch.setattr(verify, "waiting_for_slots", lambda _ctx, _cls, _rows: ["e0999"])
+    ctx = experiments.load_context(org)
+    h, budget, st = head(org), ctx.task.budget["cpu"], gate.settings(ctx.spec)
+    set_knobs(org.worktree("alice"), LEARNING_RATE=0.0015)
+    git(org.worktree("alice"), "commit", "-qam", "lr 0.0015")
+    change = git(org.worktree("alice"), "rev-parse", "HEAD")
+    logs: list[str] = []
+    with gate.gate_lock(org, wait_s=30) as held:  # the daemon's gate steps wait: this test makes them
+        assert held
+        ref, sigma = gate.head_stats(ctx, h, "cpu").mean, gate.noise(org, "cpu").sigma
+        assert ref is not None and sigma is not None
+        cand = experiments.queue_run(ctx, kind="exp", agent="alice", commit=change, head=h, description="lr",
+                                     seed=1, budget=budget, slot_class="cpu")
+        arms = [experiments.queue_run(ctx, kind="verify", agent="gate", commit=sha, head=h, description="pair",
+                                      seed=seed, budget=budget, slot_class="cpu", candidate=cand)
+                for seed in (9001, 9002) for sha in (h, change)]
+        ledger.add_verification(org, exp=cand, head=h, commit_sha=change, runs=arms, status="running")
+        [ver] = ledger.verifications(org, exp=cand)
+
+        def plant(gain: float) -> None:  # the candidate's runs at -gain ± 0.7σ, the head's arms at ±σ: σ stays put
+            ledger.update_experiment(org, cand, verdict="verifying", metric=ref - gain, ref_mean=ref, band=0.01)
+            for exp, value in zip(arms, (ref + sigma, ref - gain - 0.7 * sigma, ref - sigma,
+                                         ref - gain + 0.7 * sigma), strict=True):
+                ledger.update_experiment(org, exp, verdict="ok", metric=value, finished=clock.now_iso())
+
+        def bar(n: int, gain: float) -> float:  # the bar n pairs must clear, as decide() computes it
+            estimates = verify.pair_noise_of(ctx, "cpu", [gain + 1.7 * sigma, gain - 1.7 * sigma],
+                                             leave_out=ver["id"])
+            found = promotion_bound(estimates, n, st.z, promoting_looks(st.repeats))
+            assert found is not None
+            return float(found[0])
+
+        plant(0.0)
+        next_n = 2 + verify.next_look(2, st.repeats)
+        gain = (bar(2, 0.0) + bar(next_n, 0.0)) / 2 if gains == "clear the next bar" else 0.7 * bar(next_n, 0.0)
+        plant(gain)
+        pair_gains = [gain + 1.7 * sigma, gain - 1.7 * sigma]
+        assert paired_verdict(pair_gains, verify.pair_noise_of(ctx, "cpu", pair_gains, leave_out=ver["id"]), st.z,
+                              st.repeats) == "continue"  # undecided at its second look either way
+        assert (bar(next_n, gain) < gain) == (gains == "clear the next bar")
+        assert verify.decide(ctx, ver, logs.append) is True
+        [after] = ledger.verifications(org, exp=cand)
+        if gains == "clear the next bar":
+            assert len(after["runs"]) == 2 * next_n and after["why"] == "", after
+            assert "would clear that look's bar" in logs[-1]
+        else:
+            assert after["runs"] == arms and "the agents' runs queued before its look start first (e0999)" in \
+                after["why"], after
+        executors.executor_for(ctx.spec).cancel_runs(org, after["runs"][4:], "cancelled: test")
 
 
 def test_a_landed_gate_run_keeps_its_slot_only_for_gate_runs_that_started_with_it(org: OrgPaths) -> None:

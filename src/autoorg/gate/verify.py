@@ -25,7 +25,8 @@ undecided at a look is set aside (`paused`) for a waiting candidate that claims 
 goes on from that look once that one is decided, unless the head moved meanwhile; one whose look is still in
 flight is set aside at once, its pairs that have not started cancelled (set_aside_before_its_look). From its second look on, an
 undecided verification lets a round of the agents' runs that were waiting for a slot when its look landed start
-before it queues the next (YIELD_FROM_PAIRS). Before
+before it queues the next (YIELD_FROM_PAIRS), unless its gains so far would clear the next look's bar
+(due_at_next_look). Before
 that, re-runs on distinct seeds that do not vary (gate.stats.ignores_seed) reject the candidate as ignoring its
 seed. Every re-run must measure cleanly. Promotion fast-forwards `org/<tag>` with a compare-and-swap. The head's
 arm of each pair counts towards the head's mean.
@@ -67,7 +68,15 @@ from autoorg.gate.heads import (
 from autoorg.gate.heldout import check_heldout, describe
 from autoorg.gate.islands import migrate
 from autoorg.gate.review import cleared_for_verification
-from autoorg.gate.stats import band, ignores_seed, looks, paired_verdict, promoting_looks, promotion_bound
+from autoorg.gate.stats import (
+    Noise,
+    band,
+    ignores_seed,
+    looks,
+    paired_verdict,
+    promoting_looks,
+    promotion_bound,
+)
 from autoorg.paths import OrgPaths
 from autoorg.spec import TaskSpec
 
@@ -87,7 +96,10 @@ PREEMPT = 2.0
 # real gain of ~1.4 σ_d, not confirmed) kept every experiment waiting for 11 minutes, among them the org's first win
 # (`DEPTH = 2`), queued at 1.4 minutes and run at 17 (benchmarks/first_promotion.py --timeline). A win found in the
 # round it yields outranks the verification at its next look (PREEMPT). A verification that decides at two pairs
-# never waits; one that runs to 8 pairs waits two rounds.
+# never waits; one that runs to 8 pairs waits two rounds. One whose pairs so far already clear the next look's bar
+# (the estimates as they stand) does not yield: it is expected to promote there, and the round only delayed the
+# org's first promotion (`DEPTH = 2` on nanochat: gains 0.22 and 0.20 at two pairs against a bar of 0.23, a
+# round of agents' runs, then promoted at four; benchmarks/first_promotion.py --timeline).
 YIELD_FROM_PAIRS = 2
 
 
@@ -536,7 +548,8 @@ def decide(ctx: OrgContext, ver: dict[str, Any], log: Say) -> bool:
     gains = [ctx.task.improvement(c, h) for h, c in pairs]
     head_mean = statistics.fmean(h for h, _ in pairs)
     noise_ = pair_noise_of(ctx, cls, gains, leave_out=ver["id"])
-    verdict = paired_verdict(gains, noise_, st.z, st.repeats, st.floor * abs(head_mean))
+    min_gain = st.floor * abs(head_mean)
+    verdict = paired_verdict(gains, noise_, st.z, st.repeats, min_gain)
     if verdict == "continue":
         rival = outranking(ctx, cand, gains)
         if rival is not None:
@@ -546,7 +559,8 @@ def decide(ctx: OrgContext, ver: dict[str, Any], log: Say) -> bool:
             log(f"{cand['exp']}: undecided after {len(pairs)} pairs; set aside for {rival['exp']} ({rival['agent']}), "
                 f"whose run claims over {PREEMPT}x its gain in bands: it goes on from here afterwards")
             return True
-        if len(pairs) >= YIELD_FROM_PAIRS and (waiting := waiting_for_slots(ctx, cls, rows)):
+        due = due_at_next_look(gains, noise_, st.z, st.repeats, min_gain)
+        if len(pairs) >= YIELD_FROM_PAIRS and not due and (waiting := waiting_for_slots(ctx, cls, rows)):
             why = f"after {len(pairs)} pairs, the agents' runs queued before its look start first ({', '.join(waiting)})"
             if ver["why"] == why:
                 return False
@@ -556,7 +570,8 @@ def decide(ctx: OrgContext, ver: dict[str, Any], log: Say) -> bool:
         more = queue_pairs(ctx, cand, ver["head"], ver["commit_sha"], next_look(len(pairs), st.repeats),
                            first=len(pairs) + 1, of=st.repeats)
         ledger.update_verification(ctx.paths, ver["id"], runs=[*ver["runs"], *more], why="")
-        log(f"{cand['exp']}: undecided after {len(pairs)} pairs; queued {len(more) // 2} more")
+        log(f"{cand['exp']}: undecided after {len(pairs)} pairs; queued {len(more) // 2} more"
+            + (" (its gains so far would clear that look's bar)" if due else ""))
         return True
     mean = statistics.fmean(values)
     bar = promotion_bound(noise_, len(pairs), st.z, promoting_looks(st.repeats))
@@ -672,6 +687,15 @@ def requeue_lost(ctx: OrgContext, ver: dict[str, Any], rows: list[dict[str, Any]
         log(f"{r['exp']} lost its Ray node; queued {again} in its place")
     ledger.update_verification(ctx.paths, ver["id"], runs=runs)
     return True
+
+
+def due_at_next_look(gains: list[float], estimates: tuple[Noise, ...], z: float, max_pairs: int,
+                     min_gain: float) -> bool:
+    """Would the next look promote if its pairs gained as these did, against σ_d's estimates as they stand? Only
+    schedules (whether the verification yields a round), never decides: the next look is judged on its own."""
+    n = len(gains) + next_look(len(gains), max_pairs)
+    bar = promotion_bound(estimates, n, z, promoting_looks(max_pairs))
+    return bar is not None and statistics.fmean(gains) > max(bar[0], min_gain)
 
 
 def next_look(pairs: int, max_pairs: int) -> int:
