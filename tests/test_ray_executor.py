@@ -257,7 +257,10 @@ def test_a_verification_arm_whose_node_dies_is_run_again_by_the_gates_own_decisi
     drive_gate(paths, lambda: gate.head_stats(ctx, head, "cpu").n >= 2, timeout=120, message="the baselines")
     hold = tmp_path / "hold"  # while it exists the candidate's runs sleep, so its arm is still running on a node
     train = paths.worktree("alice") / "examples/synthetic/train.py"
-    text = train.read_text().replace("LEARNING_RATE = 0.001", "LEARNING_RATE = 0.006")
+    # a ~9σ win (LR, warm-up, weight decay at their best): the head's σ has one dof here (2 baselines), and a 6σ win
+    # (LR alone) once fell inside the screening band ("no gain") in a clean-clone CI run
+    text = (train.read_text().replace("LEARNING_RATE = 0.001", "LEARNING_RATE = 0.006")
+            .replace("WARMUP_FRAC = 0.3", "WARMUP_FRAC = 0.05").replace("WEIGHT_DECAY = 0.0", "WEIGHT_DECAY = 0.1"))
     train.write_text(text.replace("args = parser.parse_args()\n", "args = parser.parse_args()\n"
                                   f"while Path({str(hold)!r}).exists():\n    time.sleep(0.1)\n"))
     exp = experiments.queue_experiment(ctx, "alice", "lr 0.006")
