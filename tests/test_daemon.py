@@ -367,8 +367,14 @@ def test_the_daemon_is_not_woken_by_the_ledgers_reads_and_writes(repo: Path, tmu
     made ~1,500 events a second there): the daemon's watches ask the kernel only for what it routes."""
     paths = up(repo)
     wait_idle(paths, "alice")
-    masks = watch_masks(daemon_pid(paths))
-    for folder in (paths.home, paths.comms, comms.inbox_dir(paths, "alice")):
+    pid, folders = daemon_pid(paths), (paths.home, paths.comms, comms.inbox_dir(paths, "alice"))
+    # the daemon writes its pid before it starts watching: wait for its watches on all three
+    def all_watched() -> dict[int, int]:
+        found = watch_masks(pid)
+        return found if all(f.stat().st_ino in found for f in folders) else {}
+
+    masks = retry_until(all_watched, timeout=30, message="the daemon's watches")
+    for folder in folders:
         mask = masks[folder.stat().st_ino]
         assert mask & (IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE) == IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE
         assert mask & (IN_ACCESS | IN_MODIFY | IN_ATTRIB | IN_CLOSE_NOWRITE | IN_OPEN) == 0, f"{folder}: {mask:#x}"
