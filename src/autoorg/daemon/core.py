@@ -131,10 +131,11 @@ class Daemon:
     def log(self, message: str) -> None:
         line = f"{datetime.now(UTC).strftime('%H:%M:%S')} {message}"
         with self._log_lock:
-            self.out(line)
-            if self._logfile:
+            if self._logfile:  # first: the log keeps the line when the window is gone (its pty closed: EIO)
                 self._logfile.write(f"{clock.now_iso()} {message}\n")
                 self._logfile.flush()
+            with contextlib.suppress(OSError):
+                self.out(line)
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
 
