@@ -88,6 +88,42 @@ def test_proposals_move_the_knob_nobody_has_tried_from_the_head_first() -> None:
         assert proposal["DEPTH"] < head["DEPTH"], (seed, why)
 
 
+def test_the_other_side_of_a_move_that_clearly_hurt_comes_before_untried_knobs() -> None:
+    """A knob moved alone that made the head worse by over REVERSE_SIGMAS·σ is moved the other way next, the most
+    harmful first; a harm within the noise, or one measured while σ is unknown, changes nothing."""
+    task = load_task(SYNTHETIC / "task.yaml")
+    head = researcher.read_knobs((SYNTHETIC / "train.py").read_text(), KNOBS)
+    by_name = {k.name: k for k in KNOBS}
+    key = lambda c: researcher.config_key(KNOBS, c)  # noqa: E731
+
+    def moved(name: str, side: int) -> dict[str, object]:
+        knob = by_name[name]
+        return {**head, name: researcher.from_unit(knob, researcher.to_unit(knob, head[name]) + side * 0.3)}
+
+    probes = {("LEARNING_RATE", 1): 1.05, ("BATCH_SIZE", -1): 1.08, ("DEPTH", 1): 1.015}  # σ 0.01: 5σ, 8σ, 1.5σ
+    configs = {key(head): head, **{key(moved(n, s)): moved(n, s) for n, s in probes}}
+    means = {key(head): 1.0, **{key(moved(n, s)): v for (n, s), v in probes.items()}}
+
+    def proposals(tried: list[dict[str, object]], sigma: float | None) -> list[dict[str, object]]:
+        ev = researcher.Evidence(dict(means), {**configs, **{key(c): c for c in tried}},
+                                 {*configs, *(key(c) for c in tried)}, 3, 0, sigma)
+        out = []
+        for seed in range(20):
+            r = researcher.Researcher.__new__(researcher.Researcher)
+            r.rng, r.step, r.focus = random.Random(seed), researcher.START_STEP, researcher.Focus()
+            r.ctx = type("Ctx", (), {"task": task})()  # type: ignore[assignment]
+            out.append(r.propose(head, ev, 1.0)[0])
+        return out
+
+    assert all(p["BATCH_SIZE"] > head["BATCH_SIZE"] for p in proposals([], 0.01))
+    # once someone queued that, the next worst: LEARNING_RATE down (DEPTH's 1.5σ is within the noise)
+    assert all(p["LEARNING_RATE"] < head["LEARNING_RATE"] for p in proposals([moved("BATCH_SIZE", 1)], 0.01))
+    # both spent: the knobs nobody moved come first again, as while σ is unknown
+    untried = ("WARMUP_FRAC", "WEIGHT_DECAY")
+    for tried, sigma in (([moved("BATCH_SIZE", 1), moved("LEARNING_RATE", -1)], 0.01), ([], None)):
+        assert all(any(p[n] != head[n] for n in untried) for p in proposals(tried, sigma))
+
+
 def test_agents_proposing_at_the_same_moment_queue_different_experiments(repo: Path, tmux_socket: str,
                                                                          tmp_path: Path, monkeypatch) -> None:
     """Four researchers with one random seed, reading the org at the same moment (as at `up`), queue four

@@ -7,7 +7,10 @@ around the verified best, using the whole org's ledger:
    configuration of the best run anyone measured that beat the head's mean but is not verified yet.
 2. One knob (sometimes two) is moved by ±step in the knob's unit range (log scale where the knob says so; a
    choice moves by whole positions). The knob is one that nobody in the org (measured, running or queued) has yet
-   moved alone from the centre, or the least so: four agents do not all try the same knob first. The direction
+   moved alone from the centre, or the least so: four agents do not all try the same knob first. Ahead of those
+   comes the other side of a knob whose move alone made things clearly worse (by over REVERSE_SIGMAS of the org's
+   noise σ), the worst first: a steep slope one way is the best-founded bet the other way, and in a single round
+   of probes with coin-flip directions half the knobs that matter are first moved the wrong way. The direction
    follows the evidence where there is some: if a run that differs from the centre only in that knob did better,
    that side is preferred; else the side nobody has tried, else a coin flip.
 3. The step starts at START_STEP of the range and shrinks by SHRINK after every SHRINK_AFTER experiments of this
@@ -44,7 +47,7 @@ from autoorg import comms, experiments, gate, workspace
 from autoorg.agents import search, usage
 from autoorg.agents.knobs import config_key, format_value, from_unit, read_knobs, to_unit, write_knobs
 from autoorg.compute import slots
-from autoorg.errors import AutoorgError, Say
+from autoorg.errors import AutoorgError, RunnerError, Say
 from autoorg.experiments import ledger
 from autoorg.paths import OrgPaths
 from autoorg.spec import Knob
@@ -54,6 +57,12 @@ MIN_STEP = 0.03
 SHRINK = 0.7
 SHRINK_AFTER = 3
 EXPLOIT_P = 0.3
+# A knob moved alone that made the centre worse by over this many σ (one run against the centre's mean: a no-effect
+# move crosses 2σ about 3% of the time) is moved the other way next. On nanochat's untuned CPU baseline (σ 0.045)
+# the first round's probes that hurt were BATCH_TOKENS 8192 → 16384 (+0.23 val_bpb), VALUE_EMBED_EVERY 1 → 0
+# (+0.17) and UNEMBEDDING_LR 0.004 → 0.0018 (+0.16); each knob's other side then waited for a round over all
+# nine (benchmarks/first_promotion.py --timeline).
+REVERSE_SIGMAS = 2.0
 TWO_KNOBS_P = 0.2
 PROPOSAL_TRIES = 60
 HELD_POLL_S = 1.0  # how often a held researcher looks whether it was released
@@ -160,6 +169,7 @@ class Evidence:
     tried: set[tuple[float, ...]]
     experiments: int
     promotions: int
+    sigma: float | None = None  # the org's noise on this agent's slots (one run's σ; None while unknown)
 
 
 class Researcher:
@@ -220,8 +230,13 @@ class Researcher:
             if r["metric"] is not None and r["standard"] and not r["verdict"].startswith(("crash", "over budget")):
                 groups.setdefault(key, []).append(r["metric"])
         means = {k: sum(v) / len(v) for k, v in groups.items()}
+        try:
+            where = slots.agent_slots(self.ctx.spec, self.agent)
+        except RunnerError:  # a chief runs nothing: it proposes for the org's slots
+            where = slots.org_slots(self.ctx.spec)
+        sigma = gate.noise(self.paths, where[0].cls).sigma if where else None
         return Evidence(means, values, tried, sum(r["kind"] == "exp" for r in rows),
-                        len(ledger.promotions(self.paths)))
+                        len(ledger.promotions(self.paths)), sigma)
 
     def read_inbox(self) -> None:
         messages = comms.read_inbox(self.paths, self.agent)
@@ -287,7 +302,7 @@ class Researcher:
                 centre, centre_name = {**head, **ev.values[best_key]}, "the best unverified lead"
         sides = {k.name: self._tried_sides(k, centre, ev) for k in knobs}
         fewest = min(len(s) for s in sides.values())
-        fresh = [k for k in knobs if len(sides[k.name]) == fewest]
+        fresh = self._reversals(knobs, centre, ev, sides)[:1] or [k for k in knobs if len(sides[k.name]) == fewest]
         for attempt in range(PROPOSAL_TRIES):
             step = min(0.5, self.step * (1 + attempt / 10))
             pool = fresh if attempt < len(fresh) else knobs  # the least explored first, then any
@@ -353,6 +368,24 @@ class Researcher:
             if all(other.get(k.name) == centre.get(k.name) for k in self.knobs if k.name != knob.name):
                 sides.add(1 if to_unit(knob, other[knob.name]) > u0 else -1)
         return sides
+
+    def _reversals(self, knobs: list[Knob], centre: dict[str, Any], ev: Evidence,
+                   sides: dict[str, set[int]]) -> list[Knob]:
+        """Knobs with one side left whose move alone to the other side made the centre worse by over
+        REVERSE_SIGMAS·σ, the most harmful first ([] while the centre or σ is unmeasured)."""
+        base = ev.means.get(config_key(self.knobs, centre))
+        if base is None or not ev.sigma:
+            return []
+        harms: list[tuple[float, Knob]] = []
+        for k in knobs:
+            if len(sides[k.name]) != 1:
+                continue
+            losses = [-self.ctx.task.improvement(mean, base) for key, mean in ev.means.items()
+                      if (other := ev.values.get(key)) is not None and other.get(k.name) != centre[k.name]
+                      and all(other.get(j.name) == centre.get(j.name) for j in self.knobs if j.name != k.name)]
+            if losses and min(losses) > REVERSE_SIGMAS * ev.sigma:
+                harms.append((min(losses), k))
+        return [k for _, k in sorted(harms, key=lambda h: -h[0])]
 
     def _direction(self, knob: Knob, centre: dict[str, Any], ev: Evidence, untried: set[int] | frozenset[int] =
                    frozenset()) -> int:
