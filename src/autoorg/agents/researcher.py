@@ -363,11 +363,14 @@ class Researcher:
         sides = {side for side, end in ((-1, 0.0), (1, 1.0)) if u0 == end}
         for key in ev.tried:
             other = ev.values.get(key)
-            if other is None or other.get(knob.name) == centre[knob.name] or knob.name not in other:
-                continue
-            if all(other.get(k.name) == centre.get(k.name) for k in self.knobs if k.name != knob.name):
+            if other is not None and self._moved_alone(knob, centre, other):
                 sides.add(1 if to_unit(knob, other[knob.name]) > u0 else -1)
         return sides
+
+    def _moved_alone(self, knob: Knob, centre: dict[str, Any], other: dict[str, Any]) -> bool:
+        """Whether `other` differs from the centre in this knob and in no other."""
+        return (knob.name in other and other[knob.name] != centre[knob.name]
+                and all(other.get(k.name) == centre.get(k.name) for k in self.knobs if k.name != knob.name))
 
     def _reversals(self, knobs: list[Knob], centre: dict[str, Any], ev: Evidence,
                    sides: dict[str, set[int]]) -> list[Knob]:
@@ -381,8 +384,7 @@ class Researcher:
             if len(sides[k.name]) != 1:
                 continue
             losses = [-self.ctx.task.improvement(mean, base) for key, mean in ev.means.items()
-                      if (other := ev.values.get(key)) is not None and other.get(k.name) != centre[k.name]
-                      and all(other.get(j.name) == centre.get(j.name) for j in self.knobs if j.name != k.name)]
+                      if (other := ev.values.get(key)) is not None and self._moved_alone(k, centre, other)]
             if losses and min(losses) > REVERSE_SIGMAS * ev.sigma:
                 harms.append((min(losses), k))
         return [k for _, k in sorted(harms, key=lambda h: -h[0])]
@@ -397,9 +399,7 @@ class Researcher:
             best: tuple[float, int] | None = None
             for key, mean in ev.means.items():
                 other = ev.values.get(key)
-                if other is None or other.get(knob.name) == centre[knob.name]:
-                    continue
-                if any(other.get(k.name) != centre.get(k.name) for k in self.knobs if k.name != knob.name):
+                if other is None or not self._moved_alone(knob, centre, other):
                     continue
                 gain = self.ctx.task.improvement(mean, base)
                 side = 1 if to_unit(knob, other[knob.name]) > u0 else -1
