@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import importlib.util
 import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from autoorg import clock, comms, executors, experiments, gate, workspace
-from autoorg.compute.slots import class_slots, live_tickets
+from autoorg.compute.slots import class_slots, lease_slot, live_tickets, org_slots
 from autoorg.experiments import ledger, run
 from autoorg.gate.stats import paired_verdict, promoting_looks, promotion_bound
 from autoorg.paths import OrgPaths
@@ -337,12 +339,26 @@ def test_a_futile_verification_stops_at_its_first_look(org: OrgPaths) -> None:
     assert len(runs) == 2 and all(r["verdict"] == "ok" for r in runs)  # one look of 1 pair, not 6
 
 
-def screened_while_a_verification_waits(org: OrgPaths, agent: str, message: str) -> str:
+@contextlib.contextmanager
+def holding_all_slots_but_one(org: OrgPaths) -> Iterator[None]:
+    """Hold every slot of the org's but its first, as runs would: an agent's run gets that one, and a
+    verification's pair (which starts both arms together) cannot start while they are held."""
+    with contextlib.ExitStack() as stack:
+        for slot in org_slots(experiments.load_context(org).spec)[1:]:
+            stack.enter_context(lease_slot(org, [slot], holder={"exp": "test"}, wait_s=30))
+        yield
+
+
+def screened_while_a_verification_waits(org: OrgPaths, agent: str, message: str,
+                                        held: contextlib.ExitStack | None = None) -> str:
     """Run `agent`'s experiment while the verification in flight cannot decide its look (the test holds the gate's
-    lock until the run is screened); returns its id once the gate took the lock again."""
+    lock until the run is screened); returns its id once the gate took the lock again. `held` (the slots the test
+    holds so that the verification's first pair cannot land before that) is let go once the lock is held."""
     exps: list[str] = []
-    with gate.gate_lock(org, wait_s=60) as held:
-        assert held
+    with gate.gate_lock(org, wait_s=60) as locked:
+        assert locked
+        if held is not None:
+            held.close()
         worker = threading.Thread(target=lambda: exps.append(run_exp(org, agent, message)))
         worker.start()
         retry_until(lambda: ledger.experiments(org, agent=agent, kinds=("exp",), verdict="candidate"), timeout=90,
@@ -510,10 +526,13 @@ def test_a_landed_gate_run_keeps_its_slot_only_for_gate_runs_that_started_with_i
 
 def test_a_verification_set_aside_starts_over_on_the_new_head_when_the_bigger_win_is_promoted(org: OrgPaths) -> None:
     set_knobs(org.worktree("alice"), WARMUP_FRAC=0.15)  # ~4σ
-    small = run_exp(org, "alice", "warmup 0.15")
-    assert ledger.verifications(org, exp=small), verdict(org, small)
-    set_knobs(org.worktree("bob"), LEARNING_RATE=0.006, BATCH_SIZE=128)  # over 20σ, on other lines of train.py
-    big = screened_while_a_verification_waits(org, "bob", "lr 0.006, batch 128")
+    with contextlib.ExitStack() as held:  # its first look is the one set aside (a second one could promote it)
+        held.enter_context(holding_all_slots_but_one(org))
+        small = run_exp(org, "alice", "warmup 0.15")
+        (ver,) = ledger.verifications(org, exp=small)
+        assert len(ver["runs"]) == 2, ver
+        set_knobs(org.worktree("bob"), LEARNING_RATE=0.006, BATCH_SIZE=128)  # over 20σ, on other lines of train.py
+        big = screened_while_a_verification_waits(org, "bob", "lr 0.006, batch 128", held)
     drive_gate(org, lambda: settled(org, small, big), timeout=120, message="both to be decided")
     assert verdict(org, big) == "promoted"
     (promo,) = [p for p in ledger.promotions(org) if p["exp"] == big]
