@@ -9,7 +9,6 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -339,14 +338,13 @@ def test_a_futile_verification_stops_at_its_first_look(org: OrgPaths) -> None:
     assert len(runs) == 2 and all(r["verdict"] == "ok" for r in runs)  # one look of 1 pair, not 6
 
 
-@contextlib.contextmanager
-def holding_all_slots_but_one(org: OrgPaths) -> Iterator[None]:
-    """Hold every slot of the org's but its first, as runs would: an agent's run gets that one, and a
-    verification's pair (which starts both arms together) cannot start while they are held."""
-    with contextlib.ExitStack() as stack:
-        for slot in org_slots(experiments.load_context(org).spec)[1:]:
-            stack.enter_context(lease_slot(org, [slot], holder={"exp": "test"}, wait_s=30))
-        yield
+def hold_all_slots_but_one(org: OrgPaths) -> contextlib.ExitStack:
+    """Hold every slot of the org's but its first, as runs would, until the stack is closed: an agent's run gets
+    that one, and a verification's pair (which starts both arms together) cannot start."""
+    stack = contextlib.ExitStack()
+    for slot in org_slots(experiments.load_context(org).spec)[1:]:
+        stack.enter_context(lease_slot(org, [slot], holder={"exp": "test"}, wait_s=30))
+    return stack
 
 
 def screened_while_a_verification_waits(org: OrgPaths, agent: str, message: str,
@@ -526,8 +524,7 @@ def test_a_landed_gate_run_keeps_its_slot_only_for_gate_runs_that_started_with_i
 
 def test_a_verification_set_aside_starts_over_on_the_new_head_when_the_bigger_win_is_promoted(org: OrgPaths) -> None:
     set_knobs(org.worktree("alice"), WARMUP_FRAC=0.15)  # ~4σ
-    with contextlib.ExitStack() as held:  # its first look is the one set aside (a second one could promote it)
-        held.enter_context(holding_all_slots_but_one(org))
+    with hold_all_slots_but_one(org) as held:  # its first look is the one set aside (a second one could promote it)
         small = run_exp(org, "alice", "warmup 0.15")
         (ver,) = ledger.verifications(org, exp=small)
         assert len(ver["runs"]) == 2, ver
