@@ -12,15 +12,18 @@ SYNTHETIC = Path(__file__).resolve().parents[1] / "examples" / "synthetic"
 
 
 def add_synthetic(repo: Path, *, budget: float = 0.3, sigma: float = 0.01, grace: float = 3,
-                  evaluator: bool = True) -> None:
+                  evaluator: bool = True, startup: float | None = None) -> None:
     """Copy examples/synthetic into repo with a short budget, and commit it. evaluator=False drops the task's
-    `evaluate:` and `heldout:` (training's own final line is then the metric, as for an unprotected task)."""
+    `evaluate:` and `heldout:` (training's own final line is then the metric, as for an unprotected task);
+    `startup` replaces the task's start-up allowance (0.5 s)."""
     target = repo / "examples" / "synthetic"
     shutil.copytree(SYNTHETIC, target, ignore=shutil.ignore_patterns("__pycache__"))
     text = (target / "task.yaml").read_text()
     text = re.sub(r"(?m)^budget: .*$", f"budget: {{cpu: {budget}, gpu: {budget}}}", text)
     text = re.sub(r"(?m)^grace: .*$", f"grace: {grace}", text)
     text = re.sub(r"(?m)^noise: .*$", f"noise: {{sigma: {sigma}}}", text)
+    if startup is not None:
+        text = re.sub(r"(?m)^startup: .*$", f"startup: {{cpu: {startup}, gpu: {startup}}}", text)
     if not evaluator:
         text = re.sub(r"(?m)^(evaluate|heldout): .*\n", "", text)
     (target / "task.yaml").write_text(text)

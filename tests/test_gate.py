@@ -54,7 +54,8 @@ def baseline_done(paths: OrgPaths) -> bool:
 def org(repo: Path, tmux_socket: str, tmp_path: Path, request: pytest.FixtureRequest) -> OrgPaths:
     param = getattr(request, "param", None) or {}
     # evaluator=False: a test of the gate's own rules plants what the protected evaluator would make moot
-    add_synthetic(repo, sigma=SIGMA, evaluator=param.get("evaluator", True), budget=param.get("budget", 0.3))
+    add_synthetic(repo, sigma=SIGMA, evaluator=param.get("evaluator", True), budget=param.get("budget", 0.3),
+                  startup=param.get("startup"))
     paths = sup.start_org(repo, tmux_socket, tmp_path, agents=2, baseline=4, repeats=param.get("repeats", 3),
                           z=param.get("z"))
     drive_gate(paths, lambda: baseline_done(paths), message="the program head's baseline")
@@ -569,7 +570,9 @@ def test_a_verification_is_set_aside_by_its_pairs_gain_and_yields_one_round(monk
     assert verify.waiting_for_slots(ctx, "cpu", [{"finished": stamp(91)}]) == []  # at most one run's length
 
 
-@pytest.mark.parametrize("org", [{"z": 12.0}], indirect=True)  # nothing promotes: it runs to its last look
+# z 12: nothing promotes, it runs to its last look. A start-up allowance of 10 s: the look waits for bob's run for a
+# run's length (budget and start-up), and on a loaded machine his worker took longer than the task's 0.8 s to start.
+@pytest.mark.parametrize("org", [{"z": 12.0, "startup": 10.0}], indirect=True)
 def test_an_undecided_verification_lets_the_agents_waiting_runs_start_before_its_next_look(org: OrgPaths) -> None:
     """With its second look undecided, a verification lets an agent's run that was waiting for a slot when the look
     landed start before it queues the next pairs (it held both slots from its first pair on)."""

@@ -26,6 +26,7 @@ pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 torch = pytest.importorskip("torch")
 pytest.importorskip("tokenizers")
+pytestmark = pytest.mark.xdist_group("nanochat")  # one worker prepares the module's corpus once
 
 REPO = Path(__file__).resolve().parent.parent
 NANOCHAT = REPO / "nanochat"

@@ -33,6 +33,9 @@ from tests.exp_support import add_synthetic
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402 - after the guard
 
+# One worker for both Ray modules: the module's cluster is started once, and never beside test_ray_restart's head
+pytestmark = pytest.mark.xdist_group("ray")
+
 SMALL = {"object_store_memory": 80 * 2**20}
 GPUS = {"big": 2, "small": 1}  # fake GPUs per worker node: 3 in all
 

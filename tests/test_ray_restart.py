@@ -24,6 +24,7 @@ from autoorg.testing.helpers import retry_until
 from tests.test_ray_executor import make_org, queue_head, row
 
 pytest.importorskip("ray")
+pytestmark = pytest.mark.xdist_group("ray")  # beside test_ray_executor's cluster never, on one worker
 RAY = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")  # the venv's own CLI
 
 

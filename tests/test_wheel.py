@@ -35,10 +35,11 @@ loss = abs(LEARNING_RATE - 0.003) * 100 + abs(DEPTH - 6) * 0.1 + (args.seed % 7)
 print("@metric " + json.dumps({"final": True, "val_loss": loss}), flush=True)
 """
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.skipif(
     not (CHECKOUT / "pyproject.toml").is_file() or importlib.util.find_spec("setuptools") is None
     or importlib.util.find_spec("pip") is None or shutil.which("git") is None,
-    reason="building a wheel needs autoorg's checkout, setuptools, pip and git")
+    reason="building a wheel needs autoorg's checkout, setuptools, pip and git"),
+    pytest.mark.xdist_group("wheel")]  # one worker builds the module's wheel once
 
 
 def run(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None,
