@@ -446,6 +446,47 @@ def test_a_verification_whose_look_is_in_flight_is_set_aside_at_once_and_keeps_i
         assert gate.verify.next_look(2, gate.settings(ctx.spec).repeats) == 1  # the look of 3 pairs, as before
 
 
+def test_the_gate_starts_the_rival_a_verification_was_set_aside_for_not_that_verification_again(
+        org: OrgPaths) -> None:
+    """A verification set aside for a rival whose claim is smaller than its own (its pairs' gains were not): the gate
+    next starts the rival's verification. Choosing by claims alone resumed the one set aside, which was set aside
+    again at once, some 300 times a minute (benchmarks/first_promotion.py)."""
+    ctx = experiments.load_context(org)
+    h, budget = head(org), ctx.task.budget["cpu"]
+    commits = {}
+    for agent, knobs in (("alice", {"LEARNING_RATE": 0.0015}), ("bob", {"WARMUP_FRAC": 0.15})):
+        set_knobs(org.worktree(agent), **knobs)
+        git(org.worktree(agent), "commit", "-qam", agent)
+        commits[agent] = git(org.worktree(agent), "rev-parse", "HEAD")
+    logs: list[str] = []
+    with gate.gate_lock(org, wait_s=30) as held:  # the daemon's gate steps wait: this test makes them
+        assert held
+        ref = gate.head_stats(ctx, h, "cpu").mean
+        assert ref is not None
+
+        def screened(agent: str, claim: float) -> str:
+            exp = experiments.queue_run(ctx, kind="exp", agent=agent, commit=commits[agent], head=h,
+                                        description=agent, seed=1, budget=budget, slot_class="cpu")
+            ledger.update_experiment(org, exp, verdict="candidate", metric=ref - claim, ref_mean=ref, band=0.01)
+            return exp
+
+        small = screened("alice", 0.04)  # claims 4 bands; its 2 pairs gained 0.01 each: 1 band
+        arms = [experiments.queue_run(ctx, kind="verify", agent="gate", commit=sha, head=h, description="pair",
+                                      seed=seed, budget=budget, slot_class="cpu", candidate=small)
+                for seed in (9001, 9002) for sha in (h, commits["alice"])]
+        for exp, value in zip(arms, (ref, ref - 0.01, ref, ref - 0.01), strict=True):
+            ledger.update_experiment(org, exp, verdict="ok", metric=value, finished=clock.now_iso())
+        ledger.add_verification(org, exp=small, head=h, commit_sha=commits["alice"], runs=arms, status="paused",
+                                why="set aside after 2 pairs")
+        big = screened("bob", 0.03)  # claims 3 bands: under alice's claim, over 2x her pairs' gain
+        assert gate.verify.outranking(ctx, ledger.get_experiment(org, small), [0.01, 0.01])["exp"] == big
+        assert gate.verify.advance_verification(ctx, logs.append) is True
+        assert [v["status"] for v in ledger.verifications(org, exp=small)] == ["paused"]
+        (started,) = ledger.verifications(org, exp=big)
+        assert started["status"] == "running", logs
+        executors.executor_for(ctx.spec).cancel_runs(org, started["runs"], "cancelled: test")
+
+
 @pytest.mark.parametrize("gains", ["clear the next bar", "fall short of it"])
 def test_a_verification_yields_a_round_unless_its_gains_already_clear_its_next_looks_bar(
         org: OrgPaths, monkeypatch: pytest.MonkeyPatch, gains: str) -> None:
@@ -553,6 +594,7 @@ def test_a_verification_is_set_aside_by_its_pairs_gain_and_yields_one_round(monk
     rows: list[dict[str, Any]] = [rival]
     monkeypatch.setattr(verify.ledger, "experiments",
                         lambda *_a, **kw: [r for r in rows if kw.get("verdict") in (None, r["verdict"])])
+    monkeypatch.setattr(verify.ledger, "verifications", lambda *_a, **_kw: [])  # none set aside
     monkeypatch.setattr(verify, "cleared_for_verification", lambda _ctx, _c: True)
     monkeypatch.setattr(verify, "class_slots", lambda _spec, _cls: ["cpu0", "cpu1"])
     assert verify.outranking(ctx, cand) is None  # 6.25 < 2 x 4

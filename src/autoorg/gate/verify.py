@@ -394,9 +394,23 @@ def advance_verification(ctx: OrgContext, log: Say) -> bool:
                   if cleared_for_verification(ctx, c) and _resumable(ctx, c)]  # with a review: approved ones
     if not candidates:
         return False
-    best = max(candidates, key=lambda r: _priority(ctx.task, r))
+    best = max(candidates, key=lambda r: _standing(ctx, r))
     start_verification(ctx, best, log)
     return True
+
+
+def _standing(ctx: OrgContext, cand: dict[str, Any]) -> float:
+    """What a candidate weighs when the gate chooses whom to verify or set aside: its claim in bands (`_priority`),
+    and for one whose verification was set aside, the lower of that and its pairs' mean gain in bands, as
+    `outranking` weighed it. Choosing by the claim alone resumed the one set aside (its claim was the bigger), which
+    was set aside again at once for the same rival, some 300 times a minute (benchmarks/first_promotion.py)."""
+    mine = _priority(ctx.task, cand)
+    for ver in ledger.verifications(ctx.paths, exp=cand["exp"], status="paused"):
+        rows = [ledger.get_experiment(ctx.paths, e) for e in ver["runs"]]
+        gains = [ctx.task.improvement(c, h) for h, c in same_seed_pairs(rows, ver["head"])]
+        if gains and cand["band"]:
+            mine = min(mine, statistics.fmean(gains) / cand["band"])
+    return mine
 
 
 def outranking(ctx: OrgContext, cand: dict[str, Any], gains: list[float] | None = None) -> dict[str, Any] | None:
@@ -410,8 +424,8 @@ def outranking(ctx: OrgContext, cand: dict[str, Any], gains: list[float] | None 
         mine = min(mine, statistics.fmean(gains) / cand["band"])
     rivals = [c for c in ledger.experiments(ctx.paths, kinds=("exp",), verdict="candidate")
               if c["exp"] != cand["exp"] and c["slot_class"] == cand["slot_class"]
-              and _priority(ctx.task, c) > PREEMPT * max(mine, 0.0) and cleared_for_verification(ctx, c)]
-    return max(rivals, key=lambda r: _priority(ctx.task, r)) if rivals else None
+              and _standing(ctx, c) > PREEMPT * max(mine, 0.0) and cleared_for_verification(ctx, c)]
+    return max(rivals, key=lambda r: _standing(ctx, r)) if rivals else None
 
 
 def resume_paused(ctx: OrgContext, cand: dict[str, Any], branch: str, head: str, log: Say) -> bool:
