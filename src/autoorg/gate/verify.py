@@ -404,12 +404,16 @@ def _standing(ctx: OrgContext, cand: dict[str, Any]) -> float:
     and for one whose verification was set aside, the lower of that and its pairs' mean gain in bands, as
     `outranking` weighed it. Choosing by the claim alone resumed the one set aside (its claim was the bigger), which
     was set aside again at once for the same rival, some 300 times a minute (benchmarks/first_promotion.py)."""
-    mine = _priority(ctx.task, cand)
-    for ver in ledger.verifications(ctx.paths, exp=cand["exp"], status="paused"):
-        rows = [ledger.get_experiment(ctx.paths, e) for e in ver["runs"]]
-        gains = [ctx.task.improvement(c, h) for h, c in same_seed_pairs(rows, ver["head"])]
-        if gains and cand["band"]:
-            mine = min(mine, statistics.fmean(gains) / cand["band"])
+    gains = [ctx.task.improvement(c, h) for ver in ledger.verifications(ctx.paths, exp=cand["exp"], status="paused")
+             for h, c in same_seed_pairs([ledger.get_experiment(ctx.paths, e) for e in ver["runs"]], ver["head"])]
+    return _weight(ctx.task, cand, gains)
+
+
+def _weight(task: TaskSpec, cand: dict[str, Any], gains: list[float] | None) -> float:
+    """A candidate's claim in bands, capped by the mean of its paired gains so far (in bands) when it has some."""
+    mine = _priority(task, cand)
+    if gains and cand["band"]:
+        mine = min(mine, statistics.fmean(gains) / cand["band"])
     return mine
 
 
@@ -419,9 +423,7 @@ def outranking(ctx: OrgContext, cand: dict[str, Any], gains: list[float] | None 
     `cand` is the lower of its claim and its paired gains' mean so far: a claim is one run picked for beating the
     head (in benchmarks/first_promotion.py a 0.16 claim's pairs gave 0.10, and a 0.25 win waited 8 pairs behind
     it)."""
-    mine = _priority(ctx.task, cand)
-    if gains and cand["band"]:
-        mine = min(mine, statistics.fmean(gains) / cand["band"])
+    mine = _weight(ctx.task, cand, gains)
     rivals = [c for c in ledger.experiments(ctx.paths, kinds=("exp",), verdict="candidate")
               if c["exp"] != cand["exp"] and c["slot_class"] == cand["slot_class"]
               and _standing(ctx, c) > PREEMPT * max(mine, 0.0) and cleared_for_verification(ctx, c)]
