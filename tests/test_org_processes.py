@@ -170,8 +170,10 @@ def test_an_edited_prompt_reaches_a_running_agent_and_new_rows_carry_the_new_has
         told = retry_until(lambda: system_messages(paths, "bob"), timeout=60, message="the reload message")
         body = told[0].body
         assert "+Ablate every multi-part win before you claim it." in body and "prompts/researcher.md" in body
-        after = orgcode.given(paths.orgcode)
-        assert after != before and f"{before} -> {after}" in body
+        # the reload tells every agent, then notes the new version in the history: wait for that note
+        after = retry_until(lambda: (h := orgcode.given(paths.orgcode)) != before and h, timeout=30,
+                            message="the reload noted in the history")
+        assert f"{before} -> {after}" in body
         assert [m.body for m in system_messages(paths, "alice")] == [body]
         assert "+++ " + after + "/skills/plot-curves/SKILL.md" in body
         for folder in ("claude", "codex"):
