@@ -10,6 +10,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -487,6 +488,43 @@ def test_the_gate_starts_the_rival_a_verification_was_set_aside_for_not_that_ver
         executors.executor_for(ctx.spec).cancel_runs(org, started["runs"], "cancelled: test")
 
 
+def test_claims_screened_with_different_bands_are_weighed_in_one_unit(org: OrgPaths) -> None:
+    """Each candidate's band is the one it was screened with: a band from the first 4 baselines, whose σ came out
+    6 times too small (3 dof), made a 0.02 claim weigh 20 bands, over three times a later 0.12 claim's 6, so the
+    0.12 win waited behind all the small one's pairs (clean-clone CI). The gate weighs both in σ as the org knows
+    it now: the bigger gain is verified first, and a verification whose pair gained 0.02 is set aside for it."""
+    ctx = experiments.load_context(org)
+    h, budget = head(org), ctx.task.budget["cpu"]
+    commits = {}
+    for agent, knobs in (("alice", {"WARMUP_FRAC": 0.15}), ("bob", {"LEARNING_RATE": 0.006})):
+        set_knobs(org.worktree(agent), **knobs)
+        git(org.worktree(agent), "commit", "-qam", agent)
+        commits[agent] = git(org.worktree(agent), "rev-parse", "HEAD")
+    logs: list[str] = []
+    with gate.gate_lock(org, wait_s=30) as held:  # the daemon's gate steps wait: this test makes them
+        assert held
+        ref = gate.head_stats(ctx, h, "cpu").mean
+        assert ref is not None
+
+        def screened(agent: str, claim: float, band: float) -> str:
+            exp = experiments.queue_run(ctx, kind="exp", agent=agent, commit=commits[agent], head=h,
+                                        description=agent, seed=1, budget=budget, slot_class="cpu")
+            ledger.update_experiment(org, exp, verdict="candidate", metric=ref - claim, ref_mean=ref, band=band)
+            return exp
+
+        small = screened("alice", 0.02, 0.001)  # 20 of its own bands
+        big = screened("bob", 0.12, 0.02)  # 6 of its own
+        standing = gate.verify.standings(ctx)
+        assert standing(ledger.get_experiment(org, big)) == pytest.approx(
+            6 * standing(ledger.get_experiment(org, small)))
+        assert gate.verify.outranking(ctx, ledger.get_experiment(org, small), [0.02])["exp"] == big
+        assert gate.verify.outranking(ctx, ledger.get_experiment(org, big), [0.12]) is None
+        assert gate.verify.advance_verification(ctx, logs.append) is True
+        (started,) = ledger.verifications(org)
+        assert started["exp"] == big and started["status"] == "running", logs
+        executors.executor_for(ctx.spec).cancel_runs(org, started["runs"], "cancelled: test")
+
+
 @pytest.mark.parametrize("gains", ["clear the next bar", "fall short of it"])
 def test_a_verification_yields_a_round_unless_its_gains_already_clear_its_next_looks_bar(
         org: OrgPaths, monkeypatch: pytest.MonkeyPatch, gains: str) -> None:
@@ -595,6 +633,7 @@ def test_a_verification_is_set_aside_by_its_pairs_gain_and_yields_one_round(monk
     monkeypatch.setattr(verify.ledger, "experiments",
                         lambda *_a, **kw: [r for r in rows if kw.get("verdict") in (None, r["verdict"])])
     monkeypatch.setattr(verify.ledger, "verifications", lambda *_a, **_kw: [])  # none set aside
+    monkeypatch.setattr(verify, "noise", lambda _paths, _cls: SimpleNamespace(sigma=0.04))  # σ now: a band
     monkeypatch.setattr(verify, "cleared_for_verification", lambda _ctx, _c: True)
     monkeypatch.setattr(verify, "class_slots", lambda _spec, _cls: ["cpu0", "cpu1"])
     assert verify.outranking(ctx, cand) is None  # 6.25 < 2 x 4

@@ -4,7 +4,7 @@ What is real: the ledger (every run, baseline, verification and promotion is a r
 `experiments.ledger` in one transaction, with simulated timestamps), the gate's statistics (`gate.stats`: the
 screening band at `SCREEN_Z`, σ pooled over replicate groups, σ_d of paired gains, the sequential `paired_verdict`
 at its looks, the org's `processes.gate`/`baseline` settings), the gate's procedure (K baseline runs of every new
-head; one verification at a time, of the candidate with the largest claimed gain in bands, squashed onto the
+head; one verification at a time, of the candidate with the largest claimed gain (one slot class: σ is common), squashed onto the
 current head; promotion makes the candidate's verification runs the new head's first runs), the task's own
 protected evaluator (`evaluate.py`'s `score`, called in-process with the budget and seed the harness would pass)
 and the offline strategies (`agents/search.py`).
@@ -374,7 +374,7 @@ class SimOrg:
         is decided, and candidates left are the gate's backlog (their verdict stays `candidate`)."""
         while self.active is None and self.candidates and not self.baseline_pending \
                 and len(self.head_runs) >= self.need() and len(self.finished_agents) < len(self.agents):
-            best = max(self.candidates, key=lambda r: self.task.improvement(r["metric"], r["ref_mean"]) / r["band"])
+            best = max(self.candidates, key=lambda r: self.task.improvement(r["metric"], r["ref_mean"]))
             self.candidates.remove(best)
             parent, mine = self.configs[best["parent"]], self.configs[best["config"]]
             changed = {k: v for k, v in mine.items() if parent.get(k) != v}

@@ -45,7 +45,7 @@ import functools
 import os
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from autoorg import clock, executors, experiments, workspace
@@ -78,7 +78,6 @@ from autoorg.gate.stats import (
     promotion_bound,
 )
 from autoorg.paths import OrgPaths
-from autoorg.spec import TaskSpec
 
 HAND_OVER_WAIT_S = 30.0  # longest a finished gate run keeps its slot for the rest of its look, or the gate's lock
 WORKERS_START_S = 15.0  # longest it keeps it for the runs the gate queued to line up
@@ -88,8 +87,8 @@ WORKERS_START_S = 15.0  # longest it keeps it for the runs the gate queued to li
 # (benchmarks/first_promotion.py --timeline: 5 of 7 in two runs, every one claiming under 1σ).
 SCREEN_Z = 1.0
 # A verification undecided at a look is set aside for a waiting candidate whose run claims over PREEMPT times its
-# gain in bands, and goes on from that look afterwards: a -0.37 win (DEPTH=1 on nanochat) waited 12 minutes behind
-# all 8 pairs of a half-σ change (benchmarks/first_promotion.py --timeline).
+# gain (`standings`), and goes on from that look afterwards: a -0.37 win (DEPTH=1 on nanochat) waited 12 minutes
+# behind all 8 pairs of a half-σ change (benchmarks/first_promotion.py --timeline).
 PREEMPT = 2.0
 # From its second look on, a verification still undecided lets the agents' runs that were waiting when its look
 # landed start before it queues the next: with 2 slots a verification holds both, and one that ran all 8 pairs (a
@@ -376,13 +375,6 @@ def screen_pending(ctx: OrgContext, log: Say) -> bool:
     return did
 
 
-def _priority(task: TaskSpec, row: dict[str, Any]) -> float:
-    """Biggest claimed gain (in bands) first: real wins are verified before noise."""
-    if not row["band"] or row["metric"] is None or row["ref_mean"] is None:
-        return 0.0
-    return task.improvement(row["metric"], row["ref_mean"]) / row["band"]
-
-
 def advance_verification(ctx: OrgContext, log: Say) -> bool:
     """Decide the verification in flight once its runs landed; else start one for the best candidate."""
     for unfinished in ledger.verifications(ctx.paths, status="promoting"):
@@ -394,40 +386,49 @@ def advance_verification(ctx: OrgContext, log: Say) -> bool:
                   if cleared_for_verification(ctx, c) and _resumable(ctx, c)]  # with a review: approved ones
     if not candidates:
         return False
-    best = max(candidates, key=lambda r: _standing(ctx, r))
+    best = max(candidates, key=standings(ctx))
     start_verification(ctx, best, log)
     return True
 
 
-def _standing(ctx: OrgContext, cand: dict[str, Any]) -> float:
-    """What a candidate weighs when the gate chooses whom to verify or set aside: its claim in bands (`_priority`),
-    and for one whose verification was set aside, the lower of that and its pairs' mean gain in bands, as
-    `outranking` weighed it. Choosing by the claim alone resumed the one set aside (its claim was the bigger), which
-    was set aside again at once for the same rival, some 300 times a minute (benchmarks/first_promotion.py)."""
-    gains = [ctx.task.improvement(c, h) for ver in ledger.verifications(ctx.paths, exp=cand["exp"], status="paused")
-             for h, c in same_seed_pairs([ledger.get_experiment(ctx.paths, e) for e in ver["runs"]], ver["head"])]
-    return _weight(ctx.task, cand, gains)
+def standings(ctx: OrgContext) -> Callable[..., float]:
+    """What a candidate weighs when the gate chooses whom to verify or set aside (biggest first: real wins are
+    verified before noise): `standing(cand, gains=None)` is its claimed gain over the head it was screened against,
+    capped by the mean of its paired gains so far (`gains`; by default those of its verification set aside, as
+    `outranking` weighed them), in σ of its slot class's runs as the org knows σ now. Choosing by the claim alone
+    resumed the one set aside (its claim was the bigger), which was set aside again at once for the same rival, some
+    300 times a minute (benchmarks/first_promotion.py). Each in the band it was screened with was no common unit:
+    a band from 4 baselines whose σ came out 6 times too small (3 dof) made a 4σ claim outweigh a 20σ one."""
+    unit = functools.cache(lambda cls: noise(ctx.paths, cls).sigma)
 
+    def standing(cand: dict[str, Any], gains: list[float] | None = None) -> float:
+        if cand["metric"] is None or cand["ref_mean"] is None:
+            return 0.0
+        if gains is None:
+            gains = [ctx.task.improvement(c, h)
+                     for ver in ledger.verifications(ctx.paths, exp=cand["exp"], status="paused")
+                     for h, c in same_seed_pairs([ledger.get_experiment(ctx.paths, e) for e in ver["runs"]],
+                                                 ver["head"])]
+        gain = ctx.task.improvement(cand["metric"], cand["ref_mean"])
+        if gains:
+            gain = min(gain, statistics.fmean(gains))
+        scale = unit(cand["slot_class"]) or cand["band"]
+        return gain / scale if scale else 0.0
 
-def _weight(task: TaskSpec, cand: dict[str, Any], gains: list[float] | None) -> float:
-    """A candidate's claim in bands, capped by the mean of its paired gains so far (in bands) when it has some."""
-    mine = _priority(task, cand)
-    if gains and cand["band"]:
-        mine = min(mine, statistics.fmean(gains) / cand["band"])
-    return mine
+    return standing
 
 
 def outranking(ctx: OrgContext, cand: dict[str, Any], gains: list[float] | None = None) -> dict[str, Any] | None:
-    """The best candidate waiting for verification whose run claims over PREEMPT times the gain (in bands) of
-    `cand`, the one being verified (else None): `decide` sets that verification aside at a look for it. The gain of
-    `cand` is the lower of its claim and its paired gains' mean so far: a claim is one run picked for beating the
-    head (in benchmarks/first_promotion.py a 0.16 claim's pairs gave 0.10, and a 0.25 win waited 8 pairs behind
-    it)."""
-    mine = _weight(ctx.task, cand, gains)
+    """The best candidate waiting for verification that outweighs `cand`, the one being verified, over PREEMPT
+    times (else None; `standings`): `decide` sets that verification aside at a look for it. `cand` weighs the lower
+    of its claim and its paired gains' mean so far: a claim is one run picked for beating the head (in
+    benchmarks/first_promotion.py a 0.16 claim's pairs gave 0.10, and a 0.25 win waited 8 pairs behind it)."""
+    standing = standings(ctx)
+    mine = max(standing(cand, gains or []), 0.0)
     rivals = [c for c in ledger.experiments(ctx.paths, kinds=("exp",), verdict="candidate")
               if c["exp"] != cand["exp"] and c["slot_class"] == cand["slot_class"]
-              and _standing(ctx, c) > PREEMPT * max(mine, 0.0) and cleared_for_verification(ctx, c)]
-    return max(rivals, key=lambda r: _standing(ctx, r)) if rivals else None
+              and standing(c) > PREEMPT * mine and cleared_for_verification(ctx, c)]
+    return max(rivals, key=standing) if rivals else None
 
 
 def resume_paused(ctx: OrgContext, cand: dict[str, Any], branch: str, head: str, log: Say) -> bool:
@@ -573,7 +574,7 @@ def decide(ctx: OrgContext, ver: dict[str, Any], log: Say) -> bool:
                                        why=f"set aside after {len(pairs)} pairs for {rival['exp']}")
             ledger.update_experiment(ctx.paths, cand["exp"], verdict="candidate")
             log(f"{cand['exp']}: undecided after {len(pairs)} pairs; set aside for {rival['exp']} ({rival['agent']}), "
-                f"whose run claims over {PREEMPT}x its gain in bands: it goes on from here afterwards")
+                f"whose run claims over {PREEMPT}x its gain: it goes on from here afterwards")
             return True
         due = due_at_next_look(gains, noise_, st.z, st.repeats, min_gain)
         if len(pairs) >= YIELD_FROM_PAIRS and not due and (waiting := waiting_for_slots(ctx, cls, rows)):
@@ -632,7 +633,7 @@ def set_aside_before_its_look(ctx: OrgContext, ver: dict[str, Any], cand: dict[s
                                why=f"set aside after {len(done)} pairs for {rival['exp']}")
     ledger.update_experiment(ctx.paths, cand["exp"], verdict="candidate")
     log(f"{cand['exp']}: set aside after {len(done)} pairs for {rival['exp']} ({rival['agent']}), whose run claims "
-        f"over {PREEMPT}x its gain in bands; the pairs of its next look that had not started are cancelled "
+        f"over {PREEMPT}x its gain; the pairs of its next look that had not started are cancelled "
         f"({', '.join(cancelled)}): it goes on to that look afterwards")
     return True
 
