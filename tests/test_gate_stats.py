@@ -27,10 +27,13 @@ def test_runs_that_do_not_vary_with_their_seed_are_caught() -> None:
     assert stats.ignores_seed([0.9, 0.9 + 1e-6, 0.9 - 1e-6, 0.9], org)  # a spread of 1e-4 σ
     assert not stats.ignores_seed([0.9, 0.91], org)
     assert not stats.ignores_seed([0.9], org)
+    # two values: closer than 1.8e-5 σ (SEED_P_TWO), not 1.8e-3 σ (an honest pair in CI was 1e-3 σ apart)
+    assert stats.ignores_seed([0.9, 0.9 + 1e-7], org) and not stats.ignores_seed([0.9, 0.9 + 1e-5], org)
     rng = random.Random(12)
     honest = sum(stats.ignores_seed([rng.gauss(1.0, 0.01) for _ in range(n)], org)
                  for n in (2, 3, 4, 8) for _ in range(5000))
     assert honest <= 20 * 5000 * 4 * stats.SEED_P  # ≈ SEED_P of honest groups (20·σ-estimate slack)
+    assert sum(stats.ignores_seed([rng.gauss(1.0, 0.01) for _ in range(2)], org) for _ in range(20000)) <= 2
 
 
 def test_groups_that_ignore_their_seed_do_not_shrink_the_pooled_sigma() -> None:
