@@ -447,6 +447,25 @@ def test_a_verification_whose_look_is_in_flight_is_set_aside_at_once_and_keeps_i
         assert gate.verify.next_look(2, gate.settings(ctx.spec).repeats) == 1  # the look of 3 pairs, as before
 
 
+def committed(org: OrgPaths, changes: dict[str, dict[str, float]]) -> dict[str, str]:
+    """Commit each agent's knob changes in its worktree; returns each agent's commit."""
+    commits = {}
+    for agent, knobs in changes.items():
+        set_knobs(org.worktree(agent), **knobs)
+        git(org.worktree(agent), "commit", "-qam", agent)
+        commits[agent] = git(org.worktree(agent), "rev-parse", "HEAD")
+    return commits
+
+
+def planted_candidate(ctx: experiments.OrgContext, agent: str, commit: str, ref: float, claim: float,
+                      band: float = 0.01) -> str:
+    """A run of `commit` recorded as screened: a candidate claiming `claim` over the head's mean `ref`."""
+    exp = experiments.queue_run(ctx, kind="exp", agent=agent, commit=commit, head=head(ctx.paths), description=agent,
+                                seed=1, budget=ctx.task.budget["cpu"], slot_class="cpu")
+    ledger.update_experiment(ctx.paths, exp, verdict="candidate", metric=ref - claim, ref_mean=ref, band=band)
+    return exp
+
+
 def test_the_gate_starts_the_rival_a_verification_was_set_aside_for_not_that_verification_again(
         org: OrgPaths) -> None:
     """A verification set aside for a rival whose claim is smaller than its own (its pairs' gains were not): the gate
@@ -454,24 +473,13 @@ def test_the_gate_starts_the_rival_a_verification_was_set_aside_for_not_that_ver
     again at once, some 300 times a minute (benchmarks/first_promotion.py)."""
     ctx = experiments.load_context(org)
     h, budget = head(org), ctx.task.budget["cpu"]
-    commits = {}
-    for agent, knobs in (("alice", {"LEARNING_RATE": 0.0015}), ("bob", {"WARMUP_FRAC": 0.15})):
-        set_knobs(org.worktree(agent), **knobs)
-        git(org.worktree(agent), "commit", "-qam", agent)
-        commits[agent] = git(org.worktree(agent), "rev-parse", "HEAD")
+    commits = committed(org, {"alice": {"LEARNING_RATE": 0.0015}, "bob": {"WARMUP_FRAC": 0.15}})
     logs: list[str] = []
     with gate.gate_lock(org, wait_s=30) as held:  # the daemon's gate steps wait: this test makes them
         assert held
         ref = gate.head_stats(ctx, h, "cpu").mean
         assert ref is not None
-
-        def screened(agent: str, claim: float) -> str:
-            exp = experiments.queue_run(ctx, kind="exp", agent=agent, commit=commits[agent], head=h,
-                                        description=agent, seed=1, budget=budget, slot_class="cpu")
-            ledger.update_experiment(org, exp, verdict="candidate", metric=ref - claim, ref_mean=ref, band=0.01)
-            return exp
-
-        small = screened("alice", 0.04)  # claims 4 bands; its 2 pairs gained 0.01 each: 1 band
+        small = planted_candidate(ctx, "alice", commits["alice"], ref, 0.04)  # 4 bands; its 2 pairs gained 1
         arms = [experiments.queue_run(ctx, kind="verify", agent="gate", commit=sha, head=h, description="pair",
                                       seed=seed, budget=budget, slot_class="cpu", candidate=small)
                 for seed in (9001, 9002) for sha in (h, commits["alice"])]
@@ -479,7 +487,7 @@ def test_the_gate_starts_the_rival_a_verification_was_set_aside_for_not_that_ver
             ledger.update_experiment(org, exp, verdict="ok", metric=value, finished=clock.now_iso())
         ledger.add_verification(org, exp=small, head=h, commit_sha=commits["alice"], runs=arms, status="paused",
                                 why="set aside after 2 pairs")
-        big = screened("bob", 0.03)  # claims 3 bands: under alice's claim, over 2x her pairs' gain
+        big = planted_candidate(ctx, "bob", commits["bob"], ref, 0.03)  # under alice's claim, over 2x her pairs' gain
         assert gate.verify.outranking(ctx, ledger.get_experiment(org, small), [0.01, 0.01])["exp"] == big
         assert gate.verify.advance_verification(ctx, logs.append) is True
         assert [v["status"] for v in ledger.verifications(org, exp=small)] == ["paused"]
@@ -494,26 +502,14 @@ def test_claims_screened_with_different_bands_are_weighed_in_one_unit(org: OrgPa
     0.12 win waited behind all the small one's pairs (clean-clone CI). The gate weighs both in σ as the org knows
     it now: the bigger gain is verified first, and a verification whose pair gained 0.02 is set aside for it."""
     ctx = experiments.load_context(org)
-    h, budget = head(org), ctx.task.budget["cpu"]
-    commits = {}
-    for agent, knobs in (("alice", {"WARMUP_FRAC": 0.15}), ("bob", {"LEARNING_RATE": 0.006})):
-        set_knobs(org.worktree(agent), **knobs)
-        git(org.worktree(agent), "commit", "-qam", agent)
-        commits[agent] = git(org.worktree(agent), "rev-parse", "HEAD")
+    commits = committed(org, {"alice": {"WARMUP_FRAC": 0.15}, "bob": {"LEARNING_RATE": 0.006}})
     logs: list[str] = []
     with gate.gate_lock(org, wait_s=30) as held:  # the daemon's gate steps wait: this test makes them
         assert held
-        ref = gate.head_stats(ctx, h, "cpu").mean
+        ref = gate.head_stats(ctx, head(org), "cpu").mean
         assert ref is not None
-
-        def screened(agent: str, claim: float, band: float) -> str:
-            exp = experiments.queue_run(ctx, kind="exp", agent=agent, commit=commits[agent], head=h,
-                                        description=agent, seed=1, budget=budget, slot_class="cpu")
-            ledger.update_experiment(org, exp, verdict="candidate", metric=ref - claim, ref_mean=ref, band=band)
-            return exp
-
-        small = screened("alice", 0.02, 0.001)  # 20 of its own bands
-        big = screened("bob", 0.12, 0.02)  # 6 of its own
+        small = planted_candidate(ctx, "alice", commits["alice"], ref, 0.02, band=0.001)  # 20 of its own bands
+        big = planted_candidate(ctx, "bob", commits["bob"], ref, 0.12, band=0.02)  # 6 of its own
         standing = gate.verify.standings(ctx)
         assert standing(ledger.get_experiment(org, big)) == pytest.approx(
             6 * standing(ledger.get_experiment(org, small)))
