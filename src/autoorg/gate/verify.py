@@ -425,10 +425,10 @@ def outranking(ctx: OrgContext, cand: dict[str, Any], gains: list[float] | None 
     benchmarks/first_promotion.py a 0.16 claim's pairs gave 0.10, and a 0.25 win waited 8 pairs behind it)."""
     standing = standings(ctx)
     mine = max(standing(cand, gains or []), 0.0)
-    rivals = [c for c in ledger.experiments(ctx.paths, kinds=("exp",), verdict="candidate")
-              if c["exp"] != cand["exp"] and c["slot_class"] == cand["slot_class"]
-              and standing(c) > PREEMPT * mine and cleared_for_verification(ctx, c)]
-    return max(rivals, key=standing) if rivals else None
+    weighed = [(standing(c), c) for c in ledger.experiments(ctx.paths, kinds=("exp",), verdict="candidate")
+               if c["exp"] != cand["exp"] and c["slot_class"] == cand["slot_class"]]
+    rivals = [(w, c) for w, c in weighed if w > PREEMPT * mine and cleared_for_verification(ctx, c)]
+    return max(rivals, key=lambda wc: wc[0])[1] if rivals else None
 
 
 def resume_paused(ctx: OrgContext, cand: dict[str, Any], branch: str, head: str, log: Say) -> bool:
