@@ -83,8 +83,9 @@ def test_dash_window_runs_the_dashboard(repo: Path, tmux_socket: str) -> None:
     def screen() -> str:
         return "\n".join(tmux.capture(tmux_socket, state.windows["dash"]))
 
-    retry_until(lambda: "org/1xcpu" in screen() and "org/1xcpu.alice" in screen(), timeout=30,
-                message="the dashboard to draw the org and its agent")
+    # ~2.5 s here; a CI machine under both workers' orgs once took over 30
+    retry_until(lambda: "org/1xcpu" in screen() and "org/1xcpu.alice" in screen(), timeout=90,
+                message="the dashboard to draw the org and its agent", show=screen)
 
 
 # ---------------------------------------------------------------------------------------------------------------

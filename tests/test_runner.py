@@ -295,7 +295,9 @@ def test_exp_baseline_and_gate_once_from_the_cli(org: OrgPaths) -> None:
     assert re.match(r"cpu: val_loss mean 1\.\d+ over \d+ runs of [0-9a-f]{10}; noise σ 0\.\d+ \(dof \d+\)",
                     proc.stdout), proc.stdout
     runs = [r for r in ledger.experiments(org) if r["kind"] == "baseline"]
-    assert len(runs) >= 3 and all(r["verdict"] == "ok" for r in runs if r["verdict"] not in ledger.UNFINISHED)
+    assert len(runs) >= 3, runs
+    assert all(r["verdict"] == "ok" for r in runs if r["verdict"] not in ledger.UNFINISHED), \
+        [(r["exp"], r["verdict"], r["wall_s"]) for r in runs]
     table = run_cli("results", "--all", cwd=org.repo).stdout
     assert "head on cpu: mean" in table and "baseline" in table
 

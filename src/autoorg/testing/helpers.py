@@ -32,15 +32,17 @@ print("@metric " + json.dumps({"final": True, "loss": X, "steps": 1}), flush=Tru
 
 
 def retry_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.05,
-                message: str = "condition") -> T:
-    """Poll predicate until it returns something truthy, or fail after timeout seconds."""
+                message: str = "condition", show: Callable[[], object] | None = None) -> T:
+    """Poll predicate until it returns something truthy, or fail after timeout seconds (saying what `show`
+    returns then, when given: the screen or the rows the wait was for)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+            seen = f"; saw:\n{show()}" if show is not None else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}{seen}")
         time.sleep(interval)
 
 
