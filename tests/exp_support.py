@@ -16,7 +16,7 @@ def add_synthetic(repo: Path, *, budget: float = 0.3, sigma: float = 0.01, grace
     """Copy examples/synthetic into repo with a short budget, and commit it. evaluator=False drops the task's
     `evaluate:` and `heldout:` (training's own final line is then the metric, as for an unprotected task);
     `startup` replaces the task's start-up allowance (0.5 s). The grace is generous: a run is killed at budget +
-    grace wall seconds, and on a CI machine under both workers' orgs an honest 0.3 s run once took over 3.3."""
+    grace wall seconds, and a CI machine under both workers' orgs may take over 3 s to start an honest run."""
     target = repo / "examples" / "synthetic"
     shutil.copytree(SYNTHETIC, target, ignore=shutil.ignore_patterns("__pycache__"))
     text = (target / "task.yaml").read_text()
