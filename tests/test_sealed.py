@@ -203,6 +203,56 @@ def test_an_honest_run_beside_busy_loops_on_its_core_is_not_void(tmp_path: Path)
     assert verdict == "measured", verdict
 
 
+# A same-seed pair's arms train at once on neighbouring cores, each by the wall clock: a candidate that moves work
+# onto the other arm's core slows the head it is compared with, and its own tree's CPU-s can stay inside the
+# allowance. Each spins on another core, from a thread or from a child process, for twice its own training.
+STRAYS = {
+    "thread": """\
+import json, os, threading, time
+def hog():
+    os.sched_setaffinity(0, ({other},))  # this thread only
+    end = time.monotonic() + 2 * {wall}
+    while time.monotonic() < end:
+        pass
+threading.Thread(target=hog, daemon=True).start()
+""",
+    "child": """\
+import json, os, subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", "import os, time\\nos.sched_setaffinity(0, range(os.cpu_count()))\\n"
+                  "end = time.monotonic() + 2 * {wall}\\nwhile time.monotonic() < end: pass"])
+""",
+}
+THREADS = """\
+import json, threading, time
+def spin():
+    end = time.monotonic() + {wall}
+    while time.monotonic() < end:
+        pass
+threads = [threading.Thread(target=spin) for _ in range(3)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print("@metric " + json.dumps({{"final": True, "val_loss": 1.0, "train_s": {wall}}}), flush=True)
+"""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="a core outside the slot's")
+@pytest.mark.parametrize("how", sorted(STRAYS))
+def test_a_run_that_works_on_a_core_outside_its_slot_is_killed_and_void(tmp_path: Path, how: str) -> None:
+    core, other = sorted(os.sched_getaffinity(0))[:2]
+    body = STRAYS[how].format(other=other, wall=3.0) + HONEST.split("\n", 1)[1].format(wall=3.0)
+    verdict = judged(tmp_path, body, budget=3.0, startup=30.0, core=core)
+    assert verdict.startswith(f"void: left its slot's cores ({core}): process "), verdict
+    assert f"last ran on core {other}" in verdict or f"may run on cores {core}, {other}" in verdict, verdict
+    assert "@metric" not in (tmp_path / "log").read_text()  # killed at once: it never reached its result
+
+
+def test_a_run_whose_threads_keep_to_its_core_is_not_void(tmp_path: Path) -> None:
+    core = sorted(os.sched_getaffinity(0))[0]
+    assert judged(tmp_path, THREADS.format(wall=1.5), budget=1.5, startup=5.0, core=core) == "measured"
+
+
 def test_startup_is_a_number_or_per_slot_class_and_checked(tmp_path: Path) -> None:
     task_file = tmp_path / "task.yaml"
     base = "name: t\neditable: [train.py]\nrun: x\nmetric: val_loss\nbudget: 1\n"

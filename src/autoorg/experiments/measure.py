@@ -110,6 +110,8 @@ def evaluate(task: TaskSpec, command: str, *, cwd: Path, env: dict[str, str], lo
         log.write(f"\n--- evaluation by the protected evaluator: {command}\n")
     out = run_command(command, cwd=cwd, env=env, limit_s=max(task.grace, EVALUATE_MIN_S), log_path=log_path,
                       metrics_path=metrics_path, keep_fds=keep_fds, cores=cores, sealing=sealing)
+    if out.strayed:
+        return Measurement(None, None, f"evaluation {out.strayed}")
     if out.killed:
         return Measurement(None, None, f"evaluation {out.killed}")
     if out.exit_code != 0:

@@ -20,10 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from autoorg.experiments.sandbox import Sealing, read_status, sealed_argv
 
 KILL_WAIT_S = 3.0  # SIGTERM, then SIGKILL this much later
 DRAIN_AFTER_EXIT_S = 2.0  # output a run's leftover children still write after it exited
+# How often a pinned run's threads are checked for having left their slot's cores: a run that widens its affinity
+# can burn CPU on a same-seed pair's other arm (slowing the head it is compared with, under a wall-clock budget)
+# while its own process tree stays inside its CPU-s allowance; to steal seconds it must spend many watches there.
+WATCH_S = 0.5
 RUN_MARKER = "AUTOORG_RUN"  # in a run's environment (its run folder): finds its processes after its runner died
 _PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True)  # loaded before any fork: a forked child only makes the syscall
@@ -125,6 +131,7 @@ class Outcome:
     times: dict[str, float] = field(default_factory=dict)  # spawned, first_metric, exited (epoch seconds)
     cpu_s: float | None = None  # user + system CPU of the process tree the kernel accounted to us
     sealed: str | None = None  # namespaces | subreaper (sealed runs only)
+    strayed: str | None = None  # a thread of the run left its slot's cores (it was killed then): where
 
 
 class Interrupted(KeyboardInterrupt):
@@ -164,6 +171,34 @@ def _kill_group(pgid: int, reap: Callable[[], object]) -> None:
             if not _group_alive(pgid):
                 return
             time.sleep(0.02)
+
+
+def strayed(root: int, cores: tuple[int, ...]) -> str | None:
+    """Where a thread of the process tree at `root` left `cores`: it may run on another core (its affinity was
+    widened or moved) or it last ran on one. None while every thread keeps to them (or the tree is gone)."""
+    allowed = set(cores)
+    try:
+        top = psutil.Process(root)
+        tree = [top, *top.children(recursive=True)]
+    except psutil.Error:
+        return None
+    for proc in tree:
+        try:
+            tids = [t.id for t in proc.threads()]
+        except psutil.Error:
+            continue  # exited since
+        for tid in tids:
+            try:
+                task = psutil.Process(tid)
+                mask, last = set(task.cpu_affinity()), task.cpu_num()
+                name = proc.name()
+            except psutil.Error:
+                continue
+            if last not in allowed or not mask <= allowed:
+                where = ", ".join(map(str, sorted(mask)))
+                return (f"left its slot's cores ({', '.join(map(str, cores))}): process {proc.pid} ({name}), "
+                        f"thread {tid}, may run on cores {where} and last ran on core {last}")
+    return None
 
 
 def _die_with_parent() -> None:
@@ -234,7 +269,9 @@ def run_command(command: str, *, cwd: Path, env: dict[str, str], limit_s: float,
     and @metric lines to metrics_path; kill the group at limit_s. The slot's device lock descriptors (keep_fds) are
     inherited by the run; on_started is called once it is running. `times` (spawned, first_metric, exited) is
     filled as they happen, so a caller has them even when the run is interrupted. With `sealing` the command runs
-    sealed (sandbox.py): every process it starts dies with it and cpu_s counts them all."""
+    sealed (sandbox.py): every process it starts dies with it and cpu_s counts them all. With `cores` it is pinned
+    to them, and every WATCH_S its threads are checked: one that left them (`strayed`) gets the group killed and
+    says where in `outcome.strayed`."""
     def in_child() -> None:
         _die_with_parent()
         if cores:
@@ -279,6 +316,7 @@ def run_command(command: str, *, cwd: Path, env: dict[str, str], limit_s: float,
                 outcome.maxrss_gb = usage.ru_maxrss / 1e6  # KiB → GB
                 outcome.cpu_s = usage.ru_utime + usage.ru_stime
 
+        next_watch = start + WATCH_S
         try:
             if on_started is not None:
                 on_started()
@@ -287,6 +325,11 @@ def run_command(command: str, *, cwd: Path, env: dict[str, str], limit_s: float,
                     outcome.killed = "over budget"
                     _kill_group(proc.pid, reap)
                 reap()
+                if cores and not exited_at and outcome.strayed is None and time.monotonic() >= next_watch:
+                    next_watch = time.monotonic() + WATCH_S
+                    outcome.strayed = strayed(proc.pid, cores)
+                    if outcome.strayed is not None:
+                        _kill_group(proc.pid, reap)
                 if exited_at and time.monotonic() - exited_at[0] > DRAIN_AFTER_EXIT_S:
                     break  # leftover children hold the pipe open: they are killed below
                 ready, _, _ = select.select([fd], [], [], 0.05)

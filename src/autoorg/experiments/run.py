@@ -130,6 +130,8 @@ def judge_outcome(task: TaskSpec, out: Outcome, budget: float, standard: bool, k
         finals, value, why = measured.finals, measured.value, measured.crash
     if out.killed == "over budget":
         return f"crash: over budget (killed at {budget + task.grace:g}s = budget + grace)", finals, None
+    if out.strayed:  # checked first: it was killed for it
+        return f"void: {out.strayed}"[:500], finals, None
     if out.killed:
         return f"crash: {out.killed}", finals, None
     if out.exit_code != 0:
