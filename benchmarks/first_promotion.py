@@ -13,7 +13,9 @@ prepared is reused; on a fresh machine add the few seconds prepare.py takes.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,6 +50,32 @@ def print_timeline(rows: list[dict[str, Any]], verifications: list[dict[str, Any
               f"{(r['candidate'] or r['description'])[:60]}")
     for v in verifications:
         print(f"  verification of {v['exp']}: {v['status']} after {len(v['runs'])} runs; {v['why'][:90]}")
+
+
+def print_slot_time(paths: OrgPaths, rows: list[dict[str, Any]], *, up_at: float, until: float, slots: int) -> None:
+    """Where the slots' time went until `until`: training processes (start-up, the budget, saving), the protected
+    evaluation after them (the held-out split too, for the gate's runs), and neither (a slot free, or kept for a
+    pair's other arm). From each recorded run's result.json."""
+    spans: dict[str, list[float]] = {"train": [], "eval exp": [], "eval gate": []}
+    budget = 0.0
+    for r in rows:
+        try:
+            times = json.loads((paths.runs / r["exp"] / "result.json").read_text())["times"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if not {"spawned", "exited", "measured"} <= set(times) or times["measured"] > until:
+            continue
+        spans["train"].append(times["exited"] - times["spawned"])
+        spans["eval exp" if r["kind"] == "exp" else "eval gate"].append(times["measured"] - times["exited"])
+        budget += r["budget"] or 0.0
+    total = slots * (until - up_at)
+    used = sum(sum(v) for v in spans.values())
+    share = {name: sum(v) / total for name, v in spans.items()}
+    means = ", ".join(f"{name} {statistics.fmean(v):.1f} s" for name, v in spans.items() if v)
+    print(f"\n  slot time until the promotion ({slots} slots x {until - up_at:.0f} s, {len(spans['train'])} runs "
+          f"measured): training processes {share['train']:.0%} (the budget itself {budget / total:.0%}), "
+          f"evaluation {share['eval exp'] + share['eval gate']:.0%}, neither {1 - used / total:.0%}; "
+          f"mean per run: {means}")
 
 
 def main() -> int:
@@ -102,6 +130,8 @@ def main() -> int:
                   f"{sum(1 for r in rows if r['kind'] == 'exp')}")
             if args.timeline:
                 print_timeline(rows, ledger.verifications(paths), up_at=time.time() - elapsed)
+                print_slot_time(paths, rows, up_at=time.time() - elapsed, until=time.time(),
+                                slots=len(os.sched_getaffinity(0)))
         finally:
             autoorg("down", "--tag", paths.tag, cwd=repo, socket=socket)
     return 0

@@ -7,8 +7,9 @@ head's copy of this file, after checking the data's checksums: nothing in train.
 Bits per byte do not depend on the tokenizer: the summed cross-entropy (in bits) of every scored token is
 divided by the number of UTF-8 bytes those tokens stand for. BOS tokens stand for no bytes and are skipped.
 
-The scored tokens are fixed: the first EVAL_TOKENS targets of val.bin or heldout.bin (all of it when shorter), cut
-into consecutive windows of the model's context length, in order. The model sees each window on its own.
+The scored tokens are fixed: the first EVAL_TOKENS targets of val.bin (HELDOUT_TOKENS of heldout.bin; all of it
+when shorter), cut into consecutive windows of the model's context length, in order. The model sees each window on
+its own.
 
 Standalone, on a checkpoint written by `train.py --save PATH` (a torch.export program of the model, with its
 config; this file never imports train.py, so a measure runs no editable code but the model's own graph):
@@ -36,6 +37,10 @@ import torch
 import torch.nn.functional as F
 
 EVAL_TOKENS = 2**16  # targets scored (about 200 KB of text); fixed for every run so that numbers compare
+# The held-out split only checks a promotion's gain (the gate's runs, never an agent's number): a quarter of the
+# tokens is plenty for a gain of whole hundredths, and it is scored on every gate run's slot, after training. On
+# 2**16 it took a cpu gate run's evaluation from ~8 s (val_bpb) to ~14 s (benchmarks/first_promotion.py --timeline).
+HELDOUT_TOKENS = 2**14
 CAUSAL_TOLERANCE = 1e-2  # largest logit change allowed at positions before an edited token
 
 
@@ -78,7 +83,7 @@ def evaluate_bpb(model: torch.nn.Module, seq_len: int, device: torch.device | st
     meta = prepare.load_meta(where)
     tokens = prepare.load_tokens(split, where)
     token_bytes = torch.from_numpy(prepare.load_token_bytes(where).astype(np.int64)).to(device)
-    n = min(EVAL_TOKENS, len(tokens) - 1)
+    n = min(EVAL_TOKENS if split == "val" else HELDOUT_TOKENS, len(tokens) - 1)
     assert n > 0 and seq_len > 0, "need validation tokens and a positive context"
     stream = torch.from_numpy(np.asarray(tokens[: n + 1], dtype=np.int64)).to(device)
     starts = list(range(0, n, seq_len))
