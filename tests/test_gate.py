@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from autoorg import clock, comms, executors, experiments, gate, workspace
-from autoorg.compute.slots import class_slots, lease_slot, live_tickets, org_slots
+from autoorg.compute.slots import GateHold, class_slots, lease_slot, live_tickets, org_slots
+from autoorg.compute.slots import _Queue as slots_queue  # a waiter's ticket, without a waiter
 from autoorg.experiments import ledger, run
 from autoorg.gate.stats import paired_verdict, promoting_looks, promotion_bound
 from autoorg.paths import OrgPaths
@@ -595,6 +596,35 @@ def test_a_landed_gate_run_keeps_its_slot_only_for_gate_runs_that_started_with_i
         ledger.update_experiment(org, rows[0], verdict="ok")
         assert gate.verify._landing_soon(ctx, landed) == [rows[1]]  # started 4 s after it; not 65 s after
         for exp in rows[1:]:
+            ledger.update_experiment(org, exp, verdict="cancelled: test")
+
+
+def test_a_new_candidates_slot_is_kept_until_its_own_pairs_workers_are_in_line(org: OrgPaths) -> None:
+    """The hold on a new candidate's slot lasts until the runs the gate queued are in the gate's line, each by its
+    worker's pid: a ticket left by a run the same step cancelled (its worker has not left the line yet) does not
+    stand in for one, else an agent's waiting run takes the slot as that ticket goes."""
+    ctx = experiments.load_context(org)
+    h = head(org)
+    slot = org_slots(ctx.spec)[0]
+    with gate.gate_lock(org, wait_s=30) as held:  # the daemon's gate steps wait (they would sweep these rows)
+        assert held
+        exp = experiments.queue_run(ctx, kind="baseline", agent="gate", commit=h, head=h, description="b", seed=81,
+                                    budget=ctx.task.budget["cpu"], slot_class="cpu")
+        ledger.update_experiment(org, exp, pid=os.getpid() + 1)  # its worker: started, not yet in line
+        hold = GateHold(org, slot)
+        stale = slots_queue(org, "gate-queue-cpu", ["cpu0", "cpu1"])  # a cancelled run's, still in line
+        try:
+            assert hold.waiting_pids() == {os.getpid()}
+            assert gate.verify.lined_up(ctx, "cpu", hold, 0.3) is False
+            ledger.update_experiment(org, exp, pid=os.getpid())  # now the waiter is its worker
+            assert gate.verify.lined_up(ctx, "cpu", hold, 0.0) is True
+            ledger.update_experiment(org, exp, pid=None)
+            (org.runs / exp).mkdir(parents=True, exist_ok=True)
+            (org.runs / exp / "leased").touch()  # or it has a slot already (a pair's arm waiting for the other's)
+            assert gate.verify.lined_up(ctx, "cpu", hold, 0.0) is True
+        finally:
+            stale.leave()
+            hold.release()
             ledger.update_experiment(org, exp, verdict="cancelled: test")
 
 

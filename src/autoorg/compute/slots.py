@@ -197,11 +197,12 @@ class GateHold:
         self.cls = slot.cls
         self._queue: _Queue | None = _Queue(paths, f"gate-queue-{slot.cls}", sorted(slot.devices), HOLD)
 
-    def waiting_gate_runs(self) -> int:
-        """Gate runs of this slot class waiting for a slot (not counting holds)."""
+    def waiting_pids(self) -> set[int]:
+        """The processes whose gate runs of this slot class are in line for a slot (holds not counted): a ticket is
+        named by its waiter's pid, which a run's worker writes into its ledger row (`pid`) before it lines up."""
         if self._queue is None:
-            return 0
-        return sum(not name.endswith(HOLD) for name, _ in live_tickets(self._queue.folder))
+            return set()
+        return {int(name.split("-")[1]) for name, _ in live_tickets(self._queue.folder) if not name.endswith(HOLD)}
 
     def release(self) -> None:
         if self._queue is not None:

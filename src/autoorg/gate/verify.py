@@ -141,12 +141,23 @@ def hand_over(ctx: OrgContext, row: dict[str, Any], hold: GateHold, log: Say) ->
     except AutoorgError as exc:
         log(f"gate: {exc}")
         return
-    deadline = time.monotonic() + WORKERS_START_S
-    while time.monotonic() < deadline:  # the queued runs' workers line up (a Python start-up each)
-        # a queued run with its `leased` mark has a slot already (a pair's arm waiting for the other's)
-        queued = sum(not has_slot(ctx.paths, r["exp"]) for r in _gate_runs(ctx, cls, "queued"))
-        if queued == 0 or hold.waiting_gate_runs() >= queued:
-            return
+    lined_up(ctx, cls, hold, WORKERS_START_S)
+
+
+def lined_up(ctx: OrgContext, cls: str, hold: GateHold, wait_s: float) -> bool:
+    """Wait (at most wait_s) until every queued gate run of the class is in the gate's line for a slot, or has one
+    (its `leased` mark: a pair's arm waiting for the other's); False when wait_s ran out first. The queued runs'
+    workers line up a Python start-up each after the gate queued them. A run counts by its worker's pid: the tickets
+    of runs the gate step just cancelled (a verification set aside for a bigger win) stay in line until their
+    workers notice, and counted as tickets they let the hold go early, and an agent's waiting run took the new
+    candidate's slot while its first pair waited a whole run (benchmarks/first_promotion.py --timeline, 72 s)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        in_line = hold.waiting_pids()
+        if all(r["pid"] in in_line or has_slot(ctx.paths, r["exp"]) for r in _gate_runs(ctx, cls, "queued")):
+            return True
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.05)
 
 
