@@ -628,6 +628,23 @@ def test_a_new_candidates_slot_is_kept_until_its_own_pairs_workers_are_in_line(o
             ledger.update_experiment(org, exp, verdict="cancelled: test")
 
 
+def test_a_hand_over_steps_the_gate_until_it_is_done_before_the_slot_goes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new candidate that outranks the verification in flight: one step sets that one aside (cancelling its
+    unstarted pairs), the next queues the new one's first pair; the slot is kept through both, and then until the
+    queued runs are in line."""
+    verify = importlib.import_module("autoorg.gate.verify")
+    done: list[str] = []
+    work = ["set aside e0009 for e0014", "queued e0014's first pair"]
+    monkeypatch.setattr(verify, "step", lambda _paths, **_kw: bool(work) and not done.append(work.pop(0)))
+    monkeypatch.setattr(verify, "lined_up", lambda _ctx, _cls, _hold, _s: done.append("lined up") or True)
+    ctx: Any = SimpleNamespace(paths=None)
+    verify.hand_over(ctx, {"kind": "exp", "verdict": "candidate", "slot_class": "cpu"}, None, print)
+    assert done == ["set aside e0009 for e0014", "queued e0014's first pair", "lined up"]
+    done.clear()
+    verify.hand_over(ctx, {"kind": "exp", "verdict": "no gain", "slot_class": "cpu"}, None, print)
+    assert done == []  # an agent's run that is no candidate gives its slot back at once
+
+
 def test_a_verification_set_aside_starts_over_on_the_new_head_when_the_bigger_win_is_promoted(org: OrgPaths) -> None:
     set_knobs(org.worktree("alice"), WARMUP_FRAC=0.15)  # ~4σ
     with hold_all_slots_but_one(org) as held:  # its first look is the one set aside (a second one could promote it)

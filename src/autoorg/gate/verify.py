@@ -81,6 +81,11 @@ from autoorg.paths import OrgPaths
 
 HAND_OVER_WAIT_S = 30.0  # longest a finished gate run keeps its slot for the rest of its look, or the gate's lock
 WORKERS_START_S = 15.0  # longest it keeps it for the runs the gate queued to line up
+# Gate steps a hand-over takes while it keeps the slot: each step does one thing to the verification in flight (set
+# it aside for a bigger win, then start the bigger win's). After one step the hold went with no pair queued, an
+# agent's waiting run took the new candidate's slot, and its first pair waited that run out (82 s, twice in
+# benchmarks/first_promotion.py --timeline).
+HAND_OVER_STEPS = 4
 # Screen at ~84% one-sided: a true 3σ win passes ~95% of the time (93% while σ has 3 dof), ~16% of no-effect runs
 # do. At 0.5 (69%) twice as many no-effect runs became candidates, and each costs at least one same-seed pair on two
 # slots: on nanochat's noisy 2-core CPU slots they were most of the verifications before the first promotion
@@ -137,7 +142,9 @@ def hand_over(ctx: OrgContext, row: dict[str, Any], hold: GateHold, log: Say) ->
             and _landing_soon(ctx, row):
         time.sleep(0.2)
     try:
-        step(ctx.paths, log=log, wait_s=HAND_OVER_WAIT_S)
+        for _ in range(HAND_OVER_STEPS):  # until the gate has nothing left to do: a look's pairs cancelled for a
+            if not step(ctx.paths, log=log, wait_s=HAND_OVER_WAIT_S):  # bigger win in one step, its pairs queued
+                break                                                  # in the next
     except AutoorgError as exc:
         log(f"gate: {exc}")
         return
