@@ -88,6 +88,34 @@ def test_proposals_move_the_knob_nobody_has_tried_from_the_head_first() -> None:
         assert proposal["DEPTH"] < head["DEPTH"], (seed, why)
 
 
+def test_two_knobs_move_together_only_once_each_was_moved_alone() -> None:
+    """Until every knob has been moved alone from the centre, a proposal moves one knob: its result then says
+    which way that knob goes. Afterwards some proposals move two."""
+    head = researcher.read_knobs((SYNTHETIC / "train.py").read_text(), KNOBS)
+    by_name = {k.name: k for k in KNOBS}
+    key = lambda c: researcher.config_key(KNOBS, c)  # noqa: E731
+
+    def moved(name: str, side: int) -> dict[str, object]:
+        knob = by_name[name]
+        return {**head, name: researcher.from_unit(knob, researcher.to_unit(knob, head[name]) + side * 0.3)}
+
+    def knobs_moved(tried: list[dict[str, object]]) -> list[int]:
+        ev = researcher.Evidence({}, {key(c): c for c in tried}, {key(c) for c in tried}, 0, 0)
+        counts = []
+        for seed in range(60):
+            r = researcher.Researcher.__new__(researcher.Researcher)
+            r.rng, r.step, r.focus = random.Random(seed), researcher.START_STEP, researcher.Focus()
+            r.ctx = type("Ctx", (), {"task": load_task(SYNTHETIC / "task.yaml")})()  # type: ignore[assignment]
+            proposal = r.propose(head, ev, None)[0]
+            counts.append(sum(proposal[n] != head[n] for n in head))
+        return counts
+
+    all_but_depth = [moved(n, 1) for n in by_name if n != "DEPTH"]
+    assert set(knobs_moved([])) == {1}
+    assert set(knobs_moved(all_but_depth)) == {1}
+    assert 2 in knobs_moved([*all_but_depth, moved("DEPTH", 1)])
+
+
 def test_the_other_side_of_a_move_that_clearly_hurt_comes_before_untried_knobs() -> None:
     """A knob moved alone that made the head worse by over REVERSE_SIGMAS·σ is moved the other way next, the most
     harmful first; a harm within the noise, or one measured while σ is unknown, changes nothing."""

@@ -5,8 +5,8 @@ around the verified best, using the whole org's ledger:
 
 1. The centre is the program head's configuration (the verified best). Sometimes (EXPLOIT_P) it is instead the
    configuration of the best run anyone measured that beat the head's mean but is not verified yet.
-2. One knob (sometimes two) is moved by ±step in the knob's unit range (log scale where the knob says so; a
-   choice moves by whole positions). The knob is one that nobody in the org (measured, running or queued) has yet
+2. One knob (sometimes two, once every knob has been moved alone from the centre) is moved by ±step in the knob's
+   unit range (log scale where the knob says so; a choice moves by whole positions). The knob is one that nobody in the org (measured, running or queued) has yet
    moved alone from the centre, or the least so: four agents do not all try the same knob first. Ahead of those
    comes the other side of a knob whose move alone made things clearly worse (by over REVERSE_SIGMAS of the org's
    noise σ), the worst first: a steep slope one way is the best-founded bet the other way, and in a single round
@@ -63,6 +63,10 @@ EXPLOIT_P = 0.3
 # (+0.17) and UNEMBEDDING_LR 0.004 → 0.0018 (+0.16); each knob's other side then waited for a round over all
 # nine (benchmarks/first_promotion.py --timeline).
 REVERSE_SIGMAS = 2.0
+# Two knobs move at once (this often) only when each knob has been moved alone from the centre: a one-knob move's
+# result says which way that knob goes (the reversal above, the direction below), a two-knob move's says it of
+# neither. On nanochat a first-round `EMBEDDING_LR, DEPTH=4` (+0.30 val_bpb, 7σ) never led to DEPTH's other side,
+# the org's biggest win, which waited ten minutes (benchmarks/first_promotion.py --timeline).
 TWO_KNOBS_P = 0.2
 PROPOSAL_TRIES = 60
 HELD_POLL_S = 1.0  # how often a held researcher looks whether it was released
@@ -303,12 +307,13 @@ class Researcher:
         sides = {k.name: self._tried_sides(k, centre, ev) for k in knobs}
         fewest = min(len(s) for s in sides.values())
         fresh = self._reversals(knobs, centre, ev, sides)[:1] or [k for k in knobs if len(sides[k.name]) == fewest]
+        swept = all(self._moved_from(k, centre, ev) for k in knobs)
         for attempt in range(PROPOSAL_TRIES):
             step = min(0.5, self.step * (1 + attempt / 10))
             pool = fresh if attempt < len(fresh) else knobs  # the least explored first, then any
             first = self.rng.choice(pool)
             moved = [first]
-            if len(knobs) > 1 and self.rng.random() < TWO_KNOBS_P:
+            if swept and len(knobs) > 1 and self.rng.random() < TWO_KNOBS_P:
                 moved.append(self.rng.choice([k for k in knobs if k is not first]))
             proposal = dict(centre)
             changes = []
@@ -366,6 +371,11 @@ class Researcher:
             if other is not None and self._moved_alone(knob, centre, other):
                 sides.add(1 if to_unit(knob, other[knob.name]) > u0 else -1)
         return sides
+
+    def _moved_from(self, knob: Knob, centre: dict[str, Any], ev: Evidence) -> bool:
+        """Whether someone in the org moved this knob alone from the centre (measured, running or queued)."""
+        return any(other is not None and self._moved_alone(knob, centre, other)
+                   for other in (ev.values.get(key) for key in ev.tried))
 
     def _moved_alone(self, knob: Knob, centre: dict[str, Any], other: dict[str, Any]) -> bool:
         """Whether `other` differs from the centre in this knob and in no other."""
