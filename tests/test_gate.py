@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from autoorg import clock, comms, executors, experiments, gate, workspace
-from autoorg.compute.slots import GateHold, class_slots, lease_slot, live_tickets, org_slots
+from autoorg.compute.slots import WANTED_POLL_S, GateHold, class_slots, lease_slot, live_tickets, org_slots
 from autoorg.compute.slots import _Queue as slots_queue  # a waiter's ticket, without a waiter
 from autoorg.experiments import ledger, run
 from autoorg.gate.stats import paired_verdict, promoting_looks, promotion_bound
@@ -626,6 +626,27 @@ def test_a_new_candidates_slot_is_kept_until_its_own_pairs_workers_are_in_line(o
             stale.leave()
             hold.release()
             ledger.update_experiment(org, exp, verdict="cancelled: test")
+
+
+def test_a_run_cancelled_while_it_waits_for_a_slot_leaves_the_line_at_once(org: OrgPaths) -> None:
+    """A queued run cancelled while every slot it could take is busy stops waiting within about WANTED_POLL_S, not
+    when a slot comes free: it never starts, and its ticket no longer keeps others off the slots it wanted."""
+    ctx = experiments.load_context(org)
+    set_knobs(org.worktree("alice"), LEARNING_RATE=0.002)
+    exp = experiments.queue_experiment(ctx, "alice", "waits for a slot")
+    rows: list[dict[str, Any]] = []
+    with contextlib.ExitStack() as held:
+        for slot in org_slots(ctx.spec):
+            held.enter_context(lease_slot(org, [slot], holder={"exp": "test"}, wait_s=30))
+        worker = threading.Thread(target=lambda: rows.append(gate.run_experiment(ctx, exp)))
+        worker.start()
+        retry_until(lambda: ledger.get_experiment(org, exp)["pid"], timeout=30, message="the run to wait")
+        time.sleep(2 * WANTED_POLL_S)  # in line, asking whether it is still wanted
+        assert ledger.replace_verdict(org, exp, "queued", "cancelled: test")
+        worker.join(timeout=3 * WANTED_POLL_S + 5)
+        assert not worker.is_alive(), "the cancelled run waited on for a slot"
+        assert not live_tickets(org.locks / "queue-cpu")
+    assert rows[0]["verdict"] == "cancelled: test" and rows[0]["started"] is None
 
 
 def test_a_hand_over_steps_the_gate_until_it_is_done_before_the_slot_goes(monkeypatch: pytest.MonkeyPatch) -> None:

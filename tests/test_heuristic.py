@@ -7,9 +7,11 @@ import json
 import random
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 from autoorg import comms, experiments, workspace
 from autoorg.agents import researcher
+from autoorg.compute.slots import lease_slot, org_slots
 from autoorg.experiments import ledger
 from autoorg.paths import OrgPaths
 from autoorg.spec import Knob, load_task
@@ -150,6 +152,78 @@ def test_the_other_side_of_a_move_that_clearly_hurt_comes_before_untried_knobs()
     untried = ("WARMUP_FRAC", "WEIGHT_DECAY")
     for tried, sigma in (([moved("BATCH_SIZE", 1), moved("LEARNING_RATE", -1)], 0.01), ([], None)):
         assert all(any(p[n] != head[n] for n in untried) for p in proposals(tried, sigma))
+
+
+def test_a_queued_proposal_is_overtaken_by_a_reversal_nobody_queued() -> None:
+    """An agent's own proposal still waiting for a slot is overtaken once a knob moved alone made the head worse by
+    over REVERSE_SIGMAS·σ and nobody has queued its other side; not when the proposal is that other side, nor once
+    someone queued it, nor by a harm within the noise. The agent's next proposal is then that other side, ahead of
+    a lead it might otherwise build on."""
+    task = load_task(SYNTHETIC / "task.yaml")
+    head = researcher.read_knobs((SYNTHETIC / "train.py").read_text(), KNOBS)
+    by_name = {k.name: k for k in KNOBS}
+    key = lambda c: researcher.config_key(KNOBS, c)  # noqa: E731
+
+    def moved(name: str, side: int) -> dict[str, object]:
+        knob = by_name[name]
+        return {**head, name: researcher.from_unit(knob, researcher.to_unit(knob, head[name]) + side * 0.3)}
+
+    def seeing(means: dict[tuple[float, ...], float], tried: list[dict[str, object]],
+               seed: int = 0) -> researcher.Researcher:
+        ev = researcher.Evidence(means, {key(c): c for c in (head, *tried)}, {key(c) for c in (head, *tried)},
+                                 len(tried), 0, 0.01)
+        r = researcher.Researcher.__new__(researcher.Researcher)
+        r.rng, r.step, r.focus, r.agent = random.Random(seed), researcher.START_STEP, researcher.Focus(), "alice"
+        r.ctx = SimpleNamespace(task=task, head_of=lambda agent: "head")  # type: ignore[assignment]
+        r.config_at = lambda commit: head  # type: ignore[method-assign]
+        r.evidence = lambda: ev  # type: ignore[method-assign]
+        return r
+
+    mine, hurt, other_side = moved("WARMUP_FRAC", 1), moved("BATCH_SIZE", -1), moved("BATCH_SIZE", 1)
+    means = {key(head): 1.0, key(hurt): 1.08}  # σ 0.01: BATCH_SIZE down hurt by 8σ
+    knob = seeing(means, [mine, hurt]).overtaken(mine)
+    assert knob is not None and knob.name == "BATCH_SIZE"
+    lr_hurt = moved("LEARNING_RATE", 1)  # a second knob that hurt (5σ): its other side does not overtake the first's
+    assert seeing({**means, key(lr_hurt): 1.05}, [other_side, hurt, lr_hurt]).overtaken(other_side) is None
+    assert seeing(means, [mine, hurt, other_side]).overtaken(mine) is None  # someone queued the reversal
+    assert seeing({key(head): 1.0, key(hurt): 1.015}, [mine, hurt]).overtaken(mine) is None  # 1.5σ: noise
+    lead = moved("LEARNING_RATE", 1)
+    for seed in range(20):
+        r = seeing({**means, key(lead): 0.99}, [hurt, lead], seed)
+        proposal = r.propose(head, r.evidence(), 1.0)[0]
+        assert proposal["BATCH_SIZE"] > head["BATCH_SIZE"], seed
+        assert [n for n in head if proposal[n] != head[n]] == ["BATCH_SIZE"], seed
+
+
+def test_a_run_waiting_for_a_slot_is_withdrawn_once_overtaken(repo: Path, tmux_socket: str, tmp_path: Path,
+                                                              monkeypatch) -> None:
+    """While the researcher's own run waits for a slot it keeps asking whether a reversal overtook it; once one
+    has, the run is cancelled before it starts (`cancelled: withdrawn by its agent …`), the researcher's
+    experiment ends at once rather than when a slot comes free, and it does not count as one of its experiments."""
+    add_synthetic(repo, budget=0.2)
+    paths = start_org(repo, tmux_socket, tmp_path, agents=2, baseline=2)
+    monkeypatch.setattr(researcher, "OVERTAKEN_POLL_S", 0.2)
+    bot = researcher.Researcher(paths, "alice", say=lambda _line: None, seed=3)
+    depth = next(k for k in KNOBS if k.name == "DEPTH")
+    asked: list[dict[str, object]] = []
+
+    def overtaken_on_the_third_look(proposal: dict[str, object]) -> Knob | None:
+        asked.append(proposal)
+        return depth if len(asked) >= 3 else None
+
+    monkeypatch.setattr(bot, "overtaken", overtaken_on_the_third_look)
+    rows: list[dict[str, object] | None] = []
+    ctx = experiments.load_context(paths)
+    with contextlib.ExitStack() as held:
+        for slot in org_slots(ctx.spec):
+            held.enter_context(lease_slot(paths, [slot], holder={"exp": "test"}, wait_s=60))
+        worker = threading.Thread(target=lambda: rows.append(bot.experiment()))
+        worker.start()
+        worker.join(timeout=30)
+        assert not worker.is_alive(), "the overtaken run waited on for a slot"
+    row = rows[0]
+    assert row is not None and str(row["verdict"]).startswith(researcher.WITHDRAWN) and row["started"] is None
+    assert "DEPTH" in str(row["verdict"]) and len(asked) == 3 and asked[0] == bot.own
 
 
 def test_agents_proposing_at_the_same_moment_queue_different_experiments(repo: Path, tmux_socket: str,

@@ -16,6 +16,10 @@ around the verified best, using the whole org's ledger:
 3. The step starts at START_STEP of the range and shrinks by SHRINK after every SHRINK_AFTER experiments of this
    agent without a promotion in the org (down to MIN_STEP); a promotion resets it.
 4. A configuration anyone already tried (rounded to ROUND in unit range) is never proposed again.
+5. A proposal of its own still waiting for a slot is withdrawn (its run cancelled before it starts) once the org
+   has a reversal (1.) that nobody has queued and the proposal is not one: the next proposal is that reversal. A
+   run waits for a slot for rounds while the gate verifies, and a proposal made before a knob was seen to hurt
+   would otherwise take the slot first.
 
 A chief's `directive` message narrows the search: `explore NAME[, NAME…]` (only those knobs), `range NAME LOW HIGH`
 (a narrower range), `reset` (back to the task's knobs); any other message is acknowledged in its pane with that
@@ -39,6 +43,7 @@ import ast
 import difflib
 import random
 import re
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -68,6 +73,11 @@ REVERSE_SIGMAS = 2.0
 # neither. On nanochat a first-round `EMBEDDING_LR, DEPTH=4` (+0.30 val_bpb, 7σ) never led to DEPTH's other side,
 # the org's biggest win, which waited ten minutes (benchmarks/first_promotion.py --timeline).
 TWO_KNOBS_P = 0.2
+# How often a researcher whose run waits for a slot looks whether a reversal has overtaken it (5. above). On
+# nanochat a first-round `UNEMBEDDING_LR` waited 9 minutes behind a verification and ran in its one yielded round,
+# ahead of `DEPTH=1` (-0.39 val_bpb, the other side of a +0.27 `DEPTH=4`), which ran 7 minutes later
+# (benchmarks/first_promotion.py --timeline: first promotion at 21.4 minutes).
+OVERTAKEN_POLL_S = 5.0
 PROPOSAL_TRIES = 60
 HELD_POLL_S = 1.0  # how often a held researcher looks whether it was released
 QUEUE_LOW = 2  # a worker adds its own idea when fewer than this are queued
@@ -79,6 +89,7 @@ SIMILAR = 0.9  # difflib ratio over normalised titles above which two free-text 
 
 
 DIRECTIVES = "explore NAME[, NAME…] | range NAME LOW HIGH | reset"
+WITHDRAWN = "cancelled: withdrawn by its agent"  # a queued proposal a reversal overtook (5. above)
 
 
 def parse_assignments(text: str, knobs: list[Knob]) -> dict[str, Any]:
@@ -193,6 +204,7 @@ class Researcher:
         self.role = self.ctx.spec.agent(agent).role
         self.shared = self.ctx.spec.processes.comms.shared
         self.todo: list[dict[str, Any]] = []  # ablations a critic asked for, run before anything else
+        self.own: dict[str, Any] | None = None  # the queued run's configuration when it is this agent's own proposal
 
     @property
     def knobs(self) -> list[Knob]:
@@ -299,15 +311,18 @@ class Researcher:
                                "excludes them all)")
         centre, centre_name = head, "the program head"
         task = self.ctx.task
-        if head_mean is not None and self.rng.random() < EXPLOIT_P:
+        sides = {k.name: self._tried_sides(k, centre, ev) for k in knobs}
+        reversal = self._reversals(knobs, centre, ev, sides)[:1]  # before any lead: the best-founded bet
+        if not reversal and head_mean is not None and self.rng.random() < EXPLOIT_P:
             leads = [(m, k) for k, m in ev.means.items() if task.better(m, head_mean) and k in ev.values]
             if leads:
                 _, best_key = max(leads, key=lambda t: task.improvement(t[0], head_mean))
                 centre, centre_name = {**head, **ev.values[best_key]}, "the best unverified lead"
-        sides = {k.name: self._tried_sides(k, centre, ev) for k in knobs}
+                sides = {k.name: self._tried_sides(k, centre, ev) for k in knobs}
+                reversal = self._reversals(knobs, centre, ev, sides)[:1]
         fewest = min(len(s) for s in sides.values())
-        fresh = self._reversals(knobs, centre, ev, sides)[:1] or [k for k in knobs if len(sides[k.name]) == fewest]
-        swept = all(self._moved_from(k, centre, ev) for k in knobs)
+        fresh = reversal or [k for k in knobs if len(sides[k.name]) == fewest]
+        swept = not reversal and all(self._moved_from(k, centre, ev) for k in knobs)
         for attempt in range(PROPOSAL_TRIES):
             step = min(0.5, self.step * (1 + attempt / 10))
             pool = fresh if attempt < len(fresh) else knobs  # the least explored first, then any
@@ -393,11 +408,64 @@ class Researcher:
         for k in knobs:
             if len(sides[k.name]) != 1:
                 continue
-            losses = [-self.ctx.task.improvement(mean, base) for key, mean in ev.means.items()
-                      if (other := ev.values.get(key)) is not None and self._moved_alone(k, centre, other)]
-            if losses and min(losses) > REVERSE_SIGMAS * ev.sigma:
-                harms.append((min(losses), k))
+            harm = self._harm(k, centre, ev)
+            if harm is not None and harm > REVERSE_SIGMAS * ev.sigma:
+                harms.append((harm, k))
         return [k for _, k in sorted(harms, key=lambda h: -h[0])]
+
+    def _harm(self, knob: Knob, centre: dict[str, Any], ev: Evidence, side: int | None = None) -> float | None:
+        """How much worse than the centre's mean the measured moves of this knob alone were (the least of them;
+        only those to `side`, +1 up or -1 down, when given; None while none is measured or the centre is
+        unmeasured)."""
+        base = ev.means.get(config_key(self.knobs, centre))
+        if base is None:
+            return None
+        u0 = to_unit(knob, centre[knob.name])
+        losses = [-self.ctx.task.improvement(mean, base) for key, mean in ev.means.items()
+                  if (other := ev.values.get(key)) is not None and self._moved_alone(knob, centre, other)
+                  and (side is None or (to_unit(knob, other[knob.name]) > u0) == (side > 0))]
+        return min(losses) if losses else None
+
+    def overtaken(self, proposal: dict[str, Any]) -> Knob | None:
+        """The knob whose other side the org should try before this queued proposal: the most harmful reversal
+        (`_reversals`) at the program head that nobody has queued, unless the proposal is itself the other side of
+        a harmful move. None: the proposal still stands."""
+        head_config = self.config_at(self.ctx.head_of(self.agent))
+        if head_config is None:
+            return None
+        ev = self.evidence()
+        knobs = focused_knobs([k for k in self.knobs if k.name in head_config], self.focus)
+        sides = {k.name: self._tried_sides(k, head_config, ev) for k in knobs}
+        reversals = self._reversals(knobs, head_config, ev, sides)
+        if not reversals or not ev.sigma:
+            return None
+        moved = [k for k in self.knobs if proposal.get(k.name) != head_config.get(k.name)]
+        if len(moved) == 1:
+            k = moved[0]
+            side = 1 if to_unit(k, proposal[k.name]) > to_unit(k, head_config[k.name]) else -1
+            if (self._harm(k, head_config, ev, side=-side) or 0.0) > REVERSE_SIGMAS * ev.sigma:
+                return None  # it is a reversal itself
+        return reversals[0]
+
+    def withdraw_when_overtaken(self, exp: str, proposal: dict[str, Any], done: threading.Event) -> None:
+        """While this agent's run `exp` waits for a slot, every OVERTAKEN_POLL_S: withdraw it (cancelled before
+        it starts) once a reversal overtakes it (`overtaken`); the agent's next proposal is that reversal."""
+        while not done.wait(OVERTAKEN_POLL_S):
+            try:
+                with comms.locked(self.paths, "proposals"):  # nobody queues the reversal while this decides
+                    if (self.paths.runs / exp / "leased").exists():
+                        return
+                    knob = self.overtaken(proposal)
+                    if knob is None:
+                        continue
+                    if not (self.paths.runs / exp / "leased").exists() and ledger.replace_verdict(self.paths, exp, "queued",
+                                              f"{WITHDRAWN} for the other side of {knob.name}, which hurt by over "
+                                              f"{REVERSE_SIGMAS:g}σ moved alone"):
+                        self.tell(f"{exp} withdrawn before it started: {knob.name}'s other side comes first")
+                    return
+            except AutoorgError as exc:
+                self.tell(f"(could not check whether {exp} still stands: {exc})")
+                return
 
     def _direction(self, knob: Knob, centre: dict[str, Any], ev: Evidence, untried: set[int] | frozenset[int] =
                    frozenset()) -> int:
@@ -431,6 +499,9 @@ class Researcher:
         self.gate_step()
         exp, changes, idea = self.choose_and_queue()
         metric = ctx.task.metric
+        done = threading.Event()
+        if self.own is not None:
+            threading.Thread(target=self.withdraw_when_overtaken, args=(exp, self.own, done), daemon=True).start()
         try:
             self.tell(f"running {exp}")
             row = gate.run_experiment(ctx, exp, say=self.tell)
@@ -438,6 +509,10 @@ class Researcher:
             if idea is not None:  # not left claimed forever: closed with why
                 comms.finish_idea(paths, self.agent, idea.id, f"could not run it: {exc}")
             raise
+        finally:
+            done.set()
+        if row["verdict"].startswith(WITHDRAWN):
+            return row
         for line in gate.answer(ctx, row).splitlines():
             self.say(line)
         value = f"{row['metric']:.6g}" if row["metric"] is not None else "-"
@@ -491,6 +566,7 @@ class Researcher:
         else:
             self.tell(f"program head {head[:10]}: no measurement yet (the gate's baseline is coming)")
         idea: comms.Idea | None = None
+        self.own = None
         while self.todo and config_key(self.knobs, {**head_config, **self.todo[0]}) in ev.tried:
             self.todo.pop(0)  # someone ran that ablation already
         if self.todo:
@@ -503,11 +579,13 @@ class Researcher:
                 f"{name}={value!r}" for name, value in values.items())
         else:
             proposal, why = self.next_config(head_config, ev, stats.mean)
+            self.own = proposal if self.search is None else None
         if proposal == head_config:  # an ablation or idea the head already holds
             if idea is not None:
                 comms.finish_idea(self.paths, self.agent, idea.id, "the program head already has this")
                 idea = None
             proposal, why = self.next_config(head_config, ev, stats.mean)
+            self.own = proposal if self.search is None else None
         self.tell(f"idea: {why}")
         worktree = ctx.worktree(self.agent)
         workspace.checkout_paths(worktree, head, ctx.task.editable)
@@ -602,7 +680,7 @@ class Researcher:
             self.wait_while_held()
             try:
                 row = self.experiment()
-                done += 1
+                done += not (row is not None and row["verdict"].startswith(WITHDRAWN))
                 pause = 1.0
                 if row is not None and row["verdict"].startswith("crash"):
                     time.sleep(pause)

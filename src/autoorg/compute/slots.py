@@ -17,7 +17,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,6 +184,11 @@ def live_tickets(folder: Path, before: str | None = None) -> list[tuple[str, lis
 
 
 HOLD = "-hold"  # a ticket's name ends so when it keeps a slot it has for the gate (GateHold)
+WANTED_POLL_S = 1.0  # how often a waiter asks whether its run is still wanted (`lease_slot`'s `wanted`)
+
+
+class Withdrawn(Exception):  # noqa: N818 (not an error: the run was cancelled while it waited)
+    """A waiter's run was cancelled while it waited for a slot (`lease_slot`'s `wanted` said so)."""
 
 
 class GateHold:
@@ -217,22 +222,30 @@ def _gate_wants(paths: OrgPaths, cls: str) -> set[str]:
 
 @contextlib.contextmanager
 def lease_slot(paths: OrgPaths, slots: list[Slot], *, holder: dict[str, Any], wait_s: float = DEFAULT_WAIT_S,
-               say: Say | None = None, gate: bool = False) -> Iterator[tuple[Slot, tuple[int, ...]]]:
+               say: Say | None = None, gate: bool = False, wanted: Callable[[], bool] | None = None,
+               ) -> Iterator[tuple[Slot, tuple[int, ...]]]:
     """Hold one free slot of `slots` (yields the slot and the locked descriptors of its devices); waits while
     all are busy. A slot is free when every one of its devices is: runs on overlapping slots never share one.
 
     Waiters line up first come, first served (`locks/queue-<cls>/` for agents sharing a pool,
     `locks/gate-queue-<cls>/` for the gate's runs): a waiter polls (every 10 ms, so a freed slot is taken at once)
     only the slots whose devices no older waiter wants, so no agent is passed over. The gate's runs come first: an
-    agent's run leaves alone the devices a waiting gate run wants. Raises RunnerError after wait_s.
+    agent's run leaves alone the devices a waiting gate run wants. Raises RunnerError after wait_s, and Withdrawn
+    once `wanted` (asked every WANTED_POLL_S while it waits) says the run is no longer wanted: its ticket leaves the
+    line then, not when a slot comes free (a cancelled gate run's ticket kept agents' runs off its slots meanwhile).
     """
     cls = slots[0].cls
     name = f"gate-queue-{cls}" if gate else (f"queue-{cls}" if len(slots) > 1 else None)
     line = _Queue(paths, name, sorted({d for s in slots for d in s.devices})) if name else None
     deadline = time.monotonic() + wait_s
+    asked = time.monotonic()
     told = False
     try:
         while True:
+            if wanted is not None and time.monotonic() - asked >= WANTED_POLL_S:
+                asked = time.monotonic()
+                if not wanted():
+                    raise Withdrawn
             leave = line.taken_before_me() if line is not None else set()
             if not gate:
                 leave |= _gate_wants(paths, cls)

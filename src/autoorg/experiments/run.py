@@ -32,6 +32,7 @@ from autoorg.compute.slots import (
     DEFAULT_WAIT_S,
     GateHold,
     Slot,
+    Withdrawn,
     agent_slots,
     class_slots,
     lease_slot,
@@ -333,22 +334,31 @@ def _lease_run_slot(paths: OrgPaths, job: Job, holder: dict[str, Any]) \
     when the run was cancelled while it waited. An arm that gives way to an older pair hands its slot back and
     lines up again, GIVE_WAY_S later, behind the older pair's waiting arm."""
     row, marker = job.row, paths.runs / job.exp / "leased"
+
+    def still_queued() -> bool:
+        return bool(ledger.get_experiment(paths, job.exp)["verdict"] == "queued")
+
     while True:
-        with lease_slot(paths, job.slots, holder=holder, wait_s=job.wait_s, say=job.say,
-                        gate=row["kind"] != "exp") as (slot, fds):
-            if ledger.get_experiment(paths, job.exp)["verdict"] != "queued":
-                yield None
-                return
-            marker.touch()
-            gave_way = row["kind"] == "verify" and len(job.slots) >= 2 and _wait_for_other_arm(paths, row, job.say)
-            if gave_way:
-                marker.unlink(missing_ok=True)
-            elif ledger.get_experiment(paths, job.exp)["verdict"] != "queued":
-                yield None
-                return
-            else:
-                yield slot, fds
-                return
+        try:
+            with lease_slot(paths, job.slots, holder=holder, wait_s=job.wait_s, say=job.say,
+                            gate=row["kind"] != "exp", wanted=still_queued) as (slot, fds):
+                if not still_queued():
+                    yield None
+                    return
+                marker.touch()
+                gave_way = (row["kind"] == "verify" and len(job.slots) >= 2
+                            and _wait_for_other_arm(paths, row, job.say))
+                if gave_way:
+                    marker.unlink(missing_ok=True)
+                elif not still_queued():
+                    yield None
+                    return
+                else:
+                    yield slot, fds
+                    return
+        except Withdrawn:  # raised only while it waits, before anything is yielded
+            yield None
+            return
         time.sleep(GIVE_WAY_S)
 
 
