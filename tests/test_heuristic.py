@@ -22,6 +22,13 @@ from tests.exp_support import SYNTHETIC, add_synthetic
 KNOBS = load_task(SYNTHETIC / "task.yaml").knobs
 
 
+def moved(name: str, side: int) -> dict[str, object]:
+    """The synthetic task's defaults with one knob moved 0.3 of its unit range up (+1) or down (-1)."""
+    head = researcher.read_knobs((SYNTHETIC / "train.py").read_text(), KNOBS)
+    knob = next(k for k in KNOBS if k.name == name)
+    return {**head, name: researcher.from_unit(knob, researcher.to_unit(knob, head[name]) + side * 0.3)}
+
+
 def test_knobs_are_read_and_rewritten_in_place() -> None:
     text = (SYNTHETIC / "train.py").read_text()
     values = researcher.read_knobs(text, KNOBS)
@@ -71,12 +78,6 @@ def test_proposals_move_the_knob_nobody_has_tried_from_the_head_first() -> None:
     """Agents starting together spread over the knobs: a knob someone already moved alone from the head (queued
     or measured) is not tried first, and a side already tried is not tried again first."""
     head = researcher.read_knobs((SYNTHETIC / "train.py").read_text(), KNOBS)
-    by_name = {k.name: k for k in KNOBS}
-
-    def moved(name: str, side: int) -> dict[str, object]:
-        knob = by_name[name]
-        return {**head, name: researcher.from_unit(knob, researcher.to_unit(knob, head[name]) + side * 0.3)}
-
     # both sides of every knob are spent but DEPTH's lower one (WEIGHT_DECAY is at the bottom of its range)
     tried = [moved(n, side) for n in ("LEARNING_RATE", "WARMUP_FRAC", "BATCH_SIZE") for side in (-1, 1)]
     tried += [moved("WEIGHT_DECAY", 1), moved("DEPTH", 1)]
@@ -94,12 +95,7 @@ def test_two_knobs_move_together_only_once_each_was_moved_alone() -> None:
     """Until every knob has been moved alone from the centre, a proposal moves one knob: its result then says
     which way that knob goes. Afterwards some proposals move two."""
     head = researcher.read_knobs((SYNTHETIC / "train.py").read_text(), KNOBS)
-    by_name = {k.name: k for k in KNOBS}
     key = lambda c: researcher.config_key(KNOBS, c)  # noqa: E731
-
-    def moved(name: str, side: int) -> dict[str, object]:
-        knob = by_name[name]
-        return {**head, name: researcher.from_unit(knob, researcher.to_unit(knob, head[name]) + side * 0.3)}
 
     def knobs_moved(tried: list[dict[str, object]]) -> list[int]:
         ev = researcher.Evidence({}, {key(c): c for c in tried}, {key(c) for c in tried}, 0, 0)
@@ -112,7 +108,7 @@ def test_two_knobs_move_together_only_once_each_was_moved_alone() -> None:
             counts.append(sum(proposal[n] != head[n] for n in head))
         return counts
 
-    all_but_depth = [moved(n, 1) for n in by_name if n != "DEPTH"]
+    all_but_depth = [moved(k.name, 1) for k in KNOBS if k.name != "DEPTH"]
     assert set(knobs_moved([])) == {1}
     assert set(knobs_moved(all_but_depth)) == {1}
     assert 2 in knobs_moved([*all_but_depth, moved("DEPTH", 1)])
@@ -123,12 +119,7 @@ def test_the_other_side_of_a_move_that_clearly_hurt_comes_before_untried_knobs()
     harmful first; a harm within the noise, or one measured while σ is unknown, changes nothing."""
     task = load_task(SYNTHETIC / "task.yaml")
     head = researcher.read_knobs((SYNTHETIC / "train.py").read_text(), KNOBS)
-    by_name = {k.name: k for k in KNOBS}
     key = lambda c: researcher.config_key(KNOBS, c)  # noqa: E731
-
-    def moved(name: str, side: int) -> dict[str, object]:
-        knob = by_name[name]
-        return {**head, name: researcher.from_unit(knob, researcher.to_unit(knob, head[name]) + side * 0.3)}
 
     probes = {("LEARNING_RATE", 1): 1.05, ("BATCH_SIZE", -1): 1.08, ("DEPTH", 1): 1.015}  # σ 0.01: 5σ, 8σ, 1.5σ
     configs = {key(head): head, **{key(moved(n, s)): moved(n, s) for n, s in probes}}
@@ -161,12 +152,7 @@ def test_a_queued_proposal_is_overtaken_by_a_reversal_nobody_queued() -> None:
     a lead it might otherwise build on."""
     task = load_task(SYNTHETIC / "task.yaml")
     head = researcher.read_knobs((SYNTHETIC / "train.py").read_text(), KNOBS)
-    by_name = {k.name: k for k in KNOBS}
     key = lambda c: researcher.config_key(KNOBS, c)  # noqa: E731
-
-    def moved(name: str, side: int) -> dict[str, object]:
-        knob = by_name[name]
-        return {**head, name: researcher.from_unit(knob, researcher.to_unit(knob, head[name]) + side * 0.3)}
 
     def seeing(means: dict[tuple[float, ...], float], tried: list[dict[str, object]],
                seed: int = 0) -> researcher.Researcher:
