@@ -6,8 +6,9 @@ around the verified best, using the whole org's ledger:
 1. The centre is the program head's configuration (the verified best). Sometimes (EXPLOIT_P) it is instead the
    configuration of the best run anyone measured that beat the head's mean but is not verified yet.
 2. One knob (sometimes two, once every knob has been moved alone from the centre) is moved by ±step in the knob's
-   unit range (log scale where the knob says so; a choice moves by whole positions). The knob is one that nobody in the org (measured, running or queued) has yet
-   moved alone from the centre, or the least so: four agents do not all try the same knob first. Ahead of those
+   unit range (log scale where the knob says so; a choice moves by whole positions). The knob is one that nobody in
+   the org (measured, running or queued) has yet moved alone from the centre, or the least so: four agents do not
+   all try the same knob first. Ahead of those
    comes the other side of a knob whose move alone made things clearly worse (by over REVERSE_SIGMAS of the org's
    noise σ), the worst first: a steep slope one way is the best-founded bet the other way, and in a single round
    of probes with coin-flip directions half the knobs that matter are first moved the wrong way. The direction
@@ -450,17 +451,17 @@ class Researcher:
     def withdraw_when_overtaken(self, exp: str, proposal: dict[str, Any], done: threading.Event) -> None:
         """While this agent's run `exp` waits for a slot, every OVERTAKEN_POLL_S: withdraw it (cancelled before
         it starts) once a reversal overtakes it (`overtaken`); the agent's next proposal is that reversal."""
+        leased = self.paths.runs / exp / "leased"  # the run has its slot: too late to withdraw
         while not done.wait(OVERTAKEN_POLL_S):
             try:
                 with comms.locked(self.paths, "proposals"):  # nobody queues the reversal while this decides
-                    if (self.paths.runs / exp / "leased").exists():
+                    if leased.exists():
                         return
                     knob = self.overtaken(proposal)
                     if knob is None:
                         continue
-                    if not (self.paths.runs / exp / "leased").exists() and ledger.replace_verdict(self.paths, exp, "queued",
-                                              f"{WITHDRAWN} for the other side of {knob.name}, which hurt by over "
-                                              f"{REVERSE_SIGMAS:g}σ moved alone"):
+                    why = f"{WITHDRAWN} for the other side of {knob.name}, which hurt by over {REVERSE_SIGMAS:g}σ moved alone"
+                    if not leased.exists() and ledger.replace_verdict(self.paths, exp, "queued", why):
                         self.tell(f"{exp} withdrawn before it started: {knob.name}'s other side comes first")
                     return
             except AutoorgError as exc:
