@@ -460,7 +460,8 @@ class Researcher:
                     knob = self.overtaken(proposal)
                     if knob is None:
                         continue
-                    why = f"{WITHDRAWN} for the other side of {knob.name}, which hurt by over {REVERSE_SIGMAS:g}σ moved alone"
+                    why = (f"{WITHDRAWN} for the other side of {knob.name}, which hurt by over {REVERSE_SIGMAS:g}σ "
+                           "moved alone")
                     if not leased.exists() and ledger.replace_verdict(self.paths, exp, "queued", why):
                         self.tell(f"{exp} withdrawn before it started: {knob.name}'s other side comes first")
                     return
