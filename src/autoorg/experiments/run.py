@@ -350,8 +350,8 @@ def _lease_run_slot(paths: OrgPaths, job: Job, holder: dict[str, Any]) \
                             and _wait_for_other_arm(paths, row, job.say))
                 if gave_way:
                     marker.unlink(missing_ok=True)
-                elif not still_queued():
-                    yield None
+                elif not ledger.replace_verdict(paths, job.exp, "queued", "running"):
+                    yield None  # cancelled: whoever cancels a queued run does it by the same exchange
                     return
                 else:
                     yield slot, fds
