@@ -9,6 +9,8 @@ import threading
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 from autoorg import comms, experiments, workspace
 from autoorg.agents import researcher
 from autoorg.compute.slots import lease_slot, org_slots
@@ -16,7 +18,7 @@ from autoorg.experiments import ledger
 from autoorg.paths import OrgPaths
 from autoorg.spec import Knob, load_task
 from autoorg.testing import retry_until, run_cli
-from autoorg.testing.experiments import TRAIN, start_org
+from autoorg.testing.experiments import TRAIN, set_knobs, start_org
 from tests.exp_support import SYNTHETIC, add_synthetic
 
 KNOBS = load_task(SYNTHETIC / "task.yaml").knobs
@@ -27,6 +29,22 @@ def moved(name: str, side: int) -> dict[str, object]:
     head = researcher.read_knobs((SYNTHETIC / "train.py").read_text(), KNOBS)
     knob = next(k for k in KNOBS if k.name == name)
     return {**head, name: researcher.from_unit(knob, researcher.to_unit(knob, head[name]) + side * 0.3)}
+
+
+def seeing(means: dict[tuple[float, ...], float], tried: list[dict[str, object]],
+           seed: int = 0) -> researcher.Researcher:
+    """A researcher (not started) whose program head is the synthetic task's defaults and whose org measured
+    `means` (σ 0.01) and tried the head and `tried`."""
+    head = researcher.read_knobs((SYNTHETIC / "train.py").read_text(), KNOBS)
+    key = lambda c: researcher.config_key(KNOBS, c)  # noqa: E731
+    ev = researcher.Evidence(means, {key(c): c for c in (head, *tried)}, {key(c) for c in (head, *tried)},
+                             len(tried), 0, 0.01)
+    r = researcher.Researcher.__new__(researcher.Researcher)
+    r.rng, r.step, r.focus, r.agent = random.Random(seed), researcher.START_STEP, researcher.Focus(), "alice"
+    r.ctx = SimpleNamespace(task=load_task(SYNTHETIC / "task.yaml"), head_of=lambda agent: "head")  # type: ignore[assignment]
+    r.config_at = lambda commit: head  # type: ignore[method-assign]
+    r.evidence = lambda: ev  # type: ignore[method-assign]
+    return r
 
 
 def test_knobs_are_read_and_rewritten_in_place() -> None:
@@ -150,21 +168,8 @@ def test_a_queued_proposal_is_overtaken_by_a_reversal_nobody_queued() -> None:
     over REVERSE_SIGMAS·σ and nobody has queued its other side; not when the proposal is that other side, nor once
     someone queued it, nor by a harm within the noise. The agent's next proposal is then that other side, ahead of
     a lead it might otherwise build on."""
-    task = load_task(SYNTHETIC / "task.yaml")
     head = researcher.read_knobs((SYNTHETIC / "train.py").read_text(), KNOBS)
     key = lambda c: researcher.config_key(KNOBS, c)  # noqa: E731
-
-    def seeing(means: dict[tuple[float, ...], float], tried: list[dict[str, object]],
-               seed: int = 0) -> researcher.Researcher:
-        ev = researcher.Evidence(means, {key(c): c for c in (head, *tried)}, {key(c) for c in (head, *tried)},
-                                 len(tried), 0, 0.01)
-        r = researcher.Researcher.__new__(researcher.Researcher)
-        r.rng, r.step, r.focus, r.agent = random.Random(seed), researcher.START_STEP, researcher.Focus(), "alice"
-        r.ctx = SimpleNamespace(task=task, head_of=lambda agent: "head")  # type: ignore[assignment]
-        r.config_at = lambda commit: head  # type: ignore[method-assign]
-        r.evidence = lambda: ev  # type: ignore[method-assign]
-        return r
-
     mine, hurt, other_side = moved("WARMUP_FRAC", 1), moved("BATCH_SIZE", -1), moved("BATCH_SIZE", 1)
     means = {key(head): 1.0, key(hurt): 1.08}  # σ 0.01: BATCH_SIZE down hurt by 8σ
     knob = seeing(means, [mine, hurt]).overtaken(mine)
@@ -181,11 +186,36 @@ def test_a_queued_proposal_is_overtaken_by_a_reversal_nobody_queued() -> None:
         assert [n for n in head if proposal[n] != head[n]] == ["BATCH_SIZE"], seed
 
 
+def test_a_waiting_run_steps_aside_for_a_reversal_queued_behind_it_only_when_that_would_wait_a_round() -> None:
+    """With two slots and three runs waiting, a reversal queued third would wait a round: the youngest run ahead of
+    it that is no reversal itself steps aside (withdrawn), the older one keeps its place. Nothing steps aside for a
+    reversal that starts in the next round anyway, for a harm within the noise, or when it is a reversal itself."""
+    head = researcher.read_knobs((SYNTHETIC / "train.py").read_text(), KNOBS)
+    key = lambda c: researcher.config_key(KNOBS, c)  # noqa: E731
+    hurt, other_side = moved("BATCH_SIZE", -1), moved("BATCH_SIZE", 1)
+    first, second = moved("WARMUP_FRAC", 1), moved("LEARNING_RATE", 1)
+    r = seeing({key(head): 1.0, key(hurt): 1.08}, [hurt, first, second, other_side])  # 8σ
+    waiting = [("e1", first), ("e2", second), ("e3", other_side)]
+    assert r.steps_aside_for("e1", waiting, 2) is None
+    knob, reversal = r.steps_aside_for("e2", waiting, 2)  # type: ignore[misc]
+    assert knob.name == "BATCH_SIZE" and reversal == "e3"
+    assert r.steps_aside_for("e3", waiting, 2) is None  # the reversal itself
+    assert [r.steps_aside_for(e, waiting, 1) is not None for e in ("e1", "e2")] == [True, True]
+    assert all(r.steps_aside_for(e, waiting, 3) is None for e in ("e1", "e2"))  # it starts in the next round
+    a_reversal_ahead = [("e1", other_side), ("e2", first), ("e3", {**other_side, "WARMUP_FRAC": 0.9})]
+    assert r.steps_aside_for("e2", a_reversal_ahead, 2) is None  # e3 moves two knobs: no reversal
+    noise = seeing({key(head): 1.0, key(hurt): 1.015}, [hurt, first, second, other_side])  # 1.5σ
+    assert noise.steps_aside_for("e2", waiting, 2) is None
+
+
+@pytest.mark.parametrize("why", ["overtaken", "steps aside"])
 def test_a_run_waiting_for_a_slot_is_withdrawn_once_overtaken(repo: Path, tmux_socket: str, tmp_path: Path,
-                                                              monkeypatch) -> None:
-    """While the researcher's own run waits for a slot it keeps asking whether a reversal overtook it; once one
-    has, the run is cancelled before it starts (`cancelled: withdrawn by its agent …`), the researcher's
-    experiment ends at once rather than when a slot comes free, and it does not count as one of its experiments."""
+                                                              monkeypatch, why: str) -> None:
+    """While the researcher's own run waits for a slot it keeps asking whether a reversal overtook it, or was
+    queued behind it by another agent and would wait a round (with two slots: bob's older run, alice's, then bob's
+    reversal); once so, the run is cancelled before it starts (`cancelled: withdrawn by its agent …`), the
+    researcher's experiment ends at once rather than when a slot comes free, it does not count as one of its
+    experiments, and its configuration is not counted as tried (it can be proposed again)."""
     add_synthetic(repo, budget=0.2)
     paths = start_org(repo, tmux_socket, tmp_path, agents=2, baseline=2)
     monkeypatch.setattr(researcher, "OVERTAKEN_POLL_S", 0.2)
@@ -195,21 +225,31 @@ def test_a_run_waiting_for_a_slot_is_withdrawn_once_overtaken(repo: Path, tmux_s
 
     def overtaken_on_the_third_look(proposal: dict[str, object]) -> Knob | None:
         asked.append(proposal)
-        return depth if len(asked) >= 3 else None
+        return depth if len(asked) >= 3 and why == "overtaken" else None
 
     monkeypatch.setattr(bot, "overtaken", overtaken_on_the_third_look)
+    # DEPTH = 11 stands for the other side of a move that hurt (the harm itself is test_a_waiting_run_steps_aside…)
+    monkeypatch.setattr(bot, "_reversal_of", lambda config, _centre, _ev: depth if config["DEPTH"] == 11 else None)
     rows: list[dict[str, object] | None] = []
     ctx = experiments.load_context(paths)
     with contextlib.ExitStack() as held:
         for slot in org_slots(ctx.spec):
             held.enter_context(lease_slot(paths, [slot], holder={"exp": "test"}, wait_s=60))
+        if why == "steps aside":
+            experiments.queue_experiment(ctx, "bob", "queued before alice's")
         worker = threading.Thread(target=lambda: rows.append(bot.experiment()))
         worker.start()
+        if why == "steps aside":
+            retry_until(lambda: ledger.experiments(paths, agent="alice"), timeout=30, message="alice's run to queue")
+            set_knobs(paths.worktree("bob"), DEPTH=11)
+            reversal = experiments.queue_experiment(ctx, "bob", "the other side of DEPTH")
         worker.join(timeout=30)
         assert not worker.is_alive(), "the overtaken run waited on for a slot"
     row = rows[0]
     assert row is not None and str(row["verdict"]).startswith(researcher.WITHDRAWN) and row["started"] is None
-    assert "DEPTH" in str(row["verdict"]) and len(asked) == 3 and asked[0] == bot.own
+    assert "DEPTH" in str(row["verdict"]) and asked[0] == bot.own
+    assert f"({reversal}, queued behind it)" in str(row["verdict"]) if why == "steps aside" else len(asked) == 3
+    assert researcher.config_key(KNOBS, bot.own) not in bot.evidence().tried
 
 
 def test_agents_proposing_at_the_same_moment_queue_different_experiments(repo: Path, tmux_socket: str,

@@ -20,7 +20,9 @@ around the verified best, using the whole org's ledger:
 5. A proposal of its own still waiting for a slot is withdrawn (its run cancelled before it starts) once the org
    has a reversal (1.) that nobody has queued and the proposal is not one: the next proposal is that reversal. A
    run waits for a slot for rounds while the gate verifies, and a proposal made before a knob was seen to hurt
-   would otherwise take the slot first.
+   would otherwise take the slot first. It also steps aside (withdrawn the same way) for a reversal another agent
+   queued behind it that would otherwise not get a slot in the next round (`steps_aside_for`); the next proposal
+   is then made afresh and lines up behind the reversal.
 
 A chief's `directive` message narrows the search: `explore NAME[, NAME…]` (only those knobs), `range NAME LOW HIGH`
 (a narrower range), `reset` (back to the task's knobs); any other message is acknowledged in its pane with that
@@ -242,7 +244,8 @@ class Researcher:
             if config is None:
                 continue
             key = config_key(self.knobs, config)
-            tried.add(key)
+            if r["metric"] is not None or not r["verdict"].startswith("cancelled"):
+                tried.add(key)  # a run cancelled before it measured anything (one withdrawn) tried nothing
             values[key] = config
             if r["metric"] is not None and r["standard"] and not r["verdict"].startswith(("crash", "over budget")):
                 groups.setdefault(key, []).append(r["metric"])
@@ -440,29 +443,76 @@ class Researcher:
         reversals = self._reversals(knobs, head_config, ev, sides)
         if not reversals or not ev.sigma:
             return None
-        moved = [k for k in self.knobs if proposal.get(k.name) != head_config.get(k.name)]
-        if len(moved) == 1:
-            k = moved[0]
-            side = 1 if to_unit(k, proposal[k.name]) > to_unit(k, head_config[k.name]) else -1
-            if (self._harm(k, head_config, ev, side=-side) or 0.0) > REVERSE_SIGMAS * ev.sigma:
-                return None  # it is a reversal itself
+        if self._reversal_of(proposal, head_config, ev) is not None:
+            return None  # it is a reversal itself
         return reversals[0]
+
+    def _reversal_of(self, config: dict[str, Any], centre: dict[str, Any], ev: Evidence) -> Knob | None:
+        """The knob when `config` moves it alone from the centre to the other side of a move that made the centre
+        worse by over REVERSE_SIGMAS·σ (a reversal, 1. above), else None."""
+        moved = [k for k in self.knobs if config.get(k.name) != centre.get(k.name)]
+        if len(moved) != 1 or not ev.sigma:
+            return None
+        k = moved[0]
+        side = 1 if to_unit(k, config[k.name]) > to_unit(k, centre[k.name]) else -1
+        return k if (self._harm(k, centre, ev, side=-side) or 0.0) > REVERSE_SIGMAS * ev.sigma else None
+
+    def steps_aside_for(self, exp: str, waiting: list[tuple[str, dict[str, Any]]], slots_: int) \
+            -> tuple[Knob, str] | None:
+        """The reversal (its knob and run) that this agent's waiting run `exp` should step aside for, or None.
+        `waiting`: the agents' runs waiting for the slots this one waits for (run and configuration, oldest
+        first), `slots_` how many slots those are. A reversal another agent queued behind this run starts in the
+        next round only when fewer than `slots_` runs wait ahead of it; otherwise the youngest runs ahead of it
+        that are not reversals themselves step aside, as many as it takes, and this run is one of them."""
+        head_config = self.config_at(self.ctx.head_of(self.agent))
+        if head_config is None or exp not in (e for e, _ in waiting):
+            return None
+        ev = self.evidence()
+        reversals = {e: k for e, config in waiting if (k := self._reversal_of(config, head_config, ev))}
+        if exp in reversals:
+            return None
+        for place, (e, _) in enumerate(waiting):
+            if e not in reversals or place < slots_:
+                continue
+            ahead = [a for a, _ in waiting[:place] if a not in reversals]
+            if exp in ahead[max(0, len(ahead) - (place - slots_ + 1)):]:
+                return reversals[e], e
+        return None
+
+    def waiting_with(self, exp: str) -> tuple[list[tuple[str, dict[str, Any]]], int]:
+        """The agents' runs waiting for a slot (queued, not leased yet) that could take one of the slots the run
+        `exp` waits for, oldest first, with their configurations; and how many slots that run may take."""
+        mine = {s.name for s in slots.agent_slots(self.ctx.spec, self.agent)}
+        waiting = []
+        for r in ledger.experiments(self.paths, kinds=("exp",), verdict="queued"):
+            if (self.paths.runs / r["exp"] / "leased").exists() or (r["exp"] != exp and mine.isdisjoint(
+                    s.name for s in slots.agent_slots(self.ctx.spec, r["agent"]))):
+                continue
+            config = self.config_at(r["commit_sha"])
+            if config is not None:
+                waiting.append((r["exp"], config))
+        return waiting, len(mine)
 
     def withdraw_when_overtaken(self, exp: str, proposal: dict[str, Any], done: threading.Event) -> None:
         """While this agent's run `exp` waits for a slot, every OVERTAKEN_POLL_S: withdraw it (cancelled before
-        it starts) once a reversal overtakes it (`overtaken`); the agent's next proposal is that reversal."""
+        it starts) once a reversal overtakes it (`overtaken`: the agent's next proposal is that reversal) or it
+        should step aside for one another agent queued behind it (`steps_aside_for`). Taking a slot and the
+        withdrawal are one exchange on the run's verdict (queued to running, or to cancelled): only one wins."""
         leased = self.paths.runs / exp / "leased"  # the run has its slot: too late to withdraw
         while not done.wait(OVERTAKEN_POLL_S):
             try:
                 with comms.locked(self.paths, "proposals"):  # nobody queues the reversal while this decides
                     if leased.exists():
                         return
-                    knob = self.overtaken(proposal)
+                    knob, queued = self.overtaken(proposal), ""
                     if knob is None:
-                        continue
-                    why = (f"{WITHDRAWN} for the other side of {knob.name}, which hurt by over {REVERSE_SIGMAS:g}σ "
-                           "moved alone")
-                    if not leased.exists() and ledger.replace_verdict(self.paths, exp, "queued", why):
+                        behind = self.steps_aside_for(exp, *self.waiting_with(exp))
+                        if behind is None:
+                            continue
+                        knob, queued = behind[0], f" ({behind[1]}, queued behind it)"
+                    why = (f"{WITHDRAWN} for the other side of {knob.name}{queued}, which hurt by over "
+                           f"{REVERSE_SIGMAS:g}σ moved alone")
+                    if ledger.replace_verdict(self.paths, exp, "queued", why):
                         self.tell(f"{exp} withdrawn before it started: {knob.name}'s other side comes first")
                     return
             except AutoorgError as exc:
