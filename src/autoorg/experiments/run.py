@@ -351,7 +351,7 @@ def _lease_run_slot(paths: OrgPaths, job: Job, holder: dict[str, Any]) \
                 if gave_way:
                     marker.unlink(missing_ok=True)
                 elif not ledger.replace_verdict(paths, job.exp, "queued", "running"):
-                    yield None  # cancelled: whoever cancels a queued run does it by the same exchange
+                    yield None  # cancelled meanwhile: a withdrawal is the same exchange (queued to cancelled)
                     return
                 else:
                     yield slot, fds
