@@ -649,31 +649,6 @@ def test_a_run_cancelled_while_it_waits_for_a_slot_leaves_the_line_at_once(org: 
     assert rows[0]["verdict"] == "cancelled: test" and rows[0]["started"] is None
 
 
-def test_a_run_that_has_its_slot_is_no_longer_withdrawn(org: OrgPaths) -> None:
-    """Taking a slot and withdrawing a queued run are one exchange on the run's verdict (queued to running, or
-    queued to cancelled), so exactly one of them wins. Before, each side only looked at the other's mark first:
-    a run that took its slot between a researcher's look and its cancel trained its whole budget and was then
-    recorded as cancelled."""
-    ctx = experiments.load_context(org)
-    slots = [org_slots(ctx.spec)[0]]
-
-    def lease(exp: str) -> Any:
-        (org.runs / exp).mkdir(parents=True, exist_ok=True)
-        job = run.Job(exp=exp, row=ledger.get_experiment(org, exp), src=org.repo, command="", slots=slots,
-                      manifest=None, times={}, on_started=lambda _slot, _where: None, say=None, wait_s=10)  # type: ignore[arg-type]
-        return run._lease_run_slot(org, job, {"exp": exp})
-
-    first = experiments.queue_experiment(ctx, "alice", "takes its slot first")
-    with lease(first) as leased:
-        assert leased is not None
-        assert not ledger.replace_verdict(org, first, "queued", "cancelled: withdrawn too late")
-        assert ledger.get_experiment(org, first)["verdict"] == "running"
-    second = experiments.queue_experiment(ctx, "alice", "withdrawn first")
-    assert ledger.replace_verdict(org, second, "queued", "cancelled: withdrawn in time")
-    with lease(second) as leased:
-        assert leased is None
-
-
 def test_a_hand_over_steps_the_gate_until_it_is_done_before_the_slot_goes(monkeypatch: pytest.MonkeyPatch) -> None:
     """A new candidate that outranks the verification in flight: one step sets that one aside (cancelling its
     unstarted pairs), the next queues the new one's first pair; the slot is kept through both, and then until the

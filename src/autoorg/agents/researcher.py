@@ -496,8 +496,7 @@ class Researcher:
     def withdraw_when_overtaken(self, exp: str, proposal: dict[str, Any], done: threading.Event) -> None:
         """While this agent's run `exp` waits for a slot, every OVERTAKEN_POLL_S: withdraw it (cancelled before
         it starts) once a reversal overtakes it (`overtaken`: the agent's next proposal is that reversal) or it
-        should step aside for one another agent queued behind it (`steps_aside_for`). Taking a slot and the
-        withdrawal are one exchange on the run's verdict (queued to running, or to cancelled): only one wins."""
+        should step aside for one another agent queued behind it (`steps_aside_for`)."""
         leased = self.paths.runs / exp / "leased"  # the run has its slot: too late to withdraw
         while not done.wait(OVERTAKEN_POLL_S):
             try:
@@ -512,7 +511,7 @@ class Researcher:
                         knob, queued = behind[0], f" ({behind[1]}, queued behind it)"
                     why = (f"{WITHDRAWN} for the other side of {knob.name}{queued}, which hurt by over "
                            f"{REVERSE_SIGMAS:g}σ moved alone")
-                    if ledger.replace_verdict(self.paths, exp, "queued", why):
+                    if not leased.exists() and ledger.replace_verdict(self.paths, exp, "queued", why):
                         self.tell(f"{exp} withdrawn before it started: {knob.name}'s other side comes first")
                     return
             except AutoorgError as exc:

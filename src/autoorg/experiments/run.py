@@ -350,8 +350,8 @@ def _lease_run_slot(paths: OrgPaths, job: Job, holder: dict[str, Any]) \
                             and _wait_for_other_arm(paths, row, job.say))
                 if gave_way:
                     marker.unlink(missing_ok=True)
-                elif not ledger.replace_verdict(paths, job.exp, "queued", "running"):
-                    yield None  # cancelled meanwhile: a withdrawal is the same exchange (queued to cancelled)
+                elif not still_queued():
+                    yield None
                     return
                 else:
                     yield slot, fds
