@@ -581,6 +581,41 @@ def test_a_verification_yields_a_round_unless_its_gains_already_clear_its_next_l
         executors.executor_for(ctx.spec).cancel_runs(org, after["runs"][4:], "cancelled: test")
 
 
+@pytest.mark.parametrize("claim", ["under the first promoting bar", "over it"])
+def test_a_fresh_verification_of_a_small_claim_lets_the_runs_waiting_when_it_landed_start_first(
+        org: OrgPaths, claim: str) -> None:
+    """A candidate whose claim would not clear the bar of the first look that may promote (σ_d's estimates as they
+    stand) is verified once the agents' runs that were waiting for a slot when it landed have started; a bigger
+    claim is verified at once. Real ledger, real waiting_for_slots and advance_verification."""
+    verify = importlib.import_module("autoorg.gate.verify")
+    ctx = experiments.load_context(org)
+    h, st = head(org), gate.settings(ctx.spec)
+    commits = committed(org, {"alice": {"LEARNING_RATE": 0.0015}, "bob": {"WARMUP_FRAC": 0.15}})
+    logs: list[str] = []
+    with gate.gate_lock(org, wait_s=30) as held:  # the daemon's gate steps wait: this test makes them
+        assert held
+        ref = gate.head_stats(ctx, h, "cpu").mean
+        assert ref is not None
+        bar = promotion_bound(verify.pair_noise_of(ctx, "cpu", [], leave_out=-1), verify.looks(st.repeats)[1],
+                              st.z, promoting_looks(st.repeats))
+        assert bar is not None and bar[0] > st.floor * abs(ref)
+        waiting = experiments.queue_run(ctx, kind="exp", agent="bob", commit=commits["bob"], head=h,
+                                        description="bob", seed=2, budget=ctx.task.budget["cpu"], slot_class="cpu")
+        time.sleep(0.01)
+        cand = planted_candidate(ctx, "alice", commits["alice"], ref, (0.5 if claim.startswith("under") else 1.5)
+                                 * bar[0])
+        ledger.update_experiment(org, cand, finished=clock.now_iso())
+        if claim.startswith("under"):
+            assert verify.runs_first(ctx, ledger.get_experiment(org, cand)) == [waiting]
+            assert verify.advance_verification(ctx, logs.append) is False and not ledger.verifications(org)
+            ledger.update_experiment(org, waiting, verdict="running", started=clock.now_iso())  # bob's run starts
+        assert verify.advance_verification(ctx, logs.append) is True
+        (started,) = ledger.verifications(org)
+        assert started["exp"] == cand and started["status"] == "running", logs
+        executors.executor_for(ctx.spec).cancel_runs(org, started["runs"], "cancelled: test")
+        ledger.update_experiment(org, waiting, verdict="cancelled: test")
+
+
 def test_a_landed_gate_run_keeps_its_slot_only_for_gate_runs_that_started_with_it(org: OrgPaths) -> None:
     """hand_over waits for the other arm of its pair (or a baseline started beside it), not for a gate run that
     started a run's length later: that one lands a run's length later, and the slot would sit idle meanwhile."""

@@ -95,16 +95,19 @@ SCREEN_Z = 1.0
 # gain (`standings`), and goes on from that look afterwards: a -0.37 win (DEPTH=1 on nanochat) waited 12 minutes
 # behind all 8 pairs of a half-σ change (benchmarks/first_promotion.py --timeline).
 PREEMPT = 2.0
-# From its second look on, a verification still undecided lets the agents' runs that were waiting when its look
-# landed start before it queues the next: with 2 slots a verification holds both, and one that ran all 8 pairs (a
-# real gain of ~1.4 σ_d, not confirmed) kept every experiment waiting for 11 minutes, among them the org's first win
-# (`DEPTH = 2`), queued at 1.4 minutes and run at 17 (benchmarks/first_promotion.py --timeline). A win found in the
-# round it yields outranks the verification at its next look (PREEMPT). A verification that decides at two pairs
-# never waits; one that runs to 8 pairs waits two rounds. One whose pairs so far already clear the next look's bar
-# (the estimates as they stand) does not yield: it is expected to promote there, and the round only delayed the
-# org's first promotion (`DEPTH = 2` on nanochat: gains 0.22 and 0.20 at two pairs against a bar of 0.23, a
-# round of agents' runs, then promoted at four; benchmarks/first_promotion.py --timeline).
-YIELD_FROM_PAIRS = 2
+# A verification still undecided (from YIELD_FROM_PAIRS pairs on; at 0 also before its first pair, `runs_first`)
+# lets the agents' runs that were waiting when its look landed (or its candidate did) start before it queues the
+# next: with 2 slots a verification holds both, and one that ran all 8 pairs (a real gain of ~1.4 σ_d, not
+# confirmed) kept every experiment waiting for 11 minutes, among them the org's first win (`DEPTH = 2`), queued at
+# 1.4 minutes and run at 17 (benchmarks/first_promotion.py --timeline). A win found in the round it yields
+# outranks the verification at its next look (PREEMPT). One whose gains so far (before a pair: its claim) already
+# clear the next promoting look's bar (the estimates as they stand) does not yield: it is expected to promote
+# there, and the round only delayed the org's first promotion (`DEPTH = 2` on nanochat: gains 0.22 and 0.20 at two
+# pairs against a bar of 0.23, a round of agents' runs, then promoted at four). From 2 pairs, in the slowest first
+# promotions a first-round claim of ~1.5σ (SEQ_LEN=128 alone; a lucky WARMDOWN_FRAC run) took both slots for two
+# looks while probes queued at the start waited, among them the org's first win (`DEPTH = 2`, queued at 232 s,
+# run at 750 s; 16.2 and 18.9 minutes to the first promotion, benchmarks/first_promotion.py --timeline).
+YIELD_FROM_PAIRS = 0
 
 
 def run_experiment(ctx: OrgContext, exp: str, *, say: Say | None = None,
@@ -405,8 +408,30 @@ def advance_verification(ctx: OrgContext, log: Say) -> bool:
     if not candidates:
         return False
     best = max(candidates, key=standings(ctx))
+    if runs_first(ctx, best):
+        return False
     start_verification(ctx, best, log)
     return True
+
+
+def runs_first(ctx: OrgContext, cand: dict[str, Any]) -> list[str]:
+    """The agents' runs that start before a fresh verification of `cand` (YIELD_FROM_PAIRS at no pairs yet): those
+    waiting for a slot when it landed, for one round (waiting_for_slots), unless its claim would clear the bar of
+    the first look that may promote (the claim taken as its pairs' gain, σ_d's estimates as they stand): a claim
+    that big starts at once, a lesser one waits its turn. One set aside with pairs already (paused) goes on at
+    once."""
+    if YIELD_FROM_PAIRS > 0 or None in (cand["ref_mean"], cand["metric"], cand["finished"]) \
+            or ledger.verifications(ctx.paths, exp=cand["exp"], status="paused"):
+        return []
+    st, cls = settings(ctx.spec), cand["slot_class"]
+    claim = ctx.task.improvement(cand["metric"], cand["ref_mean"])
+    schedule = looks(st.repeats)
+    first_promoting = schedule[1] if len(schedule) > 1 else schedule[0]
+    bar = promotion_bound(pair_noise_of(ctx, cls, [], leave_out=-1), first_promoting, st.z,
+                          promoting_looks(st.repeats))
+    if bar is not None and claim > max(bar[0], st.floor * abs(cand["ref_mean"])):
+        return []
+    return waiting_for_slots(ctx, cls, [cand])
 
 
 def standings(ctx: OrgContext) -> Callable[..., float]:
