@@ -3,6 +3,7 @@
     python benchmarks/first_promotion.py                    # the README's org: offline agents on the bundled task
     python benchmarks/first_promotion.py --task synthetic   # the fast test task
     python benchmarks/first_promotion.py --max-minutes 90
+    python benchmarks/first_promotion.py --timeline --keep /tmp/fp1   # keep the org's ledger and logs to read
 
 Clones this repository's HEAD into a temporary folder and runs there what the README says (`autoorg up`, with
 --no-attach and a private tmux server), polls the ledger until a promotion lands, prints the time and what the org
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -85,7 +87,12 @@ def main() -> int:
     parser.add_argument("--timeline", action="store_true",
                         help="also print every run (queued, started, finished, in seconds from `up`) and each "
                              "verification's outcome: where the time went")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="copy the org's folder (ledger, daemon and gate logs, comms, each run's log) to DIR "
+                             "after it is taken down; the clone itself is removed")
     args = parser.parse_args()
+    if args.keep and args.keep.exists():
+        parser.error(f"--keep {args.keep}: it exists already")
 
     socket = f"bench-first-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="autoorg-bench-first-", ignore_cleanup_errors=True) as tmp:
@@ -134,6 +141,9 @@ def main() -> int:
                                 slots=len(os.sched_getaffinity(0)))
         finally:
             autoorg("down", "--tag", paths.tag, cwd=repo, socket=socket)
+            if args.keep:  # not the runs' code, homes or outputs (checkpoints): what says what happened
+                shutil.copytree(home, args.keep, symlinks=True, ignore=shutil.ignore_patterns("src", "home", "out"))
+                print(f"the org's folder is kept in {args.keep}")
     return 0
 
 
