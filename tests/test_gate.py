@@ -252,6 +252,10 @@ def test_the_gate_lock_means_one_gate_at_a_time(org: OrgPaths) -> None:
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="a same-seed pair and a waiting run need two slots")
 @pytest.mark.parametrize("org", [{"budget": 4}], indirect=True)
+# z 2: alice's win (~0.06, 12σ) clears the first promoting look's bar (~0.02; at z 3 and σ from 3 dof, 0.058)
+# by its claim and by its first pair's gain, so its verification neither lets bob's waiting run go first before its
+# first pair (runs_first) nor after it (YIELD_FROM_PAIRS): what this test watches is the slots kept for the gate.
+@pytest.mark.parametrize("org", [{"z": 2.0}], indirect=True)
 def test_a_pairs_arms_start_together_and_its_slots_go_to_the_next_look(org: OrgPaths) -> None:
     """A pair's arms start together even when their slots free at different times, and between a look landing
     and the gate queuing the next the slots are kept for the gate: an agent's run that was waiting does not take
@@ -661,6 +665,34 @@ def test_a_new_candidates_slot_is_kept_until_its_own_pairs_workers_are_in_line(o
             stale.leave()
             hold.release()
             ledger.update_experiment(org, exp, verdict="cancelled: test")
+
+
+@pytest.mark.parametrize("first", [False, True], ids=["a gate run's hold", "an agent's run's hold"])
+def test_a_slot_held_for_the_gate_goes_to_an_older_gate_waiter_only_after_an_agents_run_was_screened(
+        org: OrgPaths, first: bool) -> None:
+    """A gate run waiting for a slot before the run on it ends takes it as that run's lease ends when the hold is a
+    gate run's (first come, first served); an agent's run's hold (`first`) keeps it until the gate has acted on
+    the run: it may be a candidate that sets aside the look that waiter belongs to."""
+    slot = org_slots(experiments.load_context(org).spec)[0]
+    got: list[float] = []
+
+    def waiter() -> None:
+        with lease_slot(org, [slot], holder={"exp": "e9999", "kind": "verify"}, wait_s=20, gate=True):
+            got.append(time.monotonic())
+
+    with lease_slot(org, [slot], holder={"exp": "e9998", "kind": "exp" if first else "verify"}, wait_s=20):
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        retry_until(lambda: live_tickets(org.locks / "gate-queue-cpu"), timeout=10, message="the waiter in line")
+        hold = GateHold(org, slot, first=first)  # as run_here takes it, before the lease ends
+    try:
+        time.sleep(1.0)
+        assert bool(got) != first, "the older waiter took the slot" if first else "the hold kept it from the waiter"
+    finally:
+        released = time.monotonic()
+        hold.release()
+        thread.join(timeout=20)
+    assert got and (got[0] >= released) == first
 
 
 def test_a_run_cancelled_while_it_waits_for_a_slot_leaves_the_line_at_once(org: OrgPaths) -> None:

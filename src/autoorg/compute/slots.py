@@ -136,10 +136,12 @@ class _Queue:
     by its arrival time and held under flock while it waits, so a waiter that dies leaves a ticket anyone can see
     is dead (and removes). A ticket carries the devices its waiter wants."""
 
-    def __init__(self, paths: OrgPaths, name: str, wants: list[str], suffix: str = "") -> None:
+    def __init__(self, paths: OrgPaths, name: str, wants: list[str], suffix: str = "", *,
+                 first: bool = False) -> None:
         self.folder = paths.locks / name
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.ticket = f"{time.time_ns():020d}-{os.getpid()}-{threading.get_ident()}{suffix}"
+        arrived = 0 if first else time.time_ns()  # first: ahead of every waiter (GateHold's `first`)
+        self.ticket = f"{arrived:020d}-{os.getpid()}-{threading.get_ident()}{suffix}"
         tmp = self.folder / f".{self.ticket}"
         self.fd = os.open(tmp, os.O_RDWR | os.O_CREAT, 0o644)
         fcntl.flock(self.fd, fcntl.LOCK_EX)  # locked before its name appears: a visible, unlocked ticket is dead
@@ -196,11 +198,17 @@ class GateHold:
     and the gate acts on it: a ticket in `locks/gate-queue-<cls>/` for the slot's devices, taken before the slot's
     lease ends, so the gate's next runs (the next look of a verification, the first pair of a new candidate) start
     on it instead of losing it for a whole run to an agent's run that was waiting. Agents' runs leave it alone
-    (`_gate_wants`); gate runs that were waiting before it are not held up (first come, first served)."""
+    (`_gate_wants`); gate runs that were waiting before it are not held up (first come, first served), unless it
+    is `first`: the slot of an agent's run, which the gate has yet to screen, is kept from them too until the gate
+    has acted on it (a few hundred ms, or the steps of a new candidate's hand-over). Else a pair of a verification's
+    look, waiting for that slot, took it and started before the gate saw the run was a candidate that outranks
+    that verification: the look ran its whole length, and the win waited for it (benchmarks/first_promotion.py
+    --timeline: DEPTH=2, a 0.28 claim, screened at 671 s beside a 0.11 claim's look that had started at 677 s)."""
 
-    def __init__(self, paths: OrgPaths, slot: Slot) -> None:
+    def __init__(self, paths: OrgPaths, slot: Slot, *, first: bool = False) -> None:
         self.cls = slot.cls
-        self._queue: _Queue | None = _Queue(paths, f"gate-queue-{slot.cls}", sorted(slot.devices), HOLD)
+        self._queue: _Queue | None = _Queue(paths, f"gate-queue-{slot.cls}", sorted(slot.devices), HOLD,
+                                            first=first)
 
     def waiting_pids(self) -> set[int]:
         """The processes whose gate runs of this slot class are in line for a slot (holds not counted): a ticket is

@@ -387,7 +387,9 @@ def run_here(ctx: OrgContext, job: Job) -> SlotRun | None:
                           on_started=lambda: job.on_started(slot.name, {"executor": "local"}))
         measured = measure_run(ctx, row, out, run_dir, env, fds, slot.cores, sealing)
         times["measured"] = time.time()  # the slot's work for this run ends here
-        hold = GateHold(paths, slot)  # taken before the lease ends: no waiting agent's run slips in between
+        # taken before the lease ends: no waiting agent's run slips in between (nor, for an agent's run the gate
+        # has yet to screen, a waiting gate run)
+        hold = GateHold(paths, slot, first=row["kind"] == "exp")
     return SlotRun(out, measured, protected_changes(job.manifest, job.src), len(slot.cores), {"executor": "local"},
                    hold=hold)
 
