@@ -251,11 +251,10 @@ def test_the_gate_lock_means_one_gate_at_a_time(org: OrgPaths) -> None:
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="a same-seed pair and a waiting run need two slots")
-@pytest.mark.parametrize("org", [{"budget": 4}], indirect=True)
 # z 2: alice's win (~0.06, 12σ) clears the first promoting look's bar (~0.02; at z 3 and σ from 3 dof, 0.058)
 # by its claim and by its first pair's gain, so its verification neither lets bob's waiting run go first before its
 # first pair (runs_first) nor after it (YIELD_FROM_PAIRS): what this test watches is the slots kept for the gate.
-@pytest.mark.parametrize("org", [{"z": 2.0}], indirect=True)
+@pytest.mark.parametrize("org", [{"budget": 4, "z": 2.0}], indirect=True)
 def test_a_pairs_arms_start_together_and_its_slots_go_to_the_next_look(org: OrgPaths) -> None:
     """A pair's arms start together even when their slots free at different times, and between a look landing
     and the gate queuing the next the slots are kept for the gate: an agent's run that was waiting does not take
