@@ -9,6 +9,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -470,6 +471,16 @@ def planted_candidate(ctx: experiments.OrgContext, agent: str, commit: str, ref:
     return exp
 
 
+@contextlib.contextmanager
+def gate_held(ctx: experiments.OrgContext) -> Iterator[float]:
+    """The gate's lock, so the daemon's gate steps wait (the test makes them), and the program head's mean."""
+    with gate.gate_lock(ctx.paths, wait_s=30) as held:
+        assert held
+        ref = gate.head_stats(ctx, head(ctx.paths), "cpu").mean
+        assert ref is not None
+        yield ref
+
+
 def test_the_gate_starts_the_rival_a_verification_was_set_aside_for_not_that_verification_again(
         org: OrgPaths) -> None:
     """A verification set aside for a rival whose claim is smaller than its own (its pairs' gains were not): the gate
@@ -479,10 +490,7 @@ def test_the_gate_starts_the_rival_a_verification_was_set_aside_for_not_that_ver
     h, budget = head(org), ctx.task.budget["cpu"]
     commits = committed(org, {"alice": {"LEARNING_RATE": 0.0015}, "bob": {"WARMUP_FRAC": 0.15}})
     logs: list[str] = []
-    with gate.gate_lock(org, wait_s=30) as held:  # the daemon's gate steps wait: this test makes them
-        assert held
-        ref = gate.head_stats(ctx, h, "cpu").mean
-        assert ref is not None
+    with gate_held(ctx) as ref:
         small = planted_candidate(ctx, "alice", commits["alice"], ref, 0.04)  # 4 bands; its 2 pairs gained 1
         arms = [experiments.queue_run(ctx, kind="verify", agent="gate", commit=sha, head=h, description="pair",
                                       seed=seed, budget=budget, slot_class="cpu", candidate=small)
@@ -508,10 +516,7 @@ def test_claims_screened_with_different_bands_are_weighed_in_one_unit(org: OrgPa
     ctx = experiments.load_context(org)
     commits = committed(org, {"alice": {"WARMUP_FRAC": 0.15}, "bob": {"LEARNING_RATE": 0.006}})
     logs: list[str] = []
-    with gate.gate_lock(org, wait_s=30) as held:  # the daemon's gate steps wait: this test makes them
-        assert held
-        ref = gate.head_stats(ctx, head(org), "cpu").mean
-        assert ref is not None
+    with gate_held(ctx) as ref:
         small = planted_candidate(ctx, "alice", commits["alice"], ref, 0.02, band=0.001)  # 20 of its own bands
         big = planted_candidate(ctx, "bob", commits["bob"], ref, 0.12, band=0.02)  # 6 of its own
         standing = gate.verify.standings(ctx)
@@ -595,10 +600,7 @@ def test_a_fresh_verification_of_a_small_claim_lets_the_runs_waiting_when_it_lan
     h, st = head(org), gate.settings(ctx.spec)
     commits = committed(org, {"alice": {"LEARNING_RATE": 0.0015}, "bob": {"WARMUP_FRAC": 0.15}})
     logs: list[str] = []
-    with gate.gate_lock(org, wait_s=30) as held:  # the daemon's gate steps wait: this test makes them
-        assert held
-        ref = gate.head_stats(ctx, h, "cpu").mean
-        assert ref is not None
+    with gate_held(ctx) as ref:
         bar = promotion_bound(verify.pair_noise_of(ctx, "cpu", [], leave_out=-1), verify.looks(st.repeats)[1],
                               st.z, promoting_looks(st.repeats))
         assert bar is not None and bar[0] > st.floor * abs(ref)
