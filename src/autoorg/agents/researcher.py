@@ -60,7 +60,14 @@ from autoorg.experiments import ledger
 from autoorg.paths import OrgPaths
 from autoorg.spec import Knob
 
-START_STEP = 0.25
+# The first probes are coarse: a step of half the range (times 0.5-1.5 at random), moving a knob most of the way to
+# one end. Single runs are noisy, so a small first move of a knob that matters shows an effect the noise hides, and
+# an untuned start is rarely one small step from better. On nanochat's untuned CPU start (σ 0.03-0.045) the probes
+# of a quarter range found DEPTH 3 → 2 (-0.25 val_bpb), BATCH_TOKENS 8192 → 4096 (-0.09) and MATRIX_LR 0.02 → 0.03-0.04
+# (-0.05: the gate confirmed it in all eight pairs or not at all), where half the range reaches DEPTH 1 (-0.37),
+# BATCH_TOKENS 2048 (-0.15) and MATRIX_LR 0.05-0.08 (-0.10 to -0.12; measured in benchmarks/first_promotion.py's
+# timelines). The step then narrows after misses (3.).
+START_STEP = 0.5
 MIN_STEP = 0.03
 SHRINK = 0.7
 SHRINK_AFTER = 3
