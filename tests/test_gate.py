@@ -530,13 +530,18 @@ def test_claims_screened_with_different_bands_are_weighed_in_one_unit(org: OrgPa
         executors.executor_for(ctx.spec).cancel_runs(org, started["runs"], "cancelled: test")
 
 
-@pytest.mark.parametrize("gains", ["clear the next bar", "fall short of it"])
-def test_a_verification_yields_a_round_unless_its_gains_already_clear_its_next_looks_bar(
-        org: OrgPaths, monkeypatch: pytest.MonkeyPatch, gains: str) -> None:
-    """Undecided at its second look with agents' runs waiting: a verification whose two pairs would clear the next
-    look's bar (σ_d's estimates as they stand) queues that look at once; a weaker one lets the waiting runs start
-    first. Real ledger and decide(); only the waiting agents' runs are named by hand (waiting_for_slots, which
-    reads the clock, has a test of its own)."""
+@pytest.mark.parametrize("org, pairs, gains, yields", [({"repeats": 3}, 2, "clear the next bar", False),
+                                                        ({"repeats": 3}, 2, "fall short of it", True),
+                                                        ({"repeats": 8}, 4, "clear the next bar", True)],
+                         indirect=["org"], ids=["2 of 3 pairs, gains clear the next bar", "2 of 3 pairs, fall short",
+                                                "4 of 8 pairs, gains clear the next bar"])
+def test_a_verification_yields_a_round_unless_its_gains_clear_a_next_looks_bar_at_most_two_pairs_away(
+        org: OrgPaths, monkeypatch: pytest.MonkeyPatch, pairs: int, gains: str, yields: bool) -> None:
+    """Undecided at a look with agents' runs waiting: a verification whose pairs so far would clear the next look's
+    bar (σ_d's estimates as they stand) queues that look at once when it is at most DUE_WITHIN_PAIRS pairs away; a
+    weaker one, or one whose next look is further (4 more pairs of 8: four rounds of both slots), lets the waiting
+    runs start first. Real ledger and decide(); only the waiting agents' runs are named by hand (waiting_for_slots,
+    which reads the clock, has a test of its own)."""
     verify = importlib.import_module("autoorg.gate.verify")
     monkeypatch.setattr(verify, "waiting_for_slots", lambda _ctx, _cls, _rows: ["e0999"])
     ctx = experiments.load_context(org)
@@ -545,6 +550,7 @@ def test_a_verification_yields_a_round_unless_its_gains_already_clear_its_next_l
     git(org.worktree("alice"), "commit", "-qam", "lr 0.0015")
     change = git(org.worktree("alice"), "rev-parse", "HEAD")
     logs: list[str] = []
+    signs = [1 if i % 2 == 0 else -1 for i in range(pairs)]
     with gate.gate_lock(org, wait_s=30) as held:  # the daemon's gate steps wait: this test makes them
         assert held
         ref, sigma = gate.head_stats(ctx, h, "cpu").mean, gate.noise(org, "cpu").sigma
@@ -552,41 +558,44 @@ def test_a_verification_yields_a_round_unless_its_gains_already_clear_its_next_l
         cand = experiments.queue_run(ctx, kind="exp", agent="alice", commit=change, head=h, description="lr",
                                      seed=1, budget=budget, slot_class="cpu")
         arms = [experiments.queue_run(ctx, kind="verify", agent="gate", commit=sha, head=h, description="pair",
-                                      seed=seed, budget=budget, slot_class="cpu", candidate=cand)
-                for seed in (9001, 9002) for sha in (h, change)]
+                                      seed=9001 + i, budget=budget, slot_class="cpu", candidate=cand)
+                for i in range(pairs) for sha in (h, change)]
         ledger.add_verification(org, exp=cand, head=h, commit_sha=change, runs=arms, status="running")
         [ver] = ledger.verifications(org, exp=cand)
 
         def plant(gain: float) -> None:  # the candidate's runs at -gain ± 0.7σ, the head's arms at ±σ: σ stays put
             ledger.update_experiment(org, cand, verdict="verifying", metric=ref - gain, ref_mean=ref, band=0.01)
-            for exp, value in zip(arms, (ref + sigma, ref - gain - 0.7 * sigma, ref - sigma,
-                                         ref - gain + 0.7 * sigma), strict=True):
-                ledger.update_experiment(org, exp, verdict="ok", metric=value, finished=clock.now_iso())
+            for i, sign in enumerate(signs):
+                ledger.update_experiment(org, arms[2 * i], verdict="ok", metric=ref + sign * sigma,
+                                         finished=clock.now_iso())
+                ledger.update_experiment(org, arms[2 * i + 1], verdict="ok", metric=ref - gain - sign * 0.7 * sigma,
+                                         finished=clock.now_iso())
+
+        def pair_gains(gain: float) -> list[float]:
+            return [gain + sign * 1.7 * sigma for sign in signs]
 
         def bar(n: int, gain: float) -> float:  # the bar n pairs must clear, as decide() computes it
-            estimates = verify.pair_noise_of(ctx, "cpu", [gain + 1.7 * sigma, gain - 1.7 * sigma],
-                                             leave_out=ver["id"])
+            estimates = verify.pair_noise_of(ctx, "cpu", pair_gains(gain), leave_out=ver["id"])
             found = promotion_bound(estimates, n, st.z, promoting_looks(st.repeats))
             assert found is not None
             return float(found[0])
 
         plant(0.0)
-        next_n = 2 + verify.next_look(2, st.repeats)
-        gain = (bar(2, 0.0) + bar(next_n, 0.0)) / 2 if gains == "clear the next bar" else 0.7 * bar(next_n, 0.0)
+        next_n = pairs + verify.next_look(pairs, st.repeats)
+        gain = (bar(pairs, 0.0) + bar(next_n, 0.0)) / 2 if gains == "clear the next bar" else 0.7 * bar(next_n, 0.0)
         plant(gain)
-        pair_gains = [gain + 1.7 * sigma, gain - 1.7 * sigma]
-        assert paired_verdict(pair_gains, verify.pair_noise_of(ctx, "cpu", pair_gains, leave_out=ver["id"]), st.z,
-                              st.repeats) == "continue"  # undecided at its second look either way
+        assert paired_verdict(pair_gains(gain), verify.pair_noise_of(ctx, "cpu", pair_gains(gain), leave_out=ver["id"]),
+                              st.z, st.repeats) == "continue"  # undecided at this look either way
         assert (bar(next_n, gain) < gain) == (gains == "clear the next bar")
         assert verify.decide(ctx, ver, logs.append) is True
         [after] = ledger.verifications(org, exp=cand)
-        if gains == "clear the next bar":
+        if not yields:
             assert len(after["runs"]) == 2 * next_n and after["why"] == "", after
             assert "would clear that look's bar" in logs[-1]
         else:
             assert after["runs"] == arms and "the agents' runs queued before its look start first (e0999)" in \
                 after["why"], after
-        executors.executor_for(ctx.spec).cancel_runs(org, after["runs"][4:], "cancelled: test")
+        executors.executor_for(ctx.spec).cancel_runs(org, after["runs"][2 * pairs:], "cancelled: test")
 
 
 @pytest.mark.parametrize("claim", ["under the first promoting bar", "over it"])

@@ -25,8 +25,8 @@ undecided at a look is set aside (`paused`) for a waiting candidate that claims 
 goes on from that look once that one is decided, unless the head moved meanwhile; one whose look is still in
 flight is set aside at once, its pairs that have not started cancelled (set_aside_before_its_look). From its second look on, an
 undecided verification lets a round of the agents' runs that were waiting for a slot when its look landed start
-before it queues the next (YIELD_FROM_PAIRS), unless its gains so far would clear the next look's bar
-(due_at_next_look). Before
+before it queues the next (YIELD_FROM_PAIRS), unless its gains so far would clear the bar of a next look at most
+DUE_WITHIN_PAIRS pairs away (due_at_next_look). Before
 that, re-runs on distinct seeds that do not vary (gate.stats.ignores_seed) reject the candidate as ignoring its
 seed. Every re-run must measure cleanly. Promotion fast-forwards `org/<tag>` with a compare-and-swap. The head's
 arm of each pair counts towards the head's mean.
@@ -108,6 +108,13 @@ PREEMPT = 2.0
 # looks while probes queued at the start waited, among them the org's first win (`DEPTH = 2`, queued at 232 s,
 # run at 750 s; 16.2 and 18.9 minutes to the first promotion, benchmarks/first_promotion.py --timeline).
 YIELD_FROM_PAIRS = 0
+# ... but only when that next look is at most this many pairs away: from 4 pairs of 8 the next look holds both slots
+# for four rounds, and a verification on course to promote a small gain there still lets a round go first. On
+# nanochat `MATRIX_LR = 0.0422` (gains of 0.06 over 4 pairs, due at 8) kept `DEPTH = 1`, the other side of a DEPTH
+# move that hurt by 0.5, waiting for those four rounds, and was promoted by 0.0003 over its bar 19 minutes after `up`;
+# `BATCH_TOKENS = 4096` (0.09) kept `BATCH_TOKENS = 2048` waiting the same way (benchmarks/first_promotion.py
+# --timeline). A win found in the yielded round outranks the verification (PREEMPT) and needs two pairs.
+DUE_WITHIN_PAIRS = 2
 
 
 def run_experiment(ctx: OrgContext, exp: str, *, say: Say | None = None,
@@ -619,7 +626,8 @@ def decide(ctx: OrgContext, ver: dict[str, Any], log: Say) -> bool:
             log(f"{cand['exp']}: undecided after {len(pairs)} pairs; set aside for {rival['exp']} ({rival['agent']}), "
                 f"whose run claims over {PREEMPT}x its gain: it goes on from here afterwards")
             return True
-        due = due_at_next_look(gains, noise_, st.z, st.repeats, min_gain)
+        due = (next_look(len(pairs), st.repeats) <= DUE_WITHIN_PAIRS
+               and due_at_next_look(gains, noise_, st.z, st.repeats, min_gain))
         if len(pairs) >= YIELD_FROM_PAIRS and not due and (waiting := waiting_for_slots(ctx, cls, rows)):
             why = f"after {len(pairs)} pairs, the agents' runs queued before its look start first ({', '.join(waiting)})"
             if ver["why"] == why:
