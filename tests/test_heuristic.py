@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import random
 import threading
@@ -166,7 +167,7 @@ def test_the_other_side_of_a_move_that_clearly_hurt_comes_before_untried_knobs()
 def test_a_queued_proposal_is_overtaken_by_a_reversal_nobody_queued() -> None:
     """An agent's own proposal still waiting for a slot is overtaken once a knob moved alone made the head worse by
     over REVERSE_SIGMAS·σ and nobody has queued its other side; not when the proposal is that other side, nor once
-    someone queued it, nor by a harm within the noise. The agent's next proposal is then that other side, ahead of
+    someone queued it or stepped aside to queue it, nor by a harm within the noise. The agent's next proposal is then that other side, ahead of
     a lead it might otherwise build on."""
     head = researcher.read_knobs((SYNTHETIC / "train.py").read_text(), KNOBS)
     key = lambda c: researcher.config_key(KNOBS, c)  # noqa: E731
@@ -177,6 +178,10 @@ def test_a_queued_proposal_is_overtaken_by_a_reversal_nobody_queued() -> None:
     lr_hurt = moved("LEARNING_RATE", 1)  # a second knob that hurt (5σ): its other side does not overtake the first's
     assert seeing({**means, key(lr_hurt): 1.05}, [other_side, hurt, lr_hurt]).overtaken(other_side) is None
     assert seeing(means, [mine, hurt, other_side]).overtaken(mine) is None  # someone queued the reversal
+    stepped = seeing(means, [mine, hurt])  # another agent withdrew a run for it and has not queued since
+    ev = stepped.evidence()
+    stepped.evidence = lambda: dataclasses.replace(ev, stepping_aside=frozenset({"BATCH_SIZE"}))  # type: ignore[method-assign]
+    assert stepped.overtaken(mine) is None
     assert seeing({key(head): 1.0, key(hurt): 1.015}, [mine, hurt]).overtaken(mine) is None  # 1.5σ: noise
     lead = moved("LEARNING_RATE", 1)
     for seed in range(20):
@@ -250,6 +255,7 @@ def test_a_run_waiting_for_a_slot_is_withdrawn_once_overtaken(repo: Path, tmux_s
     assert "DEPTH" in str(row["verdict"]) and asked[0] == bot.own
     assert f"({reversal}, queued behind it)" in str(row["verdict"]) if why == "steps aside" else len(asked) == 3
     assert researcher.config_key(KNOBS, bot.own) not in bot.evidence().tried
+    assert bot.evidence().stepping_aside == {"DEPTH"}  # until alice queues again, nobody else steps aside for it
 
 
 def test_agents_proposing_at_the_same_moment_queue_different_experiments(repo: Path, tmux_socket: str,

@@ -18,7 +18,9 @@ around the verified best, using the whole org's ledger:
    agent without a promotion in the org (down to MIN_STEP); a promotion resets it.
 4. A configuration anyone already tried (rounded to ROUND in unit range) is never proposed again.
 5. A proposal of its own still waiting for a slot is withdrawn (its run cancelled before it starts) once the org
-   has a reversal (1.) that nobody has queued and the proposal is not one: the next proposal is that reversal. A
+   has a reversal (1.) that nobody has queued, nor stepped aside to queue, and the proposal is not one: the next
+   proposal is that reversal. One agent steps aside for it: on nanochat all four waiting proposals were withdrawn
+   for one reversal (`UNEMBEDDING_LR`), among them `DEPTH = 1`, which was then proposed again as `DEPTH = 5`. A
    run waits for a slot for rounds while the gate verifies, and a proposal made before a knob was seen to hurt
    would otherwise take the slot first. It also steps aside (withdrawn the same way) for a reversal another agent
    queued behind it that would otherwise not get a slot in the next round (`steps_aside_for`); the next proposal
@@ -100,6 +102,7 @@ SIMILAR = 0.9  # difflib ratio over normalised titles above which two free-text 
 
 DIRECTIVES = "explore NAME[, NAME…] | range NAME LOW HIGH | reset"
 WITHDRAWN = "cancelled: withdrawn by its agent"  # a queued proposal a reversal overtook (5. above)
+STEPPED_ASIDE = re.compile(re.escape(WITHDRAWN) + r" for the other side of (\w+)[ ,]")
 
 
 def parse_assignments(text: str, knobs: list[Knob]) -> dict[str, Any]:
@@ -195,6 +198,9 @@ class Evidence:
     experiments: int
     promotions: int
     sigma: float | None = None  # the org's noise on this agent's slots (one run's σ; None while unknown)
+    # knobs whose other side an agent withdrew a run of its own for and has queued nothing since: its next
+    # proposal is that reversal, so nobody else's run steps aside for it as well
+    stepping_aside: frozenset[str] = frozenset()
 
 
 class Researcher:
@@ -262,8 +268,10 @@ class Researcher:
         except RunnerError:  # a chief runs nothing: it proposes for the org's slots
             where = slots.org_slots(self.ctx.spec)
         sigma = gate.noise(self.paths, where[0].cls).sigma if where else None
+        latest = {r["agent"]: r for r in rows if r["kind"] == "exp"}  # rows are oldest first
+        aside = frozenset(m.group(1) for r in latest.values() if (m := STEPPED_ASIDE.match(r["verdict"] or "")))
         return Evidence(means, values, tried, sum(r["kind"] == "exp" for r in rows),
-                        len(ledger.promotions(self.paths)), sigma)
+                        len(ledger.promotions(self.paths)), sigma, aside)
 
     def read_inbox(self) -> None:
         messages = comms.read_inbox(self.paths, self.agent)
@@ -447,7 +455,7 @@ class Researcher:
         ev = self.evidence()
         knobs = focused_knobs([k for k in self.knobs if k.name in head_config], self.focus)
         sides = {k.name: self._tried_sides(k, head_config, ev) for k in knobs}
-        reversals = self._reversals(knobs, head_config, ev, sides)
+        reversals = [k for k in self._reversals(knobs, head_config, ev, sides) if k.name not in ev.stepping_aside]
         if not reversals or not ev.sigma:
             return None
         if self._reversal_of(proposal, head_config, ev) is not None:
