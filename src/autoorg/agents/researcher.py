@@ -62,14 +62,12 @@ from autoorg.experiments import ledger
 from autoorg.paths import OrgPaths
 from autoorg.spec import Knob
 
-# The first probes are coarse: a step of half the range (times 0.5-1.5 at random), moving a knob most of the way to
-# one end. Single runs are noisy, so a small first move of a knob that matters shows an effect the noise hides, and
-# an untuned start is rarely one small step from better. On nanochat's untuned CPU start (σ 0.03-0.045) the probes
-# of a quarter range found DEPTH 3 → 2 (-0.25 val_bpb), BATCH_TOKENS 8192 → 4096 (-0.09) and MATRIX_LR 0.02 → 0.03-0.04
-# (-0.05: the gate confirmed it in all eight pairs or not at all), where half the range reaches DEPTH 1 (-0.37),
-# BATCH_TOKENS 2048 (-0.15) and MATRIX_LR 0.05-0.08 (-0.10 to -0.12; measured in benchmarks/first_promotion.py's
-# timelines). The step then narrows after misses (3.).
-START_STEP = 0.5
+# A first step of half the range (moving nanochat's untuned start to DEPTH 1, BATCH_TOKENS 2048, MATRIX_LR 0.05-0.08:
+# bigger single-knob wins than a quarter's DEPTH 2, 4096 and 0.03-0.04) cost the bundled bench's topologies on the
+# synthetic task about a fifth of their verified gain (queue 0.117 → 0.086, independent 0.110 → 0.087; random search
+# and TPE, which do not use it, unchanged or better), and gave no faster first promotion on nanochat in three runs
+# (16.4, 19.0, 11.4 minutes): a quarter it stays.
+START_STEP = 0.25
 MIN_STEP = 0.03
 SHRINK = 0.7
 SHRINK_AFTER = 3
