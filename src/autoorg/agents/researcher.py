@@ -64,9 +64,9 @@ from autoorg.spec import Knob
 
 # A first step of half the range (moving nanochat's untuned start to DEPTH 1, BATCH_TOKENS 2048, MATRIX_LR 0.05-0.08:
 # bigger single-knob wins than a quarter's DEPTH 2, 4096 and 0.03-0.04) cost the bundled bench's topologies on the
-# synthetic task about a fifth of their verified gain (queue 0.117 → 0.086, independent 0.110 → 0.087; random search
-# and TPE, which do not use it, unchanged or better), and gave no faster first promotion on nanochat in three runs
-# (16.4, 19.0, 11.4 minutes): a quarter it stays.
+# synthetic task a fifth to a quarter of their verified gain (queue 0.116 → 0.086, independent 0.107 → 0.087, solo
+# 0.101 → 0.073; random search and TPE, which do not use it, 0.08 in both runs of the suite), and gave no faster
+# first promotion on nanochat in three runs (16.4, 19.0, 11.4 minutes): a quarter it stays.
 START_STEP = 0.25
 MIN_STEP = 0.03
 SHRINK = 0.7
