@@ -759,9 +759,11 @@ def test_a_verification_set_aside_starts_over_on_the_new_head_when_the_bigger_wi
     assert later[0]["head"] == promo["new_head"]  # its pairs against the old head were not carried over
 
 
-def test_a_verification_is_set_aside_by_its_pairs_gain_and_yields_one_round(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_verification_is_set_aside_by_its_pairs_gain_and_yields_to_every_waiting_run(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """`outranking` weighs the verification in flight by the lower of its claim and its pairs' mean gain;
-    `waiting_for_slots` names the agents' runs queued before the look landed until a round of them started."""
+    `waiting_for_slots` names the agents' runs that were waiting when the look landed until every one started (or
+    was withdrawn), for at most the rounds they take."""
     verify = importlib.import_module("autoorg.gate.verify")
     now = time.time()
     stamp = lambda ago: clock.iso_of_epoch(now - ago)  # noqa: E731
@@ -786,10 +788,15 @@ def test_a_verification_is_set_aside_by_its_pairs_gain_and_yields_one_round(monk
     assert verify.waiting_for_slots(ctx, "cpu", look) == ["e3", "e4", "e5"]
     rows[0].update(verdict="running", started=stamp(2))
     assert verify.waiting_for_slots(ctx, "cpu", look) == ["e4", "e5"]
-    rows[1].update(verdict="running", started=stamp(1))  # a round of agents' runs started: the look goes on
+    rows[1].update(verdict="running", started=stamp(1))  # a round of two started: the third still goes first
+    assert verify.waiting_for_slots(ctx, "cpu", look) == ["e5"]
+    rows[2].update(verdict="cancelled: withdrawn by its agent")  # withdrawn: nothing is left waiting
     assert verify.waiting_for_slots(ctx, "cpu", look) == []
-    rows[:2] = [row(e, 1.2, verdict="queued", queued=stamp(100), started=None) for e in ("e3", "e4")]
-    assert verify.waiting_for_slots(ctx, "cpu", [{"finished": stamp(91)}]) == []  # at most one run's length
+    rows[:] = [row(e, 1.2, verdict="queued", queued=stamp(300), started=None) for e in ("e3", "e4", "e5")]
+    assert verify.waiting_for_slots(ctx, "cpu", [{"finished": stamp(175)}]) == ["e3", "e4", "e5"]
+    assert verify.waiting_for_slots(ctx, "cpu", [{"finished": stamp(185)}]) == []  # two rounds' length at most
+    rows.append(row("e6", 1.2, verdict="queued", queued=stamp(4), started=None))  # queued after the look landed
+    assert verify.waiting_for_slots(ctx, "cpu", look) == ["e3", "e4", "e5"]
 
 
 # z 12: nothing promotes, it runs to its last look. A start-up allowance of 10 s: the look waits for bob's run for a

@@ -24,8 +24,8 @@ queue the next look. A verification
 undecided at a look is set aside (`paused`) for a waiting candidate that claims over PREEMPT times its gain, and
 goes on from that look once that one is decided, unless the head moved meanwhile; one whose look is still in
 flight is set aside at once, its pairs that have not started cancelled (set_aside_before_its_look). From its second look on, an
-undecided verification lets a round of the agents' runs that were waiting for a slot when its look landed start
-before it queues the next (YIELD_FROM_PAIRS), unless its gains so far would clear the bar of a next look at most
+undecided verification lets every one of the agents' runs that were waiting for a slot when its look landed start
+before it queues the next (YIELD_FROM_PAIRS, waiting_for_slots), unless its gains so far would clear the bar of a next look at most
 DUE_WITHIN_PAIRS pairs away (due_at_next_look). Before
 that, re-runs on distinct seeds that do not vary (gate.stats.ignores_seed) reject the candidate as ignoring its
 seed. Every re-run must measure cleanly. Promotion fast-forwards `org/<tag>` with a compare-and-swap. The head's
@@ -423,7 +423,7 @@ def advance_verification(ctx: OrgContext, log: Say) -> bool:
 
 def runs_first(ctx: OrgContext, cand: dict[str, Any]) -> list[str]:
     """The agents' runs that start before a fresh verification of `cand` (YIELD_FROM_PAIRS at no pairs yet): those
-    waiting for a slot when it landed, for one round (waiting_for_slots), unless its claim would clear the bar of
+    waiting for a slot when it landed (waiting_for_slots), unless its claim would clear the bar of
     the first look that may promote (the claim taken as its pairs' gain, σ_d's estimates as they stand): a claim
     that big starts at once, a lesser one waits its turn. One set aside with pairs already (paused) goes on at
     once."""
@@ -689,18 +689,24 @@ def set_aside_before_its_look(ctx: OrgContext, ver: dict[str, Any], cand: dict[s
     return True
 
 
+# The round a verification yields is every agent's run that was waiting for a slot when its look landed, not one
+# round of as many as a pair takes slots: four agents on two slots keep four runs in line, and with one round of two
+# the third and fourth waited out the whole next look. `DEPTH = 1` on nanochat, queued third in line at the look-4
+# yield of a lucky `MATRIX_LR` claim (0.12 claimed, 0.06 over its pairs), started 10 minutes later, after all 8
+# pairs of that verification (rejected) and the first pair of another: no promotion within 22 minutes of `up`
+# (benchmarks/first_promotion.py --timeline).
 def waiting_for_slots(ctx: OrgContext, cls: str, rows: list[dict[str, Any]]) -> list[str]:
-    """Agents' runs on this slot class still waiting for a slot that were queued before the look in `rows` landed,
-    until as many agents' runs started since as a pair takes slots (one round), and for at most one run's length
-    (budget and start-up) after it landed: the next look waits for them."""
+    """Agents' runs on this slot class that were waiting for a slot when the look in `rows` landed and still are,
+    for at most as many runs' lengths (budget and start-up) after it landed as the rounds they take on the class's
+    slots: the next look waits for them."""
     landed = max(r["finished"] for r in rows)
-    if clock.age_s(landed) > ctx.task.budget[cls] + ctx.task.startup.get(cls, 0.0):
+    waited = [r for r in ledger.experiments(ctx.paths, kinds=("exp",))
+              if r["slot_class"] == cls and r["queued"] < landed and (not r["started"] or r["started"] >= landed)
+              and not r["verdict"].startswith("cancelled")]
+    rounds = -(-len(waited) // max(1, len(class_slots(ctx.spec, cls))))
+    if clock.age_s(landed) > rounds * (ctx.task.budget[cls] + ctx.task.startup.get(cls, 0.0)):
         return []
-    exps = [r for r in ledger.experiments(ctx.paths, kinds=("exp",)) if r["slot_class"] == cls]
-    started = sum(bool(r["started"]) and r["started"] >= landed for r in exps)
-    if started >= min(2, len(class_slots(ctx.spec, cls))):
-        return []
-    return [r["exp"] for r in exps if r["verdict"] == "queued" and r["queued"] < landed]
+    return [r["exp"] for r in waited if r["verdict"] == "queued"]
 
 
 def complete_promotion(ctx: OrgContext, ver: dict[str, Any], log: Say) -> bool:
