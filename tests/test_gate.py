@@ -20,7 +20,7 @@ from autoorg import clock, comms, executors, experiments, gate, workspace
 from autoorg.compute.slots import WANTED_POLL_S, GateHold, class_slots, lease_slot, live_tickets, org_slots
 from autoorg.compute.slots import _Queue as slots_queue  # a waiter's ticket, without a waiter
 from autoorg.experiments import ledger, run
-from autoorg.gate.stats import paired_verdict, promoting_looks, promotion_bound
+from autoorg.gate.stats import after_pairs, paired_verdict, promoting_looks, promotion_bound
 from autoorg.paths import OrgPaths
 from autoorg.spec import load_task
 from autoorg.spec.org import load_org
@@ -538,7 +538,7 @@ def test_claims_screened_with_different_bands_are_weighed_in_one_unit(org: OrgPa
 def test_a_verification_yields_a_round_unless_its_gains_clear_a_next_looks_bar_at_most_two_pairs_away(
         org: OrgPaths, monkeypatch: pytest.MonkeyPatch, pairs: int, gains: str, yields: bool) -> None:
     """Undecided at a look with agents' runs waiting: a verification whose pairs so far would clear the next look's
-    bar (σ_d's estimates as they stand) queues that look at once when it is at most DUE_WITHIN_PAIRS pairs away; a
+    bar (σ_d's estimates with the dof that look's pairs bring) queues that look at once when it is at most DUE_WITHIN_PAIRS pairs away; a
     weaker one, or one whose next look is further (4 more pairs of 8: four rounds of both slots), lets the waiting
     runs start first. Real ledger and decide(); only the waiting agents' runs are named by hand (waiting_for_slots,
     which reads the clock, has a test of its own)."""
@@ -574,9 +574,9 @@ def test_a_verification_yields_a_round_unless_its_gains_clear_a_next_looks_bar_a
         def pair_gains(gain: float) -> list[float]:
             return [gain + sign * 1.7 * sigma for sign in signs]
 
-        def bar(n: int, gain: float) -> float:  # the bar n pairs must clear, as decide() computes it
+        def bar(n: int, gain: float) -> float:  # the bar n pairs must clear: at this look, or projected to the next
             estimates = verify.pair_noise_of(ctx, "cpu", pair_gains(gain), leave_out=ver["id"])
-            found = promotion_bound(estimates, n, st.z, promoting_looks(st.repeats))
+            found = promotion_bound(after_pairs(estimates, pairs, n - pairs), n, st.z, promoting_looks(st.repeats))
             assert found is not None
             return float(found[0])
 
@@ -598,26 +598,29 @@ def test_a_verification_yields_a_round_unless_its_gains_clear_a_next_looks_bar_a
         executors.executor_for(ctx.spec).cancel_runs(org, after["runs"][2 * pairs:], "cancelled: test")
 
 
-@pytest.mark.parametrize("claim", ["under the first promoting bar", "over it"])
+@pytest.mark.parametrize("claim", ["under the first promoting bar", "over it as its pairs leave sigma",
+                                   "over it"])
 def test_a_fresh_verification_of_a_small_claim_lets_the_runs_waiting_when_it_landed_start_first(
         org: OrgPaths, claim: str) -> None:
-    """A candidate whose claim would not clear the bar of the first look that may promote (σ_d's estimates as they
-    stand) is verified once the agents' runs that were waiting for a slot when it landed have started; a bigger
-    claim is verified at once. Real ledger, real waiting_for_slots and advance_verification."""
+    """A candidate whose claim would not clear the bar of the first look that may promote (σ_d's estimates with the
+    dof that look's pairs bring) is verified once the agents' runs that were waiting for a slot when it landed have
+    started; a bigger claim is verified at once, also one under the bar of σ_d's estimates as they stand (a fresh
+    org's σ has the few dof of its baselines). Real ledger, real waiting_for_slots and advance_verification."""
     verify = importlib.import_module("autoorg.gate.verify")
     ctx = experiments.load_context(org)
     h, st = head(org), gate.settings(ctx.spec)
     commits = committed(org, {"alice": {"LEARNING_RATE": 0.0015}, "bob": {"WARMUP_FRAC": 0.15}})
     logs: list[str] = []
     with gate_held(ctx) as ref:
-        bar = promotion_bound(verify.pair_noise_of(ctx, "cpu", [], leave_out=-1), verify.looks(st.repeats)[1],
-                              st.z, promoting_looks(st.repeats))
-        assert bar is not None and bar[0] > st.floor * abs(ref)
+        first, estimates = verify.looks(st.repeats)[1], verify.pair_noise_of(ctx, "cpu", [], leave_out=-1)
+        bar = promotion_bound(after_pairs(estimates, 0, first), first, st.z, promoting_looks(st.repeats))
+        standing = promotion_bound(estimates, first, st.z, promoting_looks(st.repeats))
+        assert bar is not None and standing is not None and st.floor * abs(ref) < bar[0] < standing[0] / 1.5
         waiting = experiments.queue_run(ctx, kind="exp", agent="bob", commit=commits["bob"], head=h,
                                         description="bob", seed=2, budget=ctx.task.budget["cpu"], slot_class="cpu")
         time.sleep(0.01)
         cand = planted_candidate(ctx, "alice", commits["alice"], ref, (0.5 if claim.startswith("under") else 1.5)
-                                 * bar[0])
+                                 * bar[0] if claim != "over it" else 1.5 * standing[0])
         ledger.update_experiment(org, cand, finished=clock.now_iso())
         if claim.startswith("under"):
             assert verify.runs_first(ctx, ledger.get_experiment(org, cand)) == [waiting]

@@ -90,6 +90,18 @@ def test_sigma_d_comes_from_the_pairs_once_they_have_the_dof_and_never_below_the
     assert stats.paired_verdict([0.003] * 4, (bound, flat), 2.9, 8) != "promote"
 
 
+
+def test_the_estimates_a_next_look_will_judge_by_keep_their_sigma_and_gain_the_dof_of_its_pairs() -> None:
+    bound, pooled = Noise(0.04, 3), Noise(0.02, 5)
+    assert stats.after_pairs((bound,), 0, 2) == (Noise(0.04, 7),)  # each pair: a run of the head, one of the change
+    assert stats.after_pairs((bound, pooled), 0, 2) == (Noise(0.04, 7), Noise(0.02, 6))  # its own group: 1 dof
+    assert stats.after_pairs((bound, pooled), 2, 2) == (Noise(0.04, 7), Noise(0.02, 7))
+    assert stats.after_pairs((), 0, 2) == () and stats.after_pairs((bound,), 2, 0) == (bound,)
+    # a fresh org's 4 baselines (3 dof): two pairs' dof more than halve the bar a claim must clear to start at once
+    now = stats.promotion_bound((bound,), 2, 2.9, 3)
+    then = stats.promotion_bound(stats.after_pairs((bound,), 0, 2), 2, 2.9, 3)
+    assert now is not None and then is not None and then[0] < now[0] / 2
+
 def simulate(effect: float, trials: int, *, shared: float = 0.0, earlier: int = 0,
              baselines: int = Baseline().repeats, seed: int = 1) -> tuple[float, float]:
     """(promotion rate, mean pairs per decision) of the paired rule at the default z = 2.9, R = 8 and K, as the gate

@@ -228,6 +228,19 @@ def promotion_bound(estimates: tuple[Noise, ...], n: int, z: float, n_looks: int
     return min(bars, key=lambda bar: bar[0])
 
 
+def after_pairs(estimates: tuple[Noise, ...], pairs: int, added: int) -> tuple[Noise, ...]:
+    """σ_d's estimates (`pair_noise`) as they will stand once `added` more pairs land on a verification with `pairs`
+    so far, each σ as it is now: every pair adds a run to the head's tree and one to the candidate's (2 dof to
+    √2·σ's) and a gain to the verification's own group in the pooled estimate (once that group has two). Only for
+    scheduling, never a decision: a look is judged on the estimates it finds. In a fresh org √2·σ has the 3 dof of
+    4 baselines: its quantile at z 2.9 is 12.0, and 5.2 at the 7 dof the first two pairs bring."""
+    if not estimates:
+        return ()
+    own = max(0, pairs + added - 1) - max(0, pairs - 1)
+    runs, *pooled = estimates
+    return (Noise(runs.sigma, runs.dof + 2 * added), *(Noise(e.sigma, e.dof + own) for e in pooled))
+
+
 def paired_verdict(gains: list[float], estimates: tuple[Noise, ...], z: float, max_pairs: int,
                    min_gain: float = 0.0) -> str:
     """`promote`, `reject` or `continue` for the paired gains landed so far (positive = the candidate better),

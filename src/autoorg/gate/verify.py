@@ -70,6 +70,7 @@ from autoorg.gate.islands import migrate
 from autoorg.gate.review import cleared_for_verification
 from autoorg.gate.stats import (
     Noise,
+    after_pairs,
     band,
     ignores_seed,
     looks,
@@ -101,9 +102,13 @@ PREEMPT = 2.0
 # confirmed) kept every experiment waiting for 11 minutes, among them the org's first win (`DEPTH = 2`), queued at
 # 1.4 minutes and run at 17 (benchmarks/first_promotion.py --timeline). A win found in the round it yields
 # outranks the verification at its next look (PREEMPT). One whose gains so far (before a pair: its claim) already
-# clear the next promoting look's bar (the estimates as they stand) does not yield: it is expected to promote
-# there, and the round only delayed the org's first promotion (`DEPTH = 2` on nanochat: gains 0.22 and 0.20 at two
-# pairs against a bar of 0.23, a round of agents' runs, then promoted at four). From 2 pairs, in the slowest first
+# clear the next promoting look's bar does not yield: it is expected to promote there, and the round only delayed
+# the org's first promotion (`DEPTH = 2` on nanochat: gains 0.22 and 0.20 at two pairs against a bar of 0.23, a
+# round of agents' runs, then promoted at four). That bar is σ_d's estimates with the dof that look's pairs bring
+# (gate.stats.after_pairs), not as they stand: in a fresh org σ has the 3 dof of 4 baselines, and `DEPTH = 2`'s
+# first claim (0.21 val_bpb, 6.6σ) fell under a bar of 0.38 at them (0.17 at the 7 dof of two pairs), let three
+# waiting runs go first (two rounds, one slot idle in the second) and was promoted at two pairs against a bar of
+# 0.12, 11.3 minutes after `up` (benchmarks/first_promotion.py --timeline). From 2 pairs, in the slowest first
 # promotions a first-round claim of ~1.5σ (SEQ_LEN=128 alone; a lucky WARMDOWN_FRAC run) took both slots for two
 # looks while probes queued at the start waited, among them the org's first win (`DEPTH = 2`, queued at 232 s,
 # run at 750 s; 16.2 and 18.9 minutes to the first promotion, benchmarks/first_promotion.py --timeline).
@@ -424,8 +429,8 @@ def advance_verification(ctx: OrgContext, log: Say) -> bool:
 def runs_first(ctx: OrgContext, cand: dict[str, Any]) -> list[str]:
     """The agents' runs that start before a fresh verification of `cand` (YIELD_FROM_PAIRS at no pairs yet): those
     waiting for a slot when it landed (waiting_for_slots), unless its claim would clear the bar of
-    the first look that may promote (the claim taken as its pairs' gain, σ_d's estimates as they stand): a claim
-    that big starts at once, a lesser one waits its turn. One set aside with pairs already (paused) goes on at
+    the first look that may promote (the claim taken as its pairs' gain, σ_d's estimates with that look's dof:
+    gate.stats.after_pairs): a claim that big starts at once, a lesser one waits its turn. One set aside with pairs already (paused) goes on at
     once."""
     if YIELD_FROM_PAIRS > 0 or None in (cand["ref_mean"], cand["metric"], cand["finished"]) \
             or ledger.verifications(ctx.paths, exp=cand["exp"], status="paused"):
@@ -434,8 +439,8 @@ def runs_first(ctx: OrgContext, cand: dict[str, Any]) -> list[str]:
     claim = ctx.task.improvement(cand["metric"], cand["ref_mean"])
     schedule = looks(st.repeats)
     first_promoting = schedule[1] if len(schedule) > 1 else schedule[0]
-    bar = promotion_bound(pair_noise_of(ctx, cls, [], leave_out=-1), first_promoting, st.z,
-                          promoting_looks(st.repeats))
+    bar = promotion_bound(after_pairs(pair_noise_of(ctx, cls, [], leave_out=-1), 0, first_promoting),
+                          first_promoting, st.z, promoting_looks(st.repeats))
     if bar is not None and claim > max(bar[0], st.floor * abs(cand["ref_mean"])):
         return []
     return waiting_for_slots(ctx, cls, [cand])
@@ -765,10 +770,12 @@ def requeue_lost(ctx: OrgContext, ver: dict[str, Any], rows: list[dict[str, Any]
 
 def due_at_next_look(gains: list[float], estimates: tuple[Noise, ...], z: float, max_pairs: int,
                      min_gain: float) -> bool:
-    """Would the next look promote if its pairs gained as these did, against σ_d's estimates as they stand? Only
-    schedules (whether the verification yields a round), never decides: the next look is judged on its own."""
-    n = len(gains) + next_look(len(gains), max_pairs)
-    bar = promotion_bound(estimates, n, z, promoting_looks(max_pairs))
+    """Would the next look promote if its pairs gained as these did, against σ_d's estimates as that look's pairs
+    will leave them (their σ as it stands, their dof grown: gate.stats.after_pairs)? Only schedules (whether the
+    verification yields a round), never decides: the next look is judged on its own."""
+    added = next_look(len(gains), max_pairs)
+    bar = promotion_bound(after_pairs(estimates, len(gains), added), len(gains) + added, z,
+                          promoting_looks(max_pairs))
     return bar is not None and statistics.fmean(gains) > max(bar[0], min_gain)
 
 
