@@ -766,7 +766,7 @@ def test_a_verification_is_set_aside_by_its_pairs_gain_and_yields_to_every_waiti
         monkeypatch: pytest.MonkeyPatch) -> None:
     """`outranking` weighs the verification in flight by the lower of its claim and its pairs' mean gain;
     `waiting_for_slots` names the agents' runs that were waiting when the look landed until every one started (or
-    was withdrawn), for at most the rounds they take."""
+    was withdrawn), for at most the rounds they take, and the runs queued next that fill their last round."""
     verify = importlib.import_module("autoorg.gate.verify")
     now = time.time()
     stamp = lambda ago: clock.iso_of_epoch(now - ago)  # noqa: E731
@@ -798,8 +798,16 @@ def test_a_verification_is_set_aside_by_its_pairs_gain_and_yields_to_every_waiti
     rows[:] = [row(e, 1.2, verdict="queued", queued=stamp(300), started=None) for e in ("e3", "e4", "e5")]
     assert verify.waiting_for_slots(ctx, "cpu", [{"finished": stamp(175)}]) == ["e3", "e4", "e5"]
     assert verify.waiting_for_slots(ctx, "cpu", [{"finished": stamp(185)}]) == []  # two rounds' length at most
-    rows.append(row("e6", 1.2, verdict="queued", queued=stamp(4), started=None))  # queued after the look landed
-    assert verify.waiting_for_slots(ctx, "cpu", look) == ["e3", "e4", "e5"]
+    # Queued after the look landed: the first such run fills the second round beside the third waiting run, the
+    # next does not go first; nor does one queued once the last waiting run had started (its round was on).
+    rows += [row(e, 1.2, verdict="queued", queued=stamp(ago), started=None) for e, ago in (("e6", 4), ("e7", 3))]
+    assert verify.waiting_for_slots(ctx, "cpu", look) == ["e3", "e4", "e5", "e6"]
+    for r, ago in zip(rows[:3], (2.5, 2.5, 1.5), strict=True):
+        r.update(verdict="running", started=stamp(ago))
+    assert verify.waiting_for_slots(ctx, "cpu", look) == ["e6"]
+    for r in rows[3:]:
+        r.update(queued=stamp(1))
+    assert verify.waiting_for_slots(ctx, "cpu", look) == []
 
 
 # z 12: nothing promotes, it runs to its last look. A start-up allowance of 10 s: the look waits for bob's run for a

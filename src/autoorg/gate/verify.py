@@ -699,19 +699,24 @@ def set_aside_before_its_look(ctx: OrgContext, ver: dict[str, Any], cand: dict[s
 # the third and fourth waited out the whole next look. `DEPTH = 1` on nanochat, queued third in line at the look-4
 # yield of a lucky `MATRIX_LR` claim (0.12 claimed, 0.06 over its pairs), started 10 minutes later, after all 8
 # pairs of that verification (rejected) and the first pair of another: no promotion within 22 minutes of `up`
-# (benchmarks/first_promotion.py --timeline).
+# (benchmarks/first_promotion.py --timeline). Three runs waiting on two slots left the second round's other slot
+# to the pair's first arm, which held it idle for 71 s while an agent's proposal waited (the same benchmark).
 def waiting_for_slots(ctx: OrgContext, cls: str, rows: list[dict[str, Any]]) -> list[str]:
     """Agents' runs on this slot class that were waiting for a slot when the look in `rows` landed and still are,
     for at most as many runs' lengths (budget and start-up) after it landed as the rounds they take on the class's
-    slots: the next look waits for them."""
+    slots: the next look waits for them. A last round they do not fill is filled by the runs queued next (before
+    the last of them started), which would otherwise leave a slot idle while the look's pair waits for both."""
     landed = max(r["finished"] for r in rows)
-    waited = [r for r in ledger.experiments(ctx.paths, kinds=("exp",))
-              if r["slot_class"] == cls and r["queued"] < landed and (not r["started"] or r["started"] >= landed)
-              and not r["verdict"].startswith("cancelled")]
-    rounds = -(-len(waited) // max(1, len(class_slots(ctx.spec, cls))))
+    runs = [r for r in ledger.experiments(ctx.paths, kinds=("exp",))
+            if r["slot_class"] == cls and not r["verdict"].startswith("cancelled")]
+    waited = [r for r in runs if r["queued"] < landed and (not r["started"] or r["started"] >= landed)]
+    width = max(1, len(class_slots(ctx.spec, cls)))
+    rounds = -(-len(waited) // width)
     if clock.age_s(landed) > rounds * (ctx.task.budget[cls] + ctx.task.startup.get(cls, 0.0)):
         return []
-    return [r["exp"] for r in waited if r["verdict"] == "queued"]
+    last = max(r["started"] for r in waited) if all(r["started"] for r in waited) else None
+    fill = [r for r in runs if r["queued"] >= landed and (last is None or r["queued"] < last)]
+    return [r["exp"] for r in waited + fill[:rounds * width - len(waited)] if r["verdict"] == "queued"]
 
 
 def complete_promotion(ctx: OrgContext, ver: dict[str, Any], log: Say) -> bool:
