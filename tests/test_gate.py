@@ -538,8 +538,8 @@ def test_claims_screened_with_different_bands_are_weighed_in_one_unit(org: OrgPa
 def test_a_verification_yields_a_round_unless_its_gains_clear_a_next_looks_bar_at_most_two_pairs_away(
         org: OrgPaths, monkeypatch: pytest.MonkeyPatch, pairs: int, gains: str, yields: bool) -> None:
     """Undecided at a look with agents' runs waiting: a verification whose pairs so far would clear the next look's
-    bar (σ_d's estimates with the dof that look's pairs bring) queues that look at once when it is at most DUE_WITHIN_PAIRS pairs away; a
-    weaker one, or one whose next look is further (4 more pairs of 8: four rounds of both slots), lets the waiting
+    bar (σ_d's estimates with the dof that look's pairs bring) queues that look at once when it is at most
+    DUE_WITHIN_PAIRS pairs away; a weaker one, or one whose next look is further (4 more pairs of 8: four rounds of both slots), lets the waiting
     runs start first. Real ledger and decide(); only the waiting agents' runs are named by hand (waiting_for_slots,
     which reads the clock, has a test of its own)."""
     verify = importlib.import_module("autoorg.gate.verify")

@@ -90,7 +90,6 @@ def test_sigma_d_comes_from_the_pairs_once_they_have_the_dof_and_never_below_the
     assert stats.paired_verdict([0.003] * 4, (bound, flat), 2.9, 8) != "promote"
 
 
-
 def test_the_estimates_a_next_look_will_judge_by_keep_their_sigma_and_gain_the_dof_of_its_pairs() -> None:
     bound, pooled = Noise(0.04, 3), Noise(0.02, 5)
     assert stats.after_pairs((bound,), 0, 2) == (Noise(0.04, 7),)  # each pair: a run of the head, one of the change
@@ -101,6 +100,7 @@ def test_the_estimates_a_next_look_will_judge_by_keep_their_sigma_and_gain_the_d
     now = stats.promotion_bound((bound,), 2, 2.9, 3)
     then = stats.promotion_bound(stats.after_pairs((bound,), 0, 2), 2, 2.9, 3)
     assert now is not None and then is not None and then[0] < now[0] / 2
+
 
 def simulate(effect: float, trials: int, *, shared: float = 0.0, earlier: int = 0,
              baselines: int = Baseline().repeats, seed: int = 1) -> tuple[float, float]:

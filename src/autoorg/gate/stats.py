@@ -241,6 +241,13 @@ def after_pairs(estimates: tuple[Noise, ...], pairs: int, added: int) -> tuple[N
     return (Noise(runs.sigma, runs.dof + 2 * added), *(Noise(e.sigma, e.dof + own) for e in pooled))
 
 
+def bar_after(estimates: tuple[Noise, ...], pairs: int, added: int, z: float,
+              max_pairs: int) -> tuple[float, Noise] | None:
+    """The bar the look at `pairs` + `added` pairs will set (promotion_bound), σ_d's estimates as those pairs will
+    leave them (after_pairs): what the gate schedules by, never what it decides by."""
+    return promotion_bound(after_pairs(estimates, pairs, added), pairs + added, z, promoting_looks(max_pairs))
+
+
 def paired_verdict(gains: list[float], estimates: tuple[Noise, ...], z: float, max_pairs: int,
                    min_gain: float = 0.0) -> str:
     """`promote`, `reject` or `continue` for the paired gains landed so far (positive = the candidate better),

@@ -25,8 +25,8 @@ undecided at a look is set aside (`paused`) for a waiting candidate that claims 
 goes on from that look once that one is decided, unless the head moved meanwhile; one whose look is still in
 flight is set aside at once, its pairs that have not started cancelled (set_aside_before_its_look). From its second look on, an
 undecided verification lets every one of the agents' runs that were waiting for a slot when its look landed start
-before it queues the next (YIELD_FROM_PAIRS, waiting_for_slots), unless its gains so far would clear the bar of a next look at most
-DUE_WITHIN_PAIRS pairs away (due_at_next_look). Before
+before it queues the next (YIELD_FROM_PAIRS, waiting_for_slots), unless its gains so far would clear the bar of a
+next look at most DUE_WITHIN_PAIRS pairs away (due_at_next_look). Before
 that, re-runs on distinct seeds that do not vary (gate.stats.ignores_seed) reject the candidate as ignoring its
 seed. Every re-run must measure cleanly. Promotion fast-forwards `org/<tag>` with a compare-and-swap. The head's
 arm of each pair counts towards the head's mean.
@@ -70,8 +70,8 @@ from autoorg.gate.islands import migrate
 from autoorg.gate.review import cleared_for_verification
 from autoorg.gate.stats import (
     Noise,
-    after_pairs,
     band,
+    bar_after,
     ignores_seed,
     looks,
     paired_verdict,
@@ -428,10 +428,10 @@ def advance_verification(ctx: OrgContext, log: Say) -> bool:
 
 def runs_first(ctx: OrgContext, cand: dict[str, Any]) -> list[str]:
     """The agents' runs that start before a fresh verification of `cand` (YIELD_FROM_PAIRS at no pairs yet): those
-    waiting for a slot when it landed (waiting_for_slots), unless its claim would clear the bar of
-    the first look that may promote (the claim taken as its pairs' gain, σ_d's estimates with that look's dof:
-    gate.stats.after_pairs): a claim that big starts at once, a lesser one waits its turn. One set aside with pairs already (paused) goes on at
-    once."""
+    waiting for a slot when it landed (waiting_for_slots), unless its claim would clear the bar of the first look
+    that may promote (the claim taken as its pairs' gain, σ_d's estimates with that look's dof:
+    gate.stats.bar_after): a claim that big starts at once, a lesser one waits its turn. One set aside with pairs
+    already (paused) goes on at once."""
     if YIELD_FROM_PAIRS > 0 or None in (cand["ref_mean"], cand["metric"], cand["finished"]) \
             or ledger.verifications(ctx.paths, exp=cand["exp"], status="paused"):
         return []
@@ -439,8 +439,7 @@ def runs_first(ctx: OrgContext, cand: dict[str, Any]) -> list[str]:
     claim = ctx.task.improvement(cand["metric"], cand["ref_mean"])
     schedule = looks(st.repeats)
     first_promoting = schedule[1] if len(schedule) > 1 else schedule[0]
-    bar = promotion_bound(after_pairs(pair_noise_of(ctx, cls, [], leave_out=-1), 0, first_promoting),
-                          first_promoting, st.z, promoting_looks(st.repeats))
+    bar = bar_after(pair_noise_of(ctx, cls, [], leave_out=-1), 0, first_promoting, st.z, st.repeats)
     if bar is not None and claim > max(bar[0], st.floor * abs(cand["ref_mean"])):
         return []
     return waiting_for_slots(ctx, cls, [cand])
@@ -776,11 +775,9 @@ def requeue_lost(ctx: OrgContext, ver: dict[str, Any], rows: list[dict[str, Any]
 def due_at_next_look(gains: list[float], estimates: tuple[Noise, ...], z: float, max_pairs: int,
                      min_gain: float) -> bool:
     """Would the next look promote if its pairs gained as these did, against σ_d's estimates as that look's pairs
-    will leave them (their σ as it stands, their dof grown: gate.stats.after_pairs)? Only schedules (whether the
+    will leave them (their σ as it stands, their dof grown: gate.stats.bar_after)? Only schedules (whether the
     verification yields a round), never decides: the next look is judged on its own."""
-    added = next_look(len(gains), max_pairs)
-    bar = promotion_bound(after_pairs(estimates, len(gains), added), len(gains) + added, z,
-                          promoting_looks(max_pairs))
+    bar = bar_after(estimates, len(gains), next_look(len(gains), max_pairs), z, max_pairs)
     return bar is not None and statistics.fmean(gains) > max(bar[0], min_gain)
 
 
