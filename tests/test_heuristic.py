@@ -110,6 +110,28 @@ def test_proposals_move_the_knob_nobody_has_tried_from_the_head_first() -> None:
         assert proposal["DEPTH"] < head["DEPTH"], (seed, why)
 
 
+def test_the_first_sweep_takes_the_knobs_in_the_order_the_task_lists_them() -> None:
+    """Agents proposing one after another from a fresh head (each seeing the others' queued runs) move one knob each,
+    the first the task lists among those nobody moved yet, whatever their random seed: the sweep's order depends on
+    the task alone, not on a draw that put nanochat's DEPTH last."""
+    head = researcher.read_knobs((SYNTHETIC / "train.py").read_text(), KNOBS)
+    for seed in range(10):
+        tried: list[dict[str, object]] = []
+        order = []
+        for _ in KNOBS:
+            r = researcher.Researcher.__new__(researcher.Researcher)
+            r.rng, r.step, r.focus = random.Random(seed), researcher.START_STEP, researcher.Focus()
+            r.ctx = type("Ctx", (), {"task": load_task(SYNTHETIC / "task.yaml")})()  # type: ignore[assignment]
+            ev = researcher.Evidence({}, {researcher.config_key(KNOBS, c): c for c in tried},
+                                     {researcher.config_key(KNOBS, c) for c in tried}, 0, 0)
+            proposal, _why = r.propose(head, ev, None)
+            order += [n for n in head if proposal[n] != head[n]]
+            tried.append(proposal)
+        # WEIGHT_DECAY starts at the bottom of its range, one side spent like a knob moved once: after the other
+        # four, the sweep goes on with the first listed of those five, LEARNING_RATE's other side
+        assert order == ["LEARNING_RATE", "WARMUP_FRAC", "DEPTH", "BATCH_SIZE", "LEARNING_RATE"], seed
+
+
 def test_two_knobs_move_together_only_once_each_was_moved_alone() -> None:
     """Until every knob has been moved alone from the centre, a proposal moves one knob: its result then says
     which way that knob goes. Afterwards some proposals move two."""

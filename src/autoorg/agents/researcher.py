@@ -7,8 +7,8 @@ around the verified best, using the whole org's ledger:
    configuration of the best run anyone measured that beat the head's mean but is not verified yet.
 2. One knob (sometimes two, once every knob has been moved alone from the centre) is moved by ±step in the knob's
    unit range (log scale where the knob says so; a choice moves by whole positions). The knob is one that nobody in
-   the org (measured, running or queued) has yet moved alone from the centre, or the least so: four agents do not
-   all try the same knob first. Ahead of those
+   the org (measured, running or queued) has yet moved alone from the centre, or the least so, the first of those
+   the task lists (`propose`): four agents do not all try the same knob first. Ahead of those
    comes the other side of a knob whose move alone made things clearly worse (by over REVERSE_SIGMAS of the org's
    noise σ), the worst first: a steep slope one way is the best-founded bet the other way, and in a single round
    of probes with coin-flip directions half the knobs that matter are first moved the wrong way. The direction
@@ -342,8 +342,13 @@ class Researcher:
         swept = not reversal and all(self._moved_from(k, centre, ev) for k in knobs)
         for attempt in range(PROPOSAL_TRIES):
             step = min(0.5, self.step * (1 + attempt / 10))
-            pool = fresh if attempt < len(fresh) else knobs  # the least explored first, then any
-            first = self.rng.choice(pool)
+            # The least explored first, in the order the task lists them, then any. Proposals are made one at a time,
+            # each seeing the others' queued runs, so agents starting together take the first few knobs listed. At
+            # random, nanochat's DEPTH (listed fourth of nine), whose move down was the first promotion in five of six
+            # runs, was the 2nd to 8th knob moved; moved 7th and 8th, the wrong way first, and behind the
+            # verifications other knobs' probes started, it made the two slowest first promotions (14.6 and 18.8
+            # minutes; the others 8.6 to 12.2: benchmarks/first_promotion.py --timeline).
+            first = fresh[attempt] if attempt < len(fresh) else self.rng.choice(knobs)
             moved = [first]
             if swept and len(knobs) > 1 and self.rng.random() < TWO_KNOBS_P:
                 moved.append(self.rng.choice([k for k in knobs if k is not first]))
