@@ -633,6 +633,34 @@ def test_a_fresh_verification_of_a_small_claim_lets_the_runs_waiting_when_it_lan
         ledger.update_experiment(org, waiting, verdict="cancelled: test")
 
 
+def test_a_first_round_candidate_lets_the_runs_waiting_when_its_heads_baselines_landed_start_first(
+        org: OrgPaths) -> None:
+    """A run that landed before its head's baselines (an org's first round) is screened when they land; the runs
+    waiting for a slot then start before its verification, though its own landing is longer ago than their rounds
+    take. Counted from its landing, its pairs went before the runs queued at `up`."""
+    verify = importlib.import_module("autoorg.gate.verify")
+    ctx = experiments.load_context(org)
+    h, st = head(org), gate.settings(ctx.spec)
+    commits = committed(org, {"alice": {"LEARNING_RATE": 0.0015}, "bob": {"WARMUP_FRAC": 0.15}})
+    with gate_held(ctx) as ref:
+        first, estimates = verify.looks(st.repeats)[1], verify.pair_noise_of(ctx, "cpu", [], leave_out=-1)
+        bar = promotion_bound(after_pairs(estimates, 0, first), first, st.z, promoting_looks(st.repeats))
+        assert bar is not None
+        cand = planted_candidate(ctx, "alice", commits["alice"], ref, 0.5 * bar[0])
+        long_ago = clock.iso_of_epoch(time.time() - 600)  # ten rounds' length ago
+        ledger.update_experiment(org, cand, finished=long_ago, ref_head=h)
+        waiting = experiments.queue_run(ctx, kind="exp", agent="bob", commit=commits["bob"], head=h,
+                                        description="bob", seed=2, budget=ctx.task.budget["cpu"], slot_class="cpu")
+        assert verify.runs_first(ctx, ledger.get_experiment(org, cand)) == []  # its head's baselines long landed
+        time.sleep(0.01)
+        last = experiments.queue_run(ctx, kind="baseline", agent="gate", commit=h, head=h, description="baseline",
+                                     seed=3, budget=ctx.task.budget["cpu"], slot_class="cpu")
+        ledger.update_experiment(org, last, verdict="ok", metric=ref, finished=clock.now_iso())  # it lands now
+        assert verify.runs_first(ctx, ledger.get_experiment(org, cand)) == [waiting]
+        for exp in (cand, waiting, last):
+            ledger.update_experiment(org, exp, verdict="cancelled: test")
+
+
 def test_a_landed_gate_run_keeps_its_slot_only_for_gate_runs_that_started_with_it(org: OrgPaths) -> None:
     """hand_over waits for the other arm of its pair (or a baseline started beside it), not for a gate run that
     started a run's length later: that one lands a run's length later, and the slot would sit idle meanwhile."""

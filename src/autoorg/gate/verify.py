@@ -428,10 +428,17 @@ def advance_verification(ctx: OrgContext, log: Say) -> bool:
 
 def runs_first(ctx: OrgContext, cand: dict[str, Any]) -> list[str]:
     """The agents' runs that start before a fresh verification of `cand` (YIELD_FROM_PAIRS at no pairs yet): those
-    waiting for a slot when it landed (waiting_for_slots), unless its claim would clear the bar of the first look
+    waiting for a slot when it could first be verified (waiting_for_slots): when it landed, or when the baseline
+    runs of the head it was screened against did, if later. Unless its claim would clear the bar of the first look
     that may promote (the claim taken as its pairs' gain, σ_d's estimates with that look's dof:
     gate.stats.bar_after): a claim that big starts at once, a lesser one waits its turn. One set aside with pairs
-    already (paused) goes on at once."""
+    already (paused) goes on at once.
+
+    A run of an org's first round lands before its head's baselines, and it is screened when they land. Counted
+    from its own landing, the wait had run out by then, and its pairs went before the runs queued at `up`. On
+    nanochat a `MATRIX_LR` claim of 0.09 went a round before `DEPTH = 5`, whose other side was the first promotion,
+    at 14.8 minutes; an `EMBEDDING_LR` one of 0.07 before `DEPTH = 4` in another of those five runs
+    (benchmarks/first_promotion.py --timeline)."""
     if YIELD_FROM_PAIRS > 0 or None in (cand["ref_mean"], cand["metric"], cand["finished"]) \
             or ledger.verifications(ctx.paths, exp=cand["exp"], status="paused"):
         return []
@@ -442,7 +449,9 @@ def runs_first(ctx: OrgContext, cand: dict[str, Any]) -> list[str]:
     bar = bar_after(pair_noise_of(ctx, cls, [], leave_out=-1), 0, first_promoting, st.z, st.repeats)
     if bar is not None and claim > max(bar[0], st.floor * abs(cand["ref_mean"])):
         return []
-    return waiting_for_slots(ctx, cls, [cand])
+    screened_by = [r for r in ledger.experiments(ctx.paths, kinds=("baseline",))
+                   if r["head"] == (cand["ref_head"] or cand["head"]) and r["slot_class"] == cls and r["finished"]]
+    return waiting_for_slots(ctx, cls, [cand, *screened_by])
 
 
 def standings(ctx: OrgContext) -> Callable[..., float]:
